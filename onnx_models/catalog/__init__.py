@@ -1,0 +1,8 @@
+"""The built-in catalog: data only, one module per modality (the fastembed ``model_description`` trait)."""
+
+from onnx_models.catalog.entry import CatalogEntry
+from onnx_models.catalog.text import TEXT_MODELS
+
+CATALOG: dict[str, CatalogEntry] = {entry.name: entry for entry in TEXT_MODELS}
+
+__all__ = ["CATALOG", "CatalogEntry"]

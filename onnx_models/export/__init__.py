@@ -1,0 +1,37 @@
+"""Export recipes: one explicit dict literal, no registration by import side effects.
+
+Each recipe turns a catalog entry into an ONNX model + manifest in the cache and records its parity figure.
+Recipes import torch / optimum lazily: they are needed only to build, never to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from onnx_models.catalog import CATALOG, CatalogEntry
+from onnx_models.export.sentence_transformers import build_sentence_transformer
+from onnx_models.manifest import ModelManifest
+
+Recipe = Callable[[CatalogEntry, Path], ModelManifest]
+
+RECIPES: dict[str, Recipe] = {
+    "sentence_transformers": build_sentence_transformer,
+}
+
+
+def build(name: str, cache_dir: Path, force: bool = False) -> ModelManifest:
+    """Build catalog model ``name`` into ``cache_dir`` unless a verified build of this version is there."""
+    from onnx_models.registry import ModelNotBuiltError, load_manifest
+
+    if name not in CATALOG:
+        raise KeyError(f"no model {name!r} in the catalog; known: {sorted(CATALOG)}")
+    entry = CATALOG[name]
+    if not force:
+        try:
+            manifest, _ = load_manifest(cache_dir, name)
+            if manifest.version == entry.version:
+                return manifest
+        except ModelNotBuiltError:
+            pass
+    return RECIPES[entry.recipe](entry, cache_dir)

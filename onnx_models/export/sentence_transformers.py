@@ -1,0 +1,131 @@
+"""Export a sentence-transformers model shipped by a pip package with optimum, then check parity.
+
+The exported graph's ``sentence_embedding`` output already holds the model's pooling and normalization, so
+the runtime needs no torch. Parity is measured against sentence-transformers itself on a fixed sentence set
+(including one text long enough to be truncated) and recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from onnx_models.catalog.entry import CatalogEntry
+from onnx_models.manifest import MANIFEST_FILE, ModelManifest, ParityReport, TokenizerSpec
+from onnx_models.registry import model_dir, sha256_of
+from onnx_models.text_encoder import TextEncoder
+
+PARITY_MIN_COSINE = 0.9999
+
+PARITY_SENTENCES = (
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Kafka topics carry raw events into the pipeline.",
+    "Qdrant stores vectors with payloads for filtering.",
+    "Photosynthesis converts light energy into chemical energy.",
+    "The central bank raised interest rates by a quarter point.",
+    "Ünïcödé, emoji 🚀 and CJK 漢字 survive tokenization.",
+    "ok",
+    "What is the capital of France?",
+    "Paris is the capital and most populous city of France.",
+    " ".join(["This sentence repeats to exceed the two hundred fifty six token limit."] * 30),
+)
+
+
+def package_model_path(package: str) -> Path:
+    module = importlib.import_module(package)
+    return Path(module.get_model_path())
+
+
+def build_sentence_transformer(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
+    from optimum.exporters.onnx import main_export
+
+    source = package_model_path(entry.weights_package)
+    target = model_dir(cache_dir, entry.name, entry.version)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
+        main_export(
+            model_name_or_path=str(source),
+            output=tmp,
+            task="feature-extraction",
+            library_name="sentence_transformers",
+            local_files_only=True,
+            do_validation=False,
+        )
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        shutil.copy(Path(tmp) / "model.onnx", staging / "model.onnx")
+        shutil.copy(Path(tmp) / "tokenizer.json", staging / "tokenizer.json")
+        draft = ModelManifest(
+            name=entry.name,
+            version=entry.version,
+            modality=entry.modality,
+            space=entry.space,
+            sha256=sha256_of(staging / "model.onnx"),
+            inputs=["input_ids", "attention_mask", "token_type_ids"],
+            output="sentence_embedding",
+            dim=entry.dim,
+            pooling=entry.pooling,
+            pooled_in_graph=True,
+            normalize=entry.normalize,
+            normalized_in_graph=True,
+            tokenizer=TokenizerSpec(max_length=entry.max_length or 256, pad_id=0),
+            source=entry.source,
+            license=entry.license,
+            built_with={
+                name: importlib.metadata.version(name)
+                for name in ("optimum", "onnxruntime", "torch", "transformers", "sentence-transformers")
+            },
+        )
+        parity = sentence_transformer_parity(draft, staging, source)
+        if parity.min_cosine < PARITY_MIN_COSINE:
+            raise RuntimeError(
+                f"{entry.name}: ONNX parity min cosine {parity.min_cosine:.6f} < {PARITY_MIN_COSINE}; not installed"
+            )
+        manifest = draft.model_copy(update={"parity": parity})
+        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(target))
+    return manifest
+
+
+def sentence_transformer_parity(manifest: ModelManifest, folder: Path, source: Path) -> ParityReport:
+    """Cosine between the ONNX encoder and sentence-transformers on ``PARITY_SENTENCES``."""
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(source), device="cpu", local_files_only=True)
+    expected = np.asarray(reference.encode(list(PARITY_SENTENCES), batch_size=8), dtype=np.float64)
+    encoder = TextEncoder.from_folder(manifest, folder)
+    actual = encoder.embed(list(PARITY_SENTENCES)).astype(np.float64)
+    return compare(actual, expected, f"sentence-transformers {reference_version()}")
+
+
+def reference_version() -> str:
+    return importlib.metadata.version("sentence-transformers")
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, reference: str) -> ParityReport:
+    cos = (actual * expected).sum(axis=1) / (np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1))
+    return ParityReport(
+        reference=reference,
+        inputs=len(actual),
+        min_cosine=float(cos.min()),
+        mean_cosine=float(cos.mean()),
+        max_abs_diff=float(np.abs(actual - expected).max()),
+        measured_at=datetime.now(UTC),
+    )

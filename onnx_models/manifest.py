@@ -1,0 +1,62 @@
+"""The model manifest: everything needed to run, trust and fence an ONNX encoder, stored beside it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+
+
+class TokenizerSpec(BaseModel):
+    """How text becomes token ids. Padding is always to the longest text of a batch (never a fixed length)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str = "tokenizer.json"
+    max_length: int = Field(ge=1)
+    pad_id: int = 0
+
+
+class ParityReport(BaseModel):
+    """How closely the ONNX model reproduces its reference implementation on a fixed input set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    inputs: int
+    min_cosine: float
+    mean_cosine: float
+    max_abs_diff: float
+    measured_at: datetime
+
+
+class ModelManifest(BaseModel):
+    """A built encoder. ``ref`` (name@version) is what points record and what a named vector is fenced to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    modality: Literal["text", "image", "audio"]
+    space: str
+    onnx_file: str = "model.onnx"
+    sha256: str
+    inputs: list[str]
+    output: str
+    dim: int = Field(ge=1)
+    pooling: Literal["mean", "cls", "last_token", "none"]
+    pooled_in_graph: bool
+    normalize: bool
+    normalized_in_graph: bool
+    tokenizer: TokenizerSpec | None = None
+    source: str
+    license: str
+    parity: ParityReport | None = None
+    built_with: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"

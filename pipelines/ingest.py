@@ -1,0 +1,137 @@
+"""The ingest pipeline: Kafka → parse/validate → embed (token-budget batches) → quality gate → Qdrant,
+dead letters to their topic, offsets committed after the writes are durable.
+
+``run_ingest`` is what the CLI and the tests call. Before the pipeline starts it checks, in this order, that
+the broker answers, the model is built and the collection fits the model (a mismatch stops the run before
+any write). Beam options pass through (``--runner`` etc.); without ``--runner`` the pipeline runs on Beam's
+in-process FnApiRunner. ``--mode drain`` reads each partition from the group's committed offset up to its
+high watermark at launch and returns; ``--mode stream`` runs until SIGINT/SIGTERM. The streaming path uses
+no windows, GroupByKey or timers: the local runner would not fire them until the pipeline ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from onnx_models.registry import load_manifest
+from pipelines.io.kafka_clients import PartitionSpec, ensure_topics, plan_partitions
+from pipelines.io.kafka_read import ReadKafkaPartitions, request_stop, reset_stop
+from pipelines.stores import SpaceSpec, open_store
+from pipelines.transforms import DEAD_LETTER
+from pipelines.transforms.deliver import NAMESPACE, Deliver
+from pipelines.transforms.embed_text import EmbedText
+from pipelines.transforms.parse import ParseEvents
+from schemas.envelope import Limits, Modality
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    points_upserted: int
+    dead_letters: int
+    partitions: list[PartitionSpec]
+
+
+def text_spaces(settings: Settings) -> list[SpaceSpec]:
+    """The named vectors this pipeline writes, from the built models' manifests (fails if not built)."""
+    manifest, _ = load_manifest(settings.model.cache_dir, settings.model.text_model)
+    return [SpaceSpec(manifest.space, manifest.dim, manifest.ref)]
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, settings: Settings, partitions: list[PartitionSpec], spaces: list[SpaceSpec]
+) -> None:
+    limits = Limits(settings.pipeline.max_event_bytes, settings.pipeline.max_text_chars)
+    records = pipeline | "ReadKafka" >> ReadKafkaPartitions(settings.kafka, settings.pipeline, partitions)
+    parsed = records | "Parse" >> beam.ParDo(ParseEvents(limits, [Modality.TEXT])).with_outputs(
+        DEAD_LETTER, main="events"
+    )
+    embedded = parsed.events | "EmbedText" >> beam.ParDo(EmbedText(settings.model, settings.pipeline)).with_outputs(
+        DEAD_LETTER, main="points"
+    )
+    outcomes = (embedded.points, parsed[DEAD_LETTER], embedded[DEAD_LETTER]) | "Outcomes" >> beam.Flatten()
+    _ = outcomes | "Deliver" >> beam.ParDo(Deliver(settings, spaces))
+
+
+def pipeline_options(settings: Settings, beam_args: Sequence[str]) -> PipelineOptions:
+    options = PipelineOptions(list(beam_args))
+    standard = options.view_as(StandardOptions)
+    if settings.pipeline.mode == "stream" and standard.runner is not None:
+        standard.streaming = True  # real streaming runners (Flink, Dataflow) need the flag
+    return options
+
+
+def _runner(options: PipelineOptions) -> object | None:
+    if options.view_as(StandardOptions).runner is None:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM finish the readers at their next checkpoint instead of killing mid-write."""
+    previous = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: finishing the current bundle, then stopping", signum)
+        request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResult:
+    """Run the ingest pipeline to completion (drain) or until stopped (stream)."""
+    kafka = settings.kafka
+    ensure_topics(kafka, [kafka.topic, kafka.dead_letter_topic])
+    spaces = text_spaces(settings)
+    store = open_store(settings.qdrant)
+    try:
+        store.ensure_spaces(spaces)
+    finally:
+        store.close()
+    partitions = plan_partitions(kafka, settings.pipeline.max_event_bytes, bounded=settings.pipeline.mode == "drain")
+    backlog = sum((p.stop - p.start) for p in partitions if p.stop is not None)
+    log.info(
+        "ingest %s: topic %s, %d partitions, %s",
+        settings.pipeline.mode,
+        kafka.topic,
+        len(partitions),
+        f"{backlog} events to drain" if settings.pipeline.mode == "drain" else "streaming until stopped",
+    )
+    options = pipeline_options(settings, beam_args)
+    reset_stop()
+    with _stop_on_signals():
+        pipeline = beam.Pipeline(runner=_runner(options), options=options)
+        build_pipeline(pipeline, settings, partitions, spaces)
+        result = pipeline.run()
+        result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed or c.attempted or 0
+        for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    }
+    return IngestResult(
+        points_upserted=int(counters.get("points_upserted", 0)),
+        dead_letters=int(counters.get("dead_letters", 0)),
+        partitions=partitions,
+    )

@@ -1,0 +1,1 @@
+"""IO connectors: Kafka (read, commit, dead letters, admin helpers). Stores live in ``pipelines.stores``."""

@@ -1,0 +1,146 @@
+"""kafka-python clients configured from settings, and the few admin facts the pipeline needs.
+
+Everything here is plain kafka-python: no JVM, no expansion service. High watermarks come from a fetch
+response (``consumer.highwater``), which every Kafka-protocol broker reports correctly; ListOffsets LATEST
+is not trusted (tansu gets it wrong, MACHINE_NOTES.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+
+from schemas.settings import KafkaSettings
+
+FETCH_HEADROOM = 1 << 20
+
+
+class BrokerUnavailableError(RuntimeError):
+    """No Kafka broker answered at the configured bootstrap address."""
+
+
+def _unavailable(settings: KafkaSettings) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"no Kafka broker at {settings.bootstrap_servers} (EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS); "
+        "start a local one with `embedstream broker start` or point the setting at your cluster"
+    )
+
+
+def consumer(settings: KafkaSettings, max_event_bytes: int, group: bool = False, **extra: Any) -> KafkaConsumer:
+    """A manually-assigned consumer. With ``group`` it may commit offsets for ``settings.group_id``."""
+    try:
+        return KafkaConsumer(
+            **settings.client_config(),
+            group_id=settings.group_id if group else None,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_partition_fetch_bytes=max_event_bytes + FETCH_HEADROOM,
+            fetch_max_bytes=max(52_428_800, max_event_bytes + FETCH_HEADROOM),
+            session_timeout_ms=6000,
+            **extra,
+        )
+    except KafkaTimeoutError as exc:
+        raise _unavailable(settings) from exc
+
+
+def producer(settings: KafkaSettings, max_event_bytes: int, **extra: Any) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas: a dead letter is durable before its offset commits."""
+    try:
+        return KafkaProducer(
+            **settings.client_config(),
+            acks="all",
+            retries=5,
+            linger_ms=5,
+            max_request_size=max_event_bytes + FETCH_HEADROOM,
+            **extra,
+        )
+    except KafkaTimeoutError as exc:
+        raise _unavailable(settings) from exc
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
+    """Create missing topics with ``settings.partitions`` partitions (existing ones are left alone)."""
+    try:
+        admin = KafkaAdminClient(**settings.client_config())
+    except KafkaTimeoutError as exc:
+        raise _unavailable(settings) from exc
+    try:
+        missing = [t for t in topics if t not in set(admin.list_topics())]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by someone else
+                admin.create_topics([NewTopic(t, settings.partitions, 1) for t in missing])
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """One partition to read, from ``start`` (inclusive) to ``stop`` (exclusive; None = unbounded)."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int | None
+
+
+def partitions_of(client: KafkaConsumer, topic: str, timeout_s: float = 10.0) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = client.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+        time.sleep(0.1)
+
+
+def high_watermarks(
+    client: KafkaConsumer, partitions: list[TopicPartition], timeout_s: float = 10.0
+) -> dict[TopicPartition, int]:
+    """Each partition's high watermark, read from a fetch response."""
+    client.assign(partitions)
+    for tp in partitions:
+        client.seek_to_beginning(tp)
+    deadline = time.monotonic() + timeout_s
+    while any(client.highwater(tp) is None for tp in partitions):
+        if time.monotonic() > deadline:
+            missing = [tp.partition for tp in partitions if client.highwater(tp) is None]
+            raise RuntimeError(f"no high watermark for partitions {missing} within {timeout_s}s")
+        client.poll(timeout_ms=200, max_records=1)
+    marks = {tp: int(client.highwater(tp)) for tp in partitions}
+    client.unsubscribe()
+    return marks
+
+
+def plan_partitions(settings: KafkaSettings, max_event_bytes: int, bounded: bool) -> list[PartitionSpec]:
+    """Where each partition's read starts (the group's committed offset, else the reset policy) and ends."""
+    client = consumer(settings, max_event_bytes, group=True)
+    try:
+        partitions = partitions_of(client, settings.topic)
+        marks = high_watermarks(client, partitions)
+        client.assign(partitions)
+        client.seek_to_beginning(*partitions)
+        specs = []
+        for tp in partitions:
+            committed = client.committed(tp)
+            if committed is None:
+                committed = client.position(tp) if settings.auto_offset_reset == "earliest" else marks[tp]
+            specs.append(PartitionSpec(tp.topic, tp.partition, int(committed), marks[tp] if bounded else None))
+        return specs
+    finally:
+        client.close()
+
+
+def committed_offsets(settings: KafkaSettings) -> dict[int, int | None]:
+    """The group's committed offset per partition of the events topic (for tools and tests)."""
+    client = consumer(settings, 1 << 20, group=True)
+    try:
+        return {tp.partition: client.committed(tp) for tp in partitions_of(client, settings.topic)}
+    finally:
+        client.close()

@@ -1,0 +1,21 @@
+"""Qdrant behind one small interface: the embedded engine (qdrant-edge) or a server (qdrant-client)."""
+
+from pipelines.stores.base import (
+    Hit,
+    SpaceSpec,
+    StoredPoint,
+    StoreLockedError,
+    StoreSchemaError,
+    VectorStore,
+)
+from pipelines.stores.factory import open_store
+
+__all__ = [
+    "Hit",
+    "SpaceSpec",
+    "StoreLockedError",
+    "StoreSchemaError",
+    "StoredPoint",
+    "VectorStore",
+    "open_store",
+]

@@ -1,0 +1,90 @@
+"""The store contract both Qdrant backends satisfy.
+
+* ``ensure_spaces`` creates the collection with one named vector per space, or checks an existing one: a
+  missing space, another dimension or another model version stops the run *before any write*.
+* ``upsert`` returns once the points survive a crash of this process (WAL or server ack); ``flush`` makes
+  everything upserted so far durable on disk. The ingest sink calls ``flush`` before committing offsets.
+* Searches and reads return plain records with string ids, whatever the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.point import PointRecord
+
+Where = Mapping[str, str | int | bool]
+
+
+class StoreSchemaError(RuntimeError):
+    """The existing collection does not fit the models this run uses."""
+
+
+class StoreLockedError(RuntimeError):
+    """Another process holds the embedded store's path."""
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """A named vector: its dimension and the model (name@version) whose vectors it holds."""
+
+    name: str
+    dim: int
+    model: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    id: str
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] = field(default_factory=dict)
+
+
+class VectorStore(Protocol):
+    def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None: ...
+
+    def upsert(self, points: Sequence[PointRecord]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def search(self, space: str, vector: Sequence[float], limit: int = 10, where: Where | None = None) -> list[Hit]: ...
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]: ...
+
+    def scroll(self, with_vectors: bool = False, where: Where | None = None) -> Iterator[StoredPoint]: ...
+
+    def count(self, where: Where | None = None) -> int: ...
+
+    def spaces(self) -> dict[str, SpaceSpec]: ...
+
+    def close(self) -> None: ...
+
+
+def check_spaces(existing: Mapping[str, SpaceSpec], wanted: Sequence[SpaceSpec], collection: str) -> None:
+    """Raise ``StoreSchemaError`` naming the first space that does not fit, and what to do about it."""
+    for space in wanted:
+        have = existing.get(space.name)
+        if have is None:
+            raise StoreSchemaError(
+                f"collection {collection!r} has no named vector {space.name!r} (it has {sorted(existing)}); "
+                "write to a new collection (EMBEDSTREAM_QDRANT__COLLECTION) or migrate this one"
+            )
+        if have.dim != space.dim:
+            raise StoreSchemaError(
+                f"collection {collection!r}: named vector {space.name!r} has dimension {have.dim} but model "
+                f"{space.model} produces {space.dim}; use a new collection (EMBEDSTREAM_QDRANT__COLLECTION)"
+            )
+        if have.model and have.model != space.model:
+            raise StoreSchemaError(
+                f"collection {collection!r}: named vector {space.name!r} holds vectors of {have.model}, this "
+                f"run uses {space.model}; mixing versions corrupts search: use a new collection or migrate"
+            )

@@ -1,0 +1,134 @@
+"""The embedded default store: Qdrant's own engine (qdrant-edge) in this process, on disk.
+
+One process may open a path at a time (the WAL is locked); a second gets ``StoreLockedError`` with advice.
+The shard lives at ``<path>/<collection>``; ``embedstream.json`` beside its data records which model
+version each named vector holds, so a later run with another version is refused before it writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
+from schemas.point import PointRecord
+
+SPACES_FILE = "embedstream.json"
+SCROLL_PAGE = 512
+
+
+def _filter(where: Where | None) -> qe.Filter | None:
+    if not where:
+        return None
+    return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in where.items()])
+
+
+class EdgeStore:
+    def __init__(self, path: str, collection: str) -> None:
+        self.path = Path(path) / collection
+        self.collection = collection
+        self._shard: Any = None
+
+    def _open(self, spaces: Sequence[SpaceSpec] | None) -> Any:
+        if self._shard is not None:
+            return self._shard
+        try:
+            if (self.path / "edge_config.json").exists():
+                self._shard = qe.EdgeShard.load(str(self.path))
+            elif spaces:
+                config = qe.EdgeConfig(
+                    vectors={s.name: qe.EdgeVectorParams(size=s.dim, distance=qe.Distance.Cosine) for s in spaces}
+                )
+                self._shard = qe.EdgeShard.create(str(self.path), config)
+                for field in ("modality", "id"):
+                    self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                self._write_spaces(spaces)
+            else:
+                raise FileNotFoundError(
+                    f"no collection at {self.path}: ingest something first (or check EMBEDSTREAM_QDRANT__PATH)"
+                )
+        except Exception as exc:
+            if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+                raise StoreLockedError(
+                    f"store path {self.path} is in use by another process (an ingest or search?); stop it or "
+                    "use another path (EMBEDSTREAM_QDRANT__PATH)"
+                ) from exc
+            raise
+        return self._shard
+
+    def _write_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        record = {s.name: {"dim": s.dim, "model": s.model} for s in spaces}
+        (self.path / SPACES_FILE).write_text(json.dumps({"collection": self.collection, "spaces": record}))
+
+    def spaces(self) -> dict[str, SpaceSpec]:
+        sidecar = self.path / SPACES_FILE
+        if sidecar.exists():
+            record = json.loads(sidecar.read_text())["spaces"]
+            return {k: SpaceSpec(k, int(v["dim"]), str(v.get("model", ""))) for k, v in record.items()}
+        config_file = self.path / "edge_config.json"
+        if config_file.exists():
+            vectors = json.loads(config_file.read_text()).get("vectors", {})
+            return {k: SpaceSpec(k, int(v["size"]), "") for k, v in vectors.items()}
+        return {}
+
+    def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        existing = self.spaces()
+        if existing:
+            check_spaces(existing, spaces, self.collection)
+        self._open(spaces)
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        shard = self._open(None)
+        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vectors, p.payload) for p in points]))
+
+    def flush(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+
+    def search(self, space: str, vector: Sequence[float], limit: int = 10, where: Where | None = None) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest([float(x) for x in vector], using=space),
+            with_payload=True,
+            filter=_filter(where),
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._open(None).query(request)]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        records = self._open(None).retrieve(list(ids), True, with_vectors)
+        return [_stored(r, with_vectors) for r in records]
+
+    def scroll(self, with_vectors: bool = False, where: Where | None = None) -> Iterator[StoredPoint]:
+        shard = self._open(None)
+        offset = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset,
+                limit=SCROLL_PAGE,
+                filter=_filter(where),
+                with_payload=True,
+                with_vector=with_vectors,
+            )
+            records, offset = shard.scroll(request)
+            yield from (_stored(r, with_vectors) for r in records)
+            if offset is None:
+                return
+
+    def count(self, where: Where | None = None) -> int:
+        return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where))))
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+
+
+def _stored(record: Any, with_vectors: bool) -> StoredPoint:
+    vectors = dict(record.vector or {}) if with_vectors else {}
+    return StoredPoint(str(record.id), dict(record.payload or {}), {k: list(v) for k, v in vectors.items()})

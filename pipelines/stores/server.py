@@ -1,0 +1,132 @@
+"""Qdrant through qdrant-client: a server or cluster (``url`` + ``api_key``), or its local mode.
+
+Local mode (``backend="local"``, a ``path`` or ``:memory:``) runs the same server API in pure Python; the
+tests use it to prove the server code path writes what the embedded store writes. Model versions per named
+vector are kept in the collection's ``metadata`` so the same fence holds on a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
+from schemas.point import PointRecord
+from schemas.settings import QdrantSettings
+
+SCROLL_PAGE = 512
+METADATA_KEY = "embedstream_spaces"
+
+
+def _filter(where: Where | None) -> models.Filter | None:
+    if not where:
+        return None
+    return models.Filter(
+        must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in where.items()]
+    )
+
+
+class ServerStore:
+    def __init__(self, settings: QdrantSettings) -> None:
+        self.collection = settings.collection
+        self._remote = settings.backend == "server"
+        try:
+            if settings.backend == "local":
+                location = settings.path
+                self._client = (
+                    QdrantClient(location=":memory:") if location == ":memory:" else QdrantClient(path=location)
+                )
+            else:
+                if not settings.url:
+                    raise ValueError("qdrant backend 'server' needs a url (EMBEDSTREAM_QDRANT__URL)")
+                api_key = settings.api_key.get_secret_value() if settings.api_key else None
+                self._client = QdrantClient(url=settings.url, api_key=api_key, timeout=int(settings.timeout_s))
+        except RuntimeError as exc:
+            if "already accessed" in str(exc):
+                raise StoreLockedError(
+                    f"store path {settings.path} is in use by another process; stop it or use another path "
+                    "(EMBEDSTREAM_QDRANT__PATH)"
+                ) from exc
+            raise
+
+    def spaces(self) -> dict[str, SpaceSpec]:
+        if not self._client.collection_exists(self.collection):
+            return {}
+        info = self._client.get_collection(self.collection)
+        vectors = info.config.params.vectors
+        recorded = (info.config.metadata or {}).get(METADATA_KEY, {}) if info.config.metadata else {}
+        if not isinstance(vectors, dict):
+            return {}
+        return {
+            name: SpaceSpec(name, params.size, str(recorded.get(name, {}).get("model", "")))
+            for name, params in vectors.items()
+        }
+
+    def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        existing = self.spaces()
+        if existing:
+            check_spaces(existing, spaces, self.collection)
+            return
+        self._client.create_collection(
+            self.collection,
+            vectors_config={s.name: models.VectorParams(size=s.dim, distance=models.Distance.COSINE) for s in spaces},
+            metadata={METADATA_KEY: {s.name: {"dim": s.dim, "model": s.model} for s in spaces}},
+        )
+        if self._remote:  # local mode has no payload indexes (and warns if asked)
+            for field in ("modality", "id"):
+                self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        self._client.upsert(
+            self.collection,
+            points=[models.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points],
+            wait=True,
+        )
+
+    def flush(self) -> None:
+        """Nothing to do: ``upsert(wait=True)`` returns after the server's WAL has the points."""
+
+    def search(self, space: str, vector: Sequence[float], limit: int = 10, where: Where | None = None) -> list[Hit]:
+        response = self._client.query_points(
+            self.collection,
+            query=[float(x) for x in vector],
+            using=space,
+            limit=limit,
+            query_filter=_filter(where),
+            with_payload=True,
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        records = self._client.retrieve(self.collection, list(ids), with_payload=True, with_vectors=with_vectors)
+        return [_stored(r, with_vectors) for r in records]
+
+    def scroll(self, with_vectors: bool = False, where: Where | None = None) -> Iterator[StoredPoint]:
+        offset: Any = None
+        while True:
+            records, offset = self._client.scroll(
+                self.collection,
+                scroll_filter=_filter(where),
+                limit=SCROLL_PAGE,
+                offset=offset,
+                with_payload=True,
+                with_vectors=with_vectors,
+            )
+            yield from (_stored(r, with_vectors) for r in records)
+            if offset is None:
+                return
+
+    def count(self, where: Where | None = None) -> int:
+        return int(self._client.count(self.collection, count_filter=_filter(where), exact=True).count)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _stored(record: Any, with_vectors: bool) -> StoredPoint:
+    vectors = dict(record.vector or {}) if with_vectors and isinstance(record.vector, dict) else {}
+    return StoredPoint(str(record.id), dict(record.payload or {}), {k: list(v) for k, v in vectors.items()})

@@ -1,0 +1,3 @@
+"""Beam transforms of the ingest pipeline: parse → embed (+ quality gate) → deliver."""
+
+DEAD_LETTER = "dead_letter"

@@ -1,0 +1,104 @@
+"""Embed text events with ONNX Runtime, batched by padded-token cost, behind the quality gate.
+
+Events are tokenized on arrival and held until ``sort_window`` events (or the bundle's end); then they are
+sorted by length and packed into batches of at most ``max_batch_tokens`` padded tokens, so short and long
+texts cost what they are and padding stays small. Points leave in the order their events arrived (per
+partition: Kafka order), so a later write of the same id lands last. A batch the encoder rejects is retried
+one event at a time, so one poisonous event becomes one dead letter and its neighbours still land.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from onnx_models.batching import plan_batches
+from onnx_models.text_encoder import TextEncoder
+from pipelines.transforms import DEAD_LETTER
+from pipelines.transforms.parse import ParsedEvent
+from pipelines.transforms.points import to_point
+from pipelines.transforms.quality import vector_problem
+from schemas.dead_letter import DeadLetter, Reason
+from schemas.settings import ModelSettings, PipelineSettings
+
+log = logging.getLogger(__name__)
+
+
+class EmbedText(beam.DoFn):
+    """``ParsedEvent`` (text) → ``PointRecord``; failures → ``DeadLetter`` tagged ``dead_letter``."""
+
+    def __init__(self, model: ModelSettings, pipeline: PipelineSettings) -> None:
+        self._model = model
+        self._pipeline = pipeline
+
+    def setup(self) -> None:
+        self._encoder = TextEncoder.load(
+            self._model.cache_dir,
+            self._model.text_model,
+            self._model.providers,
+            self._model.intra_op_threads,
+            self._model.inter_op_threads,
+        )
+        self._models = {self._encoder.space: self._encoder.manifest.ref}
+
+    def start_bundle(self) -> None:
+        self._pending: list[tuple[ParsedEvent, list[int]]] = []
+
+    def process(self, event: ParsedEvent) -> Iterator[Any]:
+        text = event.envelope.text or ""
+        self._pending.append((event, self._encoder.tokenize_one(text)))
+        if len(self._pending) >= self._pipeline.sort_window:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for output in self._flush():
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
+            else:
+                yield _global(output)
+
+    def _flush(self) -> Iterator[Any]:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        tokens = [ids for _, ids in pending]
+        vectors: list[np.ndarray | None] = [None] * len(pending)
+        errors: dict[int, str] = {}
+        plan = plan_batches([len(t) for t in tokens], self._pipeline.max_batch_tokens, self._pipeline.max_batch_size)
+        for batch in plan:
+            try:
+                rows = self._encoder.embed_tokens([tokens[i] for i in batch])
+                for i, row in zip(batch, rows, strict=True):
+                    vectors[i] = row
+            except Exception as exc:  # one bad event must not sink its batch: retry one by one
+                log.warning("encoder failed on a batch of %d (%s); retrying one by one", len(batch), exc)
+                for i in batch:
+                    try:
+                        vectors[i] = self._encoder.embed_tokens([tokens[i]])[0]
+                    except Exception as single:
+                        errors[i] = f"{type(single).__name__}: {single}"
+        for i, (event, _) in enumerate(pending):
+            vector = vectors[i]
+            if vector is None:
+                yield _dead(event, Reason.ENCODE_FAILED, errors.get(i, "encoder returned nothing"), "encode")
+                continue
+            problem = vector_problem(vector, self._encoder.dim)
+            if problem is not None:
+                yield _dead(event, problem[0], problem[1], "quality")
+                continue
+            yield to_point(event, {self._encoder.space: vector}, self._models)
+
+
+def _dead(event: ParsedEvent, reason: Reason, message: str, stage: str) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.of(event.record, reason, message, stage, event.envelope.id))
+
+
+def _global(value: Any) -> WindowedValue:
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])

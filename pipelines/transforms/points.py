@@ -1,0 +1,59 @@
+"""Turn an embedded event into the point the store receives (DESIGN.md's payload contract)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from pipelines.transforms.parse import ParsedEvent
+from schemas.point import PointRecord, SourceRef, point_id
+
+
+def content_sha256(event: ParsedEvent) -> str:
+    envelope = event.envelope
+    if envelope.text is not None:
+        return hashlib.sha256(envelope.text.encode("utf-8")).hexdigest()
+    if envelope.data is not None:
+        return hashlib.sha256(envelope.data).hexdigest()
+    return hashlib.sha256((envelope.uri or "").encode("utf-8")).hexdigest()
+
+
+def to_point(event: ParsedEvent, vectors: Mapping[str, np.ndarray], models: Mapping[str, str]) -> PointRecord:
+    """A point with one vector per space and the full payload; the text itself is kept, never stripped."""
+    envelope, record = event.envelope, event.record
+    video = envelope.video
+    payload: dict[str, Any] = {
+        "modality": envelope.modality.value,
+        "id": envelope.id,
+        "metadata": envelope.metadata,
+        "ts": envelope.ts.isoformat() if envelope.ts else None,
+        "ingested_at": datetime.now(UTC).isoformat(),
+        "content_sha256": content_sha256(event),
+        "models": dict(models),
+        "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+    }
+    if envelope.text is not None:
+        payload["text"] = envelope.text
+    if envelope.uri is not None:
+        payload["uri"] = envelope.uri
+    if envelope.mime is not None:
+        payload["mime"] = envelope.mime
+    if video is not None:
+        payload["video_id"] = video.video_id
+        payload["video"] = video.model_dump(exclude_none=True)
+    pid = point_id(
+        envelope.modality.value,
+        envelope.id,
+        video.video_id if video else None,
+        video.index if video else None,
+    )
+    return PointRecord(
+        id=pid,
+        vectors={space: vector.tolist() for space, vector in vectors.items()},
+        payload=payload,
+        source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
+    )

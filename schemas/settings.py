@@ -1,0 +1,166 @@
+"""Settings: one root ``Settings`` with plain sections, read from init > environment > TOML file.
+
+Environment variables use the ``EMBEDSTREAM_`` prefix and ``__`` between section and field, e.g.
+``EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``EMBEDSTREAM_QDRANT__API_KEY=...``.
+The TOML file is ``embedstream.toml`` in the working directory, or the path in ``EMBEDSTREAM_CONFIG``,
+or the one passed to ``Settings.load``; its tables are the section names (``[kafka]``, ``[qdrant]``...).
+
+Secrets are ``SecretStr``: they print as ``**********`` in reprs and logs and are revealed only where a
+client is configured (``KafkaSettings.client_config``, ``QdrantSettings.api_key``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "EMBEDSTREAM_CONFIG"
+DEFAULT_CONFIG_FILE = Path("embedstream.toml")
+_config_file: ContextVar[Path | None] = ContextVar("embedstream_config_file", default=None)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "embedstream"
+
+
+class KafkaSettings(BaseModel):
+    """Where events come from and dead letters go. Security options pass straight to kafka-python."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "embedstream.events"
+    dead_letter_topic: str = "embedstream.dead-letters"
+    group_id: str = "embedstream-ingest"
+    bootstrap_timeout_ms: int = Field(default=5000, ge=100, description="how long to wait for the first broker")
+    partitions: int = Field(default=3, ge=1, description="partitions for topics that embedstream creates")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    client_options: dict[str, Any] = Field(
+        default_factory=dict, description="any further kafka-python client options, passed through"
+    )
+
+    def client_config(self) -> dict[str, Any]:
+        """kafka-python keyword arguments common to consumers, producers and admin clients."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
+        }
+        for name in ("sasl_mechanism", "sasl_plain_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                config[name] = value
+        for name in ("sasl_plain_password", "ssl_password"):
+            secret = getattr(self, name)
+            if secret is not None:
+                config[name] = secret.get_secret_value()
+        config.update(self.client_options)
+        return config
+
+
+class QdrantSettings(BaseModel):
+    """Which Qdrant to write to.
+
+    ``edge`` (default): the embedded qdrant-edge engine at ``path`` (one process per path).
+    ``server``: a Qdrant server or cluster at ``url`` with ``api_key``, through qdrant-client.
+    ``local``: qdrant-client's local mode at ``path`` (or ``:memory:``): the server API without a server.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["edge", "server", "local"] = "edge"
+    path: str = ".embedstream/qdrant"
+    url: str | None = None
+    api_key: SecretStr | None = None
+    collection: str = Field(default="embeddings", min_length=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ModelSettings(BaseModel):
+    """Which encoders run and how ONNX Runtime is tuned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_model: str = "minilm"
+    cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "models")
+    intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default (physical cores)")
+    inter_op_threads: int = Field(default=1, ge=0)
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+
+
+class PipelineSettings(BaseModel):
+    """How the ingest pipeline batches, bounds its bundles and reports progress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["drain", "stream"] = "drain"
+    max_batch_tokens: int = Field(default=4096, ge=1, description="padded tokens per encoder run")
+    max_batch_size: int = Field(default=64, ge=1)
+    sort_window: int = Field(default=256, ge=1, description="events buffered to sort by length before encoding")
+    upsert_batch_size: int = Field(default=256, ge=1)
+    max_records_per_bundle: int = Field(default=2048, ge=1)
+    max_bundle_seconds: float = Field(default=5.0, gt=0)
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    max_event_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    max_text_chars: int = Field(default=16_384, ge=1)
+    progress_interval_s: float = Field(default=5.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """The root of all configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDSTREAM_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+
+    @classmethod
+    def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
+        """Settings from ``overrides`` > environment > ``config_file`` (or the default TOML file)."""
+        if config_file is not None and not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        token = _config_file.set(Path(config_file) if config_file is not None else None)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)
+
+
+def config_path() -> Path:
+    chosen = _config_file.get()
+    if chosen is not None:
+        return chosen
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else DEFAULT_CONFIG_FILE

@@ -1,0 +1,217 @@
+"""The ``embedstream`` command: a thin layer over library calls that the tests also make.
+
+Every known failure (no broker, model not built, store locked, collection mismatch, bad config) ends with
+one line on stderr that says what to do, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from onnx_models.registry import ModelNotBuiltError
+from onnx_models.session import ProviderUnavailableError
+from pipelines.io.kafka_clients import BrokerUnavailableError
+from pipelines.stores import StoreLockedError, StoreSchemaError
+from schemas.settings import Settings
+from workers.broker import BrokerError
+
+EXPECTED_ERRORS = (
+    BrokerUnavailableError,
+    BrokerError,
+    ModelNotBuiltError,
+    ProviderUnavailableError,
+    StoreLockedError,
+    StoreSchemaError,
+    FileNotFoundError,
+    ValueError,
+    KeyError,
+)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(args.config)
+
+
+def cmd_broker(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers import broker as local
+
+    if args.action == "start":
+        running = local.load_state()
+        if running is not None:
+            print(running.bootstrap)
+            print(f"already running (pid {running.pid})", file=sys.stderr)
+            return 0
+        started = local.start_broker(port=args.port, host=args.host)
+        local.save_state(started)
+        print(started.bootstrap)
+        if started.bootstrap != "127.0.0.1:9092":
+            print(f"export EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS={started.bootstrap}", file=sys.stderr)
+        return 0
+    running = local.load_state()
+    if args.action == "status":
+        print(f"running at {running.bootstrap} (pid {running.pid})" if running else "not running")
+        return 0 if running else 1
+    if running is None:
+        print("not running")
+        return 0
+    running.stop()
+    local.clear_state()
+    print(f"stopped broker at {running.bootstrap}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers.produce import produce_files
+
+    settings = _settings(args)
+    if args.topic:
+        settings.kafka.topic = args.topic
+    report = produce_files(settings, [Path(p) for p in args.paths], progress=not args.quiet)
+    print(f"sent {report.sent} events to {settings.kafka.topic}; skipped {len(report.skipped)} invalid line(s)")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
+    from pipelines.ingest import run_ingest
+
+    settings = _settings(args)
+    settings.pipeline.mode = args.mode
+    result = run_ingest(settings, extra)
+    print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers.search import parse_where, search_text
+
+    hits = search_text(_settings(args), args.query, args.k, parse_where(args.where))
+    if args.json:
+        print(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, start=1):
+        text = hit.payload.get("text") or hit.payload.get("uri") or ""
+        print(f"{rank:>2}. {hit.score:.3f}  {hit.payload.get('id')}  {text}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
+    from onnx_models.catalog import CATALOG
+    from onnx_models.registry import load_manifest
+
+    settings = _settings(args)
+    cache = settings.model.cache_dir
+    if args.action == "build":
+        from onnx_models.export import build
+
+        manifest = build(args.name, cache, force=args.force)
+        parity = manifest.parity
+        figure = f"parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "no parity"
+        print(f"{manifest.ref}: {manifest.dim}-d {manifest.modality} model in {cache / manifest.name}; {figure}")
+        return 0
+    if args.action == "info":
+        manifest, _ = load_manifest(cache, args.name)
+        print(manifest.model_dump_json(indent=2))
+        return 0
+    for name, entry in CATALOG.items():
+        try:
+            manifest, _ = load_manifest(cache, name, verify=False)
+            state = f"built {manifest.ref}" + (f", parity {manifest.parity.min_cosine:.6f}" if manifest.parity else "")
+        except ModelNotBuiltError:
+            state = "not built"
+        print(f"{name:<12} {entry.modality:<6} space={entry.space:<8} dim={entry.dim:<5} {state}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers.demo import run_demo
+
+    run_demo(beam_args=tuple(extra))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="embedstream", description="Kafka → Beam → ONNX Runtime → Qdrant")
+    top.add_argument("--config", help="TOML settings file (default: embedstream.toml or $EMBEDSTREAM_CONFIG)")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    broker = sub.add_parser("broker", help="start/stop/status of a local tansu broker")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.set_defaults(func=cmd_broker)
+
+    produce = sub.add_parser("produce", help="send JSONL or plain-text files as events")
+    produce.add_argument("paths", nargs="+")
+    produce.add_argument("--topic", help="events topic (default: settings kafka.topic)")
+    produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(func=cmd_produce)
+
+    ingest = sub.add_parser("ingest", help="run the Beam ingest pipeline; unknown options go to Beam")
+    ingest.add_argument("--mode", choices=["drain", "stream"], default="drain")
+    ingest.set_defaults(func=cmd_ingest)
+
+    search = sub.add_parser("search", help="text query → nearest points")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="payload filter")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    models = sub.add_parser("models", help="list, build or inspect encoders")
+    models.add_argument("action", choices=["list", "build", "info"])
+    models.add_argument("name", nargs="?", default="minilm")
+    models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
+    models.set_defaults(func=cmd_models)
+
+    demo = sub.add_parser("demo", help="the whole product end to end on the embedded defaults")
+    demo.set_defaults(func=cmd_demo)
+    return top
+
+
+def _not_beam_import_noise(record: logging.LogRecord) -> bool:
+    # Beam warns at import time about optional Google Cloud clients that embedstream never uses.
+    return not str(record.msg).startswith("apitools not found")
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_beam_import_noise)
+    for ours in ("schemas", "onnx_models", "pipelines", "workers"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+    # kafka-python logs every connection at ERROR on a refused bootstrap; our one-line error says it better.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, extra = parser().parse_known_args(argv)
+    configure_logging(args.verbose)
+    if extra and args.command not in ("ingest", "demo"):
+        print(f"embedstream: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, extra))
+    except ValidationError as exc:
+        print(
+            f"embedstream: error: invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
+            file=sys.stderr,
+        )
+        return 2
+    except EXPECTED_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"embedstream: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

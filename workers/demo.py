@@ -1,0 +1,117 @@
+"""``make demo``: the whole product on one machine, on the embedded defaults.
+
+Starts a local tansu broker on a free port, produces the shipped sample corpus (plus a few broken events, to
+show dead letters), drains it through the Beam ingest pipeline into a fresh embedded Qdrant store, prints
+search results a person can judge, and stops the broker.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import time
+from pathlib import Path
+
+from kafka import TopicPartition
+
+from pipelines.ingest import run_ingest
+from pipelines.io.kafka_clients import consumer, ensure_topics, producer
+from schemas.dead_letter import DeadLetter
+from schemas.settings import Settings
+from workers.broker import start_broker
+from workers.produce import produce_files
+from workers.search import TextSearcher
+
+DEMO_QUERIES = (
+    "how do I keep bread dough from sticking",
+    "which planets can I see without a telescope",
+    "saving money for retirement with index funds",
+    "symptoms of dehydration after exercise",
+    "fixing a memory leak in a long-running service",
+    "best time of year to plant tomatoes",
+)
+
+BROKEN_EVENTS = (
+    b'{"schema": 1, "id": "broken-1", "modality": "text", "text": ',  # truncated JSON
+    b'{"schema": 1, "id": "broken-2", "modality": "text", "text": "   "}',  # empty text
+    b'{"schema": 1, "id": "broken-3", "modality": "smell", "text": "roses"}',  # unknown modality
+)
+
+
+def sample_corpus() -> Path:
+    return Path(__file__).parent / "samples" / "corpus.jsonl"
+
+
+def dead_letter_reasons(settings: Settings, timeout_s: float = 5.0) -> collections.Counter[str]:
+    """Count dead letters by reason code (reads the whole dead-letter topic)."""
+    client = consumer(settings.kafka, settings.pipeline.max_event_bytes)
+    try:
+        tps = [
+            TopicPartition(settings.kafka.dead_letter_topic, p)
+            for p in sorted(client.partitions_for_topic(settings.kafka.dead_letter_topic) or [])
+        ]
+        client.assign(tps)
+        client.seek_to_beginning(*tps)
+        reasons: collections.Counter[str] = collections.Counter()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = client.poll(timeout_ms=300)
+            if not batch and all(client.position(tp) >= (client.highwater(tp) or 0) for tp in tps):
+                break
+            for records in batch.values():
+                for record in records:
+                    reasons[DeadLetter.context_of(record.headers).get("reason", "?")] += 1
+        return reasons
+    finally:
+        client.close()
+
+
+def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ...] = ()) -> None:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    print("▶ starting a local Kafka-protocol broker (tansu)…")
+    broker = start_broker(log_dir=workdir)
+    try:
+        settings = Settings.load(
+            kafka={
+                "bootstrap_servers": broker.bootstrap,
+                "topic": "demo.events",
+                "dead_letter_topic": "demo.dead-letters",
+                "group_id": "embedstream-demo",
+            },
+            qdrant={"backend": "edge", "path": str(workdir / "qdrant")},
+        )
+        print(f"  broker at {broker.bootstrap}")
+        print(f"▶ producing the sample corpus ({sample_corpus().name}) and {len(BROKEN_EVENTS)} broken events…")
+        ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+        report = produce_files(settings, [sample_corpus()])
+        raw = producer(settings.kafka, settings.pipeline.max_event_bytes)
+        for value in BROKEN_EVENTS:
+            raw.send(settings.kafka.topic, value=value)
+        raw.flush()
+        raw.close()
+        print(f"▶ ingesting {report.sent + len(BROKEN_EVENTS)} events (Beam, drain mode) into {workdir / 'qdrant'}…")
+        started = time.monotonic()
+        result = run_ingest(settings, beam_args)
+        elapsed = time.monotonic() - started
+        print(
+            f"  {result.points_upserted} points stored, {result.dead_letters} dead letters "
+            f"in {elapsed:.1f}s ({(result.points_upserted + result.dead_letters) / elapsed:.0f} events/s)"
+        )
+        reasons = dead_letter_reasons(settings)
+        print("  dead letters by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
+        searcher = TextSearcher(settings)
+        try:
+            for query in DEMO_QUERIES:
+                print(f"\n🔎 {query}")
+                for hit in searcher.search(query, limit=3):
+                    topic = hit.payload.get("metadata", {}).get("topic", "?")
+                    print(f"   {hit.score:.3f}  [{topic}] {hit.payload.get('text', '')}")
+        finally:
+            searcher.close()
+        print(
+            f"\nTry your own: embedstream search 'your question' (with EMBEDSTREAM_QDRANT__PATH={workdir / 'qdrant'})"
+        )
+    finally:
+        broker.stop()
