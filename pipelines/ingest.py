@@ -1,5 +1,5 @@
 """The ingest pipeline: Kafka → parse/validate → embed (token-budget batches) → quality gate → Qdrant,
-dead letters to their topic, offsets committed after the writes are durable.
+dead letters to their topic, offsets committed (in bundle finalization) after the writes are durable.
 
 ``run_ingest`` is what the CLI and the tests call. Before the pipeline starts it checks, in this order, that
 the broker answers, the model is built and the collection fits the model (a mismatch stops the run before
@@ -24,11 +24,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from onnx_models.registry import load_manifest
+from pipelines.io.dead_letter_sink import PublishDeadLetters
 from pipelines.io.kafka_clients import PartitionSpec, ensure_topics, plan_partitions
 from pipelines.io.kafka_read import ReadKafkaPartitions, request_stop, reset_stop
+from pipelines.io.qdrant_sink import METRICS_NAMESPACE, UpsertPoints
 from pipelines.stores import SpaceSpec, open_store
 from pipelines.transforms import DEAD_LETTER
-from pipelines.transforms.deliver import NAMESPACE, Deliver
 from pipelines.transforms.embed_text import EmbedText
 from pipelines.transforms.parse import ParseEvents
 from schemas.envelope import Limits, Modality
@@ -61,8 +62,11 @@ def build_pipeline(
     embedded = parsed.events | "EmbedText" >> beam.ParDo(EmbedText(settings.model, settings.pipeline)).with_outputs(
         DEAD_LETTER, main="points"
     )
-    outcomes = (embedded.points, parsed[DEAD_LETTER], embedded[DEAD_LETTER]) | "Outcomes" >> beam.Flatten()
-    _ = outcomes | "Deliver" >> beam.ParDo(Deliver(settings, spaces))
+    # No Flatten: on the local runner a Flatten breaks fusion, and the sinks must share the read's bundle so
+    # that its offsets are committed (in bundle finalization) only after they have finished.
+    _ = embedded.points | "UpsertPoints" >> beam.ParDo(UpsertPoints(settings.qdrant, settings.pipeline, spaces))
+    for stage, dead in (("Parse", parsed[DEAD_LETTER]), ("Embed", embedded[DEAD_LETTER])):
+        _ = dead | f"DeadLetters{stage}" >> beam.ParDo(PublishDeadLetters(settings.kafka, settings.pipeline))
 
 
 def pipeline_options(settings: Settings, beam_args: Sequence[str]) -> PipelineOptions:
@@ -126,10 +130,10 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResul
         build_pipeline(pipeline, settings, partitions, spaces)
         result = pipeline.run()
         result.wait_until_finish()
-    counters = {
-        c.key.metric.name: c.committed or c.attempted or 0
-        for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    }
+    counters: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+        name = counter.key.metric.name
+        counters[name] = counters.get(name, 0) + int(counter.committed or counter.attempted or 0)
     return IngestResult(
         points_upserted=int(counters.get("points_upserted", 0)),
         dead_letters=int(counters.get("dead_letters", 0)),

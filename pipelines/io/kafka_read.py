@@ -6,6 +6,11 @@ Contract:
 * Reads never block forever: each ``process`` call reads at most ``max_records_per_bundle`` records or
   ``max_bundle_seconds``, then checkpoints (``defer_remainder``); an idle stream checkpoints after one poll.
   Every checkpoint ends a bundle, and the sink commits offsets at each bundle's end, so commits are regular.
+* Offsets are committed to the consumer group in *bundle finalization* (the way Beam's Java KafkaIO commits
+  in finalize): the runner finalizes a bundle only after every DoFn of it has finished. The ingest chain is one
+  fused stage whose sinks make points and dead letters durable in ``finish_bundle``, so the commit follows the
+  writes; a failed write fails the bundle and nothing is committed. (On a runner that does shuffle the read's
+  output, finalization follows the runner's durable commit of it instead — still nothing lost.)
 * Resumption starts after the last claimed record. A record may be delivered again after a crash (the group
   offset trails what was processed); that is safe because point ids are deterministic: at-least-once
   delivery, exactly-once effect.
@@ -15,10 +20,12 @@ Contract:
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -26,11 +33,13 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from pipelines.io.kafka_clients import PartitionSpec, consumer
 from schemas.records import KafkaRecord
 from schemas.settings import KafkaSettings, PipelineSettings
 
+log = logging.getLogger(__name__)
 UNBOUNDED = sys.maxsize
 IDLE_RECHECK_S = 0.5
 _stop = threading.Event()
@@ -70,19 +79,51 @@ class _ReadPartition(beam.DoFn):
 
     def setup(self) -> None:
         self._consumer = consumer(self._kafka, self._pipeline.max_event_bytes)
+        self._committer = consumer(self._kafka, self._pipeline.max_event_bytes, group=True)
+        self._commit_lock = threading.Lock()
+        self._committed: dict[TopicPartition, int] = {}
 
     def teardown(self) -> None:
         self._consumer.close()
+        self._committer.close()
+
+    def _commit(self, tp: TopicPartition, offset: int) -> None:
+        """Bundle-finalization callback: the bundle's outputs are durable, move the group's offset."""
+        with self._commit_lock:
+            if offset <= self._committed.get(tp, -1):
+                return
+            try:
+                self._committer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+            except Exception:  # the next bundle's commit covers this one; replays are harmless
+                log.warning(
+                    "offset commit of %s at %d failed; will retry with the next bundle", tp, offset, exc_info=True
+                )
+                return
+            self._committed[tp] = offset
 
     def process(
         self,
         spec: PartitionSpec,
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,
         tracker: OffsetRestrictionTracker = _RESTRICTION,
         watermark: ManualWatermarkEstimator = _WATERMARK,
     ) -> Iterator[KafkaRecord]:
-        limits = self._pipeline
         tp = TopicPartition(spec.topic, spec.partition)
-        position = tracker.current_restriction().start
+        start = tracker.current_restriction().start
+        position = yield from self._read(spec, tp, start, tracker, watermark)
+        if position > start:
+            finalizer.register(lambda: self._commit(tp, position))
+
+    def _read(
+        self,
+        spec: PartitionSpec,
+        tp: TopicPartition,
+        position: int,
+        tracker: OffsetRestrictionTracker,
+        watermark: ManualWatermarkEstimator,
+    ) -> Generator[KafkaRecord, None, int]:
+        """Yield claimed records; return the next offset to read (what the group may commit)."""
+        limits = self._pipeline
         self._consumer.assign([tp])
         self._consumer.seek(tp, position)
         deadline = time.monotonic() + limits.max_bundle_seconds
@@ -91,10 +132,10 @@ class _ReadPartition(beam.DoFn):
             stop = tracker.current_restriction().stop
             if _stop.is_set() or position >= stop:
                 tracker.try_claim(stop)  # past the end: marks the restriction done
-                return
+                return position
             if emitted >= limits.max_records_per_bundle or time.monotonic() >= deadline:
                 tracker.defer_remainder()
-                return
+                return position
             batch = self._consumer.poll(timeout_ms=limits.poll_timeout_ms, max_records=limits.max_records_per_bundle)
             records = batch.get(tp, [])
             if not records:
@@ -105,11 +146,11 @@ class _ReadPartition(beam.DoFn):
                 if spec.stop is None:
                     watermark.set_watermark(max(watermark.current_watermark() or Timestamp(0), Timestamp.now()))
                     tracker.defer_remainder(Duration.of(IDLE_RECHECK_S))
-                    return
+                    return position
                 continue
             for record in records:
                 if not tracker.try_claim(record.offset):
-                    return
+                    return position
                 position = record.offset + 1
                 emitted += 1
                 if record.timestamp is not None and record.timestamp >= 0:

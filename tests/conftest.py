@@ -1,0 +1,60 @@
+"""Fixtures: a real tansu broker, the really exported minilm model, per-test topics and store paths."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onnx_models.export import build
+from schemas.settings import Settings, default_cache_dir
+from workers.broker import Broker, start_broker
+
+MODEL_CACHE = Path(os.environ.get("EMBEDSTREAM_TEST_MODEL_CACHE", default_cache_dir() / "models"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_kafka_logs() -> None:
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """tansu on a free 127.0.0.1 port for the whole session (topics are unique per test)."""
+    running = start_broker(log_dir=tmp_path_factory.mktemp("tansu"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """The minilm model exported from the pip-shipped weights (built once if the cache lacks it)."""
+    build("minilm", MODEL_CACHE)
+    return MODEL_CACHE
+
+
+@pytest.fixture
+def make_settings(broker: Broker, model_cache: Path, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a fresh topic, dead-letter topic, group and store path; sections can be overridden."""
+
+    def factory(**sections: dict[str, Any]) -> Settings:
+        name = f"t{uuid.uuid4().hex[:10]}"
+        kafka = {
+            "bootstrap_servers": broker.bootstrap,
+            "topic": f"{name}.events",
+            "dead_letter_topic": f"{name}.dlq",
+            "group_id": f"{name}.group",
+            "partitions": 3,
+            **sections.pop("kafka", {}),
+        }
+        qdrant = {"backend": "edge", "path": str(tmp_path / f"{name}-store"), **sections.pop("qdrant", {})}
+        model = {"cache_dir": str(model_cache), **sections.pop("model", {})}
+        pipeline = {"progress_interval_s": 1.0, **sections.pop("pipeline", {})}
+        return Settings.load(kafka=kafka, qdrant=qdrant, model=model, pipeline=pipeline, **sections)
+
+    return factory

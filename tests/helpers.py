@@ -1,0 +1,99 @@
+"""Helpers shared by the tests: raw Kafka access (a real tansu broker) and event builders."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from pipelines.io.kafka_clients import high_watermarks, partitions_of
+from schemas.settings import Settings
+
+
+def text_event(event_id: str, text: str, **extra: Any) -> bytes:
+    return json.dumps({"schema": 1, "id": event_id, "modality": "text", "text": text, **extra}).encode()
+
+
+def send_raw(
+    settings: Settings,
+    values: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    max_request_size: int = 4 << 20,
+) -> None:
+    """Send (key, value, headers) triples exactly as given, in order."""
+    producer = KafkaProducer(bootstrap_servers=[settings.kafka.bootstrap_servers], max_request_size=max_request_size)
+    for key, value, headers in values:
+        producer.send(settings.kafka.topic, key=key, value=value, headers=headers)
+    producer.flush()
+    producer.close()
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[Any]:
+    """Every record of ``topic`` (up to its high watermarks at call time)."""
+    consumer = KafkaConsumer(bootstrap_servers=[settings.kafka.bootstrap_servers], enable_auto_commit=False)
+    try:
+        tps = partitions_of(consumer, topic)
+        marks = high_watermarks(consumer, tps)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < marks[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end")
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def watermarks(settings: Settings) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=[settings.kafka.bootstrap_servers], enable_auto_commit=False)
+    try:
+        marks = high_watermarks(consumer, partitions_of(consumer, settings.kafka.topic))
+        return {tp.partition: mark for tp, mark in marks.items()}
+    finally:
+        consumer.close()
+
+
+def reset_group(settings: Settings) -> None:
+    """Commit offset 0 on every partition: the next drain replays the topic from the start."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=[settings.kafka.bootstrap_servers], group_id=settings.kafka.group_id, enable_auto_commit=False
+    )
+    try:
+        tps = partitions_of(consumer, settings.kafka.topic)
+        consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in tps})
+    finally:
+        consumer.close()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def partition_of(record: Any) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a CLI subprocess use ``settings``."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "EMBEDSTREAM_KAFKA__TOPIC": settings.kafka.topic,
+            "EMBEDSTREAM_KAFKA__DEAD_LETTER_TOPIC": settings.kafka.dead_letter_topic,
+            "EMBEDSTREAM_KAFKA__GROUP_ID": settings.kafka.group_id,
+            "EMBEDSTREAM_QDRANT__BACKEND": settings.qdrant.backend,
+            "EMBEDSTREAM_QDRANT__PATH": settings.qdrant.path,
+            "EMBEDSTREAM_MODEL__CACHE_DIR": str(settings.model.cache_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
