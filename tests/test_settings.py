@@ -77,5 +77,5 @@ def test_invalid_value_names_the_field(monkeypatch):
 
 
 def test_missing_config_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.toml"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
         Settings.load(tmp_path / "nope.toml")

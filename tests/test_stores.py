@@ -34,9 +34,7 @@ def test_store_contract(backend, tmp_path):
         assert store.count() == 10
         assert store.count({"metadata.topic": "odd"}) == 5
         hits = store.search("minilm", [1.0, 1.0, 0.0, 0.0], limit=3, where={"metadata.topic": "even"})
-        assert [h.payload["id"] for h in hits][0] == "d0" and all(
-            h.payload["metadata"]["topic"] == "even" for h in hits
-        )
+        assert hits[0].payload["id"] == "d0" and all(h.payload["metadata"]["topic"] == "even" for h in hits)
         (got,) = store.retrieve([point_id("text", "d3")], with_vectors=True)
         assert got.payload["id"] == "d3" and len(got.vectors["minilm"]) == 4
         assert sorted(p.payload["id"] for p in store.scroll()) == sorted(f"d{i}" for i in range(10))
@@ -55,7 +53,7 @@ def test_dimension_and_version_are_fenced(backend, tmp_path):
     try:
         with pytest.raises(StoreSchemaError, match="dimension 4"):
             store.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
-        with pytest.raises(StoreSchemaError, match="minilm@1.*minilm@2"):
+        with pytest.raises(StoreSchemaError, match=r"minilm@1.*minilm@2"):
             store.ensure_spaces([SpaceSpec("minilm", 4, "minilm@2")])
         with pytest.raises(StoreSchemaError, match="no named vector 'effnet'"):
             store.ensure_spaces([SpaceSpec("effnet", 1280, "effnet@1")])
