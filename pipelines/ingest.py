@@ -22,13 +22,14 @@ from types import FrameType
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineRunner
 
 from onnx_models.registry import load_manifest
 from pipelines.io.dead_letter_sink import PublishDeadLetters
 from pipelines.io.kafka_clients import PartitionSpec, ensure_topics, plan_partitions
 from pipelines.io.kafka_read import ReadKafkaPartitions, request_stop, reset_stop
 from pipelines.io.qdrant_sink import METRICS_NAMESPACE, UpsertPoints
-from pipelines.stores import SpaceSpec, open_store
+from pipelines.stores import SpaceSpec, open_store, wait_until_released
 from pipelines.transforms import DEAD_LETTER
 from pipelines.transforms.embed_text import EmbedText
 from pipelines.transforms.parse import ParseEvents
@@ -47,7 +48,8 @@ class IngestResult:
 
 def text_spaces(settings: Settings) -> list[SpaceSpec]:
     """The named vectors this pipeline writes, from the built models' manifests (fails if not built)."""
-    manifest, _ = load_manifest(settings.model.cache_dir, settings.model.text_model)
+    # The encoder verifies the file's sha256 when a worker loads it; the preflight only needs the manifest.
+    manifest, _ = load_manifest(settings.model.cache_dir, settings.model.text_model, verify=False)
     return [SpaceSpec(manifest.space, manifest.dim, manifest.ref)]
 
 
@@ -77,7 +79,7 @@ def pipeline_options(settings: Settings, beam_args: Sequence[str]) -> PipelineOp
     return options
 
 
-def _runner(options: PipelineOptions) -> object | None:
+def _runner(options: PipelineOptions) -> PipelineRunner | None:
     if options.view_as(StandardOptions).runner is None:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -130,6 +132,7 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResul
         build_pipeline(pipeline, settings, partitions, spaces)
         result = pipeline.run()
         result.wait_until_finish()
+    wait_until_released(settings.qdrant)
     counters: dict[str, int] = {}
     for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
         name = counter.key.metric.name

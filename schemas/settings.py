@@ -115,7 +115,7 @@ class PipelineSettings(BaseModel):
     mode: Literal["drain", "stream"] = "drain"
     max_batch_tokens: int = Field(default=4096, ge=1, description="padded tokens per encoder run")
     max_batch_size: int = Field(default=64, ge=1)
-    sort_window: int = Field(default=256, ge=1, description="events buffered to sort by length before encoding")
+    sort_window: int = Field(default=1024, ge=1, description="events buffered to sort by length before encoding")
     upsert_batch_size: int = Field(default=256, ge=1)
     max_records_per_bundle: int = Field(default=2048, ge=1)
     max_bundle_seconds: float = Field(default=5.0, gt=0)

@@ -37,14 +37,15 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[
     consumer = KafkaConsumer(bootstrap_servers=[settings.kafka.bootstrap_servers], enable_auto_commit=False)
     try:
         tps = partitions_of(consumer, topic)
-        marks = high_watermarks(consumer, tps)
+        marks = topic_watermarks(settings, topic)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < marks[tp] for tp in tps):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end")
+                stuck = [(tp.partition, consumer.position(tp), marks[tp]) for tp in tps]
+                raise TimeoutError(f"could not read {topic} to its end (partition, position, high watermark): {stuck}")
             for batch in consumer.poll(timeout_ms=200).values():
                 records.extend(batch)
         return records
@@ -52,13 +53,17 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[
         consumer.close()
 
 
-def watermarks(settings: Settings) -> dict[int, int]:
+def topic_watermarks(settings: Settings, topic: str) -> dict[TopicPartition, int]:
     consumer = KafkaConsumer(bootstrap_servers=[settings.kafka.bootstrap_servers], enable_auto_commit=False)
     try:
-        marks = high_watermarks(consumer, partitions_of(consumer, settings.kafka.topic))
-        return {tp.partition: mark for tp, mark in marks.items()}
+        partitions = partitions_of(consumer, topic)
     finally:
         consumer.close()
+    return high_watermarks(settings.kafka, partitions)
+
+
+def watermarks(settings: Settings) -> dict[int, int]:
+    return {tp.partition: mark for tp, mark in topic_watermarks(settings, settings.kafka.topic).items()}
 
 
 def reset_group(settings: Settings) -> None:

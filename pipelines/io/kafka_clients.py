@@ -101,21 +101,26 @@ def partitions_of(client: KafkaConsumer, topic: str, timeout_s: float = 10.0) ->
 
 
 def high_watermarks(
-    client: KafkaConsumer, partitions: list[TopicPartition], timeout_s: float = 10.0
+    settings: KafkaSettings, partitions: list[TopicPartition], timeout_s: float = 10.0
 ) -> dict[TopicPartition, int]:
-    """Each partition's high watermark, read from a fetch response."""
-    client.assign(partitions)
-    for tp in partitions:
-        client.seek_to_beginning(tp)
-    deadline = time.monotonic() + timeout_s
-    while any(client.highwater(tp) is None for tp in partitions):
-        if time.monotonic() > deadline:
-            missing = [tp.partition for tp in partitions if client.highwater(tp) is None]
-            raise RuntimeError(f"no high watermark for partitions {missing} within {timeout_s}s")
-        client.poll(timeout_ms=200, max_records=1)
-    marks = {tp: int(client.highwater(tp)) for tp in partitions}
-    client.unsubscribe()
-    return marks
+    """Each partition's high watermark, read from fetch responses by a short-lived consumer of its own (the
+    pausing below leaves a consumer unfit for reading afterwards)."""
+    client = consumer(settings, 1 << 20)
+    try:
+        client.assign(partitions)
+        client.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while missing := [tp for tp in partitions if client.highwater(tp) is None]:
+            if time.monotonic() > deadline:
+                left = [tp.partition for tp in missing]
+                raise RuntimeError(f"no high watermark for partitions {left} within {timeout_s}s")
+            client.poll(timeout_ms=200, max_records=1)
+            # A partition's fetch response is parsed only once the records before it are drained; pausing the
+            # partitions already known lets the next poll reach the others.
+            client.pause(*[tp for tp in partitions if client.highwater(tp) is not None])
+        return {tp: int(client.highwater(tp)) for tp in partitions}
+    finally:
+        client.close()
 
 
 def plan_partitions(settings: KafkaSettings, max_event_bytes: int, bounded: bool) -> list[PartitionSpec]:
@@ -123,7 +128,7 @@ def plan_partitions(settings: KafkaSettings, max_event_bytes: int, bounded: bool
     client = consumer(settings, max_event_bytes, group=True)
     try:
         partitions = partitions_of(client, settings.topic)
-        marks = high_watermarks(client, partitions)
+        marks = high_watermarks(settings, partitions)
         client.assign(partitions)
         client.seek_to_beginning(*partitions)
         specs = []

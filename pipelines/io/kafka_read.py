@@ -30,6 +30,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.sdf_utils import RestrictionTrackerView
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import TopicPartition
@@ -105,8 +106,8 @@ class _ReadPartition(beam.DoFn):
         self,
         spec: PartitionSpec,
         finalizer: Any = beam.DoFn.BundleFinalizerParam,
-        tracker: OffsetRestrictionTracker = _RESTRICTION,
-        watermark: ManualWatermarkEstimator = _WATERMARK,
+        tracker: RestrictionTrackerView = _RESTRICTION,  # type: ignore[assignment]  # Beam's DoFn-param idiom
+        watermark: ManualWatermarkEstimator = _WATERMARK,  # type: ignore[assignment]
     ) -> Iterator[KafkaRecord]:
         tp = TopicPartition(spec.topic, spec.partition)
         start = tracker.current_restriction().start
@@ -119,7 +120,7 @@ class _ReadPartition(beam.DoFn):
         spec: PartitionSpec,
         tp: TopicPartition,
         position: int,
-        tracker: OffsetRestrictionTracker,
+        tracker: RestrictionTrackerView,
         watermark: ManualWatermarkEstimator,
     ) -> Generator[KafkaRecord, None, int]:
         """Yield claimed records; return the next offset to read (what the group may commit)."""
@@ -158,7 +159,8 @@ class _ReadPartition(beam.DoFn):
                     current = watermark.current_watermark()
                     if current is None or stamp > current:
                         watermark.set_watermark(stamp)
-                yield KafkaRecord(
+                # model_construct: kafka-python already gives these exact types; validation would cost µs/record.
+                yield KafkaRecord.model_construct(
                     topic=record.topic,
                     partition=record.partition,
                     offset=record.offset,

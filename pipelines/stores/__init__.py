@@ -8,7 +8,7 @@ from pipelines.stores.base import (
     StoreSchemaError,
     VectorStore,
 )
-from pipelines.stores.factory import open_store
+from pipelines.stores.factory import open_store, wait_until_released
 
 __all__ = [
     "Hit",
@@ -18,4 +18,5 @@ __all__ = [
     "StoredPoint",
     "VectorStore",
     "open_store",
+    "wait_until_released",
 ]

@@ -76,16 +76,19 @@ class EdgeStore:
         return {}
 
     def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        """Check an existing shard from its files (opening it is left to the first read or write, so a
+        preflight check costs no shard load), or create a new one."""
         existing = self.spaces()
         if existing:
             check_spaces(existing, spaces, self.collection)
-        self._open(spaces)
+        else:
+            self._open(spaces)
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
         shard = self._open(None)
-        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vectors, p.payload) for p in points]))
+        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in points]))
 
     def flush(self) -> None:
         if self._shard is not None:
@@ -127,6 +130,10 @@ class EdgeStore:
         if self._shard is not None:
             self._shard.close()
             self._shard = None
+
+
+def _vectors(point: PointRecord) -> dict[str, Any]:
+    return dict(point.vectors)
 
 
 def _stored(record: Any, with_vectors: bool) -> StoredPoint:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pipelines.stores.base import VectorStore
+import time
+
+from pipelines.stores.base import StoreLockedError, VectorStore
 from pipelines.stores.edge import EdgeStore
 from pipelines.stores.server import ServerStore
 from schemas.settings import QdrantSettings
@@ -13,3 +15,29 @@ def open_store(settings: QdrantSettings) -> VectorStore:
     if settings.backend == "edge":
         return EdgeStore(settings.path, settings.collection)
     return ServerStore(settings)
+
+
+def wait_until_released(settings: QdrantSettings, timeout_s: float = 30.0) -> None:
+    """Return once no worker of a finished pipeline holds the embedded store any more.
+
+    Portable runners tear their workers (and so the sink's store) down asynchronously after the job is done;
+    whoever opens the path next — the demo's search, a test — must not race them.
+    """
+    if settings.backend == "server":
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            store = open_store(settings)  # qdrant-client local mode locks here
+            try:
+                if settings.backend == "edge":
+                    store.count()  # qdrant-edge locks when the shard opens
+            finally:
+                store.close()
+            return
+        except StoreLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        except FileNotFoundError:
+            return  # nothing was ever written

@@ -83,7 +83,7 @@ class ServerStore:
             return
         self._client.upsert(
             self.collection,
-            points=[models.PointStruct(id=p.id, vector=p.vectors, payload=p.payload) for p in points],
+            points=[models.PointStruct(id=p.id, vector=dict[str, Any](p.vectors), payload=p.payload) for p in points],
             wait=True,
         )
 

@@ -1,9 +1,11 @@
 """Embed text events with ONNX Runtime, batched by padded-token cost, behind the quality gate.
 
-Events are tokenized on arrival and held until ``sort_window`` events (or the bundle's end); then they are
-sorted by length and packed into batches of at most ``max_batch_tokens`` padded tokens, so short and long
-texts cost what they are and padding stays small. Points leave in the order their events arrived (per
-partition: Kafka order), so a later write of the same id lands last. A batch the encoder rejects is retried
+Events are held until ``sort_window`` events (or the bundle's end); then the window is tokenized in one call,
+sorted by length and packed into batches of at most ``max_batch_tokens`` padded tokens, so short and long texts
+cost what they are and padding stays small (a window of 1024 pads the sample corpus by 3 %, one of 256 by 13 %).
+Encoding runs on the bundle thread: a background encoder thread was measured no faster on 2 cores, where it
+steals CPU from ONNX Runtime's own threads. Points leave in the order their events arrived (per partition:
+Kafka order), so a later write of the same id lands last. A batch the encoder rejects is retried
 one event at a time, so one poisonous event becomes one dead letter and its neighbours still land.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -49,11 +52,10 @@ class EmbedText(beam.DoFn):
         self._models = {self._encoder.space: self._encoder.manifest.ref}
 
     def start_bundle(self) -> None:
-        self._pending: list[tuple[ParsedEvent, list[int]]] = []
+        self._pending: list[ParsedEvent] = []
 
     def process(self, event: ParsedEvent) -> Iterator[Any]:
-        text = event.envelope.text or ""
-        self._pending.append((event, self._encoder.tokenize_one(text)))
+        self._pending.append(event)
         if len(self._pending) >= self._pipeline.sort_window:
             yield from self._flush()
 
@@ -65,11 +67,27 @@ class EmbedText(beam.DoFn):
                 yield _global(output)
 
     def _flush(self) -> Iterator[Any]:
-        pending, self._pending = self._pending, []
-        if not pending:
+        """Encode the held window; yield its outcomes in arrival order: points, or dead letters with the reason."""
+        events, self._pending = self._pending, []
+        if not events:
             return
-        tokens = [ids for _, ids in pending]
-        vectors: list[np.ndarray | None] = [None] * len(pending)
+        vectors, errors = self._encode([event.envelope.text or "" for event in events])
+        ingested_at = datetime.now(UTC).isoformat()
+        for i, event in enumerate(events):
+            vector = vectors[i]
+            if vector is None:
+                yield _dead(event, Reason.ENCODE_FAILED, errors.get(i, "encoder returned nothing"), "encode")
+                continue
+            problem = vector_problem(vector, self._encoder.dim)
+            if problem is not None:
+                yield _dead(event, problem[0], problem[1], "quality")
+                continue
+            yield to_point(event, {self._encoder.space: vector}, self._models, ingested_at)
+
+    def _encode(self, texts: list[str]) -> tuple[list[np.ndarray | None], dict[int, str]]:
+        """Tokenize the window and encode it in cost-planned batches; per-event errors instead of a failed batch."""
+        tokens = self._encoder.tokenize(texts)
+        vectors: list[np.ndarray | None] = [None] * len(texts)
         errors: dict[int, str] = {}
         plan = plan_batches([len(t) for t in tokens], self._pipeline.max_batch_tokens, self._pipeline.max_batch_size)
         for batch in plan:
@@ -84,16 +102,7 @@ class EmbedText(beam.DoFn):
                         vectors[i] = self._encoder.embed_tokens([tokens[i]])[0]
                     except Exception as single:
                         errors[i] = f"{type(single).__name__}: {single}"
-        for i, (event, _) in enumerate(pending):
-            vector = vectors[i]
-            if vector is None:
-                yield _dead(event, Reason.ENCODE_FAILED, errors.get(i, "encoder returned nothing"), "encode")
-                continue
-            problem = vector_problem(vector, self._encoder.dim)
-            if problem is not None:
-                yield _dead(event, problem[0], problem[1], "quality")
-                continue
-            yield to_point(event, {self._encoder.space: vector}, self._models)
+        return vectors, errors
 
 
 def _dead(event: ParsedEvent, reason: Reason, message: str, stage: str) -> beam.pvalue.TaggedOutput:
@@ -101,4 +110,4 @@ def _dead(event: ParsedEvent, reason: Reason, message: str, stage: str) -> beam.
 
 
 def _global(value: Any) -> WindowedValue:
-    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))

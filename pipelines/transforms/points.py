@@ -22,8 +22,12 @@ def content_sha256(event: ParsedEvent) -> str:
     return hashlib.sha256((envelope.uri or "").encode("utf-8")).hexdigest()
 
 
-def to_point(event: ParsedEvent, vectors: Mapping[str, np.ndarray], models: Mapping[str, str]) -> PointRecord:
-    """A point with one vector per space and the full payload; the text itself is kept, never stripped."""
+def to_point(
+    event: ParsedEvent, vectors: Mapping[str, np.ndarray], models: Mapping[str, str], ingested_at: str | None = None
+) -> PointRecord:
+    """A point with one vector per space and the full payload; the text itself is kept, never stripped.
+
+    ``ingested_at`` (ISO 8601) may be shared by a whole batch; by default it is now."""
     envelope, record = event.envelope, event.record
     video = envelope.video
     payload: dict[str, Any] = {
@@ -31,7 +35,7 @@ def to_point(event: ParsedEvent, vectors: Mapping[str, np.ndarray], models: Mapp
         "id": envelope.id,
         "metadata": envelope.metadata,
         "ts": envelope.ts.isoformat() if envelope.ts else None,
-        "ingested_at": datetime.now(UTC).isoformat(),
+        "ingested_at": ingested_at or datetime.now(UTC).isoformat(),
         "content_sha256": content_sha256(event),
         "models": dict(models),
         "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
@@ -51,9 +55,11 @@ def to_point(event: ParsedEvent, vectors: Mapping[str, np.ndarray], models: Mapp
         video.video_id if video else None,
         video.index if video else None,
     )
-    return PointRecord(
+    # model_construct: every field is built right here from validated parts; re-validating 384 floats per
+    # point cost ~30 µs an event on the hot path.
+    return PointRecord.model_construct(
         id=pid,
         vectors={space: vector.tolist() for space, vector in vectors.items()},
         payload=payload,
-        source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
+        source=SourceRef.model_construct(topic=record.topic, partition=record.partition, offset=record.offset),
     )
