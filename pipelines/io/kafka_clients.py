@@ -43,6 +43,7 @@ def consumer(settings: KafkaSettings, max_event_bytes: int, group: bool = False,
             max_partition_fetch_bytes=max_event_bytes + FETCH_HEADROOM,
             fetch_max_bytes=max(52_428_800, max_event_bytes + FETCH_HEADROOM),
             session_timeout_ms=6000,
+            heartbeat_interval_ms=2000,
             **extra,
         )
     except KafkaTimeoutError as exc:
