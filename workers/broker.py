@@ -86,8 +86,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start_broker(port: int | None = None, host: str = "127.0.0.1", log_dir: Path | None = None) -> Broker:
-    """Start tansu on ``host:port`` (a free port when None) and wait until it accepts connections."""
+def start_broker(
+    port: int | None = None, host: str = "127.0.0.1", log_dir: Path | None = None, advertised_port: int | None = None
+) -> Broker:
+    """Start tansu on ``host:port`` (a free port when None) and wait until it accepts connections.
+
+    ``advertised_port`` makes the broker tell clients to connect elsewhere (a proxy in front of it)."""
     port = port or free_port(host)
     if port_open(host, port):
         raise BrokerError(
@@ -98,9 +102,10 @@ def start_broker(port: int | None = None, host: str = "127.0.0.1", log_dir: Path
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"tansu-{port}.log"
     url = f"tcp://{host}:{port}"
+    advertised = f"tcp://{host}:{advertised_port or port}"
     with open(log_file, "wb") as log:
         process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -43,6 +43,8 @@ from schemas.settings import KafkaSettings, PipelineSettings
 log = logging.getLogger(__name__)
 UNBOUNDED = sys.maxsize
 IDLE_RECHECK_S = 0.5
+COMMIT_ATTEMPTS = 5
+COMMIT_BACKOFF_S = 0.2
 _stop = threading.Event()
 
 
@@ -93,14 +95,17 @@ class _ReadPartition(beam.DoFn):
         with self._commit_lock:
             if offset <= self._committed.get(tp, -1):
                 return
-            try:
-                self._committer.commit({tp: OffsetAndMetadata(offset, "", -1)})
-            except Exception:  # the next bundle's commit covers this one; replays are harmless
-                log.warning(
-                    "offset commit of %s at %d failed; will retry with the next bundle", tp, offset, exc_info=True
-                )
-                return
-            self._committed[tp] = offset
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    self._committer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+                    self._committed[tp] = offset
+                    return
+                except Exception as exc:  # a dropped connection: kafka-python reconnects on the next try
+                    delay = COMMIT_BACKOFF_S * 2**attempt
+                    log.info("offset commit of %s at %d failed (%s); retrying in %.1fs", tp, offset, exc, delay)
+                    time.sleep(delay)
+            # Not fatal: the next bundle's commit covers this offset, and a replay only rewrites the same points.
+            log.warning("commit of %s at %d failed %d times; the next bundle retries", tp, offset, COMMIT_ATTEMPTS)
 
     def process(
         self,

@@ -1,0 +1,89 @@
+"""Faults at real boundaries: the broker's connections cut mid-run, a store that refuses writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pipelines.ingest import run_ingest
+from pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from pipelines.stores import SpaceSpec, StoreLockedError, open_store
+from tests.helpers import read_topic, send_raw, text_event, watermarks
+from tests.tcp_proxy import TcpProxy
+from workers.broker import free_port, start_broker
+
+
+@pytest.fixture
+def proxied_broker(tmp_path):
+    """tansu advertising a proxy's port, so every client connection runs through the proxy."""
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port)
+    broker = start_broker(port=broker_port, log_dir=tmp_path, advertised_port=proxy.port)
+    yield proxy
+    proxy.close()
+    broker.stop()
+
+
+def test_dropped_broker_connections_lose_and_duplicate_nothing(make_settings, proxied_broker):
+    proxy = proxied_broker
+    settings = make_settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{proxy.port}"},
+        pipeline={"max_records_per_bundle": 100},  # many bundles, many commits to interrupt
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    messages = [(f"n{i}".encode(), text_event(f"n{i}", f"network fault sentence number {i}"), []) for i in range(3000)]
+    messages.insert(1400, (None, b"{broken", []))
+    send_raw(settings, messages)
+
+    done = threading.Event()
+
+    def saboteur() -> None:
+        # Once the pipeline has committed its first bundle (the preflight is over), cut everything, again and again.
+        deadline = time.monotonic() + 60
+        while not any(committed_offsets(settings.kafka).values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while not done.wait(0.3):
+            proxy.drop_all()
+
+    thread = threading.Thread(target=saboteur, daemon=True)
+    thread.start()
+    try:
+        result = run_ingest(settings)
+    finally:
+        done.set()
+        thread.join()
+
+    assert proxy.drops >= 5, "the faults must have hit the run"
+    assert result.points_upserted >= 3000
+    store = open_store(settings.qdrant)
+    try:
+        ids = [p.payload["id"] for p in store.scroll()]
+    finally:
+        store.close()
+    assert sorted(ids) == sorted(f"n{i}" for i in range(3000))
+    assert committed_offsets(settings.kafka) == watermarks(settings)
+    dead = read_topic(settings, settings.kafka.dead_letter_topic)
+    assert {d.value for d in dead} == {b"{broken"}
+
+
+def test_store_refusing_writes_fails_the_run_commits_nothing_and_resume_completes(make_settings):
+    settings = make_settings()
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(f"s{i}".encode(), text_event(f"s{i}", f"store fault text {i}"), []) for i in range(200)])
+    holder = open_store(settings.qdrant)  # another process's lock on the embedded store: every write refused
+    holder.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
+    holder.count()
+    try:
+        with pytest.raises(StoreLockedError, match="in use by another process"):
+            run_ingest(settings)
+        assert all(offset is None for offset in committed_offsets(settings.kafka).values())
+        assert holder.count() == 0
+    finally:
+        holder.close()
+
+    result = run_ingest(settings)  # resumes from the (uncommitted) start
+
+    assert result.points_upserted == 200
+    assert committed_offsets(settings.kafka) == watermarks(settings)
