@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.io.kafka_clients import ensure_topics
 from pipelines.stores import SpaceSpec, open_store
-from tests.helpers import settings_env
+from tests.helpers import send_raw, settings_env, text_event
 from workers.broker import free_port, port_open
 
 
@@ -63,6 +64,18 @@ def test_produce_ingest_search_round_trip(make_settings, tmp_path):
     assert hits[0]["payload"]["id"] == "a1" and hits[0]["payload"]["metadata"] == {"topic": "geology"}
     filtered = embedstream("search", "stairs", "--where", "id=notes:1", env=env)
     assert filtered.returncode == 0 and "lighthouse keeper" in filtered.stdout and "Bakers" not in filtered.stdout
+
+
+def test_dlq_stats_and_replay_commands(make_settings):
+    settings = make_settings()
+    env = settings_env(settings)
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(None, b"{broken", []), (b"ok", text_event("ok", "fine"), [])])
+    assert embedstream("ingest", env=env).returncode == 0
+    shown = embedstream("dlq", "stats", env=env)
+    assert shown.returncode == 0 and "1 dead letters" in shown.stdout and "malformed_json" in shown.stdout
+    replayed = embedstream("dlq", "replay", "--reason", "malformed_json", "--to-topic", "quarantine", env=env)
+    assert replayed.returncode == 0 and "replayed 1 of 1" in replayed.stdout and "quarantine" in replayed.stdout
 
 
 def test_missing_broker_is_one_clear_line_and_fast(make_settings):

@@ -131,6 +131,22 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers import dlq
+
+    settings = _settings(args)
+    if args.action == "stats":
+        counts = dlq.stats(settings)
+        print(f"{sum(counts.values())} dead letters on {settings.kafka.dead_letter_topic}")
+        for reason, count in counts.most_common():
+            print(f"  {reason:<22} {count}")
+        return 0
+    report = dlq.replay(settings, args.reason, args.to_topic)
+    target = args.to_topic or settings.kafka.topic
+    print(f"replayed {report.replayed} of {sum(report.by_reason.values())} new dead letters to {target}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     from workers.demo import run_demo
 
@@ -172,6 +188,12 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("name", nargs="?", default="minilm")
     models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
     models.set_defaults(func=cmd_models)
+
+    dlq = sub.add_parser("dlq", help="dead letters: counts by reason, or replay them to the events topic")
+    dlq.add_argument("action", choices=["stats", "replay"])
+    dlq.add_argument("--reason", action="append", default=[], help="replay only this reason code (repeatable)")
+    dlq.add_argument("--to-topic", help="replay target (default: the events topic)")
+    dlq.set_defaults(func=cmd_dlq)
 
     demo = sub.add_parser("demo", help="the whole product end to end on the embedded defaults")
     demo.set_defaults(func=cmd_demo)

@@ -7,17 +7,14 @@ search results a person can judge, and stops the broker.
 
 from __future__ import annotations
 
-import collections
 import shutil
 import time
 from pathlib import Path
 
-from kafka import TopicPartition
-
 from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import consumer, ensure_topics, producer
-from schemas.dead_letter import DeadLetter
+from pipelines.io.kafka_clients import ensure_topics, producer
 from schemas.settings import Settings
+from workers import dlq
 from workers.broker import start_broker
 from workers.produce import produce_files
 from workers.search import TextSearcher
@@ -40,30 +37,6 @@ BROKEN_EVENTS = (
 
 def sample_corpus() -> Path:
     return Path(__file__).parent / "samples" / "corpus.jsonl"
-
-
-def dead_letter_reasons(settings: Settings, timeout_s: float = 5.0) -> collections.Counter[str]:
-    """Count dead letters by reason code (reads the whole dead-letter topic)."""
-    client = consumer(settings.kafka, settings.pipeline.max_event_bytes)
-    try:
-        tps = [
-            TopicPartition(settings.kafka.dead_letter_topic, p)
-            for p in sorted(client.partitions_for_topic(settings.kafka.dead_letter_topic) or [])
-        ]
-        client.assign(tps)
-        client.seek_to_beginning(*tps)
-        reasons: collections.Counter[str] = collections.Counter()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            batch = client.poll(timeout_ms=300)
-            if not batch and all(client.position(tp) >= (client.highwater(tp) or 0) for tp in tps):
-                break
-            for records in batch.values():
-                for record in records:
-                    reasons[DeadLetter.context_of(record.headers).get("reason", "?")] += 1
-        return reasons
-    finally:
-        client.close()
 
 
 def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ...] = ()) -> None:
@@ -99,7 +72,7 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
             f"  {result.points_upserted} points stored, {result.dead_letters} dead letters "
             f"in {elapsed:.1f}s ({(result.points_upserted + result.dead_letters) / elapsed:.0f} events/s)"
         )
-        reasons = dead_letter_reasons(settings)
+        reasons = dlq.stats(settings)
         print("  dead letters by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
         searcher = TextSearcher(settings)
         try:

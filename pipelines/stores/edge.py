@@ -52,7 +52,7 @@ class EdgeStore:
                     f"no collection at {self.path}: ingest something first (or check EMBEDSTREAM_QDRANT__PATH)"
                 )
         except Exception as exc:
-            if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+            if "WouldBlock" in str(exc):  # the WAL lock of another opener
                 raise StoreLockedError(
                     f"store path {self.path} is in use by another process (an ingest or search?); stop it or "
                     "use another path (EMBEDSTREAM_QDRANT__PATH)"
