@@ -33,6 +33,7 @@ typecheck: $(STAMP)
 
 bench: setup
 	$(BIN)/python -m bench.ingest_text
+	$(BIN)/python -m bench.ort_threads
 
 clean:
 	rm -rf .embedstream .pytest_cache .mypy_cache .ruff_cache

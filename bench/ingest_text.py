@@ -50,8 +50,7 @@ def peak_rss_mb() -> float:
 def phase_bare(n: int) -> dict[str, Any]:
     from onnx_models.text_encoder import TextEncoder
 
-    settings = Settings.load()
-    encoder = TextEncoder.load(settings.model.cache_dir, settings.model.text_model)
+    encoder = TextEncoder.from_settings(Settings.load().model)
     texts = corpus_texts(n)
     encoder.embed(texts[:64])  # warm-up
 
@@ -81,8 +80,7 @@ def phase_bare(n: int) -> dict[str, Any]:
 def phase_naive(n: int) -> dict[str, Any]:
     from onnx_models.text_encoder import TextEncoder
 
-    settings = Settings.load()
-    encoder = TextEncoder.load(settings.model.cache_dir, settings.model.text_model)
+    encoder = TextEncoder.from_settings(Settings.load().model)
     texts = corpus_texts(n)
     encoder.embed(texts[:16])
     started = time.perf_counter()

@@ -25,6 +25,7 @@ def create_session(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     intra_op_threads: int = 0,
     inter_op_threads: int = 1,
+    cpu_mem_arena: bool = True,
 ) -> ort.InferenceSession:
     """An inference session with all graph optimizations, sequential execution and the given threads.
 
@@ -45,6 +46,7 @@ def create_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
+    options.enable_cpu_mem_arena = cpu_mem_arena
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), sess_options=options, providers=usable)
     log.info("loaded %s on %s (intra_op_threads=%s)", path.name, session.get_providers()[0], intra_op_threads)

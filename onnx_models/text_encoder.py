@@ -17,6 +17,7 @@ from onnx_models.batching import run_batches
 from onnx_models.manifest import ModelManifest
 from onnx_models.registry import load_manifest
 from onnx_models.session import create_session
+from schemas.settings import ModelSettings
 
 
 class TextEncoder:
@@ -33,32 +34,31 @@ class TextEncoder:
         self._input_names = [i.name for i in session.get_inputs()]  # type: ignore[attr-defined]
 
     @classmethod
-    def load(
-        cls,
-        cache_dir: Path,
-        name: str,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-        intra_op_threads: int = 0,
-        inter_op_threads: int = 1,
-    ) -> TextEncoder:
+    def load(cls, cache_dir: Path, name: str, runtime: ModelSettings | None = None) -> TextEncoder:
+        """The newest verified build of ``name`` from the cache, with ``runtime``'s providers, threads, arena."""
         manifest, folder = load_manifest(cache_dir, name)
-        return cls.from_folder(manifest, folder, providers, intra_op_threads, inter_op_threads)
+        return cls.from_folder(manifest, folder, runtime)
 
     @classmethod
-    def from_folder(
-        cls,
-        manifest: ModelManifest,
-        folder: Path,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-        intra_op_threads: int = 0,
-        inter_op_threads: int = 1,
-    ) -> TextEncoder:
+    def from_settings(cls, model: ModelSettings) -> TextEncoder:
+        """The text model the settings name, loaded the way they say."""
+        return cls.load(model.cache_dir, model.text_model, model)
+
+    @classmethod
+    def from_folder(cls, manifest: ModelManifest, folder: Path, runtime: ModelSettings | None = None) -> TextEncoder:
         if manifest.tokenizer is None:
             raise ValueError(f"model {manifest.ref} has no tokenizer spec; it is not a text model")
+        runtime = runtime or ModelSettings()
         tokenizer = Tokenizer.from_file(str(folder / manifest.tokenizer.file))
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=manifest.tokenizer.max_length)
-        session = create_session(folder / manifest.onnx_file, providers, intra_op_threads, inter_op_threads)
+        session = create_session(
+            folder / manifest.onnx_file,
+            runtime.providers,
+            runtime.intra_op_threads,
+            runtime.inter_op_threads,
+            runtime.cpu_mem_arena,
+        )
         return cls(manifest, folder, session, tokenizer)
 
     @property

@@ -103,7 +103,10 @@ class ModelSettings(BaseModel):
     text_model: str = "minilm"
     cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "models")
     intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default (physical cores)")
-    inter_op_threads: int = Field(default=1, ge=0)
+    inter_op_threads: int = Field(default=1, ge=0, description="only matters for parallel graph execution")
+    cpu_mem_arena: bool = Field(
+        default=True, description="ONNX Runtime's CPU memory arena (bench/reports/ort_threads.md)"
+    )
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
 
 

@@ -88,3 +88,23 @@ def test_quality_gate_rejects_bad_vectors(vector, reason):
 
 def test_quality_gate_passes_real_vectors(encoder):
     assert vector_problem(encoder.embed(["a normal sentence"])[0], 384) is None
+
+
+def test_runtime_settings_reach_the_session(model_cache):
+    from schemas.settings import ModelSettings
+
+    encoder = TextEncoder.from_settings(
+        ModelSettings(cache_dir=model_cache, intra_op_threads=1, inter_op_threads=2, cpu_mem_arena=False)
+    )
+    options = encoder._session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 2)
+    assert options.enable_cpu_mem_arena is False
+    assert encoder.embed(["still encodes"]).shape == (1, 384)
+
+
+def test_unavailable_provider_names_the_available_ones(model_cache):
+    from onnx_models.session import ProviderUnavailableError
+    from schemas.settings import ModelSettings
+
+    with pytest.raises(ProviderUnavailableError, match="CPUExecutionProvider"):
+        TextEncoder.from_settings(ModelSettings(cache_dir=model_cache, providers=["NoSuchExecutionProvider"]))

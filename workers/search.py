@@ -29,10 +29,7 @@ class TextSearcher:
     """Holds the encoder and the store open for many queries (the CLI opens one per call)."""
 
     def __init__(self, settings: Settings) -> None:
-        model = settings.model
-        self.encoder = TextEncoder.load(
-            model.cache_dir, model.text_model, model.providers, model.intra_op_threads, model.inter_op_threads
-        )
+        self.encoder = TextEncoder.from_settings(settings.model)
         self.store = open_store(settings.qdrant)
 
     def search(self, query: str, limit: int = 5, where: Mapping[str, str | int | bool] | None = None) -> list[Hit]:

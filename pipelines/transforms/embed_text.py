@@ -42,13 +42,7 @@ class EmbedText(beam.DoFn):
         self._pipeline = pipeline
 
     def setup(self) -> None:
-        self._encoder = TextEncoder.load(
-            self._model.cache_dir,
-            self._model.text_model,
-            self._model.providers,
-            self._model.intra_op_threads,
-            self._model.inter_op_threads,
-        )
+        self._encoder = TextEncoder.from_settings(self._model)
         self._models = {self._encoder.space: self._encoder.manifest.ref}
 
     def start_bundle(self) -> None:
