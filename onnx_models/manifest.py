@@ -33,6 +33,32 @@ class ParityReport(BaseModel):
     measured_at: datetime
 
 
+class Quantization(BaseModel):
+    """How a variant's weights were quantized (ONNX Runtime dynamic quantization)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["dynamic"] = "dynamic"
+    weights: Literal["int8"] = "int8"
+    per_channel: bool
+    reduce_range: bool
+    isa: str  # the instruction set it was built for: avx512_vnni, avx2, ...
+
+
+class VariantQuality(BaseModel):
+    """A variant against its fp32 base, measured side by side in one run on the sample corpus."""
+
+    model_config = ConfigDict(frozen=True)
+
+    corpus: str
+    texts: int
+    speedup: float
+    mean_cosine: float
+    min_cosine: float
+    recall_at_10: float
+    measured_at: datetime
+
+
 class ModelManifest(BaseModel):
     """A built encoder. ``ref`` (name@version) is what points record and what a named vector is fenced to."""
 
@@ -55,6 +81,9 @@ class ModelManifest(BaseModel):
     source: str
     license: str
     parity: ParityReport | None = None
+    variant_of: str | None = None  # the base model's ref, for quantized variants
+    quantization: Quantization | None = None
+    quality: VariantQuality | None = None
     built_with: dict[str, str] = Field(default_factory=dict)
 
     @property

@@ -29,19 +29,34 @@ def sha256_of(path: Path) -> str:
 
 
 def _build_hint(name: str, cache_dir: Path) -> str:
+    base, _, version = name.partition("@")
+    build = f"embedstream models build {base}" + (" --quantize" if "int8" in version else "")
     return (
-        f"run `embedstream models build {name}` (needs `pip install 'embedstream[export]'`), "
+        f"run `{build}` (needs `pip install 'embedstream[export]'`), "
         f"or point EMBEDSTREAM_MODEL__CACHE_DIR at a cache that has it (now {cache_dir})"
     )
 
 
 def load_manifest(cache_dir: Path, name: str, verify: bool = True) -> tuple[ModelManifest, Path]:
-    """The newest built version of ``name``: its manifest and folder. ``verify`` checks the file's sha256."""
-    root = Path(cache_dir) / name
-    versions = sorted((p for p in root.glob(f"*/{MANIFEST_FILE}")), key=lambda p: p.stat().st_mtime, reverse=True)
-    if not versions:
+    """Find a built model: ``name@version`` exactly, or plain ``name`` = the catalog's base version (or, for a
+    model outside the catalog, the newest build). ``verify`` checks the ONNX file against its sha256.
+
+    A plain name never silently picks a quantized variant: variants are other versions, and a named vector
+    holds one version only."""
+    from onnx_models.catalog import CATALOG
+
+    base, _, version = name.partition("@")
+    root = Path(cache_dir) / base
+    if not version and base in CATALOG:
+        version = CATALOG[base].version
+    if version:
+        candidates = [root / version / MANIFEST_FILE]
+    else:
+        candidates = sorted(root.glob(f"*/{MANIFEST_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    existing = [p for p in candidates if p.is_file()]
+    if not existing:
         raise ModelNotBuiltError(f"model {name!r} is not built: {_build_hint(name, Path(cache_dir))}")
-    manifest_path = versions[0]
+    manifest_path = existing[0]
     manifest = ModelManifest.model_validate_json(manifest_path.read_text())
     folder = manifest_path.parent
     onnx_path = folder / manifest.onnx_file
@@ -50,6 +65,12 @@ def load_manifest(cache_dir: Path, name: str, verify: bool = True) -> tuple[Mode
     if verify and sha256_of(onnx_path) != manifest.sha256:
         raise ModelNotBuiltError(
             f"model {name!r} at {onnx_path} does not match its manifest's sha256; rebuild it with "
-            f"`embedstream models build {name} --force`"
+            f"`embedstream models build {base} --force`"
         )
     return manifest, folder
+
+
+def built_versions(cache_dir: Path, name: str) -> list[ModelManifest]:
+    """Every built version of ``name`` (base and variants), oldest first."""
+    paths = sorted((Path(cache_dir) / name).glob(f"*/{MANIFEST_FILE}"), key=lambda p: p.stat().st_mtime)
+    return [ModelManifest.model_validate_json(p.read_text()) for p in paths]

@@ -137,6 +137,6 @@ def test_port_in_use_is_a_clear_error(broker, tmp_path):
 def test_models_list_shows_catalog_and_build_state(model_cache):
     env = dict(os.environ, EMBEDSTREAM_MODEL__CACHE_DIR=str(model_cache))
     listed = embedstream("models", "list", env=env)
-    assert listed.returncode == 0 and "minilm" in listed.stdout and "built minilm@1" in listed.stdout
+    assert listed.returncode == 0 and "minilm@1 " in listed.stdout and "fp32, parity" in listed.stdout
     info = embedstream("models", "info", "minilm", env=env)
     assert json.loads(info.stdout)["dim"] == 384

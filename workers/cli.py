@@ -116,18 +116,39 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
         parity = manifest.parity
         figure = f"parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "no parity"
         print(f"{manifest.ref}: {manifest.dim}-d {manifest.modality} model in {cache / manifest.name}; {figure}")
+        if args.quantize:
+            from onnx_models.export.quantize import build_int8
+
+            variant = build_int8(cache, args.name, per_channel=not args.per_tensor)
+            q = variant.quality
+            if q is not None:
+                print(
+                    f"{variant.ref}: {q.speedup:.2f}x fp32 speed, cosine to fp32 mean {q.mean_cosine:.4f} / min "
+                    f"{q.min_cosine:.4f}, recall@10 {q.recall_at_10:.3f} ({q.corpus}); use it with "
+                    f"EMBEDSTREAM_MODEL__TEXT_MODEL={variant.ref} (a new collection: other vectors)"
+                )
         return 0
     if args.action == "info":
         manifest, _ = load_manifest(cache, args.name)
         print(manifest.model_dump_json(indent=2))
         return 0
+    from onnx_models.registry import built_versions
+
     for name, entry in CATALOG.items():
-        try:
-            manifest, _ = load_manifest(cache, name, verify=False)
-            state = f"built {manifest.ref}" + (f", parity {manifest.parity.min_cosine:.6f}" if manifest.parity else "")
-        except ModelNotBuiltError:
-            state = "not built"
-        print(f"{name:<12} {entry.modality:<6} space={entry.space:<8} dim={entry.dim:<5} {state}")
+        versions = built_versions(cache, name)
+        if not versions:
+            print(f"{name:<16} {entry.modality:<6} space={entry.space:<8} dim={entry.dim:<5} not built")
+        for manifest in versions:
+            size_mb = (cache / name / manifest.version / manifest.onnx_file).stat().st_size / 1e6
+            if manifest.quality is not None:
+                q = manifest.quality
+                state = f"int8 {q.speedup:.2f}x, cos {q.mean_cosine:.4f}, recall@10 {q.recall_at_10:.3f}"
+            else:
+                state = f"fp32, parity {manifest.parity.min_cosine:.6f}" if manifest.parity else "fp32"
+            print(
+                f"{manifest.ref:<16} {entry.modality:<6} space={entry.space:<8} dim={entry.dim:<5} "
+                f"{size_mb:5.0f} MB  {state}"
+            )
     return 0
 
 
@@ -187,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=["list", "build", "info"])
     models.add_argument("name", nargs="?", default="minilm")
     models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
+    models.add_argument("--quantize", action="store_true", help="also build the int8 variant NAME@<version>-int8")
+    models.add_argument("--per-tensor", action="store_true", help="with --quantize: per-tensor, not per-channel")
     models.set_defaults(func=cmd_models)
 
     dlq = sub.add_parser("dlq", help="dead letters: counts by reason, or replay them to the events topic")
