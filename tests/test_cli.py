@@ -134,6 +134,21 @@ def test_port_in_use_is_a_clear_error(broker, tmp_path):
     assert f"port {broker.port}" in line and "--port" in line
 
 
+def test_import_word_vectors_then_list_and_info(tmp_path):
+    vectors = tmp_path / "tiny.txt"
+    vectors.write_text("3 4\ncat 1 0 0 0\ndog 0.9 0.1 0 0\ncar 0 0 1 0\n")
+    env = dict(os.environ, EMBEDSTREAM_MODEL__CACHE_DIR=str(tmp_path / "cache"))
+    imported = embedstream("models", "import-vectors", "tiny", "--file", str(vectors), env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "tiny@1: 4-d word-vector encoder" in imported.stdout
+    listed = embedstream("models", "list", env=env)
+    assert "tiny@1" in listed.stdout and "minilm" in listed.stdout and "not built" in listed.stdout
+    assert json.loads(embedstream("models", "info", "tiny", env=env).stdout)["inputs"] == [
+        "input_ids",
+        "attention_mask",
+    ]
+
+
 def test_models_list_shows_catalog_and_build_state(model_cache):
     env = dict(os.environ, EMBEDSTREAM_MODEL__CACHE_DIR=str(model_cache))
     listed = embedstream("models", "list", env=env)

@@ -128,15 +128,29 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
                     f"EMBEDSTREAM_MODEL__TEXT_MODEL={variant.ref} (a new collection: other vectors)"
                 )
         return 0
+    if args.action == "import-vectors":
+        from onnx_models.export.word_vectors import import_word_vectors
+
+        if not args.file:
+            raise ValueError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
+        manifest = import_word_vectors(Path(args.file), args.name, cache, binary=args.binary or None)
+        parity = manifest.parity
+        print(
+            f"{manifest.ref}: {manifest.dim}-d word-vector encoder in {cache / manifest.name}"
+            + (f"; parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "")
+        )
+        return 0
     if args.action == "info":
         manifest, _ = load_manifest(cache, args.name)
         print(manifest.model_dump_json(indent=2))
         return 0
     from onnx_models.registry import built_versions
 
-    for name, entry in CATALOG.items():
+    imported = sorted(p.name for p in cache.glob("*") if p.is_dir() and p.name not in CATALOG) if cache.is_dir() else []
+    for name in [*CATALOG, *imported]:
         versions = built_versions(cache, name)
-        if not versions:
+        if not versions and name in CATALOG:
+            entry = CATALOG[name]
             print(f"{name:<16} {entry.modality:<6} space={entry.space:<8} dim={entry.dim:<5} not built")
         for manifest in versions:
             size_mb = (cache / name / manifest.version / manifest.onnx_file).stat().st_size / 1e6
@@ -146,7 +160,7 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
             else:
                 state = f"fp32, parity {manifest.parity.min_cosine:.6f}" if manifest.parity else "fp32"
             print(
-                f"{manifest.ref:<16} {entry.modality:<6} space={entry.space:<8} dim={entry.dim:<5} "
+                f"{manifest.ref:<16} {manifest.modality:<6} space={manifest.space:<8} dim={manifest.dim:<5} "
                 f"{size_mb:5.0f} MB  {state}"
             )
     return 0
@@ -205,11 +219,13 @@ def parser() -> argparse.ArgumentParser:
     search.set_defaults(func=cmd_search)
 
     models = sub.add_parser("models", help="list, build or inspect encoders")
-    models.add_argument("action", choices=["list", "build", "info"])
+    models.add_argument("action", choices=["list", "build", "info", "import-vectors"])
     models.add_argument("name", nargs="?", default="minilm")
     models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
     models.add_argument("--quantize", action="store_true", help="also build the int8 variant NAME@<version>-int8")
     models.add_argument("--per-tensor", action="store_true", help="with --quantize: per-tensor, not per-channel")
+    models.add_argument("--file", help="import-vectors: a word2vec (text or .bin) or GloVe file")
+    models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")
     models.set_defaults(func=cmd_models)
 
     dlq = sub.add_parser("dlq", help="dead letters: counts by reason, or replay them to the events topic")

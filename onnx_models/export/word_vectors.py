@@ -1,0 +1,174 @@
+"""Static word vectors (word2vec / GloVe files) as an ONNX encoder: a lookup with masked mean pooling.
+
+Input: a word2vec text file (``<count> <dim>`` header, then ``word v1 … vd``), a GloVe text file (no header),
+or a word2vec binary file. Output: ``<cache>/<name>/1/`` with ``model.onnx`` (Gather → masked mean), a
+``tokenizer.json`` (WordLevel vocabulary, lowercase, split on words and punctuation) and a manifest.
+
+OOV rule: words not in the vocabulary are left out of the mean; a text with no known word gets a zero vector,
+which the pipeline's quality gate dead-letters as ``vector_zero_norm`` instead of storing noise. Vectors are
+L2-normalized after pooling (cosine search). Parity: ORT output against the plain numpy mean of the same
+vectors over a fixed text set, recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from onnx_models.manifest import MANIFEST_FILE, ModelManifest, ParityReport, TokenizerSpec
+from onnx_models.registry import model_dir, sha256_of
+
+PAD, UNK = "[PAD]", "[UNK]"
+MAX_WORDS = 512
+PARITY_TEXTS = (
+    "the cat sat on the mat",
+    "Kafka topics carry raw events",
+    "a sentence, with punctuation!",
+    "unknownword anotherunknown",
+    "trains and stations",
+)
+
+
+def read_vectors(path: Path, binary: bool | None = None) -> tuple[list[str], np.ndarray]:
+    """Words and their vectors from a word2vec (text or binary) or GloVe (headerless text) file."""
+    from gensim.models import KeyedVectors
+
+    if binary is None:
+        binary = path.suffix == ".bin"
+    if binary:
+        kv = KeyedVectors.load_word2vec_format(str(path), binary=True)
+    else:
+        first = path.open(encoding="utf-8").readline().split()
+        has_header = len(first) == 2 and all(part.isdigit() for part in first)
+        kv = KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=not has_header)
+    return list(kv.index_to_key), np.asarray(kv.vectors, dtype=np.float32)
+
+
+def lookup_graph(vectors: np.ndarray) -> bytes:
+    """ONNX: ids [batch, words] + mask → mean of the known words' vectors [batch, dim] (ids 0/1 = pad/unk)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dim = vectors.shape[1]
+    table = np.vstack([np.zeros((2, dim), dtype=np.float32), vectors])  # rows 0, 1: [PAD], [UNK]
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["looked_up"]),
+        helper.make_node("Greater", ["input_ids", "one"], ["known"]),  # ids > 1: real words only
+        helper.make_node("Cast", ["known"], ["known_i"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["known_i", "attention_mask"], ["keep_i"]),
+        helper.make_node("Cast", ["keep_i"], ["keep"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["keep", "axis_last"], ["keep3"]),
+        helper.make_node("Mul", ["looked_up", "keep3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis_words"], ["total"], keepdims=0),
+        helper.make_node("ReduceSum", ["keep3", "axis_words"], ["count"], keepdims=0),
+        helper.make_node("Max", ["count", "tiny"], ["safe_count"]),
+        helper.make_node("Div", ["total", "safe_count"], ["sentence_embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "word_vector_mean",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "words"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "words"]),
+        ],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", dim])],
+        initializer=[
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), "one"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis_last"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_words"),
+            numpy_helper.from_array(np.array([1e-9], dtype=np.float32), "tiny"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def word_tokenizer(words: list[str]) -> Tokenizer:
+    """A ``tokenizers`` WordLevel tokenizer: lowercase, split on words and punctuation, unknown → [UNK]."""
+    from tokenizers import normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    vocab = {PAD: 0, UNK: 1}
+    for word in words:
+        vocab.setdefault(word.lower(), len(vocab))  # a cased duplicate keeps its first (most frequent) vector
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer
+
+
+def numpy_reference(words: list[str], vectors: np.ndarray, texts: tuple[str, ...] | list[str]) -> np.ndarray:
+    """The same rule in plain numpy: mean of the known lowercase words' vectors, L2-normalized (or zero)."""
+    import re
+
+    index: dict[str, int] = {}
+    for i, word in enumerate(words):
+        index.setdefault(word.lower(), i)
+    out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float64)
+    for row, text in enumerate(texts):
+        known = [index[w] for w in re.findall(r"\w+|[^\w\s]+", text.lower())[:MAX_WORDS] if w in index]
+        if known:
+            mean = vectors[known].astype(np.float64).mean(axis=0)
+            out[row] = mean / max(np.linalg.norm(mean), 1e-12)
+    return out
+
+
+def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | None = None) -> ModelManifest:
+    """Build the encoder ``name@1`` from a vectors file into ``cache_dir`` and record its parity."""
+    from onnx_models.text_encoder import TextEncoder
+
+    words, vectors = read_vectors(path, binary)
+    if not words:
+        raise ValueError(f"{path} holds no word vectors")
+    target = model_dir(cache_dir, name, "1")
+    with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        (staging / "model.onnx").write_bytes(lookup_graph(vectors))
+        word_tokenizer(words).save(str(staging / "tokenizer.json"))
+        draft = ModelManifest(
+            name=name,
+            version="1",
+            modality="text",
+            space=name,
+            sha256=sha256_of(staging / "model.onnx"),
+            inputs=["input_ids", "attention_mask"],
+            output="sentence_embedding",
+            dim=int(vectors.shape[1]),
+            pooling="mean",
+            pooled_in_graph=True,
+            normalize=True,
+            normalized_in_graph=False,
+            tokenizer=TokenizerSpec(max_length=MAX_WORDS, pad_id=0),
+            source=f"word vectors from {path.name} ({len(words)} words; OOV words are left out of the mean)",
+            license="as the vectors file's",
+            built_with={"gensim": importlib.metadata.version("gensim")},
+        )
+        actual = TextEncoder.from_folder(draft, staging).embed(list(PARITY_TEXTS)).astype(np.float64)
+        expected = numpy_reference(words, vectors, PARITY_TEXTS)
+        known = np.linalg.norm(expected, axis=1) > 0
+        cos = (actual[known] * expected[known]).sum(axis=1)
+        parity = ParityReport(
+            reference="numpy mean of the file's vectors",
+            inputs=len(PARITY_TEXTS),
+            min_cosine=float(cos.min()) if len(cos) else 1.0,
+            mean_cosine=float(cos.mean()) if len(cos) else 1.0,
+            max_abs_diff=float(np.abs(actual - expected).max()),
+            measured_at=datetime.now(UTC),
+        )
+        manifest = draft.model_copy(update={"parity": parity})
+        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(target))
+    return manifest

@@ -1,0 +1,67 @@
+"""Static word vectors: a tiny Word2Vec trained with gensim on the shipped corpus, served by ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from onnx_models.export.word_vectors import import_word_vectors
+from onnx_models.text_encoder import TextEncoder
+from pipelines.transforms.quality import vector_problem
+from schemas.dead_letter import Reason
+from workers.demo import sample_corpus
+
+TEXTS = ["The cat sat on the warm mat.", "Trains and stations", "qwzx vbnm", "Stars, planets and comets!"]
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def word2vec(tmp_path_factory):
+    from gensim.models import Word2Vec
+
+    sentences = [words_of(json.loads(line)["text"]) for line in sample_corpus().read_text().splitlines()]
+    model = Word2Vec(sentences, vector_size=24, min_count=1, epochs=5, seed=3, workers=1)
+    folder = tmp_path_factory.mktemp("w2v")
+    model.wv.save_word2vec_format(str(folder / "vectors.txt"))
+    model.wv.save_word2vec_format(str(folder / "vectors.bin"), binary=True)
+    glove = folder / "glove.txt"  # GloVe: the same lines without the header
+    glove.write_text("".join((folder / "vectors.txt").read_text().splitlines(keepends=True)[1:]))
+    return model.wv, folder
+
+
+def gensim_means(wv, texts):
+    rows = []
+    for text in texts:
+        known = [w for w in words_of(text) if w in wv.key_to_index]
+        mean = np.mean([wv[w] for w in known], axis=0) if known else np.zeros(wv.vector_size)
+        norm = np.linalg.norm(mean)
+        rows.append(mean / norm if norm > 0 else mean)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("filename", ["vectors.txt", "vectors.bin", "glove.txt"])
+def test_onnx_mean_equals_gensim_vectors(word2vec, filename, tmp_path):
+    wv, folder = word2vec
+    manifest = import_word_vectors(folder / filename, "tinyw2v", tmp_path)
+    assert manifest.dim == 24 and manifest.ref == "tinyw2v@1"
+    assert manifest.parity is not None and manifest.parity.min_cosine > 0.9999
+    encoder = TextEncoder.load(tmp_path, "tinyw2v")
+
+    vectors = encoder.embed(TEXTS)
+
+    np.testing.assert_allclose(vectors, gensim_means(wv, TEXTS), atol=1e-5)
+
+
+def test_all_unknown_words_give_a_zero_vector_the_gate_rejects(word2vec, tmp_path):
+    _, folder = word2vec
+    import_word_vectors(folder / "vectors.txt", "tinyw2v", tmp_path)
+    vector = TextEncoder.load(tmp_path, "tinyw2v").embed(["qwzx vbnm"])[0]
+    assert not vector.any()
+    problem = vector_problem(vector, 24)
+    assert problem is not None and problem[0] is Reason.VECTOR_ZERO_NORM
