@@ -7,6 +7,7 @@ Layout: ``<cache_dir>/<name>/<version>/{manifest.json, model.onnx, tokenizer.jso
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from onnx_models.manifest import MANIFEST_FILE, ModelManifest
@@ -68,6 +69,20 @@ def load_manifest(cache_dir: Path, name: str, verify: bool = True) -> tuple[Mode
             f"`embedstream models build {base} --force`"
         )
     return manifest, folder
+
+
+def publish(staging: Path, manifest: ModelManifest, cache_dir: Path) -> Path:
+    """Write the manifest into a finished build folder and move it to its cache place, replacing an old build.
+
+    Builds happen in a staging folder so that a failed export or parity check never leaves a half-written model
+    where ``load_manifest`` would find it."""
+    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    target = model_dir(cache_dir, manifest.name, manifest.version)
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), str(target))
+    return target
 
 
 def built_versions(cache_dir: Path, name: str) -> list[ModelManifest]:

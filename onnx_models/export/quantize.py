@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_models.manifest import MANIFEST_FILE, ModelManifest, Quantization, VariantQuality
-from onnx_models.registry import load_manifest, model_dir, sha256_of
+from onnx_models.manifest import ModelManifest, Quantization, VariantQuality
+from onnx_models.registry import load_manifest, publish, sha256_of
 from onnx_models.text_encoder import TextEncoder
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "workers" / "samples" / "corpus.jsonl"
@@ -50,7 +50,6 @@ def build_int8(cache_dir: Path, name: str, per_channel: bool = True, texts: list
     base, base_folder = load_manifest(cache_dir, name)
     isa = cpu_isa()
     reduce_range = isa not in ("avx512_vnni", "avx_vnni")
-    target = model_dir(cache_dir, base.name, variant_version(base.version))
     with tempfile.TemporaryDirectory(prefix=f"embedstream-{base.name}-int8-") as tmp:
         staging = Path(tmp) / "staging"
         staging.mkdir()
@@ -76,10 +75,7 @@ def build_int8(cache_dir: Path, name: str, per_channel: bool = True, texts: list
             TextEncoder.from_folder(base, base_folder), TextEncoder.from_folder(draft, staging), texts
         )
         manifest = draft.model_copy(update={"quality": quality})
-        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(staging), str(target))
+        publish(staging, manifest, cache_dir)
     return manifest
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.manifest import MANIFEST_FILE, ModelManifest, ParityReport, TokenizerSpec
-from onnx_models.registry import model_dir, sha256_of
+from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
+from onnx_models.registry import publish, sha256_of
 from onnx_models.text_encoder import TextEncoder
 
 PARITY_MIN_COSINE = 0.9999
@@ -54,7 +54,6 @@ def build_sentence_transformer(entry: CatalogEntry, cache_dir: Path) -> ModelMan
     from optimum.exporters.onnx import main_export
 
     source = package_model_path(entry.weights_package)
-    target = model_dir(cache_dir, entry.name, entry.version)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
         main_export(
@@ -96,11 +95,7 @@ def build_sentence_transformer(entry: CatalogEntry, cache_dir: Path) -> ModelMan
                 f"{entry.name}: ONNX parity min cosine {parity.min_cosine:.6f} < {PARITY_MIN_COSINE}; not installed"
             )
         manifest = draft.model_copy(update={"parity": parity})
-        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(target))
+        publish(staging, manifest, cache_dir)
     return manifest
 
 

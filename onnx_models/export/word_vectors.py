@@ -13,7 +13,6 @@ vectors over a fixed text set, recorded in the manifest.
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from onnx_models.manifest import MANIFEST_FILE, ModelManifest, ParityReport, TokenizerSpec
-from onnx_models.registry import model_dir, sha256_of
+from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
+from onnx_models.registry import publish, sha256_of
 
 PAD, UNK = "[PAD]", "[UNK]"
 MAX_WORDS = 512
@@ -129,7 +128,6 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
     words, vectors = read_vectors(path, binary)
     if not words:
         raise ValueError(f"{path} holds no word vectors")
-    target = model_dir(cache_dir, name, "1")
     with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
         staging = Path(tmp) / "staging"
         staging.mkdir()
@@ -166,9 +164,5 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
             measured_at=datetime.now(UTC),
         )
         manifest = draft.model_copy(update={"parity": parity})
-        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(target))
+        publish(staging, manifest, cache_dir)
     return manifest
