@@ -81,7 +81,11 @@ class TextEncoder:
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = ids
             mask[row, : len(ids)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        if "position_ids" in self._input_names:  # decoder exports (GPT-2…): right padding, positions from 0
+            feeds["position_ids"] = np.broadcast_to(np.arange(width, dtype=np.int64), input_ids.shape).copy()
         outputs = self._session.run([self.manifest.output], {k: feeds[k] for k in self._input_names})  # type: ignore[attr-defined]
         return self._postprocess(np.asarray(outputs[0]), mask)
 

@@ -128,6 +128,20 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
                     f"EMBEDSTREAM_MODEL__TEXT_MODEL={variant.ref} (a new collection: other vectors)"
                 )
         return 0
+    if args.action == "export":
+        from onnx_models.export.hf_text import export_text_model
+
+        if not args.source:
+            raise ValueError("models export needs --source (a model folder, or an id already in the local HF cache)")
+        manifest = export_text_model(
+            args.source, args.name, cache, pooling=args.pooling, normalize=not args.no_normalize
+        )
+        parity = manifest.parity
+        print(
+            f"{manifest.ref}: {manifest.dim}-d text encoder ({manifest.pooling} pooling) in {cache / manifest.name}"
+            + (f"; parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "")
+        )
+        return 0
     if args.action == "import-vectors":
         from onnx_models.export.word_vectors import import_word_vectors
 
@@ -219,11 +233,14 @@ def parser() -> argparse.ArgumentParser:
     search.set_defaults(func=cmd_search)
 
     models = sub.add_parser("models", help="list, build or inspect encoders")
-    models.add_argument("action", choices=["list", "build", "info", "import-vectors"])
+    models.add_argument("action", choices=["list", "build", "info", "export", "import-vectors"])
     models.add_argument("name", nargs="?", default="minilm")
     models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
     models.add_argument("--quantize", action="store_true", help="also build the int8 variant NAME@<version>-int8")
     models.add_argument("--per-tensor", action="store_true", help="with --quantize: per-tensor, not per-channel")
+    models.add_argument("--source", help="export: a Hugging Face model folder (or an id in the local HF cache)")
+    models.add_argument("--pooling", choices=["mean", "cls", "last_token"], default="mean", help="export: pooling")
+    models.add_argument("--no-normalize", action="store_true", help="export: keep vectors unnormalized")
     models.add_argument("--file", help="import-vectors: a word2vec (text or .bin) or GloVe file")
     models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")
     models.set_defaults(func=cmd_models)

@@ -1,0 +1,130 @@
+"""Export any Hugging Face text encoder optimum supports (BERT, RoBERTa, GPT-2, …) from a local folder.
+
+``embedstream models export SOURCE --name NAME --pooling mean|cls|last_token``: SOURCE is a model folder (or a
+model id already in the local Hugging Face cache — nothing is downloaded). optimum exports the
+``feature-extraction`` graph (token vectors, ``last_hidden_state``); pooling and L2 normalization run in numpy
+after ONNX Runtime, as the manifest says. Parity is measured against the PyTorch model with the same pooling on
+a fixed text set and recorded; a build below ``PARITY_MIN_COSINE`` is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from onnx_models.export.sentence_transformers import PARITY_MIN_COSINE, compare
+from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
+from onnx_models.registry import publish, sha256_of
+from onnx_models.text_encoder import TextEncoder, pool
+
+Pooling = Literal["mean", "cls", "last_token"]
+PARITY_TEXTS = (
+    "Kafka topics carry raw events into the pipeline.",
+    "short",
+    "A somewhat longer sentence, so that padding matters inside a batch of mixed lengths.",
+    "Trains, stations and timetables.",
+)
+
+
+def export_text_model(
+    source: str, name: str, cache_dir: Path, pooling: Pooling = "mean", normalize: bool = True, max_length: int = 512
+) -> ModelManifest:
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoConfig
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = AutoConfig.from_pretrained(source, local_files_only=True)
+    dim = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
+    positions = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or max_length)
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # their position ids start after the padding index
+    limit = min(max_length, positions)
+    with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
+        out = Path(tmp) / "export"
+        main_export(
+            model_name_or_path=source,
+            output=str(out),
+            task="feature-extraction",
+            library_name="transformers",
+            local_files_only=True,
+            do_validation=False,
+        )
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        for file in ("model.onnx", "tokenizer.json"):
+            (staging / file).write_bytes((out / file).read_bytes())
+        import onnx
+
+        inputs = [i.name for i in onnx.load(str(staging / "model.onnx"), load_external_data=False).graph.input]
+        draft = ModelManifest(
+            name=name,
+            version="1",
+            modality="text",
+            space=name,
+            sha256=sha256_of(staging / "model.onnx"),
+            inputs=inputs,
+            output="last_hidden_state",
+            dim=dim,
+            pooling=pooling,
+            pooled_in_graph=False,
+            normalize=normalize,
+            normalized_in_graph=False,
+            tokenizer=TokenizerSpec(max_length=limit, pad_id=_pad_id(source)),
+            source=f"{getattr(config, 'model_type', '?')} model from {source}",
+            license="as the source model's",
+            built_with={n: importlib.metadata.version(n) for n in ("optimum", "onnxruntime", "torch", "transformers")},
+        )
+        parity = torch_parity(draft, staging, source, limit)
+        if parity.min_cosine < PARITY_MIN_COSINE:
+            raise RuntimeError(f"{name}: ONNX parity min cosine {parity.min_cosine:.6f} < {PARITY_MIN_COSINE}")
+        manifest = draft.model_copy(update={"parity": parity})
+        publish(staging, manifest, cache_dir)
+    return manifest
+
+
+def _pad_id(source: str) -> int:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def torch_reference(
+    source: str, tokenizer_file: Path, texts: list[str], pooling: Pooling, normalize: bool, max_length: int
+) -> np.ndarray:
+    """The PyTorch model on the same token ids, one text at a time (no padding: the plainest reference),
+    pooled and normalized the same way."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    model = AutoModel.from_pretrained(source, local_files_only=True).eval()
+    rows = []
+    for text in texts:
+        ids = tokenizer.encode(text).ids
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+        row = pool(hidden.last_hidden_state.numpy(), np.ones((1, len(ids)), dtype=np.int64), pooling)[0]
+        rows.append(row / max(np.linalg.norm(row), 1e-12) if normalize else row)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def torch_parity(manifest: ModelManifest, folder: Path, source: str, max_length: int) -> ParityReport:
+    encoder = TextEncoder.from_folder(manifest, folder)
+    actual = encoder.embed(list(PARITY_TEXTS), max_batch_tokens=10_000).astype(np.float64)
+    pooling: Pooling = manifest.pooling if manifest.pooling in ("cls", "last_token") else "mean"
+    expected = torch_reference(
+        source, folder / "tokenizer.json", list(PARITY_TEXTS), pooling, manifest.normalize, max_length
+    )
+    return compare(actual, expected, f"PyTorch transformers {importlib.metadata.version('transformers')}")
