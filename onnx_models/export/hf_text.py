@@ -1,6 +1,6 @@
 """Export any Hugging Face text encoder optimum supports (BERT, RoBERTa, GPT-2, …) from a local folder.
 
-``embedstream models export SOURCE --name NAME --pooling mean|cls|last_token``: SOURCE is a model folder (or a
+``embedstream models export NAME --source SOURCE --pooling mean|cls|last_token``: SOURCE is a model folder (or a
 model id already in the local Hugging Face cache — nothing is downloaded). optimum exports the
 ``feature-extraction`` graph (token vectors, ``last_hidden_state``); pooling and L2 normalization run in numpy
 after ONNX Runtime, as the manifest says. Parity is measured against the PyTorch model with the same pooling on
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -56,8 +57,9 @@ def export_text_model(
         )
         staging = Path(tmp) / "staging"
         staging.mkdir()
-        for file in ("model.onnx", "tokenizer.json"):
-            (staging / file).write_bytes((out / file).read_bytes())
+        # the graph, its external weights when it is over 2 GB (model.onnx_data), and the tokenizer
+        for file in [*out.glob("model.onnx*"), out / "tokenizer.json"]:
+            shutil.copy(file, staging / file.name)
         import onnx
 
         inputs = [i.name for i in onnx.load(str(staging / "model.onnx"), load_external_data=False).graph.input]
