@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from onnx_models.manifest import ModelManifest
 from onnx_models.registry import ModelNotBuiltError
 from onnx_models.session import ProviderUnavailableError
 from pipelines.io.kafka_clients import BrokerUnavailableError
@@ -103,6 +104,12 @@ def cmd_search(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _report_built(manifest: ModelManifest, kind: str, cache: Path) -> None:
+    parity = manifest.parity
+    figure = f"parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "no parity figure"
+    print(f"{manifest.ref}: {manifest.dim}-d {kind} in {cache / manifest.name}; {figure}")
+
+
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     from onnx_models.catalog import CATALOG
     from onnx_models.registry import load_manifest
@@ -113,9 +120,7 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
         from onnx_models.export import build
 
         manifest = build(args.name, cache, force=args.force)
-        parity = manifest.parity
-        figure = f"parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "no parity"
-        print(f"{manifest.ref}: {manifest.dim}-d {manifest.modality} model in {cache / manifest.name}; {figure}")
+        _report_built(manifest, f"{manifest.modality} model", cache)
         if args.quantize:
             from onnx_models.export.quantize import build_int8
 
@@ -136,11 +141,7 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
         manifest = export_text_model(
             args.source, args.name, cache, pooling=args.pooling, normalize=not args.no_normalize
         )
-        parity = manifest.parity
-        print(
-            f"{manifest.ref}: {manifest.dim}-d text encoder ({manifest.pooling} pooling) in {cache / manifest.name}"
-            + (f"; parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "")
-        )
+        _report_built(manifest, f"text encoder ({manifest.pooling} pooling)", cache)
         return 0
     if args.action == "import-vectors":
         from onnx_models.export.word_vectors import import_word_vectors
@@ -148,11 +149,7 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
         if not args.file:
             raise ValueError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
         manifest = import_word_vectors(Path(args.file), args.name, cache, binary=args.binary or None)
-        parity = manifest.parity
-        print(
-            f"{manifest.ref}: {manifest.dim}-d word-vector encoder in {cache / manifest.name}"
-            + (f"; parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "")
-        )
+        _report_built(manifest, "word-vector encoder", cache)
         return 0
     if args.action == "info":
         manifest, _ = load_manifest(cache, args.name)
