@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 # Builds the ONNX encoders from pip-shipped weights into the model cache (skipped when already built).
 models: $(STAMP)
 	$(BIN)/embedstream models build minilm
+	$(BIN)/embedstream models build effnet
 
 demo: setup
 	$(BIN)/embedstream demo

@@ -20,6 +20,18 @@ class TokenizerSpec(BaseModel):
     pad_id: int = 0
 
 
+class ImageSpec(BaseModel):
+    """How a picture becomes the model's input: RGB, short side resized, center crop, scaled, standardized."""
+
+    model_config = ConfigDict(frozen=True)
+
+    resize_short: int = Field(ge=1)
+    crop: int = Field(ge=1)
+    resample: Literal["bicubic", "bilinear"] = "bicubic"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
 class ParityReport(BaseModel):
     """How closely the ONNX model reproduces its reference implementation on a fixed input set."""
 
@@ -78,6 +90,7 @@ class ModelManifest(BaseModel):
     normalize: bool
     normalized_in_graph: bool
     tokenizer: TokenizerSpec | None = None
+    image: ImageSpec | None = None
     source: str
     license: str
     parity: ParityReport | None = None

