@@ -17,7 +17,7 @@ from PIL import Image
 from onnx_models.batching import run_batches
 from onnx_models.manifest import ImageSpec, ModelManifest
 from onnx_models.registry import load_manifest
-from onnx_models.session import create_session
+from onnx_models.session import session_for
 from schemas.settings import ModelSettings
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -60,15 +60,7 @@ class ImageEncoder:
 
     @classmethod
     def from_folder(cls, manifest: ModelManifest, folder: Path, runtime: ModelSettings | None = None) -> ImageEncoder:
-        runtime = runtime or ModelSettings()
-        session = create_session(
-            folder / manifest.onnx_file,
-            runtime.providers,
-            runtime.intra_op_threads,
-            runtime.inter_op_threads,
-            runtime.cpu_mem_arena,
-        )
-        return cls(manifest, session)
+        return cls(manifest, session_for(folder / manifest.onnx_file, runtime))
 
     @classmethod
     def load(cls, cache_dir: Path, name: str, runtime: ModelSettings | None = None) -> ImageEncoder:

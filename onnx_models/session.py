@@ -13,11 +13,21 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from schemas.settings import ModelSettings
+
 log = logging.getLogger(__name__)
 
 
 class ProviderUnavailableError(RuntimeError):
     """None of the requested execution providers exists in this onnxruntime build."""
+
+
+def session_for(path: Path, runtime: ModelSettings | None = None) -> ort.InferenceSession:
+    """A session configured by the ``[model]`` settings (providers, threads, arena); defaults when None."""
+    runtime = runtime or ModelSettings()
+    return create_session(
+        path, runtime.providers, runtime.intra_op_threads, runtime.inter_op_threads, runtime.cpu_mem_arena
+    )
 
 
 def create_session(

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from onnx_models.batching import run_batches
 from onnx_models.manifest import ModelManifest
 from onnx_models.registry import load_manifest
-from onnx_models.session import create_session
+from onnx_models.session import session_for
 from schemas.settings import ModelSettings
 
 
@@ -48,18 +48,10 @@ class TextEncoder:
     def from_folder(cls, manifest: ModelManifest, folder: Path, runtime: ModelSettings | None = None) -> TextEncoder:
         if manifest.tokenizer is None:
             raise ValueError(f"model {manifest.ref} has no tokenizer spec; it is not a text model")
-        runtime = runtime or ModelSettings()
         tokenizer = Tokenizer.from_file(str(folder / manifest.tokenizer.file))
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=manifest.tokenizer.max_length)
-        session = create_session(
-            folder / manifest.onnx_file,
-            runtime.providers,
-            runtime.intra_op_threads,
-            runtime.inter_op_threads,
-            runtime.cpu_mem_arena,
-        )
-        return cls(manifest, folder, session, tokenizer)
+        return cls(manifest, folder, session_for(folder / manifest.onnx_file, runtime), tokenizer)
 
     @property
     def dim(self) -> int:
