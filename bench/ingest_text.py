@@ -37,9 +37,10 @@ TUNE_EVENTS = 2000
 
 
 def corpus_texts(n: int) -> list[str]:
-    from workers.demo import sample_corpus
+    """The sample corpus cycled to ``n`` texts."""
+    from onnx_models.export.quantize import sample_texts
 
-    lines = [json.loads(line)["text"] for line in sample_corpus().read_text().splitlines()]
+    lines = sample_texts()
     return [lines[i % len(lines)] for i in range(n)]
 
 

@@ -21,11 +21,3 @@ class KafkaRecord(BaseModel):
     value: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int | None = None
-
-    def header(self, name: str) -> bytes | None:
-        """The last value of header ``name`` (Kafka allows repeats; the last one wins), or None."""
-        found = None
-        for key, value in self.headers:
-            if key == name:
-                found = value
-        return found

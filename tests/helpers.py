@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from pipelines.io.kafka_clients import high_watermarks, partitions_of
+from pipelines.io.kafka_clients import assign_readable, high_watermarks, partitions_of, records_until
 from schemas.settings import Settings
 
 
@@ -36,19 +35,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[
     """Every record of ``topic`` (up to its high watermarks at call time)."""
     consumer = KafkaConsumer(bootstrap_servers=[settings.kafka.bootstrap_servers], enable_auto_commit=False)
     try:
-        tps = partitions_of(consumer, topic)
-        marks = topic_watermarks(settings, topic)
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < marks[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                stuck = [(tp.partition, consumer.position(tp), marks[tp]) for tp in tps]
-                raise TimeoutError(f"could not read {topic} to its end (partition, position, high watermark): {stuck}")
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
+        return list(records_until(consumer, assign_readable(consumer, settings.kafka, topic), timeout_s))
     finally:
         consumer.close()
 

@@ -3,22 +3,20 @@ the ONNX Runtime encoder must equal the PyTorch model with the same pooling."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from onnx_models.export.hf_text import export_text_model, torch_reference
+from onnx_models.export.quantize import sample_texts
 from onnx_models.registry import load_manifest
 from onnx_models.text_encoder import TextEncoder
-from workers.demo import sample_corpus
 
 TEXTS = ["Kafka carries events.", "a", "Trains, stations and timetables run late on Sundays.", "Stars and planets"]
 
 
 def corpus() -> list[str]:
-    return [json.loads(line)["text"] for line in sample_corpus().read_text().splitlines()]
+    return sample_texts()
 
 
 def tiny_bert(folder):

@@ -9,16 +9,13 @@ at most what was not yet acknowledged.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from pipelines.io.kafka_clients import consumer, ensure_topics, high_watermarks, partitions_of, producer
+from pipelines.io.kafka_clients import assign_readable, consumer, ensure_topics, producer, records_until
 from schemas.dead_letter import DLQ_HEADER_PREFIX, DeadLetter
 from schemas.settings import Settings
 
@@ -29,38 +26,14 @@ class DlqReport:
     replayed: int = 0
 
 
-def _position(reader: KafkaConsumer, settings: Settings, from_committed: bool) -> dict[TopicPartition, int]:
-    """Assign every dead-letter partition at the group's offset (or the start); return the high watermarks."""
-    tps = partitions_of(reader, settings.kafka.dead_letter_topic)
-    marks = high_watermarks(settings.kafka, tps)
-    reader.assign(tps)
-    for tp in tps:
-        committed = reader.committed(tp) if from_committed else None
-        if committed is None:
-            reader.seek_to_beginning(tp)
-        else:
-            reader.seek(tp, committed)
-    return marks
-
-
-def _records(reader: KafkaConsumer, marks: dict[TopicPartition, int], timeout_s: float) -> Iterator[Any]:
-    """Records up to the high watermarks taken when positioning; never waits past ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while any(reader.position(tp) < mark for tp, mark in marks.items()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"could not read the dead-letter topic to its end within {timeout_s}s")
-        for tp, records in reader.poll(timeout_ms=500).items():
-            yield from (r for r in records if r.offset < marks[tp])
-
-
 def stats(settings: Settings, timeout_s: float = 30.0) -> Counter[str]:
     """All dead letters on the topic, counted by reason code."""
     reader = consumer(settings.kafka, settings.pipeline.max_event_bytes)
     try:
-        marks = _position(reader, settings, from_committed=False)
+        marks = assign_readable(reader, settings.kafka, settings.kafka.dead_letter_topic)
         return Counter(
             DeadLetter.context_of(list(r.headers or [])).get("reason", "unknown")
-            for r in _records(reader, marks, timeout_s)
+            for r in records_until(reader, marks, timeout_s)
         )
     finally:
         reader.close()
@@ -79,8 +52,8 @@ def replay(
     sender = producer(kafka, settings.pipeline.max_event_bytes)
     report = DlqReport()
     try:
-        marks = _position(reader, settings.model_copy(update={"kafka": kafka}), from_committed=True)
-        for record in _records(reader, marks, timeout_s):
+        marks = assign_readable(reader, kafka, kafka.dead_letter_topic, from_committed=True)
+        for record in records_until(reader, marks, timeout_s):
             headers = list(record.headers or [])
             reason = DeadLetter.context_of(headers).get("reason", "unknown")
             report.by_reason[reason] += 1

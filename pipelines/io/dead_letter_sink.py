@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 from pipelines.io.kafka_clients import producer
 from pipelines.io.qdrant_sink import METRICS_NAMESPACE
 from pipelines.progress import PROGRESS
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter, Reason
 from schemas.settings import KafkaSettings, PipelineSettings
 
 SEND_TIMEOUT_S = 30
@@ -26,6 +26,7 @@ class PublishDeadLetters(beam.DoFn):
         self._kafka = kafka
         self._pipeline = pipeline
         self._counter = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+        self._by_reason: dict[Reason, Any] = {}
 
     def setup(self) -> None:
         self._producer = producer(self._kafka, self._pipeline.max_event_bytes)
@@ -43,7 +44,12 @@ class PublishDeadLetters(beam.DoFn):
                 self._kafka.dead_letter_topic, key=source.key, value=source.value, headers=dead.kafka_headers()
             )
         )
-        Metrics.counter(METRICS_NAMESPACE, f"dead_letters.{dead.reason.value}").inc()
+        by_reason = self._by_reason.get(dead.reason)
+        if by_reason is None:
+            by_reason = self._by_reason[dead.reason] = Metrics.counter(
+                METRICS_NAMESPACE, f"dead_letters.{dead.reason.value}"
+            )
+        by_reason.inc()
 
     def finish_bundle(self) -> None:
         if not self._sends:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,34 @@ def high_watermarks(
         return {tp: int(client.highwater(tp)) for tp in partitions}
     finally:
         client.close()
+
+
+def assign_readable(
+    reader: KafkaConsumer, settings: KafkaSettings, topic: str, from_committed: bool = False
+) -> dict[TopicPartition, int]:
+    """Assign every partition of ``topic`` at the reader's group offset (or the start); return the high
+    watermarks taken now, which ``records_until`` reads up to."""
+    tps = partitions_of(reader, topic)
+    marks = high_watermarks(settings, tps)
+    reader.assign(tps)
+    for tp in tps:
+        committed = reader.committed(tp) if from_committed else None
+        if committed is None:
+            reader.seek_to_beginning(tp)
+        else:
+            reader.seek(tp, committed)
+    return marks
+
+
+def records_until(reader: KafkaConsumer, marks: dict[TopicPartition, int], timeout_s: float) -> Iterator[Any]:
+    """Records up to ``marks`` (exclusive) in partition order; never waits past ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while any(reader.position(tp) < mark for tp, mark in marks.items()):
+        if time.monotonic() > deadline:
+            stuck = [(tp.topic, tp.partition, reader.position(tp), mark) for tp, mark in marks.items()]
+            raise TimeoutError(f"could not read to the high watermarks within {timeout_s}s: {stuck}")
+        for tp, records in reader.poll(timeout_ms=300).items():
+            yield from (r for r in records if r.offset < marks[tp])
 
 
 def plan_partitions(settings: KafkaSettings, max_event_bytes: int, bounded: bool) -> list[PartitionSpec]:
