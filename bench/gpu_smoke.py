@@ -28,23 +28,21 @@ TEXTS = ["Kafka topics carry raw events.", "a", "Trains, stations and timetables
 
 
 def encoders_for(name: str, providers: list[str], settings: Settings) -> Any:
-    from onnx_models.image_encoder import ImageEncoder
-    from onnx_models.registry import load_manifest
-    from onnx_models.text_encoder import TextEncoder
+    from onnx_models.encoders import load_encoder
 
-    manifest, folder = load_manifest(settings.model.cache_dir, name)
-    runtime = settings.model.model_copy(update={"providers": providers})
-    if manifest.modality == "image":
-        return ImageEncoder.from_folder(manifest, folder, runtime)
-    return TextEncoder.from_folder(manifest, folder, runtime)
+    return load_encoder(settings.model.cache_dir, name, settings.model.model_copy(update={"providers": providers}))
 
 
 def sample_input(encoder: Any) -> list[Any]:
     from PIL import Image
 
+    from onnx_models.export.parity_inputs import parity_waves
+
+    rng = np.random.default_rng(0)
     if encoder.manifest.modality == "image":
-        rng = np.random.default_rng(0)
         return [Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) for _ in range(8)]
+    if encoder.manifest.modality == "audio":
+        return parity_waves(encoder.sample_rate)
     return TEXTS
 
 

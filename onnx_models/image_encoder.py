@@ -18,6 +18,7 @@ from onnx_models.batching import run_batches
 from onnx_models.manifest import ImageSpec, ModelManifest
 from onnx_models.registry import load_manifest
 from onnx_models.session import session_for
+from onnx_models.text_encoder import pool
 from schemas.settings import ModelSettings
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -45,6 +46,18 @@ def preprocess(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     scaled = np.asarray(cropped, dtype=np.float32) / np.float32(255.0)
     standardized = (scaled - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(standardized.transpose(2, 0, 1), dtype=np.float32)
+
+
+def pool_image(features: np.ndarray, kind: str) -> np.ndarray:
+    """Pool a vision model's raw output to ``[batch, dim]``: feature maps ``[b, c, h, w]`` (CNNs) by their spatial
+    mean, token sequences ``[b, tokens, d]`` (ViTs) by ``mean`` over all tokens or ``cls`` (token 0)."""
+    if features.ndim == 4:
+        if kind != "mean":
+            raise ValueError(f"feature maps pool by mean only, not {kind!r}")
+        return features.mean(axis=(2, 3))
+    if features.ndim == 3:
+        return pool(features, np.ones(features.shape[:2], dtype=np.int64), kind)
+    return features
 
 
 class ImageEncoder:
@@ -75,6 +88,8 @@ class ImageEncoder:
         """One ONNX Runtime run over preprocessed ``[3, crop, crop]`` arrays."""
         (features,) = self._session.run([self.manifest.output], {self._input: np.stack(batch)})  # type: ignore[attr-defined]
         features = np.asarray(features, dtype=np.float32)
+        if not self.manifest.pooled_in_graph:
+            features = pool_image(features, self.manifest.pooling)
         if self.manifest.normalize and not self.manifest.normalized_in_graph:
             features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         return features

@@ -32,6 +32,40 @@ class ImageSpec(BaseModel):
     std: tuple[float, float, float]
 
 
+class AudioSpec(BaseModel):
+    """How a mono waveform at ``sample_rate`` becomes the model's input.
+
+    ``waveform``: the samples themselves (``[batch, samples]``), optionally standardized per clip (wav2vec2's
+    feature extractor); the model's frame vectors are pooled over time.
+    ``mel_partials`` (resemblyzer): volume raised to ``target_dbfs``, a power mel spectrogram (periodic Hann window,
+    centred frames, filter bank stored beside the model), cut into overlapping partials of ``partial_frames``; the
+    model embeds each partial and the clip vector is their normalized mean."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sample_rate: int = Field(ge=1000)
+    front_end: Literal["waveform", "mel_partials"]
+    standardize: bool = False
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    mel_filters_file: str = "mel_filters.npy"
+    partial_frames: int = 160
+    partial_rate: float = 1.3
+    min_coverage: float = 0.75
+    target_dbfs: float | None = None
+
+
+class Origin(BaseModel):
+    """How the model was built, so ``embedstream models verify`` can rebuild the reference and re-measure."""
+
+    model_config = ConfigDict(frozen=True)
+
+    recipe: str  # a catalog recipe (onnx_models.export.RECIPES) or an exporter: hf_text, hf_image, hf_audio, clip
+    source: str | None = None  # the model folder, local id or vectors file it was exported from
+    binary: bool | None = None  # word vectors: the file was word2vec binary
+
+
 class ParityReport(BaseModel):
     """How closely the ONNX model reproduces its reference implementation on a fixed input set."""
 
@@ -80,6 +114,7 @@ class ModelManifest(BaseModel):
     version: str
     modality: Literal["text", "image", "audio"]
     space: str
+    space_model: str | None = None  # the ref of the model that defines a shared space (effnet-conse → minilm@1)
     onnx_file: str = "model.onnx"
     sha256: str
     inputs: list[str]
@@ -91,6 +126,8 @@ class ModelManifest(BaseModel):
     normalized_in_graph: bool
     tokenizer: TokenizerSpec | None = None
     image: ImageSpec | None = None
+    audio: AudioSpec | None = None
+    origin: Origin | None = None
     source: str
     license: str
     parity: ParityReport | None = None
@@ -102,3 +139,8 @@ class ModelManifest(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def space_ref(self) -> str:
+        """What a named vector is fenced to: the space's defining model (itself, unless it maps into another's)."""
+        return self.space_model or self.ref

@@ -50,7 +50,7 @@ def text_spaces(settings: Settings) -> list[SpaceSpec]:
     """The named vectors this pipeline writes, from the built models' manifests (fails if not built)."""
     # The encoder verifies the file's sha256 when a worker loads it; the preflight only needs the manifest.
     manifest, _ = load_manifest(settings.model.cache_dir, settings.model.text_model, verify=False)
-    return [SpaceSpec(manifest.space, manifest.dim, manifest.ref)]
+    return [SpaceSpec(manifest.space, manifest.dim, manifest.space_ref)]
 
 
 def build_pipeline(

@@ -140,7 +140,7 @@ def test_import_word_vectors_then_list_and_info(tmp_path):
     env = dict(os.environ, EMBEDSTREAM_MODEL__CACHE_DIR=str(tmp_path / "cache"))
     imported = embedstream("models", "import-vectors", "tiny", "--file", str(vectors), env=env)
     assert imported.returncode == 0, imported.stderr
-    assert "tiny@1: 4-d word-vector encoder" in imported.stdout
+    assert "tiny@1: 4-d text model" in imported.stdout
     listed = embedstream("models", "list", env=env)
     assert "tiny@1" in listed.stdout and "minilm" in listed.stdout and "not built" in listed.stdout
     assert json.loads(embedstream("models", "info", "tiny", env=env).stdout)["inputs"] == [

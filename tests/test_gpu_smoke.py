@@ -16,7 +16,7 @@ def test_without_cuda_it_says_so_and_exits_zero():
     assert "no CUDA execution provider" in done.stdout
 
 
-@pytest.mark.parametrize("model", ["minilm", "effnet"])
+@pytest.mark.parametrize("model", ["minilm", "effnet", "effnet-conse", "voice"])
 def test_the_comparison_path_on_the_cpu_provider(model, model_cache):
     """The same code the GPU run uses, pointed at the CPU provider: it must report a perfect match."""
     from bench.gpu_smoke import check

@@ -141,5 +141,5 @@ def test_cli_export(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "mybert@1: 32-d text encoder (cls pooling)" in done.stdout
+    assert "mybert@1: 32-d text model" in done.stdout
     assert load_manifest(tmp_path / "cache", "mybert")[0].pooling == "cls"

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from onnx_models.manifest import ModelManifest
 from onnx_models.registry import ModelNotBuiltError
 from onnx_models.session import ProviderUnavailableError
 from pipelines.io.kafka_clients import BrokerUnavailableError
@@ -104,77 +103,10 @@ def cmd_search(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _report_built(manifest: ModelManifest, kind: str, cache: Path) -> None:
-    parity = manifest.parity
-    figure = f"parity min cosine {parity.min_cosine:.6f} vs {parity.reference}" if parity else "no parity figure"
-    print(f"{manifest.ref}: {manifest.dim}-d {kind} in {cache / manifest.name}; {figure}")
-
-
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
-    from onnx_models.catalog import CATALOG
-    from onnx_models.registry import load_manifest
+    from workers.models_cmd import run_models
 
-    settings = _settings(args)
-    cache = settings.model.cache_dir
-    if args.action == "build":
-        from onnx_models.export import build
-
-        manifest = build(args.name, cache, force=args.force)
-        _report_built(manifest, f"{manifest.modality} model", cache)
-        if args.quantize:
-            from onnx_models.export.quantize import build_int8
-
-            variant = build_int8(cache, args.name, per_channel=not args.per_tensor)
-            q = variant.quality
-            if q is not None:
-                print(
-                    f"{variant.ref}: {q.speedup:.2f}x fp32 speed, cosine to fp32 mean {q.mean_cosine:.4f} / min "
-                    f"{q.min_cosine:.4f}, recall@10 {q.recall_at_10:.3f} ({q.corpus}); use it with "
-                    f"EMBEDSTREAM_MODEL__TEXT_MODEL={variant.ref} (a new collection: other vectors)"
-                )
-        return 0
-    if args.action == "export":
-        from onnx_models.export.hf_text import export_text_model
-
-        if not args.source:
-            raise ValueError("models export needs --source (a model folder, or an id already in the local HF cache)")
-        manifest = export_text_model(
-            args.source, args.name, cache, pooling=args.pooling, normalize=not args.no_normalize
-        )
-        _report_built(manifest, f"text encoder ({manifest.pooling} pooling)", cache)
-        return 0
-    if args.action == "import-vectors":
-        from onnx_models.export.word_vectors import import_word_vectors
-
-        if not args.file:
-            raise ValueError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
-        manifest = import_word_vectors(Path(args.file), args.name, cache, binary=args.binary or None)
-        _report_built(manifest, "word-vector encoder", cache)
-        return 0
-    if args.action == "info":
-        manifest, _ = load_manifest(cache, args.name)
-        print(manifest.model_dump_json(indent=2))
-        return 0
-    from onnx_models.registry import built_versions
-
-    imported = sorted(p.name for p in cache.glob("*") if p.is_dir() and p.name not in CATALOG) if cache.is_dir() else []
-    for name in [*CATALOG, *imported]:
-        versions = built_versions(cache, name)
-        if not versions and name in CATALOG:
-            entry = CATALOG[name]
-            print(f"{name:<16} {entry.modality:<6} space={entry.space:<8} dim={entry.dim:<5} not built")
-        for manifest in versions:
-            size_mb = (cache / name / manifest.version / manifest.onnx_file).stat().st_size / 1e6
-            if manifest.quality is not None:
-                q = manifest.quality
-                state = f"int8 {q.speedup:.2f}x, cos {q.mean_cosine:.4f}, recall@10 {q.recall_at_10:.3f}"
-            else:
-                state = f"fp32, parity {manifest.parity.min_cosine:.6f}" if manifest.parity else "fp32"
-            print(
-                f"{manifest.ref:<16} {manifest.modality:<6} space={manifest.space:<8} dim={manifest.dim:<5} "
-                f"{size_mb:5.0f} MB  {state}"
-            )
-    return 0
+    return run_models(args, _settings(args).model.cache_dir)
 
 
 def cmd_dlq(args: argparse.Namespace, extra: list[str]) -> int:
@@ -230,13 +162,15 @@ def parser() -> argparse.ArgumentParser:
     search.set_defaults(func=cmd_search)
 
     models = sub.add_parser("models", help="list, build or inspect encoders")
-    models.add_argument("action", choices=["list", "build", "info", "export", "import-vectors"])
+    models.add_argument("action", choices=["list", "build", "info", "verify", "export", "import-vectors"])
     models.add_argument("name", nargs="?", default="minilm")
     models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
     models.add_argument("--quantize", action="store_true", help="also build the int8 variant NAME@<version>-int8")
     models.add_argument("--per-tensor", action="store_true", help="with --quantize: per-tensor, not per-channel")
     models.add_argument("--source", help="export: a Hugging Face model folder (or an id in the local HF cache)")
-    models.add_argument("--pooling", choices=["mean", "cls", "last_token"], default="mean", help="export: pooling")
+    models.add_argument(
+        "--pooling", choices=["mean", "cls", "last_token"], default="mean", help="export: pooling (text, vision)"
+    )
     models.add_argument("--no-normalize", action="store_true", help="export: keep vectors unnormalized")
     models.add_argument("--file", help="import-vectors: a word2vec (text or .bin) or GloVe file")
     models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")

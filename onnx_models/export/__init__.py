@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from onnx_models.catalog import CATALOG, CatalogEntry
+from onnx_models.export.conse import build_conse
 from onnx_models.export.efficientnet import build_efficientnet
 from onnx_models.export.sentence_transformers import build_sentence_transformer
+from onnx_models.export.voice import build_voice
 from onnx_models.manifest import ModelManifest
 
 Recipe = Callable[[CatalogEntry, Path], ModelManifest]
@@ -19,6 +21,8 @@ Recipe = Callable[[CatalogEntry, Path], ModelManifest]
 RECIPES: dict[str, Recipe] = {
     "sentence_transformers": build_sentence_transformer,
     "efficientnet_lite": build_efficientnet,
+    "conse": build_conse,
+    "resemblyzer": build_voice,
 }
 
 

@@ -8,40 +8,22 @@ grayscale and transparent ones) is recorded in the manifest.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.sentence_transformers import PARITY_MIN_COSINE, compare
+from onnx_models.export.common import compare, export_torch, install, versions
+from onnx_models.export.parity_inputs import parity_images
 from onnx_models.image_encoder import ImageEncoder, preprocess
-from onnx_models.manifest import ImageSpec, ModelManifest
-from onnx_models.registry import publish, sha256_of
+from onnx_models.manifest import ImageSpec, ModelManifest, Origin, ParityReport
+from onnx_models.registry import sha256_of
 
 IMAGENET = ImageSpec(
     resize_short=256, crop=224, resample="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
 )
-
-
-def parity_images() -> list[Image.Image]:
-    rng = np.random.default_rng(2026)
-    ramp = np.linspace(0, 255, 320, dtype=np.float32)
-    images = [
-        Image.fromarray(
-            np.stack([np.tile(ramp, (240, 1)), np.tile(ramp[::-1], (240, 1)), np.full((240, 320), 90.0)], -1).astype(
-                np.uint8
-            )
-        ),
-        Image.fromarray(((np.indices((300, 200)).sum(0) // 20) % 2 * 255).astype(np.uint8)),  # grayscale stripes
-        Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)),
-        Image.fromarray(rng.integers(0, 256, (97, 411, 4), dtype=np.uint8), mode="RGBA"),
-    ]
-    return images
 
 
 def load_torch_model() -> object:
@@ -62,6 +44,13 @@ def torch_features(pixels: list[np.ndarray]) -> np.ndarray:
     return features / np.linalg.norm(features, axis=1, keepdims=True)
 
 
+def efficientnet_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+    """The ONNX encoder against the PyTorch module on the same preprocessed parity pictures."""
+    pixels = [preprocess(image, IMAGENET) for image in parity_images()]
+    actual = ImageEncoder.from_folder(manifest, folder).embed_pixels(pixels)
+    return compare(actual, torch_features(pixels), "PyTorch efficientnet-lite-pytorch")
+
+
 def build_efficientnet(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
     import torch
 
@@ -73,19 +62,16 @@ def build_efficientnet(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
             return self.net.extract_features(pixels).mean((2, 3))
 
-    module = PooledFeatures(load_torch_model()).eval()
     with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
         staging = Path(tmp) / "staging"
         staging.mkdir()
-        torch.onnx.export(
-            module,
+        export_torch(
+            PooledFeatures(load_torch_model()),
             (torch.zeros(1, 3, IMAGENET.crop, IMAGENET.crop),),
-            str(staging / "model.onnx"),
-            input_names=["pixel_values"],
-            output_names=["features"],
-            dynamic_axes={"pixel_values": {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
+            staging / "model.onnx",
+            ["pixel_values"],
+            "features",
+            {"pixel_values": {0: "batch"}, "features": {0: "batch"}},
         )
         draft = ModelManifest(
             name=entry.name,
@@ -101,17 +87,9 @@ def build_efficientnet(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
             normalize=entry.normalize,
             normalized_in_graph=False,
             image=IMAGENET,
+            origin=Origin(recipe=entry.recipe),
             source=entry.source,
             license=entry.license,
-            built_with={
-                n: importlib.metadata.version(n) for n in ("torch", "onnxruntime", "efficientnet-lite-pytorch")
-            },
+            built_with=versions("torch", "onnxruntime", "efficientnet-lite-pytorch"),
         )
-        pixels = [preprocess(image, IMAGENET) for image in parity_images()]
-        actual = ImageEncoder.from_folder(draft, staging).embed_pixels(pixels).astype(np.float64)
-        parity = compare(actual, torch_features(pixels).astype(np.float64), "PyTorch efficientnet-lite-pytorch")
-        if parity.min_cosine < PARITY_MIN_COSINE:
-            raise RuntimeError(f"{entry.name}: ONNX parity min cosine {parity.min_cosine:.6f} < {PARITY_MIN_COSINE}")
-        manifest = draft.model_copy(update={"parity": parity})
-        publish(staging, manifest, cache_dir)
-    return manifest
+        return install(draft, staging, cache_dir, efficientnet_parity)

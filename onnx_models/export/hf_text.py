@@ -10,17 +10,15 @@ a fixed text set and recorded; a build below ``PARITY_MIN_COSINE`` is not instal
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from onnx_models.export.sentence_transformers import PARITY_MIN_COSINE, compare
-from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
-from onnx_models.registry import publish, sha256_of
+from onnx_models.export.common import compare, hf_config, install, optimum_export, versions
+from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from onnx_models.registry import sha256_of
 from onnx_models.text_encoder import TextEncoder, pool
 
 Pooling = Literal["mean", "cls", "last_token"]
@@ -35,34 +33,16 @@ PARITY_TEXTS = (
 def export_text_model(
     source: str, name: str, cache_dir: Path, pooling: Pooling = "mean", normalize: bool = True, max_length: int = 512
 ) -> ModelManifest:
-    from optimum.exporters.onnx import main_export
-    from transformers import AutoConfig
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = AutoConfig.from_pretrained(source, local_files_only=True)
+    config = hf_config(source)
     dim = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
     positions = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or max_length)
     if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # their position ids start after the padding index
     limit = min(max_length, positions)
     with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
-        out = Path(tmp) / "export"
-        main_export(
-            model_name_or_path=source,
-            output=str(out),
-            task="feature-extraction",
-            library_name="transformers",
-            local_files_only=True,
-            do_validation=False,
-        )
         staging = Path(tmp) / "staging"
         staging.mkdir()
-        # the graph, its external weights when it is over 2 GB (model.onnx_data), and the tokenizer
-        for file in [*out.glob("model.onnx*"), out / "tokenizer.json"]:
-            shutil.copy(file, staging / file.name)
-        import onnx
-
-        inputs = [i.name for i in onnx.load(str(staging / "model.onnx"), load_external_data=False).graph.input]
+        inputs = optimum_export(source, staging, keep=["tokenizer.json"])
         draft = ModelManifest(
             name=name,
             version="1",
@@ -76,27 +56,33 @@ def export_text_model(
             pooled_in_graph=False,
             normalize=normalize,
             normalized_in_graph=False,
-            tokenizer=TokenizerSpec(max_length=limit, pad_id=_pad_id(source)),
+            tokenizer=TokenizerSpec(max_length=limit, pad_id=pad_id(source)),
+            origin=Origin(recipe="hf_text", source=str(source)),
             source=f"{getattr(config, 'model_type', '?')} model from {source}",
             license="as the source model's",
-            built_with={n: importlib.metadata.version(n) for n in ("optimum", "onnxruntime", "torch", "transformers")},
+            built_with=versions("optimum", "onnxruntime", "torch", "transformers"),
         )
-        parity = torch_parity(draft, staging, source, limit)
-        if parity.min_cosine < PARITY_MIN_COSINE:
-            raise RuntimeError(f"{name}: ONNX parity min cosine {parity.min_cosine:.6f} < {PARITY_MIN_COSINE}")
-        manifest = draft.model_copy(update={"parity": parity})
-        publish(staging, manifest, cache_dir)
-    return manifest
+        return install(draft, staging, cache_dir, torch_parity)
 
 
-def _pad_id(source: str) -> int:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+def pad_id(source: str) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its end-of-text token, else 0."""
+    tokenizer = _tokenizer(source)
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if candidate is not None:
             return int(candidate)
     return 0
+
+
+def _tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, local_files_only=True)
+
+
+def save_tokenizer(source: str, path: Path) -> None:
+    """The model's fast tokenizer as one ``tokenizer.json`` (what the runtime loads with ``tokenizers``)."""
+    _tokenizer(source).backend_tokenizer.save(str(path))
 
 
 def torch_reference(
@@ -122,7 +108,10 @@ def torch_reference(
     return np.asarray(rows, dtype=np.float64)
 
 
-def torch_parity(manifest: ModelManifest, folder: Path, source: str, max_length: int) -> ParityReport:
+def torch_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+    """The ONNX encoder (batched, padded) against the PyTorch model one text at a time, pooled the same way."""
+    assert manifest.origin is not None and manifest.origin.source is not None and manifest.tokenizer is not None
+    source, max_length = manifest.origin.source, manifest.tokenizer.max_length
     encoder = TextEncoder.from_folder(manifest, folder)
     actual = encoder.embed(list(PARITY_TEXTS), max_batch_tokens=10_000).astype(np.float64)
     pooling: Pooling = manifest.pooling if manifest.pooling in ("cls", "last_token") else "mean"

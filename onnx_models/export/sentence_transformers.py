@@ -12,17 +12,15 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
-from onnx_models.registry import publish, sha256_of
+from onnx_models.export.common import compare, install, versions
+from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from onnx_models.registry import sha256_of
 from onnx_models.text_encoder import TextEncoder
-
-PARITY_MIN_COSINE = 0.9999
 
 PARITY_SENTENCES = (
     "A man is eating food.",
@@ -82,27 +80,21 @@ def build_sentence_transformer(entry: CatalogEntry, cache_dir: Path) -> ModelMan
             normalize=entry.normalize,
             normalized_in_graph=True,
             tokenizer=TokenizerSpec(max_length=entry.max_length or 256, pad_id=0),
+            origin=Origin(recipe=entry.recipe),
             source=entry.source,
             license=entry.license,
-            built_with={
-                name: importlib.metadata.version(name)
-                for name in ("optimum", "onnxruntime", "torch", "transformers", "sentence-transformers")
-            },
+            built_with=versions("optimum", "onnxruntime", "torch", "transformers", "sentence-transformers"),
         )
-        parity = sentence_transformer_parity(draft, staging, source)
-        if parity.min_cosine < PARITY_MIN_COSINE:
-            raise RuntimeError(
-                f"{entry.name}: ONNX parity min cosine {parity.min_cosine:.6f} < {PARITY_MIN_COSINE}; not installed"
-            )
-        manifest = draft.model_copy(update={"parity": parity})
-        publish(staging, manifest, cache_dir)
-    return manifest
+        return install(draft, staging, cache_dir, sentence_transformer_parity)
 
 
-def sentence_transformer_parity(manifest: ModelManifest, folder: Path, source: Path) -> ParityReport:
+def sentence_transformer_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
     """Cosine between the ONNX encoder and sentence-transformers on ``PARITY_SENTENCES``."""
     from sentence_transformers import SentenceTransformer
 
+    from onnx_models.catalog import CATALOG
+
+    source = package_model_path(CATALOG[manifest.name].weights_package)
     reference = SentenceTransformer(str(source), device="cpu", local_files_only=True)
     expected = np.asarray(reference.encode(list(PARITY_SENTENCES), batch_size=8), dtype=np.float64)
     encoder = TextEncoder.from_folder(manifest, folder)
@@ -112,15 +104,3 @@ def sentence_transformer_parity(manifest: ModelManifest, folder: Path, source: P
 
 def reference_version() -> str:
     return importlib.metadata.version("sentence-transformers")
-
-
-def compare(actual: np.ndarray, expected: np.ndarray, reference: str) -> ParityReport:
-    cos = (actual * expected).sum(axis=1) / (np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1))
-    return ParityReport(
-        reference=reference,
-        inputs=len(actual),
-        min_cosine=float(cos.min()),
-        mean_cosine=float(cos.mean()),
-        max_abs_diff=float(np.abs(actual - expected).max()),
-        measured_at=datetime.now(UTC),
-    )

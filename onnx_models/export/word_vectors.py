@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
-from onnx_models.registry import publish, sha256_of
+from onnx_models.export.common import compare, install
+from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from onnx_models.registry import sha256_of
 
 PAD, UNK = "[PAD]", "[UNK]"
 MAX_WORDS = 512
@@ -123,8 +123,6 @@ def numpy_reference(words: list[str], vectors: np.ndarray, texts: tuple[str, ...
 
 def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | None = None) -> ModelManifest:
     """Build the encoder ``name@1`` from a vectors file into ``cache_dir`` and record its parity."""
-    from onnx_models.text_encoder import TextEncoder
-
     words, vectors = read_vectors(path, binary)
     if not words:
         raise ValueError(f"{path} holds no word vectors")
@@ -147,22 +145,23 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
             normalize=True,
             normalized_in_graph=False,
             tokenizer=TokenizerSpec(max_length=MAX_WORDS, pad_id=0),
+            origin=Origin(recipe="word_vectors", source=str(path.resolve()), binary=binary),
             source=f"word vectors from {path.name} ({len(words)} words; OOV words are left out of the mean)",
             license="as the vectors file's",
             built_with={"gensim": importlib.metadata.version("gensim")},
         )
-        actual = TextEncoder.from_folder(draft, staging).embed(list(PARITY_TEXTS)).astype(np.float64)
-        expected = numpy_reference(words, vectors, PARITY_TEXTS)
-        known = np.linalg.norm(expected, axis=1) > 0
-        cos = (actual[known] * expected[known]).sum(axis=1)
-        parity = ParityReport(
-            reference="numpy mean of the file's vectors",
-            inputs=len(PARITY_TEXTS),
-            min_cosine=float(cos.min()) if len(cos) else 1.0,
-            mean_cosine=float(cos.mean()) if len(cos) else 1.0,
-            max_abs_diff=float(np.abs(actual - expected).max()),
-            measured_at=datetime.now(UTC),
-        )
-        manifest = draft.model_copy(update={"parity": parity})
-        publish(staging, manifest, cache_dir)
-    return manifest
+        return install(draft, staging, cache_dir, word_vectors_parity)
+
+
+def word_vectors_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+    """The ONNX lookup against the numpy rule over the vectors file, on the texts with at least one known word."""
+    from onnx_models.text_encoder import TextEncoder
+
+    assert manifest.origin is not None and manifest.origin.source is not None
+    words, vectors = read_vectors(Path(manifest.origin.source), manifest.origin.binary)
+    actual = TextEncoder.from_folder(manifest, folder).embed(list(PARITY_TEXTS))
+    expected = numpy_reference(words, vectors, PARITY_TEXTS)
+    known = np.linalg.norm(expected, axis=1) > 0
+    if not known.any():
+        raise ValueError("no parity text has a known word; the vectors file shares no vocabulary with them")
+    return compare(actual[known], expected[known], "numpy mean of the file's vectors")

@@ -1,0 +1,141 @@
+"""The runtime audio encoder: a mono waveform at the manifest's sample rate → one vector, numpy + ONNX Runtime.
+
+Two front ends (``AudioSpec.front_end``):
+
+- ``mel_partials`` (resemblyzer's voice encoder): volume raised to ``target_dbfs`` (never lowered), a power mel
+  spectrogram computed here in numpy exactly as librosa does it (periodic Hann window, centred zero-padded
+  frames, the filter bank stored beside the model), cut into overlapping partials; the partials of many clips go
+  through the network together and each clip's vector is the normalized mean of its partials' vectors.
+- ``waveform`` (wav2vec2 and kin): the samples, optionally standardized per clip; the frame vectors the model
+  returns are averaged over time. Clips run one at a time: these graphs take no attention mask, so padding a
+  batch would change the result.
+
+Decoding files, resampling and rejecting silence belong to the ingestion side; this module gets clean samples.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from onnx_models.manifest import AudioSpec, ModelManifest
+from onnx_models.registry import load_manifest
+from onnx_models.session import session_for
+from schemas.settings import ModelSettings
+
+PARTIALS_PER_RUN = 64
+INT16_MAX = 2**15 - 1
+
+
+def raise_volume(wave: np.ndarray, target_dbfs: float) -> np.ndarray:
+    """resemblyzer's ``normalize_volume(increase_only=True)``: quiet clips are raised to ``target_dbfs``."""
+    rms = float(np.sqrt(np.mean((wave.astype(np.float64) * INT16_MAX) ** 2)))
+    if rms == 0.0:
+        return wave
+    change = target_dbfs - 20 * np.log10(rms / INT16_MAX)
+    return wave if change < 0 else (wave * 10 ** (change / 20)).astype(np.float32)
+
+
+def power_mel(wave: np.ndarray, filters: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """``[frames, n_mels]`` power mel spectrogram, the same numbers as ``librosa.feature.melspectrogram``."""
+    padded = np.pad(wave.astype(np.float32), n_fft // 2)  # librosa ≥ 0.10: centred frames, zero padding
+    frames = 1 + (len(padded) - n_fft) // hop
+    strided = np.lib.stride_tricks.as_strided(
+        padded, shape=(frames, n_fft), strides=(padded.strides[0] * hop, padded.strides[0])
+    )
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)  # periodic Hann
+    power = np.abs(np.fft.rfft(strided * window, axis=1)) ** 2
+    return (power @ filters.T).astype(np.float32)
+
+
+def partial_slices(samples: int, spec: AudioSpec) -> list[slice]:
+    """Where the partial utterances start and end, in mel frames (resemblyzer's ``compute_partial_slices``)."""
+    frames = int(np.ceil((samples + 1) / spec.hop_length))
+    step = max(1, int(np.round((spec.sample_rate / spec.partial_rate) / spec.hop_length)))
+    steps = max(1, frames - spec.partial_frames + step + 1)
+    slices = [slice(start, start + spec.partial_frames) for start in range(0, steps, step)]
+    last = slices[-1]
+    coverage = (samples - last.start * spec.hop_length) / (spec.partial_frames * spec.hop_length)
+    if coverage < spec.min_coverage and len(slices) > 1:
+        slices = slices[:-1]
+    return slices
+
+
+class AudioEncoder:
+    """Encodes mono float waveforms at ``spec.sample_rate`` into the manifest's space (rows L2-normalized)."""
+
+    def __init__(self, manifest: ModelManifest, folder: Path, session: object) -> None:
+        if manifest.audio is None:
+            raise ValueError(f"model {manifest.ref} has no audio spec; it is not an audio model")
+        self.manifest = manifest
+        self.spec: AudioSpec = manifest.audio
+        self._session = session
+        self._input = session.get_inputs()[0].name  # type: ignore[attr-defined]
+        self._filters = np.load(folder / self.spec.mel_filters_file) if self.spec.front_end == "mel_partials" else None
+
+    @classmethod
+    def from_folder(cls, manifest: ModelManifest, folder: Path, runtime: ModelSettings | None = None) -> AudioEncoder:
+        return cls(manifest, folder, session_for(folder / manifest.onnx_file, runtime))
+
+    @classmethod
+    def load(cls, cache_dir: Path, name: str, runtime: ModelSettings | None = None) -> AudioEncoder:
+        manifest, folder = load_manifest(cache_dir, name)
+        return cls.from_folder(manifest, folder, runtime)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sample_rate
+
+    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        if not waves:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.spec.front_end == "mel_partials":
+            return self._embed_partials(waves)
+        return np.stack([self._embed_waveform(wave) for wave in waves])
+
+    def partials(self, wave: np.ndarray) -> np.ndarray:
+        """``[partials, partial_frames, n_mels]`` for one clip: the network's input."""
+        spec, filters = self.spec, self._filters
+        assert filters is not None
+        if spec.target_dbfs is not None:
+            wave = raise_volume(wave, spec.target_dbfs)
+        slices = partial_slices(len(wave), spec)
+        end = slices[-1].stop * spec.hop_length
+        if end >= len(wave):
+            wave = np.pad(wave, (0, end - len(wave)))
+        mel = power_mel(wave, filters, spec.n_fft, spec.hop_length)
+        return np.stack([mel[s] for s in slices])
+
+    def _embed_partials(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        per_clip = [self.partials(np.asarray(wave, dtype=np.float32)) for wave in waves]
+        stacked = np.concatenate(per_clip)
+        vectors = np.concatenate(
+            [self._run(stacked[i : i + PARTIALS_PER_RUN]) for i in range(0, len(stacked), PARTIALS_PER_RUN)]
+        )
+        bounds = np.cumsum([0] + [len(p) for p in per_clip])
+        means = np.stack([vectors[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
+        return normalize_rows(means)
+
+    def _embed_waveform(self, wave: np.ndarray) -> np.ndarray:
+        samples = np.asarray(wave, dtype=np.float32)
+        if self.spec.standardize:  # wav2vec2's feature extractor: zero mean, unit variance per clip
+            samples = (samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)
+        frames = self._run(samples[None, :])
+        pooled = frames.mean(axis=1) if frames.ndim == 3 else frames
+        out = pooled[0].astype(np.float32)
+        return normalize_rows(out[None])[0] if self.manifest.normalize else out
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        (output,) = self._session.run([self.manifest.output], {self._input: batch})  # type: ignore[attr-defined]
+        return np.asarray(output, dtype=np.float32)
+
+
+def normalize_rows(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)

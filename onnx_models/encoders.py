@@ -1,0 +1,23 @@
+"""One way to open any built model: the encoder class follows the manifest's modality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from onnx_models.audio_encoder import AudioEncoder
+from onnx_models.image_encoder import ImageEncoder
+from onnx_models.registry import load_manifest
+from onnx_models.text_encoder import TextEncoder
+from schemas.settings import ModelSettings
+
+Encoder = TextEncoder | ImageEncoder | AudioEncoder
+
+
+def load_encoder(cache_dir: Path, name: str, runtime: ModelSettings | None = None) -> Encoder:
+    """The verified build of ``name`` (``name`` or ``name@version``) as a text, image or audio encoder."""
+    manifest, folder = load_manifest(cache_dir, name)
+    if manifest.modality == "image":
+        return ImageEncoder.from_folder(manifest, folder, runtime)
+    if manifest.modality == "audio":
+        return AudioEncoder.from_folder(manifest, folder, runtime)
+    return TextEncoder.from_folder(manifest, folder, runtime)

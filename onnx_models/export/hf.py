@@ -1,0 +1,58 @@
+"""``embedstream models export``: one entry point for any local Hugging Face encoder, routed by what it is.
+
+CLIP-style dual encoders → two tower models in one space; a model whose processor config has image statistics →
+a vision encoder; one with a sampling rate → a speech encoder; anything else → a text encoder. The source is a
+model folder, or a model id already in the local Hugging Face cache: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from onnx_models.export.common import hf_config
+from onnx_models.manifest import ModelManifest
+
+Pooling = Literal["mean", "cls", "last_token"]
+DUAL_ENCODERS = ("clip",)
+
+
+def modality_of(source: str) -> Literal["dual", "image", "audio", "text"]:
+    from onnx_models.export.hf_vision_audio import processor_config
+
+    if getattr(hf_config(source), "model_type", "") in DUAL_ENCODERS:
+        return "dual"
+    try:
+        processor = processor_config(source)
+    except (OSError, ValueError):
+        return "text"
+    if "image_mean" in processor:
+        return "image"
+    if "sampling_rate" in processor:
+        return "audio"
+    return "text"
+
+
+def export_model(
+    source: str, name: str, cache_dir: Path, pooling: Pooling = "mean", normalize: bool = True
+) -> list[ModelManifest]:
+    """Export ``source`` as model(s) named ``name`` into ``cache_dir``; each is installed only if its parity
+    against PyTorch reaches ``PARITY_MIN_COSINE``."""
+    kind = modality_of(source)
+    if kind == "dual":
+        from onnx_models.export.clip import export_clip
+
+        return export_clip(source, name, cache_dir, normalize=normalize)
+    if kind == "image":
+        from onnx_models.export.hf_vision_audio import export_image_model
+
+        if pooling == "last_token":
+            raise ValueError("vision encoders pool by mean or cls, not last_token")
+        return [export_image_model(source, name, cache_dir, pooling=pooling, normalize=normalize)]
+    if kind == "audio":
+        from onnx_models.export.hf_vision_audio import export_audio_model
+
+        return [export_audio_model(source, name, cache_dir, normalize=normalize)]
+    from onnx_models.export.hf_text import export_text_model
+
+    return [export_text_model(source, name, cache_dir, pooling=pooling, normalize=normalize)]
