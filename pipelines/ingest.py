@@ -24,16 +24,17 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from onnx_models.registry import load_manifest
 from pipelines.io.dead_letter_sink import PublishDeadLetters
 from pipelines.io.kafka_clients import PartitionSpec, ensure_topics, plan_partitions
 from pipelines.io.kafka_read import ReadKafkaPartitions, request_stop, reset_stop
 from pipelines.io.qdrant_sink import METRICS_NAMESPACE, UpsertPoints
-from pipelines.stores import SpaceSpec, open_store, wait_until_released
+from pipelines.plan import IngestPlan, plan_ingest
+from pipelines.stores import open_store, wait_until_released
 from pipelines.transforms import DEAD_LETTER
+from pipelines.transforms.embed_media import EmbedAudio, EmbedImages
 from pipelines.transforms.embed_text import EmbedText
 from pipelines.transforms.parse import ParseEvents
-from schemas.envelope import Limits, Modality
+from schemas.envelope import Limits
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,28 +47,30 @@ class IngestResult:
     partitions: list[PartitionSpec]
 
 
-def text_spaces(settings: Settings) -> list[SpaceSpec]:
-    """The named vectors this pipeline writes, from the built models' manifests (fails if not built)."""
-    # The encoder verifies the file's sha256 when a worker loads it; the preflight only needs the manifest.
-    manifest, _ = load_manifest(settings.model.cache_dir, settings.model.text_model, verify=False)
-    return [SpaceSpec(manifest.space, manifest.dim, manifest.space_ref)]
-
-
 def build_pipeline(
-    pipeline: beam.Pipeline, settings: Settings, partitions: list[PartitionSpec], spaces: list[SpaceSpec]
+    pipeline: beam.Pipeline, settings: Settings, partitions: list[PartitionSpec], plan: IngestPlan
 ) -> None:
     limits = Limits(settings.pipeline.max_event_bytes, settings.pipeline.max_text_chars)
     records = pipeline | "ReadKafka" >> ReadKafkaPartitions(settings.kafka, settings.pipeline, partitions)
-    parsed = records | "Parse" >> beam.ParDo(ParseEvents(limits, [Modality.TEXT])).with_outputs(
+    parsed = records | "Parse" >> beam.ParDo(ParseEvents(limits, plan.modalities)).with_outputs(
         DEAD_LETTER, main="events"
     )
-    embedded = parsed.events | "EmbedText" >> beam.ParDo(EmbedText(settings.model, settings.pipeline)).with_outputs(
-        DEAD_LETTER, main="points"
-    )
-    # No Flatten: on the local runner a Flatten breaks fusion, and the sinks must share the read's bundle so
-    # that its offsets are committed (in bundle finalization) only after they have finished.
-    _ = embedded.points | "UpsertPoints" >> beam.ParDo(UpsertPoints(settings.qdrant, settings.pipeline, spaces))
-    for stage, dead in (("Parse", parsed[DEAD_LETTER]), ("Embed", embedded[DEAD_LETTER])):
+    # One chain, no Flatten: on the local runner a Flatten breaks fusion, and the sinks must share the read's
+    # bundle so that its offsets are committed (in bundle finalization) only after they have finished. Each
+    # embedder takes its modalities and passes every other element on.
+    stages: list[tuple[str, beam.DoFn]] = [("EmbedText", EmbedText(settings.model, settings.pipeline))]
+    if plan.modalities & EmbedImages.modalities:
+        stages.append(("EmbedImages", EmbedImages(settings.model, settings.media, settings.pipeline)))
+    if plan.modalities & EmbedAudio.modalities:
+        stages.append(("EmbedAudio", EmbedAudio(settings.model, settings.media, settings.pipeline)))
+    flowing, dead_letters = parsed.events, [("Parse", parsed[DEAD_LETTER])]
+    for name, fn in stages:
+        out = flowing | name >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="points")
+        flowing = out.points
+        dead_letters.append((name, out[DEAD_LETTER]))
+    sink = UpsertPoints(settings.qdrant, settings.pipeline, plan.spaces, plan.fusion)
+    _ = flowing | "UpsertPoints" >> beam.ParDo(sink)
+    for stage, dead in dead_letters:
         _ = dead | f"DeadLetters{stage}" >> beam.ParDo(PublishDeadLetters(settings.kafka, settings.pipeline))
 
 
@@ -110,10 +113,11 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResul
     """Run the ingest pipeline to completion (drain) or until stopped (stream)."""
     kafka = settings.kafka
     ensure_topics(kafka, [kafka.topic, kafka.dead_letter_topic])
-    spaces = text_spaces(settings)
+    plan = plan_ingest(settings)
+    log.info("embedding %s into %s", ", ".join(plan.groups), ", ".join(s.name for s in plan.spaces))
     store = open_store(settings.qdrant)
     try:
-        store.ensure_spaces(spaces)
+        store.ensure_spaces(plan.spaces)
     finally:
         store.close()
     partitions = plan_partitions(kafka, settings.pipeline.max_event_bytes, bounded=settings.pipeline.mode == "drain")
@@ -129,7 +133,7 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResul
     reset_stop()
     with _stop_on_signals():
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
-        build_pipeline(pipeline, settings, partitions, spaces)
+        build_pipeline(pipeline, settings, partitions, plan)
         result = pipeline.run()
         result.wait_until_finish()
     wait_until_released(settings.qdrant)

@@ -37,6 +37,10 @@ class Reason(StrEnum):
     VECTOR_WRONG_DIM = "vector_wrong_dim"
     VECTOR_NON_FINITE = "vector_non_finite"
     VECTOR_ZERO_NORM = "vector_zero_norm"
+    UNDECODABLE = "undecodable"  # bytes that are not a picture / sound the decoders read (or are truncated)
+    SILENT = "silent"  # a sound with nothing above the silence floor
+    URI_NOT_ALLOWED = "uri_not_allowed"  # file:// outside the configured roots, or a remote scheme not enabled
+    FETCH_FAILED = "fetch_failed"  # the URI could not be read
 
 
 class DeadLetter(BaseModel):

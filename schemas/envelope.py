@@ -295,3 +295,25 @@ def envelope_to_json(envelope: Envelope) -> bytes:
     if not fields.get("metadata"):
         fields.pop("metadata", None)
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def envelope_to_binary(envelope: Envelope) -> tuple[list[tuple[str, bytes]], bytes]:
+    """The binary wire form: ``es-*`` headers + the raw content as the value (no base64 for media bytes)."""
+    headers = [
+        ("es-schema", str(envelope.schema_version).encode()),
+        ("es-id", envelope.id.encode("utf-8")),
+        ("es-modality", envelope.modality.value.encode()),
+    ]
+    for name in ("mime", "uri"):
+        value = getattr(envelope, name)
+        if value is not None:
+            headers.append((f"es-{name}", value.encode("utf-8")))
+    if envelope.ts is not None:
+        headers.append(("es-ts", envelope.ts.isoformat().encode()))
+    if envelope.video is not None:
+        headers.append(("es-video", envelope.video.model_dump_json(exclude_none=True).encode("utf-8")))
+    if envelope.metadata:
+        headers.append(("es-metadata", json.dumps(envelope.metadata, ensure_ascii=False).encode("utf-8")))
+    if envelope.text is not None:
+        return headers, envelope.text.encode("utf-8")
+    return headers, envelope.data or b""

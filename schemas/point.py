@@ -45,4 +45,4 @@ class PointRecord(BaseModel):
     id: str
     vectors: dict[str, list[float]]
     payload: dict[str, Any] = Field(default_factory=dict)
-    source: SourceRef
+    source: SourceRef | None = None  # None for derived points (a video's view), which no single event made

@@ -101,6 +101,11 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text_model: str = "minilm"
+    image_model: str = Field(default="effnet", description="pictures and video frames: their own space")
+    image_text_model: str = Field(
+        default="effnet-conse", description="pictures into the text model's space (text queries find them); '' = off"
+    )
+    audio_model: str = Field(default="voice", description="sounds and video audio segments")
     cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "models")
     intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default (physical cores)")
     inter_op_threads: int = Field(default=1, ge=0, description="only matters for parallel graph execution")
@@ -128,6 +133,27 @@ class PipelineSettings(BaseModel):
     progress_interval_s: float = Field(default=5.0, gt=0)
 
 
+class MediaSettings(BaseModel):
+    """How pictures and sounds are fetched, decoded and bounded, and how a video's vectors are fused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modalities: list[Literal["text", "image", "audio", "video"]] | None = Field(
+        default=None,
+        description="what this pipeline embeds; None = every modality whose models are built (others: dead letters)",
+    )
+    roots: list[Path] = Field(default_factory=list, description="folders file:// URIs may point into")
+    remote: bool = Field(default=False, description="fetch s3://, gs://, http(s):// URIs through fsspec")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="larger pictures are refused unread")
+    max_audio_seconds: float = Field(default=600.0, gt=0)
+    silence_dbfs: float = Field(default=-55.0, description="a sound whose loudest 30 ms stays below this is silent")
+    decode_threads: int = Field(default=2, ge=1, description="threads decoding media beside the encoder")
+    image_batch: int = Field(default=8, ge=1)
+    fused_weights: tuple[float, float] = Field(
+        default=(1.0, 1.0), description="visual and audio weights in a video's fused vector"
+    )
+
+
 class Settings(BaseSettings):
     """The root of all configuration."""
 
@@ -137,6 +163,7 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
 
     @classmethod
     def settings_customise_sources(

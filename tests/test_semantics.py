@@ -8,7 +8,7 @@ from pipelines.ingest import run_ingest
 from pipelines.io.kafka_clients import ensure_topics
 from tests.helpers import send_raw, text_event
 from workers.demo import sample_corpus
-from workers.search import TextSearcher
+from workers.search import Query, Searcher
 
 PAIRS = [
     (
@@ -45,9 +45,12 @@ def test_paraphrase_finds_its_partner_first(make_settings):
     send_raw(settings, messages)
     run_ingest(settings)
 
-    searcher = TextSearcher(settings)
+    searcher = Searcher(settings)
     try:
-        found = [searcher.search(query, limit=1)[0].payload["id"] == f"pair-{i}" for i, (query, _) in enumerate(PAIRS)]
+        found = [
+            searcher.search(Query.of_text(query), limit=1)[0].payload["id"] == f"pair-{i}"
+            for i, (query, _) in enumerate(PAIRS)
+        ]
     finally:
         searcher.close()
     assert sum(found) >= 9, found

@@ -68,13 +68,15 @@ def cmd_broker(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, extra: list[str]) -> int:
+    from pipelines.media.video import VideoOptions
     from workers.produce import produce_files
 
     settings = _settings(args)
     if args.topic:
         settings.kafka.topic = args.topic
-    report = produce_files(settings, [Path(p) for p in args.paths], progress=not args.quiet)
-    print(f"sent {report.sent} events to {settings.kafka.topic}; skipped {len(report.skipped)} invalid line(s)")
+    video = VideoOptions(fps=args.fps, scene_threshold=args.scene_threshold, segment_seconds=args.segment_seconds)
+    report = produce_files(settings, [Path(p) for p in args.paths], progress=not args.quiet, video=video)
+    print(f"sent {report.sent} events to {settings.kafka.topic}; skipped {len(report.skipped)} invalid input(s)")
     return 0
 
 
@@ -89,17 +91,27 @@ def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_search(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers.search import parse_where, search_text
+    from workers.search import Query, parse_where, search_once
 
-    hits = search_text(_settings(args), args.query, args.k, parse_where(args.where))
+    given = [q for q in (args.query, args.text, args.image, args.audio) if q]
+    if len(given) != 1:
+        raise ValueError("search takes one query: a text (positional or --text), --image FILE or --audio FILE")
+    if args.image:
+        query = Query.of_image(Path(args.image).read_bytes())
+    elif args.audio:
+        query = Query.of_audio(Path(args.audio).read_bytes())
+    else:
+        query = Query.of_text(args.query or args.text)
+    hits = search_once(_settings(args), query, args.space, args.k, parse_where(args.where), args.modality)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits], ensure_ascii=False))
         return 0
     if not hits:
         print("no results")
     for rank, hit in enumerate(hits, start=1):
-        text = hit.payload.get("text") or hit.payload.get("uri") or ""
-        print(f"{rank:>2}. {hit.score:.3f}  {hit.payload.get('id')}  {text}")
+        payload = hit.payload
+        text = payload.get("text") or payload.get("uri") or ""
+        print(f"{rank:>2}. {hit.score:.3f}  [{payload.get('modality', '?')}] {payload.get('id')}  {text}")
     return 0
 
 
@@ -145,7 +157,10 @@ def parser() -> argparse.ArgumentParser:
     broker.set_defaults(func=cmd_broker)
 
     produce = sub.add_parser("produce", help="send JSONL or plain-text files as events")
-    produce.add_argument("paths", nargs="+")
+    produce.add_argument("paths", nargs="+", help="JSONL / text files, pictures, sounds, videos, or folders of them")
+    produce.add_argument("--fps", type=float, default=1.0, help="video: frames per second to sample")
+    produce.add_argument("--scene-threshold", type=float, help="video: also keep scene cuts (mean |Δ| of 0-255)")
+    produce.add_argument("--segment-seconds", type=float, default=2.0, help="video: audio segment length")
     produce.add_argument("--topic", help="events topic (default: settings kafka.topic)")
     produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(func=cmd_produce)
@@ -155,7 +170,12 @@ def parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
 
     search = sub.add_parser("search", help="text query → nearest points")
-    search.add_argument("query")
+    search.add_argument("query", nargs="?", help="a text query (or use --text / --image / --audio)")
+    search.add_argument("--text", help="a text query")
+    search.add_argument("--image", metavar="FILE", help="a picture as the query")
+    search.add_argument("--audio", metavar="FILE", help="a sound as the query")
+    search.add_argument("--space", help="the named vector to search (default: the query's own space)")
+    search.add_argument("--modality", help="only points of this modality (text, image, audio, video, video_frame…)")
     search.add_argument("-k", type=int, default=5)
     search.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="payload filter")
     search.add_argument("--json", action="store_true")

@@ -17,7 +17,7 @@ from schemas.settings import Settings
 from workers import dlq
 from workers.broker import start_broker
 from workers.produce import produce_files
-from workers.search import TextSearcher
+from workers.search import Query, Searcher
 
 DEMO_QUERIES = (
     "how do I keep bread dough from sticking",
@@ -74,11 +74,11 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
         )
         reasons = dlq.stats(settings)
         print("  dead letters by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
-        searcher = TextSearcher(settings)
+        searcher = Searcher(settings)
         try:
             for query in DEMO_QUERIES:
                 print(f"\n🔎 {query}")
-                for hit in searcher.search(query, limit=3):
+                for hit in searcher.search(Query.of_text(query), limit=3):
                     topic = hit.payload.get("metadata", {}).get("topic", "?")
                     print(f"   {hit.score:.3f}  [{topic}] {hit.payload.get('text', '')}")
         finally:

@@ -1,12 +1,36 @@
-"""Search the store with a text query: embed it with the space's model, return the nearest points."""
+"""Search the store with a text, a picture or a sound: embed the query into a space, return the nearest points.
+
+Which model embeds a query follows from what the query is and which space is searched:
+
+| query   | space (default first)                        | model                                  |
+|---------|----------------------------------------------|----------------------------------------|
+| text    | the text model's (`minilm`)                  | `model.text_model`                     |
+| picture | `effnet`; `minilm` (ConSE); `fused`          | `image_model`; `image_text_model`      |
+| sound   | `voice`; `fused`                             | `audio_model`                          |
+
+A picture or a sound searched in `fused` (videos' visual⊕audio vectors) is placed in its own half with the
+other half zero, scaled by the fusion weights, so it matches videos by what they show or by who speaks.
+Queries are decoded exactly as ingestion decodes events (same limits, same preprocessing), so a picture finds
+its own point with score 1.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from onnx_models.text_encoder import TextEncoder
+import numpy as np
+
+from onnx_models.encoders import Encoder, load_encoder
+from onnx_models.registry import load_manifest
+from pipelines.media.audio import decode_audio
+from pipelines.media.images import decode_image
+from pipelines.plan import FUSED_SPACE
 from pipelines.stores import Hit, open_store
 from schemas.settings import Settings
+
+Where = Mapping[str, str | int | bool]
 
 
 def parse_where(pairs: list[str]) -> dict[str, str | int | bool]:
@@ -25,26 +49,116 @@ def parse_where(pairs: list[str]) -> dict[str, str | int | bool]:
     return where
 
 
-class TextSearcher:
-    """Holds the encoder and the store open for many queries (the CLI opens one per call)."""
+@dataclass(frozen=True)
+class Query:
+    """What to search with: a text, or the bytes of a picture or a sound."""
+
+    kind: Literal["text", "image", "audio"]
+    text: str | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def of_text(cls, text: str) -> Query:
+        return cls("text", text=text)
+
+    @classmethod
+    def of_image(cls, data: bytes) -> Query:
+        return cls("image", data=data)
+
+    @classmethod
+    def of_audio(cls, data: bytes) -> Query:
+        return cls("audio", data=data)
+
+
+class Searcher:
+    """Holds encoders (loaded on first use) and the store open for many queries."""
 
     def __init__(self, settings: Settings) -> None:
-        self.encoder = TextEncoder.from_settings(settings.model)
+        self.settings = settings
         self.store = open_store(settings.qdrant)
+        self._encoders: dict[str, Encoder] = {}
 
-    def search(self, query: str, limit: int = 5, where: Mapping[str, str | int | bool] | None = None) -> list[Hit]:
-        vector = self.encoder.embed([query])[0]
-        return self.store.search(self.encoder.space, vector.tolist(), limit, where)
+    def encoder(self, name: str) -> Encoder:
+        if name not in self._encoders:
+            self._encoders[name] = load_encoder(self.settings.model.cache_dir, name, self.settings.model)
+        return self._encoders[name]
+
+    def spaces_for(self, kind: str) -> dict[str, str]:
+        """Space → the model that embeds a ``kind`` query into it (the first is the default space)."""
+        model = self.settings.model
+        cache = model.cache_dir
+
+        def space(name: str) -> str:
+            return load_manifest(cache, name, verify=False)[0].space
+
+        if kind == "text":
+            return {space(model.text_model): model.text_model}
+        if kind == "image":
+            spaces = {space(model.image_model): model.image_model}
+            if model.image_text_model:
+                spaces[space(model.image_text_model)] = model.image_text_model
+            return {**spaces, FUSED_SPACE: model.image_model}
+        return {space(model.audio_model): model.audio_model, FUSED_SPACE: model.audio_model}
+
+    def vector(self, query: Query, space: str | None = None) -> tuple[str, np.ndarray]:
+        """The query embedded into ``space`` (default: the query kind's own space) → (space, vector)."""
+        spaces = self.spaces_for(query.kind)
+        space = space or next(iter(spaces))
+        if space not in spaces:
+            raise ValueError(f"a {query.kind} query cannot search space {space!r}; it can search {sorted(spaces)}")
+        encoder: Any = self.encoder(spaces[space])
+        media = self.settings.media
+        if query.kind == "text":
+            vector = encoder.embed([query.text or ""])[0]
+        elif query.kind == "image":
+            image = decode_image(query.data or b"", media.max_image_pixels, encoder.spec.resize_short)
+            vector = encoder.embed([image])[0]
+        else:
+            wave = decode_audio(query.data or b"", encoder.sample_rate, media.max_audio_seconds, media.silence_dbfs)
+            vector = encoder.embed([wave])[0]
+        if space == FUSED_SPACE:
+            vector = self._fused_half(query.kind, vector)
+        return space, vector
+
+    def _fused_half(self, kind: str, vector: np.ndarray) -> np.ndarray:
+        model, weights = self.settings.model, self.settings.media.fused_weights
+        visual_dim = load_manifest(model.cache_dir, model.image_model, verify=False)[0].dim
+        audio_dim = load_manifest(model.cache_dir, model.audio_model, verify=False)[0].dim
+        if kind == "image":
+            halves = [weights[0] * vector, np.zeros(audio_dim)]
+        else:
+            halves = [np.zeros(visual_dim), weights[1] * vector]
+        fused = np.concatenate(halves)
+        return fused / np.linalg.norm(fused)
+
+    def search(
+        self,
+        query: Query,
+        space: str | None = None,
+        limit: int = 5,
+        where: Where | None = None,
+        modality: str | None = None,
+    ) -> list[Hit]:
+        space, vector = self.vector(query, space)
+        conditions = dict(where or {})
+        if modality:
+            conditions["modality"] = modality
+        return self.store.search(space, vector.tolist(), limit, conditions or None)
 
     def close(self) -> None:
         self.store.close()
 
 
-def search_text(
-    settings: Settings, query: str, limit: int = 5, where: Mapping[str, str | int | bool] | None = None
+def search_once(
+    settings: Settings,
+    query: Query,
+    space: str | None = None,
+    limit: int = 5,
+    where: Where | None = None,
+    modality: str | None = None,
 ) -> list[Hit]:
-    searcher = TextSearcher(settings)
+    searcher = Searcher(settings)
     try:
-        return searcher.search(query, limit, where)
+        return searcher.search(query, space, limit, where, modality)
     finally:
         searcher.close()

@@ -18,24 +18,23 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from onnx_models.batching import plan_batches
 from onnx_models.text_encoder import TextEncoder
-from pipelines.transforms import DEAD_LETTER
+from pipelines.transforms.outputs import dead, in_global_window
 from pipelines.transforms.parse import ParsedEvent
 from pipelines.transforms.points import to_point
 from pipelines.transforms.quality import vector_problem
-from schemas.dead_letter import DeadLetter, Reason
+from schemas.dead_letter import Reason
+from schemas.envelope import Modality
 from schemas.settings import ModelSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
 
 
 class EmbedText(beam.DoFn):
-    """``ParsedEvent`` (text) → ``PointRecord``; failures → ``DeadLetter`` tagged ``dead_letter``."""
+    """``ParsedEvent`` (text) → ``PointRecord``; failures → ``DeadLetter`` tagged ``dead_letter``; any other
+    element passes through unchanged."""
 
     def __init__(self, model: ModelSettings, pipeline: PipelineSettings) -> None:
         self._model = model
@@ -48,7 +47,10 @@ class EmbedText(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending: list[ParsedEvent] = []
 
-    def process(self, event: ParsedEvent) -> Iterator[Any]:
+    def process(self, event: Any) -> Iterator[Any]:
+        if not isinstance(event, ParsedEvent) or event.envelope.modality is not Modality.TEXT:
+            yield event  # other modalities' events go on to their own embedders
+            return
         self._pending.append(event)
         if len(self._pending) >= self._pipeline.sort_window:
             yield from self._flush()
@@ -56,9 +58,9 @@ class EmbedText(beam.DoFn):
     def finish_bundle(self) -> Iterator[Any]:
         for output in self._flush():
             if isinstance(output, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(output.tag, _global(output.value))
+                yield beam.pvalue.TaggedOutput(output.tag, in_global_window(output.value))
             else:
-                yield _global(output)
+                yield in_global_window(output)
 
     def _flush(self) -> Iterator[Any]:
         """Encode the held window; yield its outcomes in arrival order: points, or dead letters with the reason."""
@@ -70,11 +72,11 @@ class EmbedText(beam.DoFn):
         for i, event in enumerate(events):
             vector = vectors[i]
             if vector is None:
-                yield _dead(event, Reason.ENCODE_FAILED, errors.get(i, "encoder returned nothing"), "encode")
+                yield dead(event, Reason.ENCODE_FAILED, errors.get(i, "encoder returned nothing"), "encode")
                 continue
             problem = vector_problem(vector, self._encoder.dim)
             if problem is not None:
-                yield _dead(event, problem[0], problem[1], "quality")
+                yield dead(event, problem[0], problem[1], "quality")
                 continue
             yield to_point(event, {self._encoder.space: vector}, self._models, ingested_at)
 
@@ -97,11 +99,3 @@ class EmbedText(beam.DoFn):
                     except Exception as single:
                         errors[i] = f"{type(single).__name__}: {single}"
         return vectors, errors
-
-
-def _dead(event: ParsedEvent, reason: Reason, message: str, stage: str) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter.of(event.record, reason, message, stage, event.envelope.id))
-
-
-def _global(value: Any) -> WindowedValue:
-    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))

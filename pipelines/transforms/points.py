@@ -23,11 +23,16 @@ def content_sha256(event: ParsedEvent) -> str:
 
 
 def to_point(
-    event: ParsedEvent, vectors: Mapping[str, np.ndarray], models: Mapping[str, str], ingested_at: str | None = None
+    event: ParsedEvent,
+    vectors: Mapping[str, np.ndarray],
+    models: Mapping[str, str],
+    ingested_at: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> PointRecord:
     """A point with one vector per space and the full payload; the text itself is kept, never stripped.
 
-    ``ingested_at`` (ISO 8601) may be shared by a whole batch; by default it is now."""
+    ``ingested_at`` (ISO 8601) may be shared by a whole batch; by default it is now. ``extra`` adds facts the
+    decoder learned (a picture's size, a sound's length) under ``media``."""
     envelope, record = event.envelope, event.record
     video = envelope.video
     payload: dict[str, Any] = {
@@ -46,6 +51,8 @@ def to_point(
         payload["uri"] = envelope.uri
     if envelope.mime is not None:
         payload["mime"] = envelope.mime
+    if extra:
+        payload["media"] = dict(extra)
     if video is not None:
         payload["video_id"] = video.video_id
         payload["video"] = video.model_dump(exclude_none=True)

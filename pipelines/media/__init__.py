@@ -1,0 +1,5 @@
+"""Turning event content into model input: fetch (inline bytes or URI), decode safely, bound, normalize."""
+
+from pipelines.media.errors import MediaError
+
+__all__ = ["MediaError"]

@@ -1,0 +1,13 @@
+"""The one error media handling raises: it carries the dead-letter reason, so callers never guess."""
+
+from __future__ import annotations
+
+from schemas.dead_letter import Reason
+
+
+class MediaError(ValueError):
+    """Content that cannot become model input; ``reason`` is the dead-letter code, the message says why."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,70 @@
+"""The bytes of an image or audio event: inline ``data``, or a URI inside the configured limits.
+
+``file://`` URIs must resolve (symlinks followed) inside one of ``media.roots`` — an event must not be able to
+read ``/etc/passwd``. ``s3://``, ``gs://`` and ``http(s)://`` go through fsspec only when ``media.remote`` is on
+(fsspec and the scheme's driver, e.g. s3fs, must be installed). Every read is capped at the event size limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pipelines.media.errors import MediaError
+from schemas.dead_letter import Reason
+from schemas.envelope import Envelope
+from schemas.settings import MediaSettings
+
+REMOTE_SCHEMES = ("s3", "gs", "gcs", "http", "https")
+
+
+def content_bytes(envelope: Envelope, media: MediaSettings, max_bytes: int) -> bytes:
+    if envelope.data is not None:
+        return envelope.data
+    if envelope.uri is None:
+        raise MediaError(Reason.WRONG_CONTENT, f"event {envelope.id!r} has neither data nor uri")
+    return fetch_uri(envelope.uri, media, max_bytes)
+
+
+def fetch_uri(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return _read_file(Path(unquote(parsed.path)), media, max_bytes, uri)
+    if parsed.scheme in REMOTE_SCHEMES:
+        if not media.remote:
+            raise MediaError(
+                Reason.URI_NOT_ALLOWED,
+                f"{parsed.scheme}:// URIs are off; enable them with EMBEDSTREAM_MEDIA__REMOTE=true ({uri})",
+            )
+        return _read_remote(uri, max_bytes)
+    raise MediaError(Reason.URI_NOT_ALLOWED, f"unsupported URI scheme {parsed.scheme!r} in {uri!r}")
+
+
+def _read_file(path: Path, media: MediaSettings, max_bytes: int, uri: str) -> bytes:
+    resolved = path.resolve()
+    roots = [root.resolve() for root in media.roots]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots) or "none configured (EMBEDSTREAM_MEDIA__ROOTS)"
+        raise MediaError(Reason.URI_NOT_ALLOWED, f"{uri} is outside the allowed media roots: {allowed}")
+    try:
+        size = resolved.stat().st_size
+        if size > max_bytes:
+            raise MediaError(Reason.OVERSIZED, f"{uri} has {size} bytes, over the limit of {max_bytes}")
+        return resolved.read_bytes()
+    except OSError as exc:
+        raise MediaError(Reason.FETCH_FAILED, f"cannot read {uri}: {exc.strerror or exc}") from exc
+
+
+def _read_remote(uri: str, max_bytes: int) -> bytes:
+    try:
+        import fsspec
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise MediaError(Reason.FETCH_FAILED, "remote URIs need fsspec: pip install fsspec (and s3fs / gcsfs)") from exc
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except Exception as exc:  # any driver error is the same thing to the caller: this URI was not readable
+        raise MediaError(Reason.FETCH_FAILED, f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
+    if len(data) > max_bytes:
+        raise MediaError(Reason.OVERSIZED, f"{uri} is over the limit of {max_bytes} bytes")
+    return bytes(data)

@@ -1,0 +1,197 @@
+"""Embed pictures (and video frames) and sounds (and video audio segments), decoding beside the encoder.
+
+One DoFn per kind in the chain ``EmbedText → EmbedImages → EmbedAudio → UpsertPoints``: each takes the parsed
+events of its modalities and passes everything else (other events, points) straight through, so the whole
+ingest stays one fused stage with no Flatten (see docs/architecture.md).
+
+Decoding (fetch, Pillow / libsndfile, resize or resample) is submitted to a thread pool the moment an event
+arrives; the encoder takes the oldest ``batch`` events only once twice that many are queued, so while ONNX
+Runtime encodes one batch the pool is already decoding the next ones — the encoder does not wait on Pillow
+when work is queued. Pillow, soxr and libsndfile release the GIL while they work.
+
+Pictures batch by count (after the crop every picture costs the same); sounds by their partial count (the
+audio encoder packs the 1.6 s partials of many clips into one run). Every failure becomes one dead letter
+with its reason (``MediaError``), an encoder failure on a batch is retried event by event, and each vector
+passes the quality gate before it becomes part of a point.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from onnx_models.audio_encoder import AudioEncoder
+from onnx_models.image_encoder import ImageEncoder, preprocess
+from pipelines.media.audio import decode_audio
+from pipelines.media.errors import MediaError
+from pipelines.media.fetch import content_bytes
+from pipelines.media.images import decode_image
+from pipelines.transforms.outputs import dead, in_global_window
+from pipelines.transforms.parse import ParsedEvent
+from pipelines.transforms.points import to_point
+from pipelines.transforms.quality import vector_problem
+from schemas.dead_letter import Reason
+from schemas.envelope import Modality
+from schemas.settings import MediaSettings, ModelSettings, PipelineSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Model input for one event plus facts for its payload (picture size, sound length)."""
+
+    inputs: Any
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Space:
+    """One vector a point gets: the space it lands in, the model ref recorded, and how to compute it."""
+
+    name: str
+    ref: str
+    dim: int
+    encode: Callable[[Sequence[Any]], np.ndarray]
+
+
+class EmbedMedia(beam.DoFn):
+    """Base: queue → decode in a pool → encode in batches → points (or dead letters) in arrival order."""
+
+    modalities: frozenset[Modality] = frozenset()
+    stage = "media"
+
+    def __init__(self, model: ModelSettings, media: MediaSettings, pipeline: PipelineSettings) -> None:
+        self._model = model
+        self._media = media
+        self._pipeline = pipeline
+
+    # --- what a kind defines ---
+    def load_spaces(self) -> list[Space]:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Decoded:
+        raise NotImplementedError
+
+    @property
+    def batch(self) -> int:
+        return self._media.image_batch
+
+    # --- the shared loop ---
+    def setup(self) -> None:
+        self._spaces = self.load_spaces()
+        self._refs = {space.name: space.ref for space in self._spaces}
+        self._pool = ThreadPoolExecutor(self._media.decode_threads, thread_name_prefix=f"decode-{self.stage}")
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start_bundle(self) -> None:
+        self._queue: deque[tuple[ParsedEvent, Future[Decoded]]] = deque()
+
+    def process(self, element: Any) -> Iterator[Any]:
+        if not isinstance(element, ParsedEvent) or element.envelope.modality not in self.modalities:
+            yield element
+            return
+        self._queue.append((element, self._pool.submit(self._fetch_and_decode, element)))
+        if len(self._queue) >= 2 * self.batch:
+            yield from self._encode_oldest(self.batch)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        while self._queue:
+            for output in self._encode_oldest(self.batch):
+                if isinstance(output, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(output.tag, in_global_window(output.value))
+                else:
+                    yield in_global_window(output)
+
+    def _fetch_and_decode(self, event: ParsedEvent) -> Decoded:
+        return self.decode(content_bytes(event.envelope, self._media, self._pipeline.max_event_bytes))
+
+    def _encode_oldest(self, count: int) -> Iterator[Any]:
+        taken = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+        ready: list[tuple[ParsedEvent, Decoded]] = []
+        for event, future in taken:
+            try:
+                ready.append((event, future.result()))
+            except MediaError as exc:
+                yield dead(event, exc.reason, str(exc), "decode")
+            except Exception as exc:  # a decoder bug must cost one event, not the bundle
+                yield dead(event, Reason.UNDECODABLE, f"{type(exc).__name__}: {exc}", "decode")
+        if not ready:
+            return
+        vectors, errors = self._encode([decoded.inputs for _, decoded in ready])
+        ingested_at = datetime.now(UTC).isoformat()
+        for i, (event, decoded) in enumerate(ready):
+            if i in errors:
+                yield dead(event, Reason.ENCODE_FAILED, errors[i], "encode")
+                continue
+            problem = next(
+                (p for space in self._spaces if (p := vector_problem(vectors[space.name][i], space.dim))), None
+            )
+            if problem is not None:
+                yield dead(event, problem[0], problem[1], "quality")
+                continue
+            point_vectors = {space.name: vectors[space.name][i] for space in self._spaces}
+            yield to_point(event, point_vectors, self._refs, ingested_at, extra=decoded.facts)
+
+    def _encode(self, inputs: list[Any]) -> tuple[dict[str, list[np.ndarray]], dict[int, str]]:
+        """Every space's vectors for the batch; a failing batch is retried one input at a time."""
+        try:
+            return {space.name: list(space.encode(inputs)) for space in self._spaces}, {}
+        except Exception as exc:
+            log.warning("%s encoder failed on a batch of %d (%s); retrying one by one", self.stage, len(inputs), exc)
+        vectors = {space.name: [np.zeros(space.dim, np.float32)] * len(inputs) for space in self._spaces}
+        errors: dict[int, str] = {}
+        for i, single in enumerate(inputs):
+            try:
+                for space in self._spaces:
+                    vectors[space.name][i] = space.encode([single])[0]
+            except Exception as exc:
+                errors[i] = f"{type(exc).__name__}: {exc}"
+        return vectors, errors
+
+
+class EmbedImages(EmbedMedia):
+    """Pictures and video frames → the image model's space and (through ConSE) the text model's space."""
+
+    modalities = frozenset({Modality.IMAGE, Modality.VIDEO_FRAME})
+    stage = "image"
+
+    def load_spaces(self) -> list[Space]:
+        names = [self._model.image_model] + ([self._model.image_text_model] if self._model.image_text_model else [])
+        encoders = [ImageEncoder.load(self._model.cache_dir, name, self._model) for name in names]
+        specs = {encoder.spec for encoder in encoders}
+        if len(specs) != 1:
+            raise ValueError(f"image models {names} need different preprocessing; they must share one ImageSpec")
+        self._spec = encoders[0].spec
+        return [Space(e.manifest.space, e.manifest.ref, e.dim, e.embed_pixels) for e in encoders]
+
+    def decode(self, data: bytes) -> Decoded:
+        image = decode_image(data, self._media.max_image_pixels, min_short_side=self._spec.resize_short)
+        facts = {"width": image.width, "height": image.height}
+        return Decoded(preprocess(image, self._spec), facts)
+
+
+class EmbedAudio(EmbedMedia):
+    """Sounds and video audio segments → the audio model's space (mono, resampled, silence refused)."""
+
+    modalities = frozenset({Modality.AUDIO, Modality.VIDEO_AUDIO})
+    stage = "audio"
+
+    def load_spaces(self) -> list[Space]:
+        self._encoder = AudioEncoder.load(self._model.cache_dir, self._model.audio_model, self._model)
+        manifest = self._encoder.manifest
+        return [Space(manifest.space, manifest.ref, manifest.dim, self._encoder.embed)]
+
+    def decode(self, data: bytes) -> Decoded:
+        wave = decode_audio(data, self._encoder.sample_rate, self._media.max_audio_seconds, self._media.silence_dbfs)
+        return Decoded(wave, {"seconds": round(len(wave) / self._encoder.sample_rate, 3)})
