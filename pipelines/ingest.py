@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 class IngestResult:
     points_upserted: int
     dead_letters: int
+    video_views: int
     partitions: list[PartitionSpec]
 
 
@@ -144,5 +145,6 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResul
     return IngestResult(
         points_upserted=int(counters.get("points_upserted", 0)),
         dead_letters=int(counters.get("dead_letters", 0)),
+        video_views=int(counters.get("video_views", 0)),
         partitions=partitions,
     )

@@ -38,6 +38,14 @@ def model_cache() -> Path:
     return MODEL_CACHE
 
 
+@pytest.fixture(scope="session")
+def media_models(model_cache: Path) -> Path:
+    """The picture and sound models too (effnet, effnet-conse, voice), built once if missing."""
+    for name in ("effnet", "effnet-conse", "voice"):
+        build(name, model_cache)
+    return model_cache
+
+
 @pytest.fixture
 def make_settings(broker: Broker, model_cache: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a fresh topic, dead-letter topic, group and store path; sections can be overridden."""

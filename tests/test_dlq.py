@@ -11,7 +11,7 @@ from workers import dlq
 
 
 def test_stats_and_replay_by_reason(make_settings):
-    settings = make_settings()
+    settings = make_settings(media={"modalities": ["text"]})  # a text-only pipeline: pictures are dead letters
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
     image = json.dumps({"schema": 1, "id": "img-1", "modality": "image", "data": b64(b"\x89PNG...")}).encode()
     send_raw(

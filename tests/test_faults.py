@@ -9,7 +9,8 @@ import pytest
 
 from pipelines.ingest import run_ingest
 from pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from pipelines.stores import SpaceSpec, StoreLockedError, open_store
+from pipelines.plan import plan_ingest
+from pipelines.stores import StoreLockedError, open_store
 from tests.helpers import read_topic, send_raw, text_event, watermarks
 from tests.tcp_proxy import TcpProxy
 from workers.broker import free_port, start_broker
@@ -73,7 +74,7 @@ def test_store_refusing_writes_fails_the_run_commits_nothing_and_resume_complete
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
     send_raw(settings, [(f"s{i}".encode(), text_event(f"s{i}", f"store fault text {i}"), []) for i in range(200)])
     holder = open_store(settings.qdrant)  # another process's lock on the embedded store: every write refused
-    holder.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
+    holder.ensure_spaces(plan_ingest(settings).spaces)
     holder.count()
     try:
         with pytest.raises(StoreLockedError, match="in use by another process"):

@@ -45,7 +45,7 @@ def invalid_events() -> list[tuple[str, bytes | None, bytes | None, list[tuple[s
         ("invalid_utf8", None, b"\xff\xfe binary", [("es-modality", b"text"), ("es-id", b"bin-bad")]),
         ("invalid_field", None, text_event("f1", "typo field", extra_field=1), []),
         (
-            "unsupported_modality",
+            "undecodable",  # a picture event whose bytes are no picture
             None,
             json.dumps({"schema": 1, "id": "img1", "modality": "image", "data": b64(b"\x89PNG")}).encode(),
             [],
@@ -54,8 +54,9 @@ def invalid_events() -> list[tuple[str, bytes | None, bytes | None, list[tuple[s
 
 
 @pytest.fixture
-def mixed_topic(make_settings):
-    """2,000 valid text events (some in the binary form, some repeating an id) with the invalid ones interleaved."""
+def mixed_topic(make_settings, media_models):
+    """2,000 valid text events (some in the binary form, some repeating an id) with the invalid ones interleaved
+    (the picture models are built so that a bad picture is judged by its decoder)."""
     settings = make_settings(pipeline={"max_event_bytes": MAX_EVENT_BYTES, "max_text_chars": 16_384})
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
     rng = random.Random(7)

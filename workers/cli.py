@@ -86,7 +86,8 @@ def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
     settings = _settings(args)
     settings.pipeline.mode = args.mode
     result = run_ingest(settings, extra)
-    print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters")
+    views = f", {result.video_views} video view updates" if result.video_views else ""
+    print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters{views}")
     return 0
 
 

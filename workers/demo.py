@@ -1,8 +1,9 @@
 """``make demo``: the whole product on one machine, on the embedded defaults.
 
 Starts a local tansu broker on a free port, produces the shipped sample corpus (plus a few broken events, to
-show dead letters), drains it through the Beam ingest pipeline into a fresh embedded Qdrant store, prints
-search results a person can judge, and stops the broker.
+show dead letters), the sample photos, voice clips and two short videos made from them, drains it all through
+the Beam ingest pipeline into a fresh embedded Qdrant store, prints search results a person can judge — text,
+text→image, image→image, voice→voice, text→video — and stops the broker.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from schemas.settings import Settings
 from workers import dlq
 from workers.broker import start_broker
 from workers.produce import produce_files
+from workers.sample_media import make_sample_video, sample_photos, sample_voices
 from workers.search import Query, Searcher
 
 DEMO_QUERIES = (
@@ -59,17 +61,22 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
         print(f"▶ producing the sample corpus ({sample_corpus().name}) and {len(BROKEN_EVENTS)} broken events…")
         ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
         report = produce_files(settings, [sample_corpus()])
+        media = demo_media(workdir)
+        print(f"▶ producing {len(media)} media files: photos, voice clips and two videos (frames + audio segments)…")
+        media_report = produce_files(settings, media)
         raw = producer(settings.kafka, settings.pipeline.max_event_bytes)
         for value in BROKEN_EVENTS:
             raw.send(settings.kafka.topic, value=value)
         raw.flush()
         raw.close()
-        print(f"▶ ingesting {report.sent + len(BROKEN_EVENTS)} events (Beam, drain mode) into {workdir / 'qdrant'}…")
+        total = report.sent + media_report.sent + len(BROKEN_EVENTS)
+        print(f"▶ ingesting {total} events (Beam, drain mode) into {workdir / 'qdrant'}…")
         started = time.monotonic()
         result = run_ingest(settings, beam_args)
         elapsed = time.monotonic() - started
         print(
-            f"  {result.points_upserted} points stored, {result.dead_letters} dead letters "
+            f"  {result.points_upserted} points stored ({result.video_views} video views updated), "
+            f"{result.dead_letters} dead letters "
             f"in {elapsed:.1f}s ({(result.points_upserted + result.dead_letters) / elapsed:.0f} events/s)"
         )
         reasons = dlq.stats(settings)
@@ -78,13 +85,49 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
         try:
             for query in DEMO_QUERIES:
                 print(f"\n🔎 {query}")
-                for hit in searcher.search(Query.of_text(query), limit=3):
+                for hit in searcher.search(Query.of_text(query), limit=3, modality="text"):
                     topic = hit.payload.get("metadata", {}).get("topic", "?")
                     print(f"   {hit.score:.3f}  [{topic}] {hit.payload.get('text', '')}")
+            show_media_searches(searcher, workdir)
         finally:
             searcher.close()
         print(
-            f"\nTry your own: embedstream search 'your question' (with EMBEDSTREAM_QDRANT__PATH={workdir / 'qdrant'})"
+            f"\nTry your own: embedstream search 'your question' | --image FILE | --audio FILE "
+            f"(with EMBEDSTREAM_QDRANT__PATH={workdir / 'qdrant'})"
         )
     finally:
         broker.stop()
+
+
+def demo_media(workdir: Path) -> list[Path]:
+    """The sample photos, the first two sentences of each voice, and two videos made from them."""
+    photos, voices = sample_photos(), sample_voices()
+    videos = [
+        make_sample_video(workdir / "cat.mp4", [photos["chelsea"]], [voices["us-m3-1"]], 3.0),
+        make_sample_video(workdir / "launch.webm", [photos["rocket"], photos["astronaut"]], [voices["en-f2-1"]], 2.0),
+    ]
+    return [*photos.values(), *(p for name, p in voices.items() if not name.endswith("-3")), *videos]
+
+
+def show_media_searches(searcher: Searcher, workdir: Path) -> None:
+    from PIL import Image
+
+    rocket = Image.open(sample_photos()["rocket"])
+    crop = rocket.crop((rocket.width // 5, rocket.height // 6, rocket.width * 4 // 5, rocket.height * 5 // 6))
+    crop_path = workdir / "rocket-crop.jpg"
+    crop.save(crop_path, quality=90)
+    voice = sample_voices()["scotland-m7-3"]
+    searches = (
+        ("text → image: 'a photo of a cat'", Query.of_text("a photo of a cat"), "image"),
+        (f"image → image: a crop of rocket.jpg ({crop_path})", Query.of_image(crop_path.read_bytes()), "image"),
+        (
+            f"voice → voice: a new sentence by {voice.stem.rsplit('-', 1)[0]}",
+            Query.of_audio(voice.read_bytes()),
+            "audio",
+        ),
+        ("text → video: 'a rocket launch'", Query.of_text("a rocket launch"), "video"),
+    )
+    for title, query, modality in searches:
+        print(f"\n🔎 {title}")
+        for hit in searcher.search(query, limit=3, modality=modality):
+            print(f"   {hit.score:.3f}  [{hit.payload.get('modality')}] {hit.payload.get('id')}")

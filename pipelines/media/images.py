@@ -21,6 +21,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pipelines.media.errors import MediaError
 from schemas.dead_letter import Reason
 
+ORIGINAL_SIZE = "embedstream_original_size"
+EXIF_ORIENTATION = 0x0112
+
 
 def decode_image(data: bytes, max_pixels: int, min_short_side: int | None = None) -> Image.Image:
     """Bytes → a loaded single-frame picture in an 8-bit mode. ``min_short_side`` lets JPEGs decode reduced."""
@@ -41,12 +44,17 @@ def decode_image(data: bytes, max_pixels: int, min_short_side: int | None = None
             image.load()
     except MediaError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(Reason.OVERSIZED, f"picture over the limit of {max_pixels} pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
         raise MediaError(Reason.UNDECODABLE, f"not a picture Pillow can read: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise MediaError(Reason.UNDECODABLE, f"damaged picture: {exc}") from exc
-    oriented: Image.Image = ImageOps.exif_transpose(image) or image
-    return _eight_bit(oriented)
+    quarter_turn = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    oriented: Image.Image = _eight_bit(ImageOps.exif_transpose(image) or image)
+    # the picture's own size as viewed, even when the JPEG was decoded reduced (``draft``)
+    oriented.info[ORIGINAL_SIZE] = (height, width) if quarter_turn else (width, height)
+    return oriented
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

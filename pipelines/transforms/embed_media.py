@@ -33,7 +33,7 @@ from onnx_models.image_encoder import ImageEncoder, preprocess
 from pipelines.media.audio import decode_audio
 from pipelines.media.errors import MediaError
 from pipelines.media.fetch import content_bytes
-from pipelines.media.images import decode_image
+from pipelines.media.images import ORIGINAL_SIZE, decode_image
 from pipelines.transforms.outputs import dead, in_global_window
 from pipelines.transforms.parse import ParsedEvent
 from pipelines.transforms.points import to_point
@@ -177,7 +177,8 @@ class EmbedImages(EmbedMedia):
 
     def decode(self, data: bytes) -> Decoded:
         image = decode_image(data, self._media.max_image_pixels, min_short_side=self._spec.resize_short)
-        facts = {"width": image.width, "height": image.height}
+        width, height = image.info[ORIGINAL_SIZE]
+        facts = {"width": width, "height": height}
         return Decoded(preprocess(image, self._spec), facts)
 
 

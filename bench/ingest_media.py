@@ -1,0 +1,255 @@
+"""Pictures and sounds: the full drain pipeline versus bare ONNX Runtime on the same decoded tensors, side by side.
+
+    python -m bench.ingest_media [--images 300] [--clips 240] [--rounds 2]
+
+Inputs are the shipped samples: the six photos re-encoded as 1024-px JPEGs (web-sized pictures; decoding grows
+with pixels) and the twelve voice clips (FLAC, ~3 s each), cycled under distinct ids. Per kind and round, each
+variant in its own subprocess, alternating the order between rounds:
+
+* ``bare``: every input decoded and preprocessed *before* the clock starts; then only ONNX Runtime, in the
+  pipeline's batches (pictures: 8 at a time through ``effnet`` and ``effnet-conse``; sounds: 8 clips' partials
+  per run through ``voice``) — the encoder's ceiling;
+* ``decode``: decoding + preprocessing alone, one thread (what the pipeline must hide behind the encoder);
+* ``pipeline``: events produced to a tansu topic, then ``run_ingest`` in drain mode (modalities restricted to
+  the kind) into a fresh store; the encoder's and the decoders' busy time inside it are recorded.
+
+Writes ``bench/reports/ingest_media.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from schemas.settings import Settings
+
+REPORTS = Path(__file__).parent / "reports"
+BATCH = 8
+
+
+def inputs(kind: str, n: int) -> list[bytes]:
+    from PIL import Image
+
+    from workers.sample_media import sample_photos, sample_voices
+
+    if kind == "audio":
+        clips = [p.read_bytes() for p in sample_voices().values()]
+        return [clips[i % len(clips)] for i in range(n)]
+    photos = []
+    for path in sample_photos().values():
+        image = Image.open(path).convert("RGB")
+        scale = 1024 / max(image.size)
+        buffer = io.BytesIO()
+        image.resize((round(image.width * scale), round(image.height * scale))).save(buffer, "JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return [photos[i % len(photos)] for i in range(n)]
+
+
+def decoder(kind: str, settings: Settings) -> Any:
+    from onnx_models.encoders import load_encoder
+    from onnx_models.image_encoder import preprocess
+    from pipelines.media.audio import decode_audio
+    from pipelines.media.images import decode_image
+
+    media = settings.media
+    if kind == "audio":
+        rate = load_encoder(settings.model.cache_dir, settings.model.audio_model).sample_rate  # type: ignore[union-attr]
+        return lambda data: decode_audio(data, rate, media.max_audio_seconds, media.silence_dbfs)
+    spec = load_encoder(settings.model.cache_dir, settings.model.image_model).spec  # type: ignore[union-attr]
+    return lambda data: preprocess(decode_image(data, media.max_image_pixels, spec.resize_short), spec)
+
+
+def phase_bare(kind: str, n: int) -> dict[str, Any]:
+    from onnx_models.encoders import load_encoder
+
+    settings = Settings.load()
+    decode = decoder(kind, settings)
+    decoded = [decode(data) for data in inputs(kind, n)]
+    model = settings.model
+    names = [model.audio_model] if kind == "audio" else [model.image_model, model.image_text_model]
+    encoders: list[Any] = [load_encoder(model.cache_dir, name, model) for name in names]
+    started = time.perf_counter()
+    for i in range(0, n, BATCH):
+        for encoder in encoders:
+            (encoder.embed if kind == "audio" else encoder.embed_pixels)(decoded[i : i + BATCH])
+    return {"items_per_s": n / (time.perf_counter() - started)}
+
+
+def phase_decode(kind: str, n: int) -> dict[str, Any]:
+    decode = decoder(kind, Settings.load())
+    data = inputs(kind, n)
+    started = time.perf_counter()
+    for item in data:
+        decode(item)
+    return {"items_per_s": n / (time.perf_counter() - started)}
+
+
+def phase_pipeline(kind: str, n: int, bootstrap: str, topic: str, store: str) -> dict[str, Any]:
+    from onnx_models.audio_encoder import AudioEncoder
+    from onnx_models.image_encoder import ImageEncoder
+    from pipelines.ingest import run_ingest
+    from pipelines.transforms.embed_media import EmbedAudio, EmbedImages
+
+    busy = {"encode": 0.0, "decode": 0.0}
+    lock = threading.Lock()
+
+    def timed(cls: Any, method: str, bucket: str) -> None:
+        original = getattr(cls, method)
+
+        def wrapper(self: Any, *args: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(self, *args)
+            finally:
+                with lock:
+                    busy[bucket] += time.perf_counter() - began
+
+        setattr(cls, method, wrapper)
+
+    timed(AudioEncoder if kind == "audio" else ImageEncoder, "embed" if kind == "audio" else "embed_pixels", "encode")
+    timed(EmbedAudio if kind == "audio" else EmbedImages, "decode", "decode")
+    settings = Settings.load(
+        kafka={"bootstrap_servers": bootstrap, "topic": topic, "dead_letter_topic": f"{topic}.dlq", "group_id": topic},
+        qdrant={"backend": "edge", "path": store},
+        pipeline={"progress_interval_s": 30.0},
+        media={"modalities": ["text", kind]},
+    )
+    started = time.perf_counter()
+    result = run_ingest(settings)
+    elapsed = time.perf_counter() - started
+    if result.points_upserted != n or result.dead_letters:
+        raise RuntimeError(f"pipeline stored {result.points_upserted} of {n} ({result.dead_letters} dead letters)")
+    return {"items_per_s": n / elapsed, "seconds": elapsed, "encode_s": busy["encode"], "decode_s": busy["decode"]}
+
+
+def produce(kind: str, n: int, bootstrap: str, topic: str) -> None:
+    from pipelines.io.kafka_clients import ensure_topics
+    from schemas.envelope import Envelope
+    from workers.produce import produce_events
+
+    settings = Settings.load(kafka={"bootstrap_servers": bootstrap, "topic": topic})
+    ensure_topics(settings.kafka, [topic])
+    events = (
+        Envelope.model_validate({"schema": 1, "id": f"{kind}-{i}", "modality": kind, "data": data})
+        for i, data in enumerate(inputs(kind, n))
+    )
+    produce_events(settings, events, total=n, progress=False)
+
+
+def run_phase(*args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.ingest_media", "--phase", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"phase {args[:2]} failed:\n{out.stderr[-4000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--clips", type=int, default=240)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        name, kind, n, *rest = args.phase
+        phases = {"bare": phase_bare, "decode": phase_decode, "pipeline": phase_pipeline}
+        print(json.dumps(phases[name](kind, int(n), *rest)))
+        return
+
+    from workers.broker import start_broker
+
+    results: dict[str, list[dict[str, Any]]] = {"image": [], "audio": []}
+    broker = start_broker()
+    try:
+        with tempfile.TemporaryDirectory(prefix="embedstream-bench-media-") as tmp:
+            for r in range(args.rounds):
+                for kind, n in (("image", args.images), ("audio", args.clips)):
+                    topic = f"bench-{kind}-{r}-{int(time.time())}"
+                    produce(kind, n, broker.bootstrap, topic)
+                    pipe_args = ("pipeline", kind, str(n), broker.bootstrap, topic, f"{tmp}/{topic}")
+                    if r % 2:
+                        pipe, bare = run_phase(*pipe_args), run_phase("bare", kind, str(n))
+                    else:
+                        bare, pipe = run_phase("bare", kind, str(n)), run_phase(*pipe_args)
+                    decode = run_phase("decode", kind, str(n))
+                    ratio = pipe["items_per_s"] / bare["items_per_s"]
+                    print(
+                        f"round {r + 1} {kind}: bare {bare['items_per_s']:.1f}/s, pipeline {pipe['items_per_s']:.1f}/s "
+                        f"(ratio {ratio:.3f}), decode alone {decode['items_per_s']:.1f}/s",
+                        flush=True,
+                    )
+                    results[kind].append({"bare": bare, "pipeline": pipe, "decode": decode, "ratio": ratio})
+    finally:
+        broker.stop()
+    write_report(results, {"image": args.images, "audio": args.clips})
+
+
+def write_report(results: dict[str, list[dict[str, Any]]], counts: dict[str, int]) -> None:
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "ingest_media.json").write_text(json.dumps({"counts": counts, "rounds": results}, indent=2))
+    lines = [
+        "# Pictures and sounds: pipeline vs bare ONNX Runtime",
+        "",
+        "`python -m bench.ingest_media` — same inputs, same models, same batches; each variant its own process;",
+        "rounds alternate which runs first. Ratios are the figure to quote (absolute rates on a shared 2-core",
+        "machine are noise).",
+        "",
+        "| kind | items | round | bare ORT /s | pipeline /s | pipeline ÷ bare | decode alone /s "
+        "| in pipeline: encode s | decode s (threads) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, rounds in results.items():
+        for r, row in enumerate(rounds, start=1):
+            p = row["pipeline"]
+            lines.append(
+                f"| {kind} | {counts[kind]} | {r} | {row['bare']['items_per_s']:.1f} | {p['items_per_s']:.1f} | "
+                f"{row['ratio']:.3f} | {row['decode']['items_per_s']:.1f} | {p['encode_s']:.1f} | "
+                f"{p['decode_s']:.1f} | {p['seconds']:.1f} |"
+            )
+    lines.append("")
+    for kind, rounds in results.items():
+        median = statistics.median(row["ratio"] for row in rounds)
+        lines.append(f"* **{kind}**: median pipeline ÷ bare = **{median:.3f}**")
+    lines += [
+        "",
+        "Reading it: *decode alone* is one thread decoding and preprocessing; in the pipeline two decode threads",
+        "run beside the encoder, so decode seconds overlap encode seconds. Where decoding is slower per item than",
+        "encoding, no scheduling can reach the bare-encoder rate on two cores: the ratio then measures how much",
+        "of the decode cost the thread pool hides.",
+    ]
+    (REPORTS / "ingest_media.md").write_text("\n".join(lines) + "\n")
+    plot(results, REPORTS / "ingest_media.png")
+    print("\n".join(lines))
+
+
+def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(results)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.6))
+    for axis, kind in zip(axes, kinds, strict=True):
+        rounds = results[kind]
+        names = ["bare ORT", "pipeline", "decode alone"]
+        values = [statistics.median(r[key]["items_per_s"] for r in rounds) for key in ("bare", "pipeline", "decode")]
+        axis.bar(names, values, color=["#4c72b0", "#dd8452", "#8c8c8c"])
+        axis.set_title(f"{kind}: items/s (median of {len(rounds)} rounds)")
+        for x, value in enumerate(values):
+            axis.text(x, value, f"{value:.0f}", ha="center", va="bottom")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
