@@ -39,6 +39,7 @@ class Reason(StrEnum):
     VECTOR_ZERO_NORM = "vector_zero_norm"
     UNDECODABLE = "undecodable"  # bytes that are not a picture / sound the decoders read (or are truncated)
     SILENT = "silent"  # a sound with nothing above the silence floor
+    TOO_SHORT = "too_short"  # a sound shorter than media.min_audio_seconds (after trimming silence)
     URI_NOT_ALLOWED = "uri_not_allowed"  # file:// outside the configured roots, or a remote scheme not enabled
     FETCH_FAILED = "fetch_failed"  # the URI could not be read
 

@@ -146,9 +146,13 @@ class MediaSettings(BaseModel):
     remote: bool = Field(default=False, description="fetch s3://, gs://, http(s):// URIs through fsspec")
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="larger pictures are refused unread")
     max_audio_seconds: float = Field(default=600.0, gt=0)
+    min_audio_seconds: float = Field(default=0.25, ge=0, description="shorter sounds (once trimmed) say too little")
     silence_dbfs: float = Field(default=-55.0, description="a sound whose loudest 30 ms stays below this is silent")
     decode_threads: int = Field(default=2, ge=1, description="threads decoding media beside the encoder")
     image_batch: int = Field(default=8, ge=1)
+    previews: bool = Field(
+        default=True, description="keep a small preview in the payload (160-px JPEG, first 8 s of sound as OGG)"
+    )
     fused_weights: tuple[float, float] = Field(
         default=(1.0, 1.0), description="visual and audio weights in a video's fused vector"
     )

@@ -123,6 +123,11 @@ def test_silence_garbage_and_overlong_sounds_are_refused():
     with pytest.raises(MediaError) as long:
         decode_audio(buffer.getvalue(), 16_000, 1.0, -55)
     assert long.value.reason is Reason.OVERSIZED
+    blip = io.BytesIO()
+    soundfile.write(blip, wave[int(rate * 0.5) : int(rate * 0.6)], rate, format="WAV")  # 0.1 s of speech
+    with pytest.raises(MediaError) as short:
+        decode_audio(blip.getvalue(), 16_000, 600, -55, min_seconds=0.25)
+    assert short.value.reason is Reason.TOO_SHORT
 
 
 def test_file_uris_only_inside_roots_and_remote_only_when_enabled(tmp_path):

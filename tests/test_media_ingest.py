@@ -4,6 +4,7 @@ video points that do not depend on event order, duplicates or lateness."""
 
 from __future__ import annotations
 
+import base64
 import io
 import random
 from collections import Counter
@@ -80,12 +81,15 @@ def test_pictures_and_sounds_land_and_bad_ones_dead_letter(media_settings):
     try:
         (cat,) = store.retrieve([point_id("image", "chelsea.jpg")], with_vectors=True)
         assert set(cat.vectors) == {"effnet", "minilm"} and len(cat.vectors["effnet"]) == 1280
-        assert (
-            cat.payload["media"] == {"width": 451, "height": 300}
-            and cat.payload["models"]["minilm"] == "effnet-conse@1"
-        )
+        assert {k: cat.payload["media"][k] for k in ("width", "height")} == {
+            "width": 451,
+            "height": 300,
+        } and cat.payload["models"]["minilm"] == "effnet-conse@1"
         (voice,) = store.retrieve([point_id("audio", "us-m3-1.flac")], with_vectors=True)
         assert set(voice.vectors) == {"voice"} and voice.payload["media"]["seconds"] > 1.0
+        assert cat.payload["media"]["thumbnail"].startswith("data:image/jpeg;base64,")
+        preview = base64.b64decode(voice.payload["media"]["preview"].split(",", 1)[1])
+        assert soundfile.info(io.BytesIO(preview)).format == "OGG"  # a playable sound, not just a string
         (by_uri,) = store.retrieve([point_id("image", "by-uri")], with_vectors=True)
         np.testing.assert_allclose(
             by_uri.vectors["effnet"],

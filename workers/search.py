@@ -145,6 +145,46 @@ class Searcher:
             conditions["modality"] = modality
         return self.store.search(space, vector.tolist(), limit, conditions or None)
 
+    def like_point(
+        self,
+        point_id: str,
+        space: str,
+        limit: int = 5,
+        where: Where | None = None,
+        modality: str | None = None,
+    ) -> list[Hit]:
+        """Points nearest to a stored point's vector in ``space`` (the point itself left out)."""
+        return self.recommend([point_id], [], space, limit, where, modality)
+
+    def recommend(
+        self,
+        positive: list[str],
+        negative: list[str],
+        space: str,
+        limit: int = 5,
+        where: Where | None = None,
+        modality: str | None = None,
+    ) -> list[Hit]:
+        """Qdrant's ``average_vector`` rule: search with ``2·mean(positive) − mean(negative)`` (just the positive
+        mean without negatives); the example points themselves are left out of the results."""
+        if not positive:
+            raise ValueError("recommend needs at least one positive point id")
+        found = {p.id: p for p in self.store.retrieve([*positive, *negative], with_vectors=True)}
+        missing = [i for i in [*positive, *negative] if i not in found]
+        if missing:
+            raise LookupError(f"no point(s) {missing}")
+        lacking = [i for i in found if space not in found[i].vectors]
+        if lacking:
+            raise ValueError(f"point(s) {lacking} have no vector in space {space!r}")
+        mean_pos = np.mean([found[i].vectors[space] for i in positive], axis=0)
+        query = 2 * mean_pos - np.mean([found[i].vectors[space] for i in negative], axis=0) if negative else mean_pos
+        conditions = dict(where or {})
+        if modality:
+            conditions["modality"] = modality
+        examples = set(positive) | set(negative)
+        hits = self.store.search(space, query.tolist(), limit + len(examples), conditions or None)
+        return [hit for hit in hits if hit.id not in examples][:limit]
+
     def close(self) -> None:
         self.store.close()
 

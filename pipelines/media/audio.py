@@ -1,5 +1,5 @@
 """Sound decoding: WAV, FLAC, OGG/Vorbis/Opus and MP3 (libsndfile via soundfile) → mono float32 at the model's
-rate (soxr), bounded in duration, with silence refused.
+rate (soxr), bounded in duration (``max_seconds`` as stored, ``min_seconds`` once trimmed), silence refused.
 
 The duration is read from the header before the samples are; channels are averaged; leading and trailing
 silence (30 ms frames below ``silence_dbfs``) is trimmed, and a sound that is silence throughout raises
@@ -18,7 +18,9 @@ from schemas.dead_letter import Reason
 FRAME_SECONDS = 0.03
 
 
-def decode_audio(data: bytes, rate: int, max_seconds: float, silence_dbfs: float) -> np.ndarray:
+def decode_audio(
+    data: bytes, rate: int, max_seconds: float, silence_dbfs: float, min_seconds: float = 0.0
+) -> np.ndarray:
     import soundfile
 
     try:
@@ -32,7 +34,12 @@ def decode_audio(data: bytes, rate: int, max_seconds: float, silence_dbfs: float
         raise
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise MediaError(Reason.UNDECODABLE, f"not a sound soundfile can read (WAV, FLAC, OGG, MP3): {exc}") from exc
-    return prepare_wave(samples, source_rate, rate, silence_dbfs)
+    wave = prepare_wave(samples, source_rate, rate, silence_dbfs)
+    if len(wave) < min_seconds * rate:
+        raise MediaError(
+            Reason.TOO_SHORT, f"{len(wave) / rate:.2f} s of sound once silence is trimmed, under {min_seconds} s"
+        )
+    return wave
 
 
 def prepare_wave(samples: np.ndarray, source_rate: int, rate: int, silence_dbfs: float) -> np.ndarray:

@@ -44,7 +44,7 @@ class EdgeStore:
                     vectors={s.name: qe.EdgeVectorParams(size=s.dim, distance=qe.Distance.Cosine) for s in spaces}
                 )
                 self._shard = qe.EdgeShard.create(str(self.path), config)
-                for field in ("modality", "id"):
+                for field in ("modality", "id", "video_id"):
                     self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 self._write_spaces(spaces)
             else:
@@ -125,6 +125,10 @@ class EdgeStore:
 
     def count(self, where: Where | None = None) -> int:
         return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where))))
+
+    def count_vectors(self, space: str) -> int:
+        request = qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(space)]))
+        return int(self._open(None).count(request))
 
     def close(self) -> None:
         if self._shard is not None:

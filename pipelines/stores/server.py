@@ -75,7 +75,7 @@ class ServerStore:
             metadata={METADATA_KEY: {s.name: {"dim": s.dim, "model": s.model} for s in spaces}},
         )
         if self._remote:  # local mode has no payload indexes (and warns if asked)
-            for field in ("modality", "id"):
+            for field in ("modality", "id", "video_id"):
                 self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
@@ -122,6 +122,10 @@ class ServerStore:
 
     def count(self, where: Where | None = None) -> int:
         return int(self._client.count(self.collection, count_filter=_filter(where), exact=True).count)
+
+    def count_vectors(self, space: str) -> int:
+        condition = models.Filter(must=[models.HasVectorCondition(has_vector=space)])
+        return int(self._client.count(self.collection, count_filter=condition, exact=True).count)
 
     def close(self) -> None:
         self._client.close()

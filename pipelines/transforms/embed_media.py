@@ -9,10 +9,11 @@ arrives; the encoder takes the oldest ``batch`` events only once twice that many
 Runtime encodes one batch the pool is already decoding the next ones — the encoder does not wait on Pillow
 when work is queued. Pillow, soxr and libsndfile release the GIL while they work.
 
-Pictures batch by count (after the crop every picture costs the same); sounds by their partial count (the
-audio encoder packs the 1.6 s partials of many clips into one run). Every failure becomes one dead letter
-with its reason (``MediaError``), an encoder failure on a batch is retried event by event, and each vector
-passes the quality gate before it becomes part of a point.
+Batches are by cost: after the crop every picture costs the encoder the same (224² pixels), so pictures batch
+by count; a sound costs its number of 1.6 s partials (its seconds), and the audio encoder packs the partials of
+a batch's clips into runs of at most 64 partials, whatever the clips' count or lengths. Every failure becomes
+one dead letter with its reason (``MediaError``), an encoder failure on a batch is retried event by event, and
+each vector passes the quality gate before it becomes part of a point.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipelines.media.audio import decode_audio
 from pipelines.media.errors import MediaError
 from pipelines.media.fetch import content_bytes
 from pipelines.media.images import ORIGINAL_SIZE, decode_image
+from pipelines.media.previews import sound_preview, thumbnail
 from pipelines.transforms.outputs import dead, in_global_window
 from pipelines.transforms.parse import ParsedEvent
 from pipelines.transforms.points import to_point
@@ -178,7 +180,9 @@ class EmbedImages(EmbedMedia):
     def decode(self, data: bytes) -> Decoded:
         image = decode_image(data, self._media.max_image_pixels, min_short_side=self._spec.resize_short)
         width, height = image.info[ORIGINAL_SIZE]
-        facts = {"width": width, "height": height}
+        facts: dict[str, Any] = {"width": width, "height": height}
+        if self._media.previews:
+            facts["thumbnail"] = thumbnail(image)
         return Decoded(preprocess(image, self._spec), facts)
 
 
@@ -194,5 +198,9 @@ class EmbedAudio(EmbedMedia):
         return [Space(manifest.space, manifest.ref, manifest.dim, self._encoder.embed)]
 
     def decode(self, data: bytes) -> Decoded:
-        wave = decode_audio(data, self._encoder.sample_rate, self._media.max_audio_seconds, self._media.silence_dbfs)
-        return Decoded(wave, {"seconds": round(len(wave) / self._encoder.sample_rate, 3)})
+        media, rate = self._media, self._encoder.sample_rate
+        wave = decode_audio(data, rate, media.max_audio_seconds, media.silence_dbfs, media.min_audio_seconds)
+        facts: dict[str, Any] = {"seconds": round(len(wave) / rate, 3)}
+        if media.previews:
+            facts["preview"] = sound_preview(wave, rate)
+        return Decoded(wave, facts)

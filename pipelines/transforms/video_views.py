@@ -55,6 +55,8 @@ def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusi
         if text is not None:
             vectors[fusion.text_space] = text.tolist()
     ends = [_end(m.payload.get("video") or {}) for m in members]
+    first = min(frames, key=lambda m: (m.payload.get("video") or {}).get("index") or 0, default=None)
+    thumbnail = ((first.payload.get("media") or {}).get("thumbnail")) if first is not None else None
     payload: dict[str, Any] = {
         "modality": "video",
         "id": video_id,
@@ -66,6 +68,8 @@ def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusi
         "ingested_at": datetime.now(UTC).isoformat(),
         "models": {space: fusion.models[space] for space in vectors if space in fusion.models},
     }
+    if thumbnail:
+        payload["media"] = {"thumbnail": thumbnail}
     return PointRecord.model_construct(id=point_id("video", video_id), vectors=vectors, payload=payload, source=None)
 
 
