@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models demo test lint typecheck bench clean
+.PHONY: setup models browser demo test lint typecheck bench clean
 
 setup: $(STAMP) models
 
@@ -25,7 +25,14 @@ models: $(STAMP)
 demo: setup
 	$(BIN)/embedstream demo
 
-test: setup
+# The page test drives Debian's chromium headless (Playwright never downloads a browser here).
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "install Debian's chromium (apt-get install chromium) for the page test" >&2; exit 1; fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -38,6 +45,7 @@ typecheck: $(STAMP)
 bench: setup
 	$(BIN)/python -m bench.ingest_text
 	$(BIN)/python -m bench.ort_threads
+	$(BIN)/python -m bench.ingest_media
 
 clean:
 	rm -rf .embedstream .pytest_cache .mypy_cache .ruff_cache

@@ -122,6 +122,16 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     return run_models(args, _settings(args).model.cache_dir)
 
 
+def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers.serve import serve
+
+    settings = _settings(args)
+    where = f"http://{args.host}:{args.port}/"
+    print(f"serving {where} (API docs at {where}docs){' and ingesting in stream mode' if args.ingest else ''}")
+    serve(settings, args.host, args.port, ingest=args.ingest)
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace, extra: list[str]) -> int:
     from workers import dlq
 
@@ -181,6 +191,16 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="payload filter")
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
+
+    serve = sub.add_parser("serve", help="the search API and web page (optionally ingesting in the same process)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--ingest",
+        action="store_true",
+        help="also run the pipeline in stream mode here (needed with the embedded store)",
+    )
+    serve.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="list, build or inspect encoders")
     models.add_argument("action", choices=["list", "build", "info", "verify", "export", "import-vectors"])

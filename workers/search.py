@@ -27,7 +27,7 @@ from onnx_models.registry import load_manifest
 from pipelines.media.audio import decode_audio
 from pipelines.media.images import decode_image
 from pipelines.plan import FUSED_SPACE
-from pipelines.stores import Hit, open_store
+from pipelines.stores import Hit, VectorStore, open_store
 from schemas.settings import Settings
 
 Where = Mapping[str, str | int | bool]
@@ -73,9 +73,9 @@ class Query:
 class Searcher:
     """Holds encoders (loaded on first use) and the store open for many queries."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: VectorStore | None = None) -> None:
         self.settings = settings
-        self.store = open_store(settings.qdrant)
+        self.store = store if store is not None else open_store(settings.qdrant)
         self._encoders: dict[str, Encoder] = {}
 
     def encoder(self, name: str) -> Encoder:

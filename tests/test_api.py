@@ -1,0 +1,258 @@
+"""The HTTP API, served for real (``embedstream serve`` in a subprocess on a loopback port) over a store the
+real pipeline filled with text, photos and voice clips: every endpoint, a valid OpenAPI schema, 4xx (never
+500) for bad requests, and ``serve --ingest`` answering while it ingests from Kafka."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipelines.ingest import run_ingest
+from pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from schemas.point import point_id
+from tests.helpers import send_raw, settings_env, text_event, watermarks
+from workers.produce import produce_files
+from workers.sample_media import sample_photos, sample_voices
+
+CORPUS = Path(__file__).parents[1] / "workers" / "samples" / "corpus.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, settings, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "serve", "--port", str(self.port), *extra],
+            env=settings_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{self.stop()}")
+            time.sleep(0.3)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.stdout.read() if self.process.stdout else ""
+
+
+@pytest.fixture(scope="module")
+def served(broker, media_models, tmp_path_factory) -> Iterator[tuple[Server, object]]:
+    from schemas.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("api")
+    settings = Settings.load(
+        kafka={
+            "bootstrap_servers": broker.bootstrap,
+            "topic": "api.events",
+            "dead_letter_topic": "api.dlq",
+            "group_id": "api",
+        },
+        qdrant={"backend": "edge", "path": str(tmp / "store")},
+        model={"cache_dir": str(media_models)},
+    )
+    produce_files(
+        settings, [CORPUS, sample_photos()["chelsea"].parent, *list(sample_voices().values())[:6]], progress=False
+    )
+    run_ingest(settings)
+    server = Server(settings)
+    yield server, settings
+    server.stop()
+
+
+def post(server: Server, path: str, **kwargs) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", timeout=60, **kwargs)
+
+
+def test_search_by_text_picture_sound_and_point(served):
+    server, _ = served
+    text = post(server, "/search", json={"text": "which planets can I see without a telescope", "k": 3})
+    assert text.status_code == 200 and text.json()["space"] == "minilm"
+    assert text.json()["hits"][0]["payload"]["metadata"]["topic"] == "astronomy"
+
+    cat = post(server, "/search", json={"text": "a photo of a cat", "modality": "image", "k": 2}).json()
+    assert cat["hits"][0]["payload"]["id"] == "chelsea.jpg"
+
+    coffee = sample_photos()["coffee"].read_bytes()
+    by_picture = post(
+        server, "/search", files={"file": ("q.jpg", coffee, "image/jpeg")}, data={"kind": "image", "k": "2"}
+    )
+    assert by_picture.status_code == 200, by_picture.text
+    assert by_picture.json()["space"] == "effnet" and by_picture.json()["hits"][0]["payload"]["id"] == "coffee.jpg"
+
+    voices = list(sample_voices().values())
+    by_sound = post(
+        server,
+        "/search",
+        files={"file": ("q.flac", voices[1].read_bytes(), "audio/flac")},
+        data={"kind": "audio", "k": "1", "modality": "audio", "where": json.dumps({"id": voices[0].name})},
+    ).json()
+    assert by_sound["space"] == "voice" and [h["payload"]["id"] for h in by_sound["hits"]] == [voices[0].name]
+
+    cat_id = point_id("image", "chelsea.jpg")
+    like = post(server, "/search", json={"point_id": cat_id, "space": "effnet", "k": 3}).json()
+    assert like["query"] == "point" and cat_id not in [h["id"] for h in like["hits"]] and len(like["hits"]) == 3
+
+
+def test_recommend_points_and_spaces(served):
+    server, _ = served
+    planets = post(server, "/search", json={"text": "planets and telescopes", "k": 2}).json()["hits"]
+    bread = post(server, "/search", json={"text": "baking bread dough", "k": 1}).json()["hits"]
+    body = {"positive": [h["id"] for h in planets], "negative": [bread[0]["id"]], "space": "minilm", "k": 5}
+    recommended = post(server, "/recommend", json=body)
+    assert recommended.status_code == 200
+    hits = recommended.json()["hits"]
+    assert all(h["payload"]["metadata"]["topic"] == "astronomy" for h in hits[:3])
+    assert not {h["id"] for h in hits} & set(body["positive"] + body["negative"])
+
+    point = httpx.get(f"{server.url}/points/{planets[0]['id']}", params={"with_vectors": "true"}).json()
+    assert point["payload"]["text"] == planets[0]["payload"]["text"] and len(point["vectors"]["minilm"]) == 384
+
+    spaces = httpx.get(f"{server.url}/spaces").json()
+    by_name = {s["name"]: s for s in spaces["spaces"]}
+    assert spaces["points"] == 520 + 6 + 6
+    assert by_name["minilm"] == {"name": "minilm", "dim": 384, "model": "minilm@1", "points": 520 + 6}
+    assert by_name["effnet"]["points"] == 6 and by_name["voice"]["points"] == 6 and by_name["fused"]["dim"] == 1536
+
+
+def test_openapi_is_valid_and_metrics_count_requests(served):
+    from openapi_spec_validator import validate
+
+    server, _ = served
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    validate(schema)
+    assert {"/search", "/recommend", "/points/{point_id}", "/spaces", "/healthz"} <= set(schema["paths"])
+    assert "multipart/form-data" in schema["paths"]["/search"]["post"]["requestBody"]["content"]
+    httpx.get(f"{server.url}/healthz")
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'embedstream_http_requests_total{endpoint="/healthz",status="200"}' in metrics
+    assert "embedstream_http_request_seconds_bucket" in metrics
+
+
+def test_bad_requests_get_a_4xx_with_a_reason_never_a_500(served):
+    server, settings = served
+    jpeg = sample_photos()["rocket"].read_bytes()
+    big = io.BytesIO(b"x" * (settings.pipeline.max_event_bytes + 10))
+    cases = [
+        (400, dict(json={"point_id": "not-a-uuid"})),
+        (404, dict(json={"point_id": "00000000-0000-0000-0000-000000000000", "space": "minilm"})),
+        (400, dict(json={"text": "a text", "space": "voice"})),  # a text cannot search the voice space
+        (422, dict(json={"text": "both", "point_id": point_id("image", "chelsea.jpg")})),
+        (422, dict(json={"text": "x", "k": 0})),
+        (422, dict(json={"text": "x", "unknown": 1})),
+        (422, dict(content=b"{not json", headers={"content-type": "application/json"})),
+        (422, dict(files={"file": ("t.jpg", jpeg[: len(jpeg) // 3], "image/jpeg")}, data={"kind": "image"})),
+        (422, dict(files={"file": ("n.wav", b"RIFF nonsense", "audio/wav")}, data={"kind": "audio"})),
+        (422, dict(files={"file": ("r.jpg", jpeg, "image/jpeg")}, data={"kind": "video"})),
+        (422, dict(files={"file": ("r.jpg", jpeg, "image/jpeg")}, data={"kind": "image", "where": "{oops"})),
+        (413, dict(files={"file": ("big.bin", big, "image/jpeg")}, data={"kind": "image"})),
+        (415, dict(content=b"a text", headers={"content-type": "text/plain"})),
+    ]
+    for status, request in cases:
+        response = post(server, "/search", **request)
+        assert response.status_code == status, (request, response.text)
+        assert response.json()["detail"], request
+    undecodable = post(server, "/search", files={"file": ("t.jpg", jpeg[:500], "image/jpeg")}, data={"kind": "image"})
+    assert undecodable.json()["reason"] == "undecodable"
+    assert post(server, "/recommend", json={"positive": [], "space": "minilm"}).status_code == 422
+    missing = post(server, "/recommend", json={"positive": ["00000000-0000-0000-0000-000000000001"], "space": "minilm"})
+    assert missing.status_code == 404
+    assert httpx.get(f"{server.url}/points/nope").status_code == 400
+    assert httpx.get(f"{server.url}/points/{point_id('text', 'never-sent')}").status_code == 404
+
+
+def test_serve_with_ingest_answers_while_it_ingests(make_settings, media_models):
+    """The embedded store is single-process: serve --ingest runs both in one process, sharing the store."""
+    settings = make_settings()
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    server = Server(settings, "--ingest")
+    try:
+        for wave in range(3):
+            send_raw(
+                settings,
+                [(None, text_event(f"w{wave}-{i}", f"wave {wave} sentence {i} about harbours"), []) for i in range(50)],
+            )
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{server.url}/healthz").json()["points"] < 50 * (wave + 1):
+                assert time.monotonic() < deadline, "the API never saw the ingested points"
+                time.sleep(0.5)
+            hits = post(server, "/search", json={"text": f"wave {wave} sentence 7 about harbours", "k": 1}).json()[
+                "hits"
+            ]
+            assert hits[0]["payload"]["id"].startswith(f"w{wave}-")
+    finally:
+        output = server.stop()
+    assert server.process.returncode == 0, output
+    assert committed_offsets(settings.kafka) == watermarks(settings)  # it finished its bundle and committed
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).parents[1] / ".embedstream" / "test-artifacts"
+
+
+def test_the_page_searches_by_text_and_by_dropped_picture_in_chromium(served):
+    """Debian's chromium, headless, driven by Playwright (no browser download): type a query, see results; drop a
+    picture, see thumbnails. The screenshots land in .embedstream/test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "install Debian's chromium (make setup does: apt-get install chromium)"
+    server, _ = served
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(server.url)
+            page.wait_for_function("document.querySelectorAll('#space option').length > 1")
+            page.fill("#query", "a photo of a cat")
+            page.press("#query", "Enter")
+            page.wait_for_selector("#results li.hit")
+            first = page.locator("#results li.hit").first
+            assert "chelsea.jpg" in first.inner_text()
+            assert first.locator("img").get_attribute("src").startswith("data:image/jpeg")
+            page.fill("#query", "planets visible without a telescope")
+            page.press("#query", "Enter")
+            first_snippet = "document.querySelector('#results li.hit .snippet')?.textContent.toLowerCase() ?? ''"
+            page.wait_for_function(f"({first_snippet}).includes('telescope')")  # times out if it never renders
+            assert page.locator("#results li.hit .score").first.inner_text().startswith("0.")
+            page.screenshot(path=str(SCREENSHOTS / "search-text.png"), full_page=True)
+
+            page.set_input_files("#file", str(sample_photos()["rocket"]))
+            page.wait_for_function("document.querySelector('#results li.hit strong')?.textContent === 'rocket.jpg'")
+            assert page.locator("#results li.hit img").count() >= 3
+            voice = list(sample_voices().values())[1]
+            page.set_input_files("#file", str(voice))
+            page.wait_for_selector("#results li.hit audio")
+            page.screenshot(path=str(SCREENSHOTS / "search-by-voice.png"), full_page=True)
+            assert (SCREENSHOTS / "search-text.png").stat().st_size > 10_000
+        finally:
+            browser.close()

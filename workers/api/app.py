@@ -1,0 +1,308 @@
+"""The search API (FastAPI) over the configured store, and the web page that uses it.
+
+Endpoints: ``POST /search`` (JSON: a text or a point id; multipart: a picture or sound file), ``POST
+/recommend``, ``GET /points/{id}``, ``GET /spaces``, ``GET /healthz``, ``GET /metrics`` (Prometheus), the
+OpenAPI schema at ``/openapi.json`` (docs at ``/docs``) and the page at ``/``.
+
+Errors are part of the contract: a bad request gets a 4xx with a ``Problem`` body that says what was wrong
+(and, for an undecodable upload, the dead-letter reason code ingestion would give it) — 400 for a query that
+cannot run (a space the query cannot search), 404 for an unknown point, 413 for an upload over the event size
+limit, 415 for an unsupported content type, 422 for an invalid body or file. Only a fault of ours is a 500.
+
+Threads: FastAPI runs the blocking work in its thread pool. ONNX Runtime sessions are safe to share; store
+calls are serialized (``SharedStore``), which also makes the API safe beside an in-process pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import ValidationError
+
+from onnx_models.registry import ModelNotBuiltError
+from pipelines.media.errors import MediaError
+from pipelines.stores import Hit, open_store
+from pipelines.stores.shared import SharedStore
+from schemas.settings import Settings
+from workers.api.models import (
+    HitOut,
+    PointOut,
+    Problem,
+    RecommendRequest,
+    SearchRequest,
+    SearchResponse,
+    SpaceOut,
+    SpacesResponse,
+)
+from workers.search import Query, Searcher
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).parent / "page"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.reason = status, detail, reason
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app for ``settings``; the store and encoders open at start-up and close at shutdown."""
+    registry = CollectorRegistry()
+    requests = Counter("embedstream_http_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
+    latency = Histogram(
+        "embedstream_http_request_seconds",
+        "request latency",
+        ["endpoint"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+    points_gauge = Gauge("embedstream_points", "points in the collection", registry=registry)
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings.qdrant)
+        owned = not isinstance(store, SharedStore)  # shared: the process that shares it closes it
+        shared = SharedStore(store) if owned else store
+        state["searcher"] = Searcher(settings, store=shared)
+        try:
+            yield
+        finally:
+            if owned:
+                store.close()
+
+    app = FastAPI(
+        title="embedstream",
+        version="1",
+        summary="Search the vectors of text, pictures, sounds and videos ingested from Kafka.",
+        lifespan=lifespan,
+        responses={400: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}},
+    )
+
+    def searcher() -> Searcher:
+        found: Searcher = state["searcher"]
+        return found
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        latency.labels(endpoint).observe(time.perf_counter() - started)
+        requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(Problem(detail=exc.detail, reason=exc.reason).model_dump(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        problem = Problem(detail=f"{where}: {first.get('msg', 'invalid request')}")
+        return JSONResponse(problem.model_dump(), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(Problem(detail=f"internal error: {type(exc).__name__}").model_dump(), status_code=500)
+
+    def run(work: Callable[[], Any]) -> Awaitable[Any]:
+        """Blocking work in the thread pool, with every known failure mapped to its status."""
+
+        def guarded() -> Any:
+            try:
+                return work()
+            except MediaError as exc:
+                raise ApiError(422, str(exc), exc.reason.value) from exc
+            except LookupError as exc:
+                raise ApiError(404, str(exc).strip("'\"")) from exc
+            except ModelNotBuiltError as exc:
+                raise ApiError(503, str(exc)) from exc
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from exc
+
+        return run_in_threadpool(guarded)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html")
+
+    app.mount("/static", StaticFiles(directory=PAGE), name="static")
+
+    @app.post(
+        "/search",
+        response_model=SearchResponse,
+        responses={413: {"model": Problem}, 415: {"model": Problem}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file", "kind"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "kind": {"type": "string", "enum": ["image", "audio"]},
+                                "space": {"type": "string"},
+                                "k": {"type": "integer", "minimum": 1, "maximum": 200},
+                                "modality": {"type": "string"},
+                                "where": {"type": "string", "description": "JSON object of payload filters"},
+                            },
+                        }
+                    },
+                },
+            }
+        },
+    )
+    async def search(request: Request) -> SearchResponse:
+        """A text, a point id (JSON), or a picture / sound file (multipart) → the nearest points."""
+        kind, body = await _search_body(request, settings.pipeline.max_event_bytes)
+        if kind == "point":
+            assert body.point_id is not None
+            point_id = _point_id(body.point_id)
+            space = body.space or await run(lambda: _default_space_of(searcher(), point_id))
+            hits = await run(lambda: searcher().like_point(point_id, space, body.k, body.where, body.modality))
+            return SearchResponse(space=space, query="point", hits=_hits(hits))
+        query = body if isinstance(body, Query) else Query.of_text(body.text or "")
+        options = request.state.search_options if isinstance(body, Query) else body
+
+        def work() -> tuple[str, list[Hit]]:
+            space, vector = searcher().vector(query, options.space)
+            where = dict(options.where)
+            if options.modality:
+                where["modality"] = options.modality
+            return space, searcher().store.search(space, vector.tolist(), options.k, where or None)
+
+        space, hits = await run(work)
+        return SearchResponse(space=space, query=query.kind, hits=_hits(hits))
+
+    async def _search_body(request: Request, max_bytes: int) -> tuple[str, Any]:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            try:
+                body = SearchRequest.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise ApiError(422, _validation_message(exc)) from exc
+            if (body.text is None) == (body.point_id is None):
+                raise ApiError(422, "give exactly one of 'text' or 'point_id' (send files as multipart/form-data)")
+            return ("text" if body.text is not None else "point"), body
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=10, max_part_size=max_bytes)
+            upload, kind = form.get("file"), form.get("kind")
+            if upload is None or isinstance(upload, str):
+                raise ApiError(422, "multipart search needs a 'file' part")
+            if kind not in ("image", "audio"):
+                raise ApiError(422, "multipart search needs 'kind' = image or audio")
+            data = await upload.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise ApiError(413, f"the file is over the limit of {max_bytes} bytes")
+            try:
+                where = json.loads(str(form.get("where") or "{}"))
+                options = SearchRequest(
+                    text="-",
+                    space=_text(form.get("space")),
+                    k=int(str(form.get("k") or 10)),
+                    where=where,
+                    modality=_text(form.get("modality")),
+                )
+            except (ValueError, ValidationError) as exc:
+                raise ApiError(422, f"bad form field: {exc}") from exc
+            request.state.search_options = options
+            return kind, (Query.of_image(data) if kind == "image" else Query.of_audio(data))
+        raise ApiError(415, f"send application/json or multipart/form-data, not {content_type or 'nothing'!r}")
+
+    @app.post("/recommend", response_model=SearchResponse)
+    async def recommend(body: RecommendRequest) -> SearchResponse:
+        """Points like the ``positive`` ones and unlike the ``negative`` ones, in one space."""
+        positive = [_point_id(p) for p in body.positive]
+        negative = [_point_id(p) for p in body.negative]
+        hits = await run(
+            lambda: searcher().recommend(positive, negative, body.space, body.k, body.where, body.modality)
+        )
+        return SearchResponse(space=body.space, query="recommend", hits=_hits(hits))
+
+    @app.get("/points/{point_id}", response_model=PointOut)
+    async def point(point_id: str, with_vectors: bool = False) -> PointOut:
+        pid = _point_id(point_id)
+        found = await run(lambda: searcher().store.retrieve([pid], with_vectors=with_vectors))
+        if not found:
+            raise ApiError(404, f"no point {pid}")
+        return PointOut(id=found[0].id, payload=found[0].payload, vectors=found[0].vectors if with_vectors else None)
+
+    @app.get("/spaces", response_model=SpacesResponse)
+    async def spaces() -> SpacesResponse:
+        """The collection's named vectors: dimension, the model version fenced to it, and how many points."""
+
+        def work() -> SpacesResponse:
+            store = searcher().store
+            specs = store.spaces()
+            total = store.count()
+            points_gauge.set(total)
+            out = [
+                SpaceOut(name=s.name, dim=s.dim, model=s.model, points=store.count_vectors(s.name))
+                for s in specs.values()
+            ]
+            return SpacesResponse(collection=settings.qdrant.collection, points=total, spaces=out)
+
+        result: SpacesResponse = await run(work)
+        return result
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness and readiness: the store answers."""
+        total = await run(lambda: searcher().store.count())
+        return {"status": "ok", "points": total, "backend": settings.qdrant.backend}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _point_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise ApiError(400, f"{value!r} is not a point id (a UUID, as search results give them)") from exc
+
+
+def _default_space_of(searcher: Searcher, point_id: str) -> str:
+    """A point's first space by the order of the spaces its modality is embedded in (text: minilm…)."""
+    found = searcher.store.retrieve([point_id], with_vectors=True)
+    if not found:
+        raise LookupError(f"no point {point_id}")
+    return next(iter(found[0].vectors))
+
+
+def _hits(hits: list[Hit]) -> list[HitOut]:
+    return [HitOut(id=h.id, score=h.score, payload=h.payload) for h in hits]
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+    return f"{where}: {first.get('msg', 'invalid')}"

@@ -1,0 +1,74 @@
+"""Request and response bodies of the HTTP API (they are its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Filter = dict[str, str | int | bool]
+
+
+class SearchRequest(BaseModel):
+    """A JSON search: a text, or an existing point's id ("more like this"). Pictures and sounds are sent as
+    ``multipart/form-data`` with a ``file`` part and ``kind`` = image | audio (same other fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, min_length=1, max_length=16_384)
+    point_id: str | None = None
+    space: str | None = Field(default=None, description="named vector; default: the query's own space")
+    k: int = Field(default=10, ge=1, le=200)
+    where: Filter = Field(
+        default_factory=dict, description="payload equality filters, e.g. {'metadata.topic': 'music'}"
+    )
+    modality: str | None = Field(default=None, description="only points of this modality")
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    positive: list[str] = Field(min_length=1, max_length=64)
+    negative: list[str] = Field(default_factory=list, max_length=64)
+    space: str
+    k: int = Field(default=10, ge=1, le=200)
+    where: Filter = Field(default_factory=dict)
+    modality: str | None = None
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    space: str
+    query: Literal["text", "image", "audio", "point", "recommend"]
+    hits: list[HitOut]
+
+
+class PointOut(BaseModel):
+    id: str
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] | None = None
+
+
+class SpaceOut(BaseModel):
+    name: str
+    dim: int
+    model: str
+    points: int
+
+
+class SpacesResponse(BaseModel):
+    collection: str
+    points: int
+    spaces: list[SpaceOut]
+
+
+class Problem(BaseModel):
+    """Every 4xx and 5xx body: what went wrong and, for media, the dead-letter reason code it would get."""
+
+    detail: str
+    reason: str | None = None

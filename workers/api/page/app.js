@@ -1,0 +1,117 @@
+// The search page: text queries as JSON, dropped files as multipart, results with thumbnails, audio players,
+// text snippets and scores. Plain DOM, no framework: it ships inside the Python package.
+const $ = (id) => document.getElementById(id);
+
+async function loadSpaces() {
+  const response = await fetch("/spaces");
+  const body = await response.json();
+  if (!response.ok) { $("stats").textContent = body.detail; return; }
+  $("stats").textContent = `${body.points} points in ${body.collection}`;
+  for (const space of body.spaces) {
+    const option = document.createElement("option");
+    option.value = space.name;
+    option.textContent = `${space.name} (${space.dim}-d, ${space.points})`;
+    $("space").appendChild(option);
+  }
+}
+
+function options() {
+  const out = { k: 12 };
+  if ($("space").value) out.space = $("space").value;
+  if ($("modality").value) out.modality = $("modality").value;
+  return out;
+}
+
+async function run(request) {
+  $("status").textContent = "searching…";
+  const response = await fetch("/search", request);
+  const body = await response.json();
+  if (!response.ok) {
+    $("status").textContent = body.reason ? `${body.detail} (${body.reason})` : body.detail;
+    $("results").replaceChildren();
+    return;
+  }
+  $("status").textContent = body.hits.length ? "" : "no results";
+  render(body);
+}
+
+function searchText(text) {
+  return run({ method: "POST", headers: { "content-type": "application/json" },
+               body: JSON.stringify({ text, ...options() }) });
+}
+
+function searchPoint(pointId, space) {
+  return run({ method: "POST", headers: { "content-type": "application/json" },
+               body: JSON.stringify({ point_id: pointId, ...options(), space }) });
+}
+
+function searchFile(file) {
+  const form = new FormData();
+  form.append("file", file);
+  form.append("kind", file.type.startsWith("audio") ? "audio" : "image");
+  for (const [key, value] of Object.entries(options())) form.append(key, value);
+  return run({ method: "POST", body: form });
+}
+
+function render(body) {
+  const items = body.hits.map((hit) => {
+    const p = hit.payload, media = p.media || {};
+    const li = document.createElement("li");
+    li.className = "hit";
+    li.dataset.id = hit.id;
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = hit.score.toFixed(3);
+    li.appendChild(score);
+    if (media.thumbnail) {
+      const img = document.createElement("img");
+      img.src = media.thumbnail;
+      img.alt = p.id;
+      li.appendChild(img);
+    }
+    const text = document.createElement("div");
+    const kind = document.createElement("span");
+    kind.className = "kind";
+    kind.textContent = p.modality;
+    const title = document.createElement("strong");
+    title.textContent = p.id;
+    text.append(kind, title);
+    if (p.text) {
+      const snippet = document.createElement("p");
+      snippet.className = "snippet";
+      snippet.textContent = p.text.length > 280 ? p.text.slice(0, 280) + "…" : p.text;
+      text.appendChild(snippet);
+    }
+    if (media.preview) {
+      const audio = document.createElement("audio");
+      audio.controls = true;
+      audio.src = media.preview;
+      text.appendChild(audio);
+    }
+    const more = document.createElement("a");
+    more.href = "#";
+    more.className = "more";
+    more.textContent = " more like this";
+    more.addEventListener("click", (event) => { event.preventDefault(); searchPoint(hit.id, body.space); });
+    text.appendChild(more);
+    li.appendChild(text);
+    return li;
+  });
+  $("results").replaceChildren(...items);
+}
+
+$("search").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("query").value.trim();
+  if (text) searchText(text);
+});
+$("file").addEventListener("change", () => { if ($("file").files[0]) searchFile($("file").files[0]); });
+const drop = $("drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  if (event.dataTransfer.files[0]) searchFile(event.dataTransfer.files[0]);
+});
+loadSpaces();
