@@ -132,6 +132,32 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers.cluster import cluster_space
+    from workers.search import parse_where
+
+    k = args.k if args.k == "auto" else int(args.k)
+    report = cluster_space(
+        _settings(args),
+        args.space,
+        k,
+        args.method,
+        parse_where(args.where),
+        k_max=args.k_max,
+        plot=Path(args.plot) if args.plot else None,
+        progress=not args.quiet,
+    )
+    silhouette = f", silhouette {report.silhouette:.3f}" if report.silhouette is not None else ""
+    print(f"{report.points} points of {report.space} in {report.k} clusters ({report.method}{silhouette})")
+    for cluster in report.clusters:
+        name = "noise" if cluster.label < 0 else f"cluster {cluster.label}"
+        print(f"  {name}: {cluster.size} points; nearest the centre:")
+        for text in cluster.nearest:
+            print(f"      · {text[:110]}")
+    print(f"labels written to payload key cluster_{report.space}; picture: {report.plot}")
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace, extra: list[str]) -> int:
     from workers import dlq
 
@@ -201,6 +227,16 @@ def parser() -> argparse.ArgumentParser:
         help="also run the pipeline in stream mode here (needed with the embedded store)",
     )
     serve.set_defaults(func=cmd_serve)
+
+    cluster = sub.add_parser("cluster", help="group a space's vectors, write labels to the payload, draw them")
+    cluster.add_argument("--space", required=True, help="the named vector to cluster (see GET /spaces)")
+    cluster.add_argument("--k", default="auto", help="number of clusters, or auto (best silhouette)")
+    cluster.add_argument("--k-max", type=int, default=12, help="largest k tried by --k auto")
+    cluster.add_argument("--method", choices=["kmeans", "hdbscan"], default="kmeans")
+    cluster.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only these points")
+    cluster.add_argument("--plot", help="where to write the PNG (default .embedstream/clusters-SPACE.png)")
+    cluster.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    cluster.set_defaults(func=cmd_cluster)
 
     models = sub.add_parser("models", help="list, build or inspect encoders")
     models.add_argument("action", choices=["list", "build", "info", "verify", "export", "import-vectors"])

@@ -91,6 +91,7 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
             show_media_searches(searcher, workdir)
         finally:
             searcher.close()
+        show_clusters(settings, workdir)
         print(
             f"\nTry your own: embedstream search 'your question' | --image FILE | --audio FILE "
             f"(with EMBEDSTREAM_QDRANT__PATH={workdir / 'qdrant'})"
@@ -131,3 +132,16 @@ def show_media_searches(searcher: Searcher, workdir: Path) -> None:
         print(f"\n🔎 {title}")
         for hit in searcher.search(query, limit=3, modality=modality):
             print(f"   {hit.score:.3f}  [{hit.payload.get('modality')}] {hit.payload.get('id')}")
+
+
+def show_clusters(settings: Settings, workdir: Path) -> None:
+    from workers.cluster import cluster_space
+
+    print("\n▶ clustering the texts (minilm space, k chosen by silhouette)…")
+    report = cluster_space(
+        settings, "minilm", "auto", where={"modality": "text"}, k_max=14, plot=workdir / "clusters.png", progress=False
+    )
+    print(f"  {report.k} clusters, silhouette {report.silhouette:.2f}; labels in payload key cluster_minilm")
+    for cluster in report.clusters:
+        print(f"   {cluster.label:>2} ({cluster.size:>3})  {cluster.nearest[0][:90]}")
+    print(f"  picture: {report.plot}")

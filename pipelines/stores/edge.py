@@ -126,6 +126,10 @@ class EdgeStore:
     def count(self, where: Where | None = None) -> int:
         return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where))))
 
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        if ids:
+            self._open(None).update(qe.UpdateOperation.set_payload(list(ids), payload))
+
     def count_vectors(self, space: str) -> int:
         request = qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(space)]))
         return int(self._open(None).count(request))

@@ -58,6 +58,9 @@ class SharedStore:
     def count_vectors(self, space: str) -> int:
         return int(self._call(self._inner.count_vectors, space))
 
+    def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
+        self._call(self._inner.set_payload, ids, payload)
+
     def spaces(self) -> dict[str, SpaceSpec]:
         return dict(self._call(self._inner.spaces))
 
