@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m bench.ingest_text
 	$(BIN)/python -m bench.ort_threads
 	$(BIN)/python -m bench.ingest_media
+	$(BIN)/python -m bench.serve_load
 
 clean:
 	rm -rf .embedstream .pytest_cache .mypy_cache .ruff_cache

@@ -110,6 +110,19 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _optimize(settings: Settings) -> None:
+    """After a drain, let the embedded engine build its HNSW index (it searches by brute force until then)."""
+    import time
+
+    store = open_store(settings.qdrant)
+    try:
+        started = time.monotonic()
+        if store.optimize():
+            log.info("optimized the store's indexes in %.1f s", time.monotonic() - started)
+    finally:
+        store.close()
+
+
 def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResult:
     """Run the ingest pipeline to completion (drain) or until stopped (stream)."""
     kafka = settings.kafka
@@ -138,6 +151,8 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResul
         result = pipeline.run()
         result.wait_until_finish()
     wait_until_released(settings.qdrant)
+    if settings.pipeline.mode == "drain":
+        _optimize(settings)
     counters: dict[str, int] = {}
     for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
         name = counter.key.metric.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -12,6 +13,7 @@ from kafka.structs import OffsetAndMetadata
 
 from pipelines.io.kafka_clients import assign_readable, high_watermarks, partitions_of, records_until
 from schemas.settings import Settings
+from workers.broker import Broker
 
 
 def text_event(event_id: str, text: str, **extra: Any) -> bytes:
@@ -89,3 +91,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
         }
     )
     return env
+
+
+def shared_settings(broker: Broker, model_cache: Path, folder: Path, name: str) -> Settings:
+    """Settings for a module-scoped fixture: topics and group named ``name``, a store under ``folder``."""
+    return Settings.load(
+        kafka={
+            "bootstrap_servers": broker.bootstrap,
+            "topic": f"{name}.events",
+            "dead_letter_topic": f"{name}.dlq",
+            "group_id": name,
+        },
+        qdrant={"backend": "edge", "path": str(folder / "store")},
+        model={"cache_dir": str(model_cache)},
+    )

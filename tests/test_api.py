@@ -20,7 +20,7 @@ import pytest
 from pipelines.ingest import run_ingest
 from pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from schemas.point import point_id
-from tests.helpers import send_raw, settings_env, text_event, watermarks
+from tests.helpers import send_raw, settings_env, shared_settings, text_event, watermarks
 from workers.produce import produce_files
 from workers.sample_media import sample_photos, sample_voices
 
@@ -67,19 +67,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def served(broker, media_models, tmp_path_factory) -> Iterator[tuple[Server, object]]:
-    from schemas.settings import Settings
-
     tmp = tmp_path_factory.mktemp("api")
-    settings = Settings.load(
-        kafka={
-            "bootstrap_servers": broker.bootstrap,
-            "topic": "api.events",
-            "dead_letter_topic": "api.dlq",
-            "group_id": "api",
-        },
-        qdrant={"backend": "edge", "path": str(tmp / "store")},
-        model={"cache_dir": str(media_models)},
-    )
+    settings = shared_settings(broker, media_models, tmp, "api")
     produce_files(
         settings, [CORPUS, sample_photos()["chelsea"].parent, *list(sample_voices().values())[:6]], progress=False
     )

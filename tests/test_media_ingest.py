@@ -21,7 +21,7 @@ from pipelines.stores import open_store
 from schemas.dead_letter import DeadLetter
 from schemas.envelope import envelope_to_binary
 from schemas.point import point_id
-from tests.helpers import read_topic, send_raw, watermarks
+from tests.helpers import read_topic, send_raw, shared_settings, watermarks
 from workers.produce import produce_files, read_events
 from workers.sample_media import make_sample_video, sample_photos, sample_voices
 from workers.search import Query, Searcher
@@ -103,19 +103,8 @@ def test_pictures_and_sounds_land_and_bad_ones_dead_letter(media_settings):
 @pytest.fixture(scope="module")
 def media_store(broker, media_models, tmp_path_factory):
     """One ingest of the sample photos and voices' first two sentences, plus a crop and two videos."""
-    from schemas.settings import Settings
-
     tmp = tmp_path_factory.mktemp("media")
-    settings = Settings.load(
-        kafka={
-            "bootstrap_servers": broker.bootstrap,
-            "topic": "media.events",
-            "dead_letter_topic": "media.dlq",
-            "group_id": "media",
-        },
-        qdrant={"backend": "edge", "path": str(tmp / "store")},
-        model={"cache_dir": str(media_models)},
-    )
+    settings = shared_settings(broker, media_models, tmp, "media")
     photos, voices = sample_photos(), sample_voices()
     known_voices = [p for name, p in voices.items() if not name.endswith("-3")]
     cat_video = make_sample_video(tmp / "cat.mp4", [photos["chelsea"]], [voices["us-m3-1"]], 3.0)

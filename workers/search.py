@@ -49,6 +49,14 @@ def parse_where(pairs: list[str]) -> dict[str, str | int | bool]:
     return where
 
 
+def conditions(where: Where | None, modality: str | None) -> dict[str, str | int | bool] | None:
+    """Payload filters plus the modality restriction, or None for no filter."""
+    merged = dict(where or {})
+    if modality:
+        merged["modality"] = modality
+    return merged or None
+
+
 @dataclass(frozen=True)
 class Query:
     """What to search with: a text, or the bytes of a picture or a sound."""
@@ -139,11 +147,19 @@ class Searcher:
         where: Where | None = None,
         modality: str | None = None,
     ) -> list[Hit]:
+        return self.search_in(query, space, limit, where, modality)[1]
+
+    def search_in(
+        self,
+        query: Query,
+        space: str | None = None,
+        limit: int = 5,
+        where: Where | None = None,
+        modality: str | None = None,
+    ) -> tuple[str, list[Hit]]:
+        """Like ``search``, also saying which space was searched (the query kind's default when not given)."""
         space, vector = self.vector(query, space)
-        conditions = dict(where or {})
-        if modality:
-            conditions["modality"] = modality
-        return self.store.search(space, vector.tolist(), limit, conditions or None)
+        return space, self.store.search(space, vector.tolist(), limit, conditions(where, modality))
 
     def like_point(
         self,
@@ -178,11 +194,8 @@ class Searcher:
             raise ValueError(f"point(s) {lacking} have no vector in space {space!r}")
         mean_pos = np.mean([found[i].vectors[space] for i in positive], axis=0)
         query = 2 * mean_pos - np.mean([found[i].vectors[space] for i in negative], axis=0) if negative else mean_pos
-        conditions = dict(where or {})
-        if modality:
-            conditions["modality"] = modality
         examples = set(positive) | set(negative)
-        hits = self.store.search(space, query.tolist(), limit + len(examples), conditions or None)
+        hits = self.store.search(space, query.tolist(), limit + len(examples), conditions(where, modality))
         return [hit for hit in hits if hit.id not in examples][:limit]
 
     def close(self) -> None:

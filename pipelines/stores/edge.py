@@ -126,6 +126,11 @@ class EdgeStore:
     def count(self, where: Where | None = None) -> int:
         return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where))))
 
+    def optimize(self) -> bool:
+        """qdrant-edge searches new points by brute force until ``optimize`` builds the HNSW index (measured at
+        100k random 384-d points: 9.7 ms → 2.9 ms a search, for one 63 s optimize on 2 cores; no-op when small)."""
+        return bool(self._open(None).optimize())
+
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:
             self._open(None).update(qe.UpdateOperation.set_payload(list(ids), payload))

@@ -123,6 +123,10 @@ class ServerStore:
     def count(self, where: Where | None = None) -> int:
         return int(self._client.count(self.collection, count_filter=_filter(where), exact=True).count)
 
+    def optimize(self) -> bool:
+        """A Qdrant server (and local mode) indexes in the background: nothing to do here."""
+        return False
+
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:
             self._client.set_payload(self.collection, payload=payload, points=list(ids), wait=True)

@@ -58,6 +58,9 @@ class SharedStore:
     def count_vectors(self, space: str) -> int:
         return int(self._call(self._inner.count_vectors, space))
 
+    def optimize(self) -> bool:
+        return bool(self._call(self._inner.optimize))
+
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         self._call(self._inner.set_payload, ids, payload)
 

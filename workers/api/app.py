@@ -186,11 +186,7 @@ def create_app(settings: Settings) -> FastAPI:
         options = request.state.search_options if isinstance(body, Query) else body
 
         def work() -> tuple[str, list[Hit]]:
-            space, vector = searcher().vector(query, options.space)
-            where = dict(options.where)
-            if options.modality:
-                where["modality"] = options.modality
-            return space, searcher().store.search(space, vector.tolist(), options.k, where or None)
+            return searcher().search_in(query, options.space, options.k, options.where, options.modality)
 
         space, hits = await run(work)
         return SearchResponse(space=space, query=query.kind, hits=_hits(hits))
