@@ -7,8 +7,9 @@ with pixels) and the twelve voice clips (FLAC, ~3 s each), cycled under distinct
 variant in its own subprocess, alternating the order between rounds:
 
 * ``bare``: every input decoded and preprocessed *before* the clock starts; then only ONNX Runtime, in the
-  pipeline's batches (pictures: 8 at a time through ``effnet`` and ``effnet-conse``; sounds: 8 clips' partials
-  per run through ``voice``) — the encoder's ceiling;
+  pipeline's batches and the pipeline's way (pictures: 8 at a time through the ``effnet`` backbone once, its
+  features through the ``effnet-conse`` head; sounds: 8 clips' partials per run through ``voice``) — the
+  encoder's ceiling; for pictures also ``two models`` (both whole graphs: what the head saves);
 * ``decode``: decoding + preprocessing alone, one thread (what the pipeline must hide behind the encoder);
 * ``pipeline``: events produced to a tansu topic, then ``run_ingest`` in drain mode (modalities restricted to
   the kind) into a fresh store; the encoder's and the decoders' busy time inside it are recorded.
@@ -68,19 +69,39 @@ def decoder(kind: str, settings: Settings) -> Any:
     return lambda data: preprocess(decode_image(data, media.max_image_pixels, spec.resize_short), spec)
 
 
-def phase_bare(kind: str, n: int) -> dict[str, Any]:
+def phase_bare(kind: str, n: int, way: str = "best") -> dict[str, Any]:
+    """ONNX Runtime alone on pre-decoded inputs. Pictures, ``best``: the backbone once + the ConSE head on its
+    features (what the pipeline does); ``two-models``: both whole graphs (what one would do without the head)."""
     from onnx_models.encoders import load_encoder
+    from onnx_models.image_encoder import FeatureHead
+    from onnx_models.registry import load_manifest
 
     settings = Settings.load()
     decode = decoder(kind, settings)
     decoded = [decode(data) for data in inputs(kind, n)]
     model = settings.model
-    names = [model.audio_model] if kind == "audio" else [model.image_model, model.image_text_model]
-    encoders: list[Any] = [load_encoder(model.cache_dir, name, model) for name in names]
+    if kind == "audio":
+        voice: Any = load_encoder(model.cache_dir, model.audio_model, model)
+        steps = [voice.embed]
+    elif way == "best":
+        backbone: Any = load_encoder(model.cache_dir, model.image_model, model)
+        head = FeatureHead(*load_manifest(model.cache_dir, model.image_text_model), model)
+
+        def both(batch: list[Any]) -> None:
+            raw = backbone.raw(batch)
+            backbone.finish(raw)
+            head.embed_features(raw)
+
+        steps = [both]
+    else:
+        steps = [
+            load_encoder(model.cache_dir, name, model).embed_pixels
+            for name in (model.image_model, model.image_text_model)
+        ]  # type: ignore[union-attr]
     started = time.perf_counter()
     for i in range(0, n, BATCH):
-        for encoder in encoders:
-            (encoder.embed if kind == "audio" else encoder.embed_pixels)(decoded[i : i + BATCH])
+        for step in steps:
+            step(decoded[i : i + BATCH])
     return {"items_per_s": n / (time.perf_counter() - started)}
 
 
@@ -181,13 +202,16 @@ def main() -> None:
                     else:
                         bare, pipe = run_phase("bare", kind, str(n)), run_phase(*pipe_args)
                     decode = run_phase("decode", kind, str(n))
+                    two = run_phase("bare", kind, str(n), "two-models") if kind == "image" else None
                     ratio = pipe["items_per_s"] / bare["items_per_s"]
                     print(
                         f"round {r + 1} {kind}: bare {bare['items_per_s']:.1f}/s, pipeline {pipe['items_per_s']:.1f}/s "
                         f"(ratio {ratio:.3f}), decode alone {decode['items_per_s']:.1f}/s",
                         flush=True,
                     )
-                    results[kind].append({"bare": bare, "pipeline": pipe, "decode": decode, "ratio": ratio})
+                    results[kind].append(
+                        {"bare": bare, "pipeline": pipe, "decode": decode, "two_models": two, "ratio": ratio}
+                    )
     finally:
         broker.stop()
     write_report(results, {"image": args.images, "audio": args.clips})
@@ -219,6 +243,12 @@ def write_report(results: dict[str, list[dict[str, Any]]], counts: dict[str, int
     for kind, rounds in results.items():
         median = statistics.median(row["ratio"] for row in rounds)
         lines.append(f"* **{kind}**: median pipeline ÷ bare = **{median:.3f}**")
+    two = [row["two_models"]["items_per_s"] / row["bare"]["items_per_s"] for row in results.get("image", [])]
+    if two:
+        lines.append(
+            f"* pictures, both whole graphs instead of backbone + head: **{statistics.median(two):.2f}×** the bare "
+            "rate (the head halves the encoder's work)"
+        )
     lines += [
         "",
         "Reading it: *decode alone* is one thread decoding and preprocessing; in the pipeline two decode threads",

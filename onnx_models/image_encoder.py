@@ -16,7 +16,7 @@ from PIL import Image
 
 from onnx_models.batching import run_batches
 from onnx_models.manifest import ImageSpec, ModelManifest
-from onnx_models.registry import load_manifest
+from onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
 from onnx_models.session import session_for
 from onnx_models.text_encoder import pool
 from schemas.settings import ModelSettings
@@ -84,16 +84,38 @@ class ImageEncoder:
     def dim(self) -> int:
         return self.manifest.dim
 
-    def embed_pixels(self, batch: Sequence[np.ndarray]) -> np.ndarray:
-        """One ONNX Runtime run over preprocessed ``[3, crop, crop]`` arrays."""
+    def raw(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        """One ONNX Runtime run over preprocessed ``[3, crop, crop]`` arrays: pooled, not yet normalized."""
         (features,) = self._session.run([self.manifest.output], {self._input: np.stack(batch)})  # type: ignore[attr-defined]
         features = np.asarray(features, dtype=np.float32)
-        if not self.manifest.pooled_in_graph:
-            features = pool_image(features, self.manifest.pooling)
+        return features if self.manifest.pooled_in_graph else pool_image(features, self.manifest.pooling)
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
         if self.manifest.normalize and not self.manifest.normalized_in_graph:
-            features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        return features
+            return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        return raw
+
+    def embed_pixels(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        return self.finish(self.raw(batch))
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         pixels = [preprocess(image, self.spec) for image in images]
         return run_batches(pixels, [1] * len(pixels), self.embed_pixels, BATCH, BATCH)
+
+
+class FeatureHead:
+    """A model's ``head`` graph: its output from another model's raw output (``HeadSpec``)."""
+
+    def __init__(self, manifest: ModelManifest, folder: Path, runtime: ModelSettings | None = None) -> None:
+        if manifest.head is None:
+            raise ValueError(f"model {manifest.ref} has no head graph")
+        path = folder / manifest.head.file
+        if sha256_of(path) != manifest.head.sha256:
+            raise ModelNotBuiltError(f"{path} does not match its manifest's sha256; rebuild {manifest.name}")
+        self.manifest = manifest
+        self.head = manifest.head
+        self._session = session_for(path, runtime)
+
+    def embed_features(self, raw: np.ndarray) -> np.ndarray:
+        (out,) = self._session.run([self.head.output], {self.head.input: raw})
+        return np.asarray(out, dtype=np.float32)

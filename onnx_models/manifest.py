@@ -56,6 +56,19 @@ class AudioSpec(BaseModel):
     target_dbfs: float | None = None
 
 
+class HeadSpec(BaseModel):
+    """A second, small graph that computes this model's output from another model's raw output — so a pipeline
+    that runs both models runs their shared backbone once (``effnet-conse`` on ``effnet``'s pooled features)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str = "head.onnx"
+    sha256: str
+    input_model: str  # the ref whose raw (unnormalized) output feeds it
+    input: str
+    output: str
+
+
 class Origin(BaseModel):
     """How the model was built, so ``embedstream models verify`` can rebuild the reference and re-measure."""
 
@@ -128,6 +141,7 @@ class ModelManifest(BaseModel):
     image: ImageSpec | None = None
     audio: AudioSpec | None = None
     origin: Origin | None = None
+    head: HeadSpec | None = None
     source: str
     license: str
     parity: ParityReport | None = None

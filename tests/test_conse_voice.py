@@ -134,3 +134,15 @@ def test_list_shows_every_catalog_model(conse, voice, model_cache):
     assert listed.returncode == 0
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
     assert "minilm" in rows["effnet-conse@1"] and "audio" in rows["voice@1"] and "parity" in rows["voice@1"]
+
+
+def test_the_head_on_effnet_features_equals_the_whole_graph(conse, model_cache):
+    """The pipeline runs the backbone once and the ConSE head on its features: same vectors as the whole graph."""
+    from onnx_models.image_encoder import FeatureHead, preprocess
+    from onnx_models.registry import load_manifest
+
+    effnet = ImageEncoder.load(model_cache, "effnet")
+    assert conse.manifest.head is not None and conse.manifest.head.input_model == effnet.manifest.ref
+    head = FeatureHead(*load_manifest(model_cache, "effnet-conse"))
+    pixels = [preprocess(image, conse.spec) for image in photos().values()]
+    np.testing.assert_allclose(head.embed_features(effnet.raw(pixels)), conse.embed_pixels(pixels), atol=1e-5)

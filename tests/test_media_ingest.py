@@ -39,6 +39,10 @@ def jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def photo_bytes(name: str) -> bytes:
+    return sample_photos()[name].read_bytes()
+
+
 def dead_reasons(settings) -> Counter:
     return Counter(
         DeadLetter.context_of(r.headers)["reason"] for r in read_topic(settings, settings.kafka.dead_letter_topic)
@@ -88,6 +92,9 @@ def test_pictures_and_sounds_land_and_bad_ones_dead_letter(media_settings):
         (voice,) = store.retrieve([point_id("audio", "us-m3-1.flac")], with_vectors=True)
         assert set(voice.vectors) == {"voice"} and voice.payload["media"]["seconds"] > 1.0
         assert cat.payload["media"]["thumbnail"].startswith("data:image/jpeg;base64,")
+        # the pipeline computes the minilm vector with the ConSE head on effnet's features: the same vector
+        whole_graph = Searcher(settings, store=store).vector(Query.of_image(photo_bytes("chelsea")), "minilm")[1]
+        np.testing.assert_allclose(cat.vectors["minilm"], whole_graph, atol=1e-5)
         preview = base64.b64decode(voice.payload["media"]["preview"].split(",", 1)[1])
         assert soundfile.info(io.BytesIO(preview)).format == "OGG"  # a playable sound, not just a string
         (by_uri,) = store.retrieve([point_id("image", "by-uri")], with_vectors=True)

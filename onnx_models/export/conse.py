@@ -9,6 +9,10 @@ one ONNX graph, so running it needs no text model. A text query embedded by ``mi
 The class names ship in ``onnx_models/catalog/data/imagenet_classes.tsv`` (see ``SOURCES.md`` there).
 The manifest's ``space_model`` is the ``minilm`` ref the table was built with: the space's version fence is
 the text model's, so a rebuilt ``minilm`` version cannot be mixed with pictures mapped through the old one.
+
+A second graph, ``head.onnx`` (``HeadSpec``), computes the same vector from ``effnet``'s pooled features (the
+classifier's last layer reads exactly those): a pipeline writing both spaces runs the EfficientNet backbone
+once per picture instead of twice. Parity covers both paths.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from onnx_models.catalog.entry import CatalogEntry
 from onnx_models.export.common import compare, export_torch, install, versions
 from onnx_models.export.efficientnet import IMAGENET, load_torch_model
 from onnx_models.export.parity_inputs import parity_images
-from onnx_models.image_encoder import ImageEncoder, preprocess
-from onnx_models.manifest import ModelManifest, Origin, ParityReport
+from onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
+from onnx_models.manifest import HeadSpec, ModelManifest, Origin, ParityReport
 from onnx_models.registry import sha256_of
 from onnx_models.text_encoder import TextEncoder
 
@@ -56,16 +60,26 @@ def conse(probabilities: np.ndarray, table: np.ndarray, k: int = TOP_K) -> np.nd
 
 
 def conse_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
-    """The ONNX graph against PyTorch's classifier probabilities + the ConSE formula in numpy."""
+    """Both ways of computing it — the whole graph on pixels, and the head on the pooled features (PyTorch's, which
+    ``effnet``'s own parity ties to its ONNX output) — against PyTorch's classifier probabilities + the ConSE formula
+    in numpy; the figure is the worse of the two."""
     import torch
 
     pixels = [preprocess(image, IMAGENET) for image in parity_images()]
+    model: Any = load_torch_model()
     with torch.no_grad():
-        logits = load_torch_model().eval()(torch.from_numpy(np.stack(pixels)))  # type: ignore[attr-defined]
+        batch = torch.from_numpy(np.stack(pixels))
+        logits = model.eval()(batch)
+        pooled = model.extract_features(batch).mean((2, 3)).numpy()
     probabilities = torch.softmax(logits, dim=-1).numpy().astype(np.float64)
     expected = conse(probabilities, np.load(folder / CLASS_TABLE).astype(np.float64))
-    actual = ImageEncoder.from_folder(manifest, folder).embed_pixels(pixels)
-    return compare(actual, expected, "PyTorch efficientnet-lite-pytorch classifier + ConSE in numpy")
+    whole = ImageEncoder.from_folder(manifest, folder).embed_pixels(pixels)
+    via_head = FeatureHead(manifest, folder).embed_features(pooled)
+    return compare(
+        np.concatenate([whole, via_head]),
+        np.concatenate([expected, expected]),
+        "PyTorch efficientnet-lite-pytorch classifier + ConSE in numpy (whole graph and head on effnet)",
+    )
 
 
 def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
@@ -74,6 +88,7 @@ def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
     from onnx_models.export import build
 
     text_manifest = build(entry.space, cache_dir)  # the space's model: built first when missing
+    backbone = build("effnet", cache_dir)  # the head reads its pooled features
     table = class_embeddings(TextEncoder.load(cache_dir, text_manifest.ref))
 
     class ConSE(torch.nn.Module):
@@ -84,22 +99,48 @@ def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
             self.register_buffer("table", torch.from_numpy(embeddings))
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            probabilities = torch.softmax(self.classifier(pixels), dim=-1)
-            weights, classes = torch.topk(probabilities, TOP_K, dim=-1)
-            mixed = (weights.unsqueeze(-1) * self.table[classes]).sum(1) / weights.sum(-1, keepdim=True)
-            return mixed / torch.linalg.vector_norm(mixed, dim=-1, keepdim=True)
+            return mix(torch.softmax(self.classifier(pixels), dim=-1), self.table)
+
+    class ConSEHead(torch.nn.Module):
+        """The same from pooled features: the classifier's last layer is ``_fc`` over them (dropout is off)."""
+
+        def __init__(self, classifier: Any, embeddings: np.ndarray) -> None:
+            super().__init__()
+            self.fc = classifier._fc
+            self.table: torch.Tensor
+            self.register_buffer("table", torch.from_numpy(embeddings))
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return mix(torch.softmax(self.fc(features), dim=-1), self.table)
+
+    def mix(probabilities: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        weights, classes = torch.topk(probabilities, TOP_K, dim=-1)
+        mixed = (weights.unsqueeze(-1) * table[classes]).sum(1) / weights.sum(-1, keepdim=True)
+        return mixed / torch.linalg.vector_norm(mixed, dim=-1, keepdim=True)
 
     with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
         staging = Path(tmp) / "staging"
         staging.mkdir()
         np.save(staging / CLASS_TABLE, table)
+        classifier = load_torch_model()
         export_torch(
-            ConSE(load_torch_model(), table),
+            ConSE(classifier, table),
             (torch.zeros(1, 3, IMAGENET.crop, IMAGENET.crop),),
             staging / "model.onnx",
             ["pixel_values"],
             "embedding",
             {"pixel_values": {0: "batch"}, "embedding": {0: "batch"}},
+        )
+        export_torch(
+            ConSEHead(classifier, table),
+            (torch.zeros(1, backbone.dim),),
+            staging / "head.onnx",
+            ["features"],
+            "embedding",
+            {"features": {0: "batch"}, "embedding": {0: "batch"}},
+        )
+        head = HeadSpec(
+            sha256=sha256_of(staging / "head.onnx"), input_model=backbone.ref, input="features", output="embedding"
         )
         draft = ModelManifest(
             name=entry.name,
@@ -117,6 +158,7 @@ def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
             normalized_in_graph=True,
             image=IMAGENET,
             origin=Origin(recipe=entry.recipe),
+            head=head,
             source=f"{entry.source}; class table from {text_manifest.ref} on '{PROMPT}', top-{TOP_K}",
             license=entry.license,
             built_with=versions("torch", "onnxruntime", "efficientnet-lite-pytorch"),

@@ -9,6 +9,9 @@ arrives; the encoder takes the oldest ``batch`` events only once twice that many
 Runtime encodes one batch the pool is already decoding the next ones — the encoder does not wait on Pillow
 when work is queued. Pillow, soxr and libsndfile release the GIL while they work.
 
+Pictures run the EfficientNet backbone once for both of their spaces when the ConSE model ships a head graph
+over the backbone's features (``HeadSpec``): half the encoder work of running both models.
+
 Batches are by cost: after the crop every picture costs the encoder the same (224² pixels), so pictures batch
 by count; a sound costs its number of 1.6 s partials (its seconds), and the audio encoder packs the partials of
 a batch's clips into runs of at most 64 partials, whatever the clips' count or lengths. Every failure becomes
@@ -30,7 +33,8 @@ import apache_beam as beam
 import numpy as np
 
 from onnx_models.audio_encoder import AudioEncoder
-from onnx_models.image_encoder import ImageEncoder, preprocess
+from onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
+from onnx_models.registry import load_manifest
 from pipelines.media.audio import decode_audio
 from pipelines.media.errors import MediaError
 from pipelines.media.fetch import content_bytes
@@ -145,18 +149,22 @@ class EmbedMedia(beam.DoFn):
             point_vectors = {space.name: vectors[space.name][i] for space in self._spaces}
             yield to_point(event, point_vectors, self._refs, ingested_at, extra=decoded.facts)
 
+    def encode_batch(self, inputs: list[Any]) -> dict[str, np.ndarray]:
+        """Every space's vectors for one batch (a kind may share work between its spaces)."""
+        return {space.name: space.encode(inputs) for space in self._spaces}
+
     def _encode(self, inputs: list[Any]) -> tuple[dict[str, list[np.ndarray]], dict[int, str]]:
         """Every space's vectors for the batch; a failing batch is retried one input at a time."""
         try:
-            return {space.name: list(space.encode(inputs)) for space in self._spaces}, {}
+            return {name: list(rows) for name, rows in self.encode_batch(inputs).items()}, {}
         except Exception as exc:
             log.warning("%s encoder failed on a batch of %d (%s); retrying one by one", self.stage, len(inputs), exc)
         vectors = {space.name: [np.zeros(space.dim, np.float32)] * len(inputs) for space in self._spaces}
         errors: dict[int, str] = {}
         for i, single in enumerate(inputs):
             try:
-                for space in self._spaces:
-                    vectors[space.name][i] = space.encode([single])[0]
+                for name, rows in self.encode_batch([single]).items():
+                    vectors[name][i] = rows[0]
             except Exception as exc:
                 errors[i] = f"{type(exc).__name__}: {exc}"
         return vectors, errors
@@ -169,13 +177,37 @@ class EmbedImages(EmbedMedia):
     stage = "image"
 
     def load_spaces(self) -> list[Space]:
-        names = [self._model.image_model] + ([self._model.image_text_model] if self._model.image_text_model else [])
-        encoders = [ImageEncoder.load(self._model.cache_dir, name, self._model) for name in names]
-        specs = {encoder.spec for encoder in encoders}
-        if len(specs) != 1:
-            raise ValueError(f"image models {names} need different preprocessing; they must share one ImageSpec")
-        self._spec = encoders[0].spec
-        return [Space(e.manifest.space, e.manifest.ref, e.dim, e.embed_pixels) for e in encoders]
+        """The image model's space, plus the text space through ``image_text_model`` — by its head graph on the
+        image model's features when it has one for exactly this image model (the backbone then runs once)."""
+        model = self._model
+        backbone = self._backbone = ImageEncoder.load(model.cache_dir, model.image_model, model)
+        self._spec = backbone.spec
+        self._head: FeatureHead | None = None
+        spaces = [Space(backbone.manifest.space, backbone.manifest.ref, backbone.dim, backbone.embed_pixels)]
+        if model.image_text_model:
+            manifest, folder = load_manifest(model.cache_dir, model.image_text_model)
+            if manifest.head is not None and manifest.head.input_model == backbone.manifest.ref:
+                self._head = FeatureHead(manifest, folder, model)
+                spaces.append(Space(manifest.space, manifest.ref, manifest.dim, self._via_head))
+            else:
+                bridge = ImageEncoder.from_folder(manifest, folder, model)
+                if bridge.spec != self._spec:
+                    raise ValueError(f"{manifest.ref} and {backbone.manifest.ref} need different preprocessing")
+                spaces.append(Space(manifest.space, manifest.ref, manifest.dim, bridge.embed_pixels))
+        return spaces
+
+    def _via_head(self, inputs: Sequence[Any]) -> np.ndarray:
+        assert self._head is not None
+        return self._head.embed_features(self._backbone.raw(inputs))
+
+    def encode_batch(self, inputs: list[Any]) -> dict[str, np.ndarray]:
+        if self._head is None:
+            return super().encode_batch(inputs)
+        raw = self._backbone.raw(inputs)  # one backbone run feeds both spaces
+        return {
+            self._backbone.manifest.space: self._backbone.finish(raw),
+            self._head.manifest.space: self._head.embed_features(raw),
+        }
 
     def decode(self, data: bytes) -> Decoded:
         image = decode_image(data, self._media.max_image_pixels, min_short_side=self._spec.resize_short)
