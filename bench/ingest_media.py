@@ -116,7 +116,7 @@ def phase_decode(kind: str, n: int) -> dict[str, Any]:
 
 def phase_pipeline(kind: str, n: int, bootstrap: str, topic: str, store: str) -> dict[str, Any]:
     from onnx_models.audio_encoder import AudioEncoder
-    from onnx_models.image_encoder import ImageEncoder
+    from onnx_models.image_encoder import FeatureHead, ImageEncoder
     from pipelines.ingest import run_ingest
     from pipelines.transforms.embed_media import EmbedAudio, EmbedImages
 
@@ -136,7 +136,11 @@ def phase_pipeline(kind: str, n: int, bootstrap: str, topic: str, store: str) ->
 
         setattr(cls, method, wrapper)
 
-    timed(AudioEncoder if kind == "audio" else ImageEncoder, "embed" if kind == "audio" else "embed_pixels", "encode")
+    if kind == "audio":
+        timed(AudioEncoder, "embed", "encode")
+    else:
+        timed(ImageEncoder, "raw", "encode")
+        timed(FeatureHead, "embed_features", "encode")
     timed(EmbedAudio if kind == "audio" else EmbedImages, "decode", "decode")
     settings = Settings.load(
         kafka={"bootstrap_servers": bootstrap, "topic": topic, "dead_letter_topic": f"{topic}.dlq", "group_id": topic},
@@ -251,10 +255,11 @@ def write_report(results: dict[str, list[dict[str, Any]]], counts: dict[str, int
         )
     lines += [
         "",
-        "Reading it: *decode alone* is one thread decoding and preprocessing; in the pipeline two decode threads",
-        "run beside the encoder, so decode seconds overlap encode seconds. Where decoding is slower per item than",
-        "encoding, no scheduling can reach the bare-encoder rate on two cores: the ratio then measures how much",
-        "of the decode cost the thread pool hides.",
+        "Reading it: *decode alone* is one thread decoding and preprocessing (no previews); in the pipeline two",
+        "decode threads also make the payload previews (thumbnail ~1 ms a picture, sound ~7 ms a clip) and run",
+        "beside the encoder on the same two cores, so decode seconds overlap encode seconds. ONNX Runtime already",
+        "uses both cores, so every decode millisecond is taken from it: the ceiling is not the bare rate but",
+        "1 / (encode + decode) per item, and the ratio measures how close to that the pipeline gets.",
     ]
     (REPORTS / "ingest_media.md").write_text("\n".join(lines) + "\n")
     plot(results, REPORTS / "ingest_media.png")

