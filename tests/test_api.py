@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -139,6 +140,10 @@ def test_openapi_is_valid_and_metrics_count_requests(served):
     server, _ = served
     schema = httpx.get(f"{server.url}/openapi.json").json()
     validate(schema)
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(schema)))
+    assert refs and refs <= set(schema["components"]["schemas"])  # no dangling reference
+    json_body = schema["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"text", "point_id", "k"} <= set(json_body["properties"])
     assert {"/search", "/recommend", "/points/{point_id}", "/spaces", "/healthz"} <= set(schema["paths"])
     assert "multipart/form-data" in schema["paths"]["/search"]["post"]["requestBody"]["content"]
     httpx.get(f"{server.url}/healthz")

@@ -154,7 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+                    "application/json": {"schema": SearchRequest.model_json_schema()},
                     "multipart/form-data": {
                         "schema": {
                             "type": "object",
