@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -156,6 +156,13 @@ class MediaSettings(BaseModel):
     fused_weights: tuple[float, float] = Field(
         default=(1.0, 1.0), description="visual and audio weights in a video's fused vector"
     )
+
+    @field_validator("fused_weights")
+    @classmethod
+    def _weights_make_a_vector(cls, weights: tuple[float, float]) -> tuple[float, float]:
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"fused_weights must be >= 0 and not both 0, got {weights}")
+        return weights
 
 
 class Settings(BaseSettings):

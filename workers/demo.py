@@ -93,8 +93,9 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
             searcher.close()
         show_clusters(settings, workdir)
         print(
-            f"\nTry your own: embedstream search 'your question' | --image FILE | --audio FILE "
-            f"(with EMBEDSTREAM_QDRANT__PATH={workdir / 'qdrant'})"
+            f"\nTry your own (with EMBEDSTREAM_QDRANT__PATH={workdir / 'qdrant'}): "
+            "embedstream search 'your question' | --image FILE | --audio FILE, "
+            "or embedstream serve and open http://127.0.0.1:8000/"
         )
     finally:
         broker.stop()

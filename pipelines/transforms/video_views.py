@@ -49,7 +49,9 @@ def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusi
             fusion.weights[1] * audio if audio is not None else np.zeros(fusion.dims[1]),
         ]
     )
-    vectors[FUSED_SPACE] = (fused / np.linalg.norm(fused)).tolist()
+    norm = float(np.linalg.norm(fused))
+    if norm > 0:  # a zero weight on the only half present leaves no fused vector (never a NaN one)
+        vectors[FUSED_SPACE] = (fused / norm).tolist()
     if fusion.text_space is not None:
         text = _mean([m.vectors[fusion.text_space] for m in frames if fusion.text_space in m.vectors])
         if text is not None:
