@@ -8,14 +8,17 @@ then publishes it into the cache — a bad export never becomes loadable.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from onnx_models.manifest import ModelManifest, ParityReport
+from onnx_models.catalog.entry import CatalogEntry
+from onnx_models.manifest import ModelManifest, Origin, ParityReport
 from onnx_models.registry import publish
 
 PARITY_MIN_COSINE = 0.9999
@@ -82,13 +85,22 @@ def install(draft: ModelManifest, staging: Path, cache_dir: Path, parity: Parity
     return manifest
 
 
-def optimum_export(source: str, staging: Path, keep: Sequence[str] = ()) -> list[str]:
+@contextmanager
+def staging_dir(name: str) -> Iterator[Path]:
+    """An empty folder to build ``name`` in; ``install`` moves it into the cache, anything left is removed."""
+    with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        yield staging
+
+
+def optimum_export(source: str, staging: Path, keep: Sequence[str] = (), library: str = "transformers") -> list[str]:
     """optimum's ``feature-extraction`` export of a local Hugging Face model into ``staging`` (never the hub):
     the graph, its external weights when over 2 GB (``model.onnx_data``) and the ``keep`` files (a tokenizer).
+    ``library="sentence_transformers"`` exports the pooled, normalized ``sentence_embedding`` graph.
     Returns the graph's input names."""
     import os
     import shutil
-    import tempfile
 
     import onnx
     from optimum.exporters.onnx import main_export
@@ -99,7 +111,7 @@ def optimum_export(source: str, staging: Path, keep: Sequence[str] = ()) -> list
             model_name_or_path=source,
             output=tmp,
             task="feature-extraction",
-            library_name="transformers",
+            library_name=library,
             local_files_only=True,
             do_validation=False,
         )
@@ -116,3 +128,46 @@ def hf_config(source: str) -> Any:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return AutoConfig.from_pretrained(source, local_files_only=True)
+
+
+def hf_draft(name: str, source: str, staging: Path, inputs: list[str], **fields: Any) -> ModelManifest:
+    """The manifest fields every optimum ``feature-extraction`` export shares (token/patch/frame vectors out,
+    pooled and normalized after ONNX Runtime); the exporter adds modality, dim, pooling and preprocessing."""
+    from onnx_models.registry import sha256_of
+
+    config = hf_config(source)
+    return ModelManifest(
+        name=name,
+        version="1",
+        space=name,
+        sha256=sha256_of(staging / "model.onnx"),
+        inputs=inputs,
+        output="last_hidden_state",
+        pooled_in_graph=False,
+        normalized_in_graph=False,
+        source=f"{getattr(config, 'model_type', '?')} model from {source}",
+        license="as the source model's",
+        built_with=versions("optimum", "onnxruntime", "torch", "transformers"),
+        **fields,
+    )
+
+
+def catalog_draft(entry: CatalogEntry, staging: Path, **fields: Any) -> ModelManifest:
+    """A catalog build's manifest: name, version, space, origin, source and license from its entry, the graph's
+    sha256 from ``staging``; the recipe adds what its graph is (inputs, output, pooling, preprocessing…)."""
+    from onnx_models.registry import sha256_of
+
+    given = {
+        "name": entry.name,
+        "version": entry.version,
+        "modality": entry.modality,
+        "space": entry.space,
+        "dim": entry.dim,
+        "pooling": entry.pooling,
+        "normalize": entry.normalize,
+        "sha256": sha256_of(staging / "model.onnx"),
+        "origin": Origin(recipe=entry.recipe),
+        "source": entry.source,
+        "license": entry.license,
+    }
+    return ModelManifest(**{**given, **fields})

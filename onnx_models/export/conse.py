@@ -17,7 +17,6 @@ once per picture instead of twice. Parity covers both paths.
 
 from __future__ import annotations
 
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import compare, export_torch, install, versions
+from onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
 from onnx_models.export.efficientnet import IMAGENET, load_torch_model
 from onnx_models.export.parity_inputs import parity_images
 from onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
-from onnx_models.manifest import HeadSpec, ModelManifest, Origin, ParityReport
+from onnx_models.manifest import HeadSpec, ModelManifest, ParityReport
 from onnx_models.registry import sha256_of
 from onnx_models.text_encoder import TextEncoder
 
@@ -118,9 +117,7 @@ def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
         mixed = (weights.unsqueeze(-1) * table[classes]).sum(1) / weights.sum(-1, keepdim=True)
         return mixed / torch.linalg.vector_norm(mixed, dim=-1, keepdim=True)
 
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(entry.name) as staging:
         np.save(staging / CLASS_TABLE, table)
         classifier = load_torch_model()
         export_torch(
@@ -142,25 +139,18 @@ def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
         head = HeadSpec(
             sha256=sha256_of(staging / "head.onnx"), input_model=backbone.ref, input="features", output="embedding"
         )
-        draft = ModelManifest(
-            name=entry.name,
-            version=entry.version,
-            modality="image",
-            space=entry.space,
+        draft = catalog_draft(
+            entry,
+            staging,
             space_model=text_manifest.ref,
-            sha256=sha256_of(staging / "model.onnx"),
             inputs=["pixel_values"],
             output="embedding",
             dim=text_manifest.dim,
-            pooling="none",
             pooled_in_graph=True,
-            normalize=True,
             normalized_in_graph=True,
             image=IMAGENET,
-            origin=Origin(recipe=entry.recipe),
             head=head,
             source=f"{entry.source}; class table from {text_manifest.ref} on '{PROMPT}', top-{TOP_K}",
-            license=entry.license,
             built_with=versions("torch", "onnxruntime", "efficientnet-lite-pytorch"),
         )
         return install(draft, staging, cache_dir, conse_parity)

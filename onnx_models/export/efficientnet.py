@@ -8,18 +8,16 @@ grayscale and transparent ones) is recorded in the manifest.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import compare, export_torch, install, versions
+from onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
 from onnx_models.export.parity_inputs import parity_images
 from onnx_models.image_encoder import ImageEncoder, preprocess
-from onnx_models.manifest import ImageSpec, ModelManifest, Origin, ParityReport
-from onnx_models.registry import sha256_of
+from onnx_models.manifest import ImageSpec, ModelManifest, ParityReport
 
 IMAGENET = ImageSpec(
     resize_short=256, crop=224, resample="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
@@ -62,9 +60,7 @@ def build_efficientnet(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
             return self.net.extract_features(pixels).mean((2, 3))
 
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(entry.name) as staging:
         export_torch(
             PooledFeatures(load_torch_model()),
             (torch.zeros(1, 3, IMAGENET.crop, IMAGENET.crop),),
@@ -73,23 +69,14 @@ def build_efficientnet(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
             "features",
             {"pixel_values": {0: "batch"}, "features": {0: "batch"}},
         )
-        draft = ModelManifest(
-            name=entry.name,
-            version=entry.version,
-            modality="image",
-            space=entry.space,
-            sha256=sha256_of(staging / "model.onnx"),
+        draft = catalog_draft(
+            entry,
+            staging,
             inputs=["pixel_values"],
             output="features",
-            dim=entry.dim,
-            pooling="mean",
             pooled_in_graph=True,
-            normalize=entry.normalize,
             normalized_in_graph=False,
             image=IMAGENET,
-            origin=Origin(recipe=entry.recipe),
-            source=entry.source,
-            license=entry.license,
             built_with=versions("torch", "onnxruntime", "efficientnet-lite-pytorch"),
         )
         return install(draft, staging, cache_dir, efficientnet_parity)

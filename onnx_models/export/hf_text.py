@@ -10,15 +10,13 @@ a fixed text set and recorded; a build below ``PARITY_MIN_COSINE`` is not instal
 from __future__ import annotations
 
 import importlib.metadata
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from onnx_models.export.common import compare, hf_config, install, optimum_export, versions
+from onnx_models.export.common import compare, hf_config, hf_draft, install, optimum_export, staging_dir
 from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
-from onnx_models.registry import sha256_of
 from onnx_models.text_encoder import TextEncoder, pool
 
 Pooling = Literal["mean", "cls", "last_token"]
@@ -39,28 +37,19 @@ def export_text_model(
     if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # their position ids start after the padding index
     limit = min(max_length, positions)
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(name) as staging:
         inputs = optimum_export(source, staging, keep=["tokenizer.json"])
-        draft = ModelManifest(
-            name=name,
-            version="1",
+        draft = hf_draft(
+            name,
+            source,
+            staging,
+            inputs,
             modality="text",
-            space=name,
-            sha256=sha256_of(staging / "model.onnx"),
-            inputs=inputs,
-            output="last_hidden_state",
             dim=dim,
             pooling=pooling,
-            pooled_in_graph=False,
             normalize=normalize,
-            normalized_in_graph=False,
             tokenizer=TokenizerSpec(max_length=limit, pad_id=pad_id(source)),
             origin=Origin(recipe="hf_text", source=str(source)),
-            source=f"{getattr(config, 'model_type', '?')} model from {source}",
-            license="as the source model's",
-            built_with=versions("optimum", "onnxruntime", "torch", "transformers"),
         )
         return install(draft, staging, cache_dir, torch_parity)
 

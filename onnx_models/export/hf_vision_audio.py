@@ -14,18 +14,16 @@ Parity: ONNX Runtime against the PyTorch model on the same preprocessed inputs, 
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from onnx_models.audio_encoder import AudioEncoder, normalize_rows
-from onnx_models.export.common import compare, hf_config, install, optimum_export, versions
+from onnx_models.export.common import compare, hf_config, hf_draft, install, optimum_export, staging_dir, versions
 from onnx_models.export.parity_inputs import parity_images, parity_waves
 from onnx_models.image_encoder import ImageEncoder, pool_image, preprocess
 from onnx_models.manifest import AudioSpec, ImageSpec, ModelManifest, Origin, ParityReport
-from onnx_models.registry import sha256_of
 from onnx_models.session import session_for
 
 RESAMPLE: dict[int, Literal["bilinear", "bicubic"]] = {2: "bilinear", 3: "bicubic"}
@@ -84,34 +82,14 @@ def _probe_dim(staging: Path, feed: dict[str, np.ndarray], pooling: str) -> int:
     return int(pool_image(np.asarray(output), pooling).shape[-1])
 
 
-def _draft(name: str, source: str, staging: Path, inputs: list[str], **fields: Any) -> ModelManifest:
-    config = hf_config(source)
-    return ModelManifest(
-        name=name,
-        version="1",
-        space=name,
-        sha256=sha256_of(staging / "model.onnx"),
-        inputs=inputs,
-        output="last_hidden_state",
-        pooled_in_graph=False,
-        normalized_in_graph=False,
-        source=f"{getattr(config, 'model_type', '?')} model from {source}",
-        license="as the source model's",
-        built_with=versions("optimum", "onnxruntime", "torch", "transformers"),
-        **fields,
-    )
-
-
 def export_image_model(
     source: str, name: str, cache_dir: Path, pooling: Literal["mean", "cls"] = "mean", normalize: bool = True
 ) -> ModelManifest:
     spec = image_spec(processor_config(source))
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(name) as staging:
         inputs = optimum_export(source, staging)
         probe = {inputs[0]: np.zeros((1, 3, spec.crop, spec.crop), dtype=np.float32)}
-        draft = _draft(
+        draft = hf_draft(
             name,
             source,
             staging,
@@ -128,11 +106,9 @@ def export_image_model(
 
 def export_audio_model(source: str, name: str, cache_dir: Path, normalize: bool = True) -> ModelManifest:
     spec = audio_spec(processor_config(source))
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(name) as staging:
         inputs = optimum_export(source, staging)
-        draft = _draft(
+        draft = hf_draft(
             name,
             source,
             staging,

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from onnx_models.export.common import staging_dir
 from onnx_models.manifest import ModelManifest, Quantization, VariantQuality
 from onnx_models.registry import load_manifest, publish, sha256_of
 from onnx_models.text_encoder import TextEncoder
@@ -50,9 +50,7 @@ def build_int8(cache_dir: Path, name: str, per_channel: bool = True, texts: list
     base, base_folder = load_manifest(cache_dir, name)
     isa = cpu_isa()
     reduce_range = isa not in ("avx512_vnni", "avx_vnni")
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{base.name}-int8-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(f"{base.name}-int8") as staging:
         quantize_dynamic(
             base_folder / base.onnx_file,
             staging / "model.onnx",

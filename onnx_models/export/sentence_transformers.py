@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import compare, install, versions
-from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
-from onnx_models.registry import sha256_of
+from onnx_models.export.common import catalog_draft, compare, install, optimum_export, staging_dir, versions
+from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
 from onnx_models.text_encoder import TextEncoder
 
 PARITY_SENTENCES = (
@@ -49,40 +45,17 @@ def package_model_path(package: str) -> Path:
 
 
 def build_sentence_transformer(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
-    from optimum.exporters.onnx import main_export
-
     source = package_model_path(entry.weights_package)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
-        main_export(
-            model_name_or_path=str(source),
-            output=tmp,
-            task="feature-extraction",
-            library_name="sentence_transformers",
-            local_files_only=True,
-            do_validation=False,
-        )
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
-        shutil.copy(Path(tmp) / "model.onnx", staging / "model.onnx")
-        shutil.copy(Path(tmp) / "tokenizer.json", staging / "tokenizer.json")
-        draft = ModelManifest(
-            name=entry.name,
-            version=entry.version,
-            modality=entry.modality,
-            space=entry.space,
-            sha256=sha256_of(staging / "model.onnx"),
-            inputs=["input_ids", "attention_mask", "token_type_ids"],
+    with staging_dir(entry.name) as staging:
+        inputs = optimum_export(str(source), staging, keep=["tokenizer.json"], library="sentence_transformers")
+        draft = catalog_draft(
+            entry,
+            staging,
+            inputs=inputs,
             output="sentence_embedding",
-            dim=entry.dim,
-            pooling=entry.pooling,
             pooled_in_graph=True,
-            normalize=entry.normalize,
             normalized_in_graph=True,
             tokenizer=TokenizerSpec(max_length=entry.max_length or 256, pad_id=0),
-            origin=Origin(recipe=entry.recipe),
-            source=entry.source,
-            license=entry.license,
             built_with=versions("optimum", "onnxruntime", "torch", "transformers", "sentence-transformers"),
         )
         return install(draft, staging, cache_dir, sentence_transformer_parity)

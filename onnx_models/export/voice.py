@@ -13,7 +13,6 @@ resemblyzer's voice-activity trimming (webrtcvad) is not part of the model: inge
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ import numpy as np
 
 from onnx_models.audio_encoder import AudioEncoder
 from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import compare, export_torch, install, versions
+from onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
 from onnx_models.export.parity_inputs import parity_waves
-from onnx_models.manifest import AudioSpec, ModelManifest, Origin, ParityReport
-from onnx_models.registry import sha256_of
+from onnx_models.manifest import AudioSpec, ModelManifest, ParityReport
 
 VOICE = AudioSpec(
     sample_rate=16_000,
@@ -71,9 +69,7 @@ def build_voice(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
             raw = torch.relu(self.linear(hidden[-1]))
             return raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True)
 
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{entry.name}-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(entry.name) as staging:
         filters = librosa.filters.mel(sr=VOICE.sample_rate, n_fft=VOICE.n_fft, n_mels=VOICE.n_mels)
         np.save(staging / VOICE.mel_filters_file, filters.astype(np.float32))
         export_torch(
@@ -84,23 +80,14 @@ def build_voice(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
             "embedding",
             {"mels": {0: "partials"}, "embedding": {0: "partials"}},
         )
-        draft = ModelManifest(
-            name=entry.name,
-            version=entry.version,
-            modality="audio",
-            space=entry.space,
-            sha256=sha256_of(staging / "model.onnx"),
+        draft = catalog_draft(
+            entry,
+            staging,
             inputs=["mels"],
             output="embedding",
-            dim=entry.dim,
-            pooling="mean",
             pooled_in_graph=False,
-            normalize=True,
             normalized_in_graph=False,
             audio=VOICE,
-            origin=Origin(recipe=entry.recipe),
-            source=entry.source,
-            license=entry.license,
             built_with=versions("torch", "onnxruntime", "resemblyzer", "librosa"),
         )
         return install(draft, staging, cache_dir, voice_parity)

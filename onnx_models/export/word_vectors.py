@@ -13,13 +13,12 @@ vectors over a fixed text set, recorded in the manifest.
 from __future__ import annotations
 
 import importlib.metadata
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from onnx_models.export.common import compare, install
+from onnx_models.export.common import compare, install, staging_dir
 from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
 from onnx_models.registry import sha256_of
 
@@ -126,9 +125,7 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
     words, vectors = read_vectors(path, binary)
     if not words:
         raise ValueError(f"{path} holds no word vectors")
-    with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
-        staging = Path(tmp) / "staging"
-        staging.mkdir()
+    with staging_dir(name) as staging:
         (staging / "model.onnx").write_bytes(lookup_graph(vectors))
         word_tokenizer(words).save(str(staging / "tokenizer.json"))
         draft = ModelManifest(
