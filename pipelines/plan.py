@@ -58,13 +58,11 @@ def _manifest(settings: Settings, name: str) -> ModelManifest:
 
 def plan_ingest(settings: Settings) -> IngestPlan:
     model, media = settings.model, settings.media
+    wanted = set(media.modalities) if media.modalities is not None else None
+    image_models = [model.image_model, *([model.image_text_model] if model.image_text_model else [])]
     manifests: dict[str, list[ModelManifest]] = {"text": [_manifest(settings, model.text_model)]}
-    wanted = media.modalities
-    for group, names in (
-        ("image", [model.image_model, *([model.image_text_model] if model.image_text_model else [])]),
-        ("audio", [model.audio_model]),
-    ):
-        if wanted is not None and group not in wanted and not (group in ("image", "audio") and "video" in wanted):
+    for group, names in (("image", image_models), ("audio", [model.audio_model])):
+        if wanted is not None and not wanted & {group, "video"}:  # video needs both the image and audio models
             continue
         try:
             manifests[group] = [_manifest(settings, name) for name in names]
@@ -72,13 +70,12 @@ def plan_ingest(settings: Settings) -> IngestPlan:
             if wanted is not None:
                 raise
             log.info("%s events off: %s", group, exc)
-    groups: list[str] = [g for g in ("text", "image", "audio") if g in manifests and (wanted is None or g in wanted)]
-    fusion = None
-    if (wanted is None or "video" in wanted) and "image" in manifests and "audio" in manifests:
-        groups.append("video")
-        fusion = _fusion(manifests["image"], manifests["audio"][0], media.fused_weights)
-    elif wanted is not None and "video" in wanted:
+    video = "image" in manifests and "audio" in manifests and (wanted is None or "video" in wanted)
+    if wanted is not None and "video" in wanted and not video:
         raise ModelNotBuiltError("video needs both the image and the audio models built")
+    groups: list[str] = [g for g in ("text", "image", "audio") if g in manifests and (wanted is None or g in wanted)]
+    groups += ["video"] if video else []
+    fusion = _fusion(manifests["image"], manifests["audio"][0], media.fused_weights) if video else None
     spaces = _spaces([m for group in manifests.values() for m in group], fusion)
     modalities = frozenset().union(*(GROUPS[g] for g in groups))
     return IngestPlan(tuple(groups), modalities, spaces, fusion)

@@ -149,7 +149,7 @@ class MediaSettings(BaseModel):
     min_audio_seconds: float = Field(default=0.25, ge=0, description="shorter sounds (once trimmed) say too little")
     silence_dbfs: float = Field(default=-55.0, description="a sound whose loudest 30 ms stays below this is silent")
     decode_threads: int = Field(default=2, ge=1, description="threads decoding media beside the encoder")
-    image_batch: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=8, ge=1, description="pictures or sound clips per encoder batch")
     previews: bool = Field(
         default=True, description="keep a small preview in the payload (160-px JPEG, first 6 s of sound as OGG)"
     )

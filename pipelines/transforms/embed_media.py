@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,12 +61,11 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Space:
-    """One vector a point gets: the space it lands in, the model ref recorded, and how to compute it."""
+    """One vector a point gets: the space it lands in, the model ref its payload records, its dimension."""
 
     name: str
     ref: str
     dim: int
-    encode: Callable[[Sequence[Any]], np.ndarray]
 
 
 class EmbedMedia(beam.DoFn):
@@ -82,14 +81,19 @@ class EmbedMedia(beam.DoFn):
 
     # --- what a kind defines ---
     def load_spaces(self) -> list[Space]:
+        """Load the encoders; say which spaces every point of this kind gets."""
         raise NotImplementedError
 
     def decode(self, data: bytes) -> Decoded:
         raise NotImplementedError
 
+    def encode_batch(self, inputs: list[Any]) -> dict[str, np.ndarray]:
+        """Every space's vectors for one batch of decoded inputs."""
+        raise NotImplementedError
+
     @property
     def batch(self) -> int:
-        return self._media.image_batch
+        return self._media.batch_size
 
     # --- the shared loop ---
     def setup(self) -> None:
@@ -149,10 +153,6 @@ class EmbedMedia(beam.DoFn):
             point_vectors = {space.name: vectors[space.name][i] for space in self._spaces}
             yield to_point(event, point_vectors, self._refs, ingested_at, extra=decoded.facts)
 
-    def encode_batch(self, inputs: list[Any]) -> dict[str, np.ndarray]:
-        """Every space's vectors for one batch (a kind may share work between its spaces)."""
-        return {space.name: space.encode(inputs) for space in self._spaces}
-
     def _encode(self, inputs: list[Any]) -> tuple[dict[str, list[np.ndarray]], dict[int, str]]:
         """Every space's vectors for the batch; a failing batch is retried one input at a time."""
         try:
@@ -182,32 +182,27 @@ class EmbedImages(EmbedMedia):
         model = self._model
         backbone = self._backbone = ImageEncoder.load(model.cache_dir, model.image_model, model)
         self._spec = backbone.spec
-        self._head: FeatureHead | None = None
-        spaces = [Space(backbone.manifest.space, backbone.manifest.ref, backbone.dim, backbone.embed_pixels)]
+        spaces = [Space(backbone.manifest.space, backbone.manifest.ref, backbone.dim)]
+        self._to_text: Callable[[list[Any], np.ndarray], np.ndarray] | None = None
         if model.image_text_model:
             manifest, folder = load_manifest(model.cache_dir, model.image_text_model)
             if manifest.head is not None and manifest.head.input_model == backbone.manifest.ref:
-                self._head = FeatureHead(manifest, folder, model)
-                spaces.append(Space(manifest.space, manifest.ref, manifest.dim, self._via_head))
+                head = FeatureHead(manifest, folder, model)
+                self._to_text = lambda pixels, raw: head.embed_features(raw)
             else:
                 bridge = ImageEncoder.from_folder(manifest, folder, model)
                 if bridge.spec != self._spec:
                     raise ValueError(f"{manifest.ref} and {backbone.manifest.ref} need different preprocessing")
-                spaces.append(Space(manifest.space, manifest.ref, manifest.dim, bridge.embed_pixels))
+                self._to_text = lambda pixels, raw: bridge.embed_pixels(pixels)
+            spaces.append(Space(manifest.space, manifest.ref, manifest.dim))
         return spaces
 
-    def _via_head(self, inputs: Sequence[Any]) -> np.ndarray:
-        assert self._head is not None
-        return self._head.embed_features(self._backbone.raw(inputs))
-
     def encode_batch(self, inputs: list[Any]) -> dict[str, np.ndarray]:
-        if self._head is None:
-            return super().encode_batch(inputs)
-        raw = self._backbone.raw(inputs)  # one backbone run feeds both spaces
-        return {
-            self._backbone.manifest.space: self._backbone.finish(raw),
-            self._head.manifest.space: self._head.embed_features(raw),
-        }
+        raw = self._backbone.raw(inputs)
+        vectors = {self._spaces[0].name: self._backbone.finish(raw)}
+        if self._to_text is not None:
+            vectors[self._spaces[1].name] = self._to_text(inputs, raw)
+        return vectors
 
     def decode(self, data: bytes) -> Decoded:
         image = decode_image(data, self._media.max_image_pixels, min_short_side=self._spec.resize_short)
@@ -227,7 +222,10 @@ class EmbedAudio(EmbedMedia):
     def load_spaces(self) -> list[Space]:
         self._encoder = AudioEncoder.load(self._model.cache_dir, self._model.audio_model, self._model)
         manifest = self._encoder.manifest
-        return [Space(manifest.space, manifest.ref, manifest.dim, self._encoder.embed)]
+        return [Space(manifest.space, manifest.ref, manifest.dim)]
+
+    def encode_batch(self, inputs: list[Any]) -> dict[str, np.ndarray]:
+        return {self._spaces[0].name: self._encoder.embed(inputs)}
 
     def decode(self, data: bytes) -> Decoded:
         media, rate = self._media, self._encoder.sample_rate
