@@ -21,7 +21,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -83,14 +82,10 @@ def fill_store(path: str, points: int) -> list[str]:
     return ids
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(path: str) -> tuple[subprocess.Popen[str], str]:
     import httpx
+
+    from workers.broker import free_port
 
     port = free_port()
     env = dict(os.environ, EMBEDSTREAM_QDRANT__PATH=path, EMBEDSTREAM_QDRANT__BACKEND="edge")

@@ -8,7 +8,6 @@ import io
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ from pipelines.ingest import run_ingest
 from pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from schemas.point import point_id
 from tests.helpers import send_raw, settings_env, shared_settings, text_event, watermarks
+from workers.broker import free_port
 from workers.produce import produce_files
 from workers.sample_media import sample_photos, sample_voices
 
 CORPUS = Path(__file__).parents[1] / "workers" / "samples" / "corpus.jsonl"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:

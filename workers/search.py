@@ -23,11 +23,13 @@ from typing import Any, Literal
 import numpy as np
 
 from onnx_models.encoders import Encoder, load_encoder
+from onnx_models.manifest import ModelManifest
 from onnx_models.registry import load_manifest
 from pipelines.media.audio import decode_audio
 from pipelines.media.images import decode_image
 from pipelines.plan import FUSED_SPACE
 from pipelines.stores import Hit, VectorStore, open_store
+from pipelines.transforms.video_views import fuse
 from schemas.settings import Settings
 
 Where = Mapping[str, str | int | bool]
@@ -85,6 +87,8 @@ class Searcher:
         self.settings = settings
         self.store = store if store is not None else open_store(settings.qdrant)
         self._encoders: dict[str, Encoder] = {}
+        self._manifests: dict[str, ModelManifest] = {}
+        self._routes: dict[str, dict[str, str]] = {}
 
     def encoder(self, name: str) -> Encoder:
         if name not in self._encoders:
@@ -92,29 +96,38 @@ class Searcher:
         return self._encoders[name]
 
     def spaces_for(self, kind: str) -> dict[str, str]:
-        """Space → the model that embeds a ``kind`` query into it (the first is the default space)."""
-        model = self.settings.model
-        cache = model.cache_dir
+        """Space → the model that embeds a ``kind`` query into it (the first is the default space); read from
+        the manifests once per kind, not per query."""
+        if kind not in self._routes:
+            model = self.settings.model
 
-        def space(name: str) -> str:
-            return load_manifest(cache, name, verify=False)[0].space
+            def space(name: str) -> str:
+                return self._manifest(name).space
 
-        if kind == "text":
-            return {space(model.text_model): model.text_model}
-        if kind == "image":
-            spaces = {space(model.image_model): model.image_model}
-            if model.image_text_model:
-                spaces[space(model.image_text_model)] = model.image_text_model
-            return {**spaces, FUSED_SPACE: model.image_model}
-        return {space(model.audio_model): model.audio_model, FUSED_SPACE: model.audio_model}
+            if kind == "text":
+                routes = {space(model.text_model): model.text_model}
+            elif kind == "image":
+                routes = {space(model.image_model): model.image_model}
+                if model.image_text_model:
+                    routes[space(model.image_text_model)] = model.image_text_model
+                routes[FUSED_SPACE] = model.image_model
+            else:
+                routes = {space(model.audio_model): model.audio_model, FUSED_SPACE: model.audio_model}
+            self._routes[kind] = routes
+        return self._routes[kind]
+
+    def resolve(self, kind: str, space: str | None) -> tuple[str, str]:
+        """(space, model) for a ``kind`` query: ``space`` if the query can search it, else its default space."""
+        spaces = self.spaces_for(kind)
+        space = space or next(iter(spaces))
+        if space not in spaces:
+            raise ValueError(f"a {kind} query cannot search space {space!r}; it can search {sorted(spaces)}")
+        return space, spaces[space]
 
     def vector(self, query: Query, space: str | None = None) -> tuple[str, np.ndarray]:
         """The query embedded into ``space`` (default: the query kind's own space) → (space, vector)."""
-        spaces = self.spaces_for(query.kind)
-        space = space or next(iter(spaces))
-        if space not in spaces:
-            raise ValueError(f"a {query.kind} query cannot search space {space!r}; it can search {sorted(spaces)}")
-        encoder: Any = self.encoder(spaces[space])
+        space, model_name = self.resolve(query.kind, space)
+        encoder: Any = self.encoder(model_name)
         media = self.settings.media
         if query.kind == "text":
             vector = encoder.embed([query.text or ""])[0]
@@ -125,19 +138,20 @@ class Searcher:
             wave = decode_audio(query.data or b"", encoder.sample_rate, media.max_audio_seconds, media.silence_dbfs)
             vector = encoder.embed([wave])[0]
         if space == FUSED_SPACE:
-            vector = self._fused_half(query.kind, vector)
+            model = self.settings.model
+            dims = (self._manifest(model.image_model).dim, self._manifest(model.audio_model).dim)
+            picture = query.kind == "image"
+            weights = self.settings.media.fused_weights
+            fused = fuse(vector if picture else None, None if picture else vector, weights, dims)
+            if fused is None:
+                raise ValueError(f"the fused weights {self.settings.media.fused_weights} give a {query.kind} no weight")
+            vector = fused
         return space, vector
 
-    def _fused_half(self, kind: str, vector: np.ndarray) -> np.ndarray:
-        model, weights = self.settings.model, self.settings.media.fused_weights
-        visual_dim = load_manifest(model.cache_dir, model.image_model, verify=False)[0].dim
-        audio_dim = load_manifest(model.cache_dir, model.audio_model, verify=False)[0].dim
-        if kind == "image":
-            halves = [weights[0] * vector, np.zeros(audio_dim)]
-        else:
-            halves = [np.zeros(visual_dim), weights[1] * vector]
-        fused = np.concatenate(halves)
-        return fused / np.linalg.norm(fused)
+    def _manifest(self, name: str) -> ModelManifest:
+        if name not in self._manifests:
+            self._manifests[name] = load_manifest(self.settings.model.cache_dir, name, verify=False)[0]
+        return self._manifests[name]
 
     def search(
         self,
@@ -147,19 +161,8 @@ class Searcher:
         where: Where | None = None,
         modality: str | None = None,
     ) -> list[Hit]:
-        return self.search_in(query, space, limit, where, modality)[1]
-
-    def search_in(
-        self,
-        query: Query,
-        space: str | None = None,
-        limit: int = 5,
-        where: Where | None = None,
-        modality: str | None = None,
-    ) -> tuple[str, list[Hit]]:
-        """Like ``search``, also saying which space was searched (the query kind's default when not given)."""
         space, vector = self.vector(query, space)
-        return space, self.store.search(space, vector.tolist(), limit, conditions(where, modality))
+        return self.store.search(space, vector.tolist(), limit, conditions(where, modality))
 
     def like_point(
         self,

@@ -29,6 +29,22 @@ def _mean(rows: list[list[float]]) -> np.ndarray | None:
     return mean / norm if norm > 0 else None
 
 
+def fuse(
+    visual: np.ndarray | None, audio: np.ndarray | None, weights: tuple[float, float], dims: tuple[int, int]
+) -> np.ndarray | None:
+    """The fused vector: the weighted halves concatenated (a missing half is zeros), L2-normalized. None when
+    nothing is left (a zero weight on the only half present) — never a NaN vector. Searches into ``fused``
+    place a picture or sound query in its half the same way."""
+    fused = np.concatenate(
+        [
+            weights[0] * visual if visual is not None else np.zeros(dims[0]),
+            weights[1] * audio if audio is not None else np.zeros(dims[1]),
+        ]
+    )
+    norm = float(np.linalg.norm(fused))
+    return fused / norm if norm > 0 else None
+
+
 def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusion, ended: bool) -> PointRecord | None:
     """The video's point from its members (``None`` when none has a usable vector yet)."""
     members = sorted(members, key=lambda p: p.id)
@@ -43,15 +59,9 @@ def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusi
         vectors[fusion.visual_space] = visual.tolist()
     if audio is not None:
         vectors[fusion.audio_space] = audio.tolist()
-    fused = np.concatenate(
-        [
-            fusion.weights[0] * visual if visual is not None else np.zeros(fusion.dims[0]),
-            fusion.weights[1] * audio if audio is not None else np.zeros(fusion.dims[1]),
-        ]
-    )
-    norm = float(np.linalg.norm(fused))
-    if norm > 0:  # a zero weight on the only half present leaves no fused vector (never a NaN one)
-        vectors[FUSED_SPACE] = (fused / norm).tolist()
+    fused = fuse(visual, audio, fusion.weights, fusion.dims)
+    if fused is not None:
+        vectors[FUSED_SPACE] = fused.tolist()
     if fusion.text_space is not None:
         text = _mean([m.vectors[fusion.text_space] for m in frames if fusion.text_space in m.vectors])
         if text is not None:

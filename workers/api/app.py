@@ -175,23 +175,23 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def search(request: Request) -> SearchResponse:
         """A text, a point id (JSON), or a picture / sound file (multipart) → the nearest points."""
-        kind, body = await _search_body(request, settings.pipeline.max_event_bytes)
-        if kind == "point":
-            assert body.point_id is not None
-            point_id = _point_id(body.point_id)
-            space = body.space or await run(lambda: _default_space_of(searcher(), point_id))
-            hits = await run(lambda: searcher().like_point(point_id, space, body.k, body.where, body.modality))
+        query, options = await _search_body(request, settings.pipeline.max_event_bytes)
+        if query is None:  # a point id: more like this point
+            assert options.point_id is not None
+            point_id = _point_id(options.point_id)
+            space = options.space or await run(lambda: _default_space_of(searcher(), point_id))
+            hits = await run(lambda: searcher().like_point(point_id, space, options.k, options.where, options.modality))
             return SearchResponse(space=space, query="point", hits=_hits(hits))
-        query = body if isinstance(body, Query) else Query.of_text(body.text or "")
-        options = request.state.search_options if isinstance(body, Query) else body
 
         def work() -> tuple[str, list[Hit]]:
-            return searcher().search_in(query, options.space, options.k, options.where, options.modality)
+            space = searcher().resolve(query.kind, options.space)[0]
+            return space, searcher().search(query, space, options.k, options.where, options.modality)
 
         space, hits = await run(work)
         return SearchResponse(space=space, query=query.kind, hits=_hits(hits))
 
-    async def _search_body(request: Request, max_bytes: int) -> tuple[str, Any]:
+    async def _search_body(request: Request, max_bytes: int) -> tuple[Query | None, SearchRequest]:
+        """The query (None for a point-id search) and the search options, from a JSON or a multipart body."""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             try:
@@ -200,7 +200,7 @@ def create_app(settings: Settings) -> FastAPI:
                 raise ApiError(422, _validation_message(exc)) from exc
             if (body.text is None) == (body.point_id is None):
                 raise ApiError(422, "give exactly one of 'text' or 'point_id' (send files as multipart/form-data)")
-            return ("text" if body.text is not None else "point"), body
+            return (Query.of_text(body.text) if body.text is not None else None), body
         if content_type.startswith("multipart/form-data"):
             form = await request.form(max_files=1, max_fields=10, max_part_size=max_bytes)
             upload, kind = form.get("file"), form.get("kind")
@@ -212,18 +212,15 @@ def create_app(settings: Settings) -> FastAPI:
             if len(data) > max_bytes:
                 raise ApiError(413, f"the file is over the limit of {max_bytes} bytes")
             try:
-                where = json.loads(str(form.get("where") or "{}"))
                 options = SearchRequest(
-                    text="-",
                     space=_text(form.get("space")),
                     k=int(str(form.get("k") or 10)),
-                    where=where,
+                    where=json.loads(str(form.get("where") or "{}")),
                     modality=_text(form.get("modality")),
                 )
             except (ValueError, ValidationError) as exc:
                 raise ApiError(422, f"bad form field: {exc}") from exc
-            request.state.search_options = options
-            return kind, (Query.of_image(data) if kind == "image" else Query.of_audio(data))
+            return (Query.of_image(data) if kind == "image" else Query.of_audio(data)), options
         raise ApiError(415, f"send application/json or multipart/form-data, not {content_type or 'nothing'!r}")
 
     @app.post("/recommend", response_model=SearchResponse)
