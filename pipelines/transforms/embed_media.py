@@ -40,7 +40,7 @@ from pipelines.media.errors import MediaError
 from pipelines.media.fetch import content_bytes
 from pipelines.media.images import ORIGINAL_SIZE, decode_image
 from pipelines.media.previews import sound_preview, thumbnail
-from pipelines.transforms.outputs import dead, in_global_window
+from pipelines.transforms.outputs import dead, windowed
 from pipelines.transforms.parse import ParsedEvent
 from pipelines.transforms.points import to_point
 from pipelines.transforms.quality import vector_problem
@@ -117,11 +117,7 @@ class EmbedMedia(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         while self._queue:
-            for output in self._encode_oldest(self.batch):
-                if isinstance(output, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(output.tag, in_global_window(output.value))
-                else:
-                    yield in_global_window(output)
+            yield from windowed(self._encode_oldest(self.batch))
 
     def _fetch_and_decode(self, event: ParsedEvent) -> Decoded:
         return self.decode(content_bytes(event.envelope, self._media, self._pipeline.max_event_bytes))

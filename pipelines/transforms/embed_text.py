@@ -21,7 +21,7 @@ import numpy as np
 
 from onnx_models.batching import plan_batches
 from onnx_models.text_encoder import TextEncoder
-from pipelines.transforms.outputs import dead, in_global_window
+from pipelines.transforms.outputs import dead, windowed
 from pipelines.transforms.parse import ParsedEvent
 from pipelines.transforms.points import to_point
 from pipelines.transforms.quality import vector_problem
@@ -56,11 +56,7 @@ class EmbedText(beam.DoFn):
             yield from self._flush()
 
     def finish_bundle(self) -> Iterator[Any]:
-        for output in self._flush():
-            if isinstance(output, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(output.tag, in_global_window(output.value))
-            else:
-                yield in_global_window(output)
+        yield from windowed(self._flush())
 
     def _flush(self) -> Iterator[Any]:
         """Encode the held window; yield its outcomes in arrival order: points, or dead letters with the reason."""

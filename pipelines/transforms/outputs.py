@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -22,3 +23,12 @@ def dead(event: ParsedEvent, reason: Reason, message: str, stage: str) -> beam.p
 def in_global_window(value: Any) -> WindowedValue:
     """``finish_bundle`` must emit windowed values; this pipeline has only the global window."""
     return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+
+
+def windowed(outputs: Iterable[Any]) -> Iterator[Any]:
+    """What ``process`` may yield (values, tagged outputs), as ``finish_bundle`` must yield it."""
+    for output in outputs:
+        if isinstance(output, beam.pvalue.TaggedOutput):
+            yield beam.pvalue.TaggedOutput(output.tag, in_global_window(output.value))
+        else:
+            yield in_global_window(output)
