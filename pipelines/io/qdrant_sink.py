@@ -24,7 +24,7 @@ from pipelines.stores import SpaceSpec, open_store
 from pipelines.transforms.parse import ParsedEvent
 from pipelines.transforms.video_views import video_point
 from schemas.envelope import Modality
-from schemas.point import PointRecord, point_id
+from schemas.point import PointRecord
 from schemas.settings import PipelineSettings, QdrantSettings
 
 METRICS_NAMESPACE = "embedstream"
@@ -92,13 +92,13 @@ class UpsertPoints(beam.DoFn):
         """Recompute every touched video's view from its durable members, then make the views durable."""
         views = []
         for video_id in sorted(self._touched):
-            previous = self._store.retrieve([point_id("video", video_id)])
-            ended = video_id in self._ended or bool(previous and previous[0].payload.get("ended"))
-            members = [
-                p
-                for p in self._store.scroll(with_vectors=True, where={"video_id": video_id})
-                if p.payload.get("modality") != "video"
-            ]
+            # one scroll gives the members and the previous view (it carries video_id too: was it ended?)
+            members, ended = [], video_id in self._ended
+            for stored in self._store.scroll(with_vectors=True, where={"video_id": video_id}):
+                if stored.payload.get("modality") == "video":
+                    ended = ended or bool(stored.payload.get("ended"))
+                else:
+                    members.append(stored)
             view = video_point(video_id, members, fusion, ended)
             if view is not None:
                 views.append(view)
