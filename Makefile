@@ -39,7 +39,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy reads the packages under their installed names through links (see [tool.mypy] in pyproject.toml).
 typecheck: $(STAMP)
+	@mkdir -p build/typecheck/embedstream
+	@for p in schemas onnx_models pipelines workers; do ln -sfn ../../../$$p build/typecheck/embedstream/$$p; done
 	$(BIN)/mypy
 
 bench: setup

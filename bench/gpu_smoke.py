@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from schemas.settings import Settings
+from embedstream.schemas.settings import Settings
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 MIN_COSINE = 0.999
@@ -28,7 +28,7 @@ TEXTS = ["Kafka topics carry raw events.", "a", "Trains, stations and timetables
 
 
 def encoders_for(name: str, providers: list[str], settings: Settings) -> Any:
-    from onnx_models.encoders import load_encoder
+    from embedstream.onnx_models.encoders import load_encoder
 
     return load_encoder(settings.model.cache_dir, name, settings.model.model_copy(update={"providers": providers}))
 
@@ -36,7 +36,7 @@ def encoders_for(name: str, providers: list[str], settings: Settings) -> Any:
 def sample_input(encoder: Any) -> list[Any]:
     from PIL import Image
 
-    from onnx_models.export.parity_inputs import parity_waves
+    from embedstream.onnx_models.export.parity_inputs import parity_waves
 
     rng = np.random.default_rng(0)
     if encoder.manifest.modality == "image":
@@ -75,7 +75,7 @@ def main() -> int:
         print(f"no CUDA execution provider in this onnxruntime ({available}); nothing to check here")
         return 0
     settings = Settings.load()
-    from onnx_models.registry import built_versions
+    from embedstream.onnx_models.registry import built_versions
 
     cache = settings.model.cache_dir
     names = sorted(p.name for p in cache.glob("*") if p.is_dir()) if cache.is_dir() else []

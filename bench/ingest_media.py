@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from schemas.settings import Settings
+from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
 BATCH = 8
@@ -40,7 +40,7 @@ BATCH = 8
 def inputs(kind: str, n: int) -> list[bytes]:
     from PIL import Image
 
-    from workers.sample_media import sample_photos, sample_voices
+    from embedstream.workers.sample_media import sample_photos, sample_voices
 
     if kind == "audio":
         clips = [p.read_bytes() for p in sample_voices().values()]
@@ -56,10 +56,10 @@ def inputs(kind: str, n: int) -> list[bytes]:
 
 
 def decoder(kind: str, settings: Settings) -> Any:
-    from onnx_models.encoders import load_encoder
-    from onnx_models.image_encoder import preprocess
-    from pipelines.media.audio import decode_audio
-    from pipelines.media.images import decode_image
+    from embedstream.onnx_models.encoders import load_encoder
+    from embedstream.onnx_models.image_encoder import preprocess
+    from embedstream.pipelines.media.audio import decode_audio
+    from embedstream.pipelines.media.images import decode_image
 
     media = settings.media
     if kind == "audio":
@@ -72,9 +72,9 @@ def decoder(kind: str, settings: Settings) -> Any:
 def phase_bare(kind: str, n: int, way: str = "best") -> dict[str, Any]:
     """ONNX Runtime alone on pre-decoded inputs. Pictures, ``best``: the backbone once + the ConSE head on its
     features (what the pipeline does); ``two-models``: both whole graphs (what one would do without the head)."""
-    from onnx_models.encoders import load_encoder
-    from onnx_models.image_encoder import FeatureHead
-    from onnx_models.registry import load_manifest
+    from embedstream.onnx_models.encoders import load_encoder
+    from embedstream.onnx_models.image_encoder import FeatureHead
+    from embedstream.onnx_models.registry import load_manifest
 
     settings = Settings.load()
     decode = decoder(kind, settings)
@@ -115,10 +115,10 @@ def phase_decode(kind: str, n: int) -> dict[str, Any]:
 
 
 def phase_pipeline(kind: str, n: int, bootstrap: str, topic: str, store: str) -> dict[str, Any]:
-    from onnx_models.audio_encoder import AudioEncoder
-    from onnx_models.image_encoder import FeatureHead, ImageEncoder
-    from pipelines.ingest import run_ingest
-    from pipelines.transforms.embed_media import EmbedAudio, EmbedImages
+    from embedstream.onnx_models.audio_encoder import AudioEncoder
+    from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder
+    from embedstream.pipelines.ingest import run_ingest
+    from embedstream.pipelines.transforms.embed_media import EmbedAudio, EmbedImages
 
     busy = {"encode": 0.0, "decode": 0.0}
     lock = threading.Lock()
@@ -157,9 +157,9 @@ def phase_pipeline(kind: str, n: int, bootstrap: str, topic: str, store: str) ->
 
 
 def produce(kind: str, n: int, bootstrap: str, topic: str) -> None:
-    from pipelines.io.kafka_clients import ensure_topics
-    from schemas.envelope import Envelope
-    from workers.produce import produce_events
+    from embedstream.pipelines.io.kafka_clients import ensure_topics
+    from embedstream.schemas.envelope import Envelope
+    from embedstream.workers.produce import produce_events
 
     settings = Settings.load(kafka={"bootstrap_servers": bootstrap, "topic": topic})
     ensure_topics(settings.kafka, [topic])
@@ -190,7 +190,7 @@ def main() -> None:
         print(json.dumps(phases[name](kind, int(n), *rest)))
         return
 
-    from workers.broker import start_broker
+    from embedstream.workers.broker import start_broker
 
     results: dict[str, list[dict[str, Any]]] = {"image": [], "audio": []}
     broker = start_broker()

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.settings import Settings
+from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
 BATCH_SIZES = (8, 16, 32, 64)
@@ -38,7 +38,7 @@ TUNE_EVENTS = 2000
 
 def corpus_texts(n: int) -> list[str]:
     """The sample corpus cycled to ``n`` texts."""
-    from onnx_models.export.quantize import sample_texts
+    from embedstream.onnx_models.export.quantize import sample_texts
 
     lines = sample_texts()
     return [lines[i % len(lines)] for i in range(n)]
@@ -49,7 +49,7 @@ def peak_rss_mb() -> float:
 
 
 def phase_bare(n: int) -> dict[str, Any]:
-    from onnx_models.text_encoder import TextEncoder
+    from embedstream.onnx_models.text_encoder import TextEncoder
 
     encoder = TextEncoder.from_settings(Settings.load().model)
     texts = corpus_texts(n)
@@ -79,7 +79,7 @@ def phase_bare(n: int) -> dict[str, Any]:
 
 
 def phase_naive(n: int) -> dict[str, Any]:
-    from onnx_models.text_encoder import TextEncoder
+    from embedstream.onnx_models.text_encoder import TextEncoder
 
     encoder = TextEncoder.from_settings(Settings.load().model)
     texts = corpus_texts(n)
@@ -91,8 +91,8 @@ def phase_naive(n: int) -> dict[str, Any]:
 
 
 def phase_pipeline(n: int, bootstrap: str, topic: str, store: str, group: str) -> dict[str, Any]:
-    from onnx_models.text_encoder import TextEncoder
-    from pipelines.ingest import run_ingest
+    from embedstream.onnx_models.text_encoder import TextEncoder
+    from embedstream.pipelines.ingest import run_ingest
 
     # Time the encoder inside the pipeline (the in-process runner runs the DoFns here) to split the wall time
     # into start-up, ONNX Runtime and everything else.
@@ -139,9 +139,9 @@ def run_phase(*args: str) -> dict[str, Any]:
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
-    from pipelines.io.kafka_clients import ensure_topics
-    from schemas.envelope import Envelope
-    from workers.produce import produce_events
+    from embedstream.pipelines.io.kafka_clients import ensure_topics
+    from embedstream.schemas.envelope import Envelope
+    from embedstream.workers.produce import produce_events
 
     settings = Settings.load(kafka={"bootstrap_servers": bootstrap, "topic": topic})
     ensure_topics(settings.kafka, [topic])
@@ -165,7 +165,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from workers.broker import start_broker
+    from embedstream.workers.broker import start_broker
 
     broker = start_broker()
     rounds: list[dict[str, Any]] = []

@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.ingest_text import REPORTS, corpus_texts, peak_rss_mb
-from schemas.settings import Settings
+from embedstream.schemas.settings import Settings
 
 # (intra_op_threads, inter_op_threads, cpu_mem_arena); 0 = ORT's default (one thread per physical core).
 CONFIGS = [(0, 1, True), (1, 1, True), (2, 1, True), (4, 1, True), (2, 2, True), (0, 1, False)]
 
 
 def phase(n: int, intra: int, inter: int, arena: bool) -> dict[str, Any]:
-    from onnx_models.batching import plan_batches
-    from onnx_models.text_encoder import TextEncoder
+    from embedstream.onnx_models.batching import plan_batches
+    from embedstream.onnx_models.text_encoder import TextEncoder
 
     settings = Settings.load(model={"intra_op_threads": intra, "inter_op_threads": inter, "cpu_mem_arena": arena})
     encoder = TextEncoder.from_settings(settings.model)

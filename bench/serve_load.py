@@ -47,11 +47,11 @@ QUERIES = (
 def fill_store(path: str, points: int) -> list[str]:
     from tqdm import tqdm
 
-    from onnx_models.export.quantize import sample_texts
-    from onnx_models.text_encoder import TextEncoder
-    from pipelines.stores import SpaceSpec, open_store
-    from schemas.point import PointRecord, point_id
-    from schemas.settings import Settings
+    from embedstream.onnx_models.export.quantize import sample_texts
+    from embedstream.onnx_models.text_encoder import TextEncoder
+    from embedstream.pipelines.stores import SpaceSpec, open_store
+    from embedstream.schemas.point import PointRecord, point_id
+    from embedstream.schemas.settings import Settings
 
     settings = Settings.load(qdrant={"backend": "edge", "path": path})
     texts = sample_texts()
@@ -85,12 +85,12 @@ def fill_store(path: str, points: int) -> list[str]:
 def start_server(path: str) -> tuple[subprocess.Popen[str], str]:
     import httpx
 
-    from workers.broker import free_port
+    from embedstream.workers.broker import free_port
 
     port = free_port()
     env = dict(os.environ, EMBEDSTREAM_QDRANT__PATH=path, EMBEDSTREAM_QDRANT__BACKEND="edge")
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "embedstream.workers.cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -3,9 +3,9 @@
 Runtime code here needs only onnxruntime, tokenizers and numpy; export code imports torch/optimum lazily.
 """
 
-from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
-from onnx_models.registry import ModelNotBuiltError, load_manifest, model_dir
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
+from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest, model_dir
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 __all__ = [
     "ModelManifest",

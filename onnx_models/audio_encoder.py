@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_models.manifest import AudioSpec, ModelManifest
-from onnx_models.registry import load_manifest
-from onnx_models.session import session_for
-from schemas.settings import ModelSettings
+from embedstream.onnx_models.manifest import AudioSpec, ModelManifest
+from embedstream.onnx_models.registry import load_manifest
+from embedstream.onnx_models.session import session_for
+from embedstream.schemas.settings import ModelSettings
 
 PARTIALS_PER_RUN = 64
 INT16_MAX = 2**15 - 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onnx_models.audio_encoder import AudioEncoder
-from onnx_models.image_encoder import ImageEncoder
-from onnx_models.registry import load_manifest
-from onnx_models.text_encoder import TextEncoder
-from schemas.settings import ModelSettings
+from embedstream.onnx_models.audio_encoder import AudioEncoder
+from embedstream.onnx_models.image_encoder import ImageEncoder
+from embedstream.onnx_models.registry import load_manifest
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.schemas.settings import ModelSettings
 
 Encoder = TextEncoder | ImageEncoder | AudioEncoder
 

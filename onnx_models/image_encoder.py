@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onnx_models.batching import run_batches
-from onnx_models.manifest import ImageSpec, ModelManifest
-from onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
-from onnx_models.session import session_for
-from onnx_models.text_encoder import pool
-from schemas.settings import ModelSettings
+from embedstream.onnx_models.batching import run_batches
+from embedstream.onnx_models.manifest import ImageSpec, ModelManifest
+from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
+from embedstream.onnx_models.session import session_for
+from embedstream.onnx_models.text_encoder import pool
+from embedstream.schemas.settings import ModelSettings
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 BATCH = 8

@@ -10,7 +10,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from onnx_models.manifest import MANIFEST_FILE, ModelManifest
+from embedstream.onnx_models.manifest import MANIFEST_FILE, ModelManifest
 
 
 class ModelNotBuiltError(RuntimeError):
@@ -44,7 +44,7 @@ def load_manifest(cache_dir: Path, name: str, verify: bool = True) -> tuple[Mode
 
     A plain name never silently picks a quantized variant: variants are other versions, and a named vector
     holds one version only."""
-    from onnx_models.catalog import CATALOG
+    from embedstream.onnx_models.catalog import CATALOG
 
     base, _, version = name.partition("@")
     root = Path(cache_dir) / base

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from schemas.settings import ModelSettings
+from embedstream.schemas.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 

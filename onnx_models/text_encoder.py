@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from onnx_models.batching import run_batches
-from onnx_models.manifest import ModelManifest
-from onnx_models.registry import load_manifest
-from onnx_models.session import session_for
-from schemas.settings import ModelSettings
+from embedstream.onnx_models.batching import run_batches
+from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.registry import load_manifest
+from embedstream.onnx_models.session import session_for
+from embedstream.schemas.settings import ModelSettings
 
 
 class TextEncoder:

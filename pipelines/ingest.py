@@ -24,18 +24,18 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from pipelines.io.dead_letter_sink import PublishDeadLetters
-from pipelines.io.kafka_clients import PartitionSpec, ensure_topics, plan_partitions
-from pipelines.io.kafka_read import ReadKafkaPartitions, request_stop, reset_stop
-from pipelines.io.qdrant_sink import METRICS_NAMESPACE, UpsertPoints
-from pipelines.plan import IngestPlan, plan_ingest
-from pipelines.stores import open_store, wait_until_released
-from pipelines.transforms import DEAD_LETTER
-from pipelines.transforms.embed_media import EmbedAudio, EmbedImages
-from pipelines.transforms.embed_text import EmbedText
-from pipelines.transforms.parse import ParseEvents
-from schemas.envelope import Limits
-from schemas.settings import Settings
+from embedstream.pipelines.io.dead_letter_sink import PublishDeadLetters
+from embedstream.pipelines.io.kafka_clients import PartitionSpec, ensure_topics, plan_partitions
+from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions, request_stop, reset_stop
+from embedstream.pipelines.io.qdrant_sink import METRICS_NAMESPACE, UpsertPoints
+from embedstream.pipelines.plan import IngestPlan, plan_ingest
+from embedstream.pipelines.stores import open_store, wait_until_released
+from embedstream.pipelines.transforms import DEAD_LETTER
+from embedstream.pipelines.transforms.embed_media import EmbedAudio, EmbedImages
+from embedstream.pipelines.transforms.embed_text import EmbedText
+from embedstream.pipelines.transforms.parse import ParseEvents
+from embedstream.schemas.envelope import Limits
+from embedstream.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from onnx_models.manifest import ModelManifest
-from onnx_models.registry import ModelNotBuiltError, load_manifest
-from pipelines.stores import SpaceSpec, StoreSchemaError
-from schemas.envelope import Modality
-from schemas.settings import Settings
+from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest
+from embedstream.pipelines.stores import SpaceSpec, StoreSchemaError
+from embedstream.schemas.envelope import Modality
+from embedstream.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 

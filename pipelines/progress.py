@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 
-log = logging.getLogger("pipelines.progress")
+log = logging.getLogger("embedstream.pipelines.progress")
 
 
 class Progress:

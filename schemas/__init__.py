@@ -3,11 +3,11 @@
 This package imports nothing of ours, so every other layer may depend on it.
 """
 
-from schemas.dead_letter import DeadLetter, Reason
-from schemas.envelope import Envelope, Limits, Modality, Rejection, VideoRef, parse_event
-from schemas.point import PointRecord, SourceRef, point_id
-from schemas.records import KafkaRecord
-from schemas.settings import KafkaSettings, ModelSettings, PipelineSettings, QdrantSettings, Settings
+from embedstream.schemas.dead_letter import DeadLetter, Reason
+from embedstream.schemas.envelope import Envelope, Limits, Modality, Rejection, VideoRef, parse_event
+from embedstream.schemas.point import PointRecord, SourceRef, point_id
+from embedstream.schemas.records import KafkaRecord
+from embedstream.schemas.settings import KafkaSettings, ModelSettings, PipelineSettings, QdrantSettings, Settings
 
 __all__ = [
     "DeadLetter",

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.records import KafkaRecord
+from embedstream.schemas.records import KafkaRecord
 
 DLQ_HEADER_PREFIX = "es-dlq-"
 

@@ -32,8 +32,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schemas.dead_letter import DLQ_HEADER_PREFIX, Reason
-from schemas.records import KafkaRecord
+from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, Reason
+from embedstream.schemas.records import KafkaRecord
 
 SCHEMA_VERSION = 1
 HEADER_PREFIX = "es-"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from onnx_models.export import build
-from schemas.settings import Settings, default_cache_dir
-from workers.broker import Broker, start_broker
+from embedstream.onnx_models.export import build
+from embedstream.schemas.settings import Settings, default_cache_dir
+from embedstream.workers.broker import Broker, start_broker
 
 MODEL_CACHE = Path(os.environ.get("EMBEDSTREAM_TEST_MODEL_CACHE", default_cache_dir() / "models"))
 

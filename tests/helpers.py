@@ -11,9 +11,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from pipelines.io.kafka_clients import assign_readable, high_watermarks, partitions_of, records_until
-from schemas.settings import Settings
-from workers.broker import Broker
+from embedstream.pipelines.io.kafka_clients import assign_readable, high_watermarks, partitions_of, records_until
+from embedstream.schemas.settings import Settings
+from embedstream.workers.broker import Broker
 
 
 def text_event(event_id: str, text: str, **extra: Any) -> bytes:

@@ -17,13 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from schemas.point import point_id
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.schemas.point import point_id
+from embedstream.workers.broker import free_port
+from embedstream.workers.produce import produce_files
+from embedstream.workers.sample_media import sample_photos, sample_voices
 from tests.helpers import send_raw, settings_env, shared_settings, text_event, watermarks
-from workers.broker import free_port
-from workers.produce import produce_files
-from workers.sample_media import sample_photos, sample_voices
 
 CORPUS = Path(__file__).parents[1] / "workers" / "samples" / "corpus.jsonl"
 
@@ -33,7 +33,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "serve", "--port", str(self.port), *extra],
+            [sys.executable, "-m", "embedstream.workers.cli", "serve", "--port", str(self.port), *extra],
             env=settings_env(settings),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -9,17 +9,17 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.io.kafka_clients import ensure_topics
-from pipelines.stores import SpaceSpec, open_store
+from embedstream.pipelines.io.kafka_clients import ensure_topics
+from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.workers.broker import free_port, port_open
 from tests.helpers import send_raw, settings_env, text_event
-from workers.broker import free_port, port_open
 
 
 def embedstream(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "embedstream.workers.cli", *args],
         env=env or dict(os.environ),
         capture_output=True,
         text=True,

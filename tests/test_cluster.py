@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import ensure_topics
-from pipelines.stores import open_store
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import ensure_topics
+from embedstream.pipelines.stores import open_store
 from tests.helpers import send_raw, settings_env, text_event
 from tests.test_cli import embedstream
 

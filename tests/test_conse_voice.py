@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnx_models.audio_encoder import AudioEncoder, power_mel
-from onnx_models.export import build
-from onnx_models.export.conse import imagenet_class_names
-from onnx_models.image_encoder import ImageEncoder
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.audio_encoder import AudioEncoder, power_mel
+from embedstream.onnx_models.export import build
+from embedstream.onnx_models.export.conse import imagenet_class_names
+from embedstream.onnx_models.image_encoder import ImageEncoder
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "hubble_deep_field")
 
@@ -107,7 +107,11 @@ def test_numpy_mel_equals_librosa(voice):
 def cli(*args: str, cache) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, EMBEDSTREAM_MODEL__CACHE_DIR=str(cache))
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", "models", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "embedstream.workers.cli", "models", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -138,8 +142,8 @@ def test_list_shows_every_catalog_model(conse, voice, model_cache):
 
 def test_the_head_on_effnet_features_equals_the_whole_graph(conse, model_cache):
     """The pipeline runs the backbone once and the ConSE head on its features: same vectors as the whole graph."""
-    from onnx_models.image_encoder import FeatureHead, preprocess
-    from onnx_models.registry import load_manifest
+    from embedstream.onnx_models.image_encoder import FeatureHead, preprocess
+    from embedstream.onnx_models.registry import load_manifest
 
     effnet = ImageEncoder.load(model_cache, "effnet")
     assert conse.manifest.head is not None and conse.manifest.head.input_model == effnet.manifest.ref

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from schemas.dead_letter import DeadLetter, Reason
-from schemas.envelope import Envelope, Limits, Modality, Rejection, envelope_to_json, parse_event
-from schemas.point import point_id, point_key
-from schemas.records import KafkaRecord
+from embedstream.schemas.dead_letter import DeadLetter, Reason
+from embedstream.schemas.envelope import Envelope, Limits, Modality, Rejection, envelope_to_json, parse_event
+from embedstream.schemas.point import point_id, point_key
+from embedstream.schemas.records import KafkaRecord
 
 
 def record(value: bytes | None, headers: tuple[tuple[str, bytes], ...] = (), ts: int | None = None) -> KafkaRecord:

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from pipelines.plan import plan_ingest
-from pipelines.stores import StoreLockedError, open_store
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.plan import plan_ingest
+from embedstream.pipelines.stores import StoreLockedError, open_store
+from embedstream.workers.broker import free_port, start_broker
 from tests.helpers import read_topic, send_raw, text_event, watermarks
 from tests.tcp_proxy import TcpProxy
-from workers.broker import free_port, start_broker
 
 
 @pytest.fixture

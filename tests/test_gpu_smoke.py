@@ -20,8 +20,8 @@ def test_without_cuda_it_says_so_and_exits_zero():
 def test_the_comparison_path_on_the_cpu_provider(model, model_cache):
     """The same code the GPU run uses, pointed at the CPU provider: it must report a perfect match."""
     from bench.gpu_smoke import check
-    from onnx_models.export import build
-    from schemas.settings import Settings
+    from embedstream.onnx_models.export import build
+    from embedstream.schemas.settings import Settings
 
     build(model, model_cache)
     result = check(model, "CPUExecutionProvider", Settings.load(model={"cache_dir": str(model_cache)}))

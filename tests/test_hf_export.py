@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from onnx_models.export.hf_text import export_text_model, torch_reference
-from onnx_models.export.quantize import sample_texts
-from onnx_models.registry import load_manifest
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.export.hf_text import export_text_model, torch_reference
+from embedstream.onnx_models.export.quantize import sample_texts
+from embedstream.onnx_models.registry import load_manifest
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 TEXTS = ["Kafka carries events.", "a", "Trains, stations and timetables run late on Sundays.", "Stars and planets"]
 
@@ -126,7 +126,7 @@ def test_cli_export(tmp_path):
         [
             sys.executable,
             "-m",
-            "workers.cli",
+            "embedstream.workers.cli",
             "models",
             "export",
             "mybert",

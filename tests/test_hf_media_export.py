@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from onnx_models.audio_encoder import AudioEncoder
-from onnx_models.encoders import load_encoder
-from onnx_models.export.hf import export_model, modality_of
-from onnx_models.export.quantize import sample_texts
-from onnx_models.image_encoder import ImageEncoder, preprocess
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.audio_encoder import AudioEncoder
+from embedstream.onnx_models.encoders import load_encoder
+from embedstream.onnx_models.export.hf import export_model, modality_of
+from embedstream.onnx_models.export.quantize import sample_texts
+from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -194,7 +194,7 @@ def test_clip_towers_share_one_space(tmp_path):
 def test_cli_export_routes_a_vision_model(tmp_path):
     source = made(tmp_path, "resnet", tiny_resnet)
     env = dict(os.environ, EMBEDSTREAM_MODEL__CACHE_DIR=str(tmp_path / "cache"))
-    run = [sys.executable, "-m", "workers.cli", "models"]
+    run = [sys.executable, "-m", "embedstream.workers.cli", "models"]
     done = subprocess.run([*run, "export", "tinyres", "--source", source], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "tinyres@1: 32-d image model" in done.stdout

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnx_models.export import build
-from onnx_models.export.efficientnet import torch_features
-from onnx_models.image_encoder import ImageEncoder, preprocess
+from embedstream.onnx_models.export import build
+from embedstream.onnx_models.export.efficientnet import torch_features
+from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 
-from pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from pipelines.stores import open_store
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.stores import open_store
+from embedstream.workers.demo import sample_corpus
 from tests.helpers import send_raw, settings_env, text_event, watermarks
-from workers.demo import sample_corpus
 
 TOTAL = 1200
 
@@ -20,7 +20,7 @@ def _ingest_process(settings, log_path):
     env = settings_env(settings)
     env["EMBEDSTREAM_PIPELINE__MAX_RECORDS_PER_BUNDLE"] = "64"  # frequent commits, so a kill lands mid-run
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "ingest", "--mode", "stream"],
+        [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
         env=env,
         stdout=open(log_path, "wb"),
         stderr=subprocess.STDOUT,

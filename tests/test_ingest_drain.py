@@ -9,13 +9,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from pipelines.stores import open_store
-from schemas.dead_letter import DeadLetter
-from schemas.point import point_id
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.stores import open_store
+from embedstream.schemas.dead_letter import DeadLetter
+from embedstream.schemas.point import point_id
+from embedstream.workers.demo import sample_corpus
 from tests.helpers import b64, read_topic, reset_group, send_raw, text_event, watermarks
-from workers.demo import sample_corpus
 
 CORPUS = [json.loads(line) for line in sample_corpus().read_text().splitlines()]
 MAX_EVENT_BYTES = 1 << 20

@@ -9,13 +9,13 @@ import pytest
 import soundfile
 from PIL import Image
 
-from pipelines.media.audio import decode_audio
-from pipelines.media.errors import MediaError
-from pipelines.media.fetch import fetch_uri
-from pipelines.media.images import ORIGINAL_SIZE, decode_image
-from schemas.dead_letter import Reason
-from schemas.settings import MediaSettings
-from workers.sample_media import sample_photos, sample_voices
+from embedstream.pipelines.media.audio import decode_audio
+from embedstream.pipelines.media.errors import MediaError
+from embedstream.pipelines.media.fetch import fetch_uri
+from embedstream.pipelines.media.images import ORIGINAL_SIZE, decode_image
+from embedstream.schemas.dead_letter import Reason
+from embedstream.schemas.settings import MediaSettings
+from embedstream.workers.sample_media import sample_photos, sample_voices
 
 LIMIT = 40_000_000
 

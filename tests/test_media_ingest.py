@@ -14,17 +14,17 @@ import pytest
 import soundfile
 from PIL import Image
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from pipelines.plan import FUSED_SPACE
-from pipelines.stores import open_store
-from schemas.dead_letter import DeadLetter
-from schemas.envelope import envelope_to_binary
-from schemas.point import point_id
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.plan import FUSED_SPACE
+from embedstream.pipelines.stores import open_store
+from embedstream.schemas.dead_letter import DeadLetter
+from embedstream.schemas.envelope import envelope_to_binary
+from embedstream.schemas.point import point_id
+from embedstream.workers.produce import produce_files, read_events
+from embedstream.workers.sample_media import make_sample_video, sample_photos, sample_voices
+from embedstream.workers.search import Query, Searcher
 from tests.helpers import read_topic, send_raw, shared_settings, watermarks
-from workers.produce import produce_files, read_events
-from workers.sample_media import make_sample_video, sample_photos, sample_voices
-from workers.search import Query, Searcher
 
 
 def binary(modality: str, event_id: str, data: bytes | None = None, **headers: str) -> tuple[bytes, bytes, list]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from onnx_models.registry import ModelNotBuiltError
-from pipelines.plan import FUSED_SPACE, plan_ingest
-from schemas.settings import Settings
+from embedstream.onnx_models.registry import ModelNotBuiltError
+from embedstream.pipelines.plan import FUSED_SPACE, plan_ingest
+from embedstream.schemas.settings import Settings
 
 
 @pytest.mark.parametrize(

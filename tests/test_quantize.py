@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from onnx_models.export.quantize import build_int8, cpu_isa, recall_at_k, sample_texts
-from onnx_models.registry import load_manifest
-from onnx_models.text_encoder import TextEncoder
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import ensure_topics
-from pipelines.stores import StoreSchemaError
+from embedstream.onnx_models.export.quantize import build_int8, cpu_isa, recall_at_k, sample_texts
+from embedstream.onnx_models.registry import load_manifest
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import ensure_topics
+from embedstream.pipelines.stores import StoreSchemaError
 from tests.helpers import send_raw, text_event
 
 

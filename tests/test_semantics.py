@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import ensure_topics
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import ensure_topics
+from embedstream.workers.demo import sample_corpus
+from embedstream.workers.search import Query, Searcher
 from tests.helpers import send_raw, text_event
-from workers.demo import sample_corpus
-from workers.search import Query, Searcher
 
 PAIRS = [
     (

@@ -7,7 +7,7 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from schemas.settings import Settings
+from embedstream.schemas.settings import Settings
 
 TOML = """
 [kafka]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from pipelines.stores import SpaceSpec, StoreLockedError, StoreSchemaError, open_store
-from schemas.point import PointRecord, SourceRef, point_id
-from schemas.settings import QdrantSettings
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.stores import SpaceSpec, StoreLockedError, StoreSchemaError, open_store
+from embedstream.schemas.point import PointRecord, SourceRef, point_id
+from embedstream.schemas.settings import QdrantSettings
 from tests.helpers import read_topic, send_raw, text_event
 
 BACKENDS = ["edge", "local"]

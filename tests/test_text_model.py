@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnx_models.batching import plan_batches
-from onnx_models.export.sentence_transformers import PARITY_SENTENCES, sentence_transformer_parity
-from onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
-from onnx_models.text_encoder import TextEncoder
-from pipelines.transforms.quality import vector_problem
-from schemas.dead_letter import Reason
+from embedstream.onnx_models.batching import plan_batches
+from embedstream.onnx_models.export.sentence_transformers import PARITY_SENTENCES, sentence_transformer_parity
+from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.transforms.quality import vector_problem
+from embedstream.schemas.dead_letter import Reason
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_quality_gate_passes_real_vectors(encoder):
 
 
 def test_runtime_settings_reach_the_session(model_cache):
-    from schemas.settings import ModelSettings
+    from embedstream.schemas.settings import ModelSettings
 
     encoder = TextEncoder.from_settings(
         ModelSettings(cache_dir=model_cache, intra_op_threads=1, inter_op_threads=2, cpu_mem_arena=False)
@@ -103,8 +103,8 @@ def test_runtime_settings_reach_the_session(model_cache):
 
 
 def test_unavailable_provider_names_the_available_ones(model_cache):
-    from onnx_models.session import ProviderUnavailableError
-    from schemas.settings import ModelSettings
+    from embedstream.onnx_models.session import ProviderUnavailableError
+    from embedstream.schemas.settings import ModelSettings
 
     with pytest.raises(ProviderUnavailableError, match="CPUExecutionProvider"):
         TextEncoder.from_settings(ModelSettings(cache_dir=model_cache, providers=["NoSuchExecutionProvider"]))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipelines.plan import FUSED_SPACE, VideoFusion
-from pipelines.stores import StoredPoint
-from pipelines.transforms.video_views import video_point
-from schemas.settings import Settings
+from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
+from embedstream.pipelines.stores import StoredPoint
+from embedstream.pipelines.transforms.video_views import video_point
+from embedstream.schemas.settings import Settings
 
 
 def fusion(weights=(1.0, 1.0)) -> VideoFusion:

@@ -8,11 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from onnx_models.export.word_vectors import import_word_vectors
-from onnx_models.text_encoder import TextEncoder
-from pipelines.transforms.quality import vector_problem
-from schemas.dead_letter import Reason
-from workers.demo import sample_corpus
+from embedstream.onnx_models.export.word_vectors import import_word_vectors
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.transforms.quality import vector_problem
+from embedstream.schemas.dead_letter import Reason
+from embedstream.workers.demo import sample_corpus
 
 TEXTS = ["The cat sat on the warm mat.", "Trains and stations", "qwzx vbnm", "Stars, planets and comets!"]
 

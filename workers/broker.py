@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from schemas.settings import default_cache_dir
+from embedstream.schemas.settings import default_cache_dir
 
 READY_TIMEOUT_S = 10.0
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from onnx_models.registry import ModelNotBuiltError
-from onnx_models.session import ProviderUnavailableError
-from pipelines.io.kafka_clients import BrokerUnavailableError
-from pipelines.stores import StoreLockedError, StoreSchemaError
-from schemas.settings import Settings
-from workers.broker import BrokerError
+from embedstream.onnx_models.registry import ModelNotBuiltError
+from embedstream.onnx_models.session import ProviderUnavailableError
+from embedstream.pipelines.io.kafka_clients import BrokerUnavailableError
+from embedstream.pipelines.stores import StoreLockedError, StoreSchemaError
+from embedstream.schemas.settings import Settings
+from embedstream.workers.broker import BrokerError
 
 EXPECTED_ERRORS = (
     BrokerUnavailableError,
@@ -40,7 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_broker(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers import broker as local
+    from embedstream.workers import broker as local
 
     if args.action == "start":
         running = local.load_state()
@@ -68,8 +68,8 @@ def cmd_broker(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, extra: list[str]) -> int:
-    from pipelines.media.video import VideoOptions
-    from workers.produce import produce_files
+    from embedstream.pipelines.media.video import VideoOptions
+    from embedstream.workers.produce import produce_files
 
     settings = _settings(args)
     if args.topic:
@@ -81,7 +81,7 @@ def cmd_produce(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
-    from pipelines.ingest import run_ingest
+    from embedstream.pipelines.ingest import run_ingest
 
     settings = _settings(args)
     settings.pipeline.mode = args.mode
@@ -92,7 +92,7 @@ def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_search(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers.search import Query, parse_where, search_once
+    from embedstream.workers.search import Query, parse_where, search_once
 
     given = [q for q in (args.query, args.text, args.image, args.audio) if q]
     if len(given) != 1:
@@ -117,13 +117,13 @@ def cmd_search(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers.models_cmd import run_models
+    from embedstream.workers.models_cmd import run_models
 
     return run_models(args, _settings(args).model.cache_dir)
 
 
 def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers.serve import serve
+    from embedstream.workers.serve import serve
 
     settings = _settings(args)
     where = f"http://{args.host}:{args.port}/"
@@ -133,8 +133,8 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers.cluster import cluster_space
-    from workers.search import parse_where
+    from embedstream.workers.cluster import cluster_space
+    from embedstream.workers.search import parse_where
 
     k = args.k if args.k == "auto" else int(args.k)
     report = cluster_space(
@@ -159,7 +159,7 @@ def cmd_cluster(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers import dlq
+    from embedstream.workers import dlq
 
     settings = _settings(args)
     if args.action == "stats":
@@ -175,7 +175,7 @@ def cmd_dlq(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
-    from workers.demo import run_demo
+    from embedstream.workers.demo import run_demo
 
     run_demo(beam_args=tuple(extra))
     return 0
@@ -273,8 +273,7 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_not_beam_import_noise)
-    for ours in ("schemas", "onnx_models", "pipelines", "workers"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("embedstream").setLevel(logging.DEBUG if verbose else logging.INFO)
     # kafka-python logs every connection at ERROR on a refused bootstrap; our one-line error says it better.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from pipelines.stores import open_store
-from schemas.settings import Settings
+from embedstream.pipelines.stores import open_store
+from embedstream.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 NEAREST = 3

@@ -12,14 +12,14 @@ import shutil
 import time
 from pathlib import Path
 
-from pipelines.ingest import run_ingest
-from pipelines.io.kafka_clients import ensure_topics, producer
-from schemas.settings import Settings
-from workers import dlq
-from workers.broker import start_broker
-from workers.produce import produce_files
-from workers.sample_media import make_sample_video, sample_photos, sample_voices
-from workers.search import Query, Searcher
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import ensure_topics, producer
+from embedstream.schemas.settings import Settings
+from embedstream.workers import dlq
+from embedstream.workers.broker import start_broker
+from embedstream.workers.produce import produce_files
+from embedstream.workers.sample_media import make_sample_video, sample_photos, sample_voices
+from embedstream.workers.search import Query, Searcher
 
 DEMO_QUERIES = (
     "how do I keep bread dough from sticking",
@@ -136,7 +136,7 @@ def show_media_searches(searcher: Searcher, workdir: Path) -> None:
 
 
 def show_clusters(settings: Settings, workdir: Path) -> None:
-    from workers.cluster import cluster_space
+    from embedstream.workers.cluster import cluster_space
 
     print("\n▶ clustering the texts (minilm space, k chosen by silhouette)…")
     report = cluster_space(

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from kafka.structs import OffsetAndMetadata
 
-from pipelines.io.kafka_clients import assign_readable, consumer, ensure_topics, producer, records_until
-from schemas.dead_letter import DLQ_HEADER_PREFIX, DeadLetter
-from schemas.settings import Settings
+from embedstream.pipelines.io.kafka_clients import assign_readable, consumer, ensure_topics, producer, records_until
+from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, DeadLetter
+from embedstream.schemas.settings import Settings
 
 
 @dataclass

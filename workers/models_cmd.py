@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.manifest import ModelManifest
 
 
 def _figure(manifest: ModelManifest) -> str:
@@ -32,12 +32,12 @@ def _report(manifest: ModelManifest, cache: Path) -> None:
 
 
 def build(args: argparse.Namespace, cache: Path) -> int:
-    from onnx_models.export import build as build_model
+    from embedstream.onnx_models.export import build as build_model
 
     manifest = build_model(args.name, cache, force=args.force)
     _report(manifest, cache)
     if args.quantize:
-        from onnx_models.export.quantize import build_int8
+        from embedstream.onnx_models.export.quantize import build_int8
 
         variant = build_int8(cache, args.name, per_channel=not args.per_tensor)
         _report(variant, cache)
@@ -46,7 +46,7 @@ def build(args: argparse.Namespace, cache: Path) -> int:
 
 
 def export(args: argparse.Namespace, cache: Path) -> int:
-    from onnx_models.export.hf import export_model
+    from embedstream.onnx_models.export.hf import export_model
 
     if not args.source:
         raise ValueError("models export needs --source (a model folder, or an id already in the local HF cache)")
@@ -56,7 +56,7 @@ def export(args: argparse.Namespace, cache: Path) -> int:
 
 
 def import_vectors(args: argparse.Namespace, cache: Path) -> int:
-    from onnx_models.export.word_vectors import import_word_vectors
+    from embedstream.onnx_models.export.word_vectors import import_word_vectors
 
     if not args.file:
         raise ValueError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
@@ -65,7 +65,7 @@ def import_vectors(args: argparse.Namespace, cache: Path) -> int:
 
 
 def info(args: argparse.Namespace, cache: Path) -> int:
-    from onnx_models.registry import load_manifest
+    from embedstream.onnx_models.registry import load_manifest
 
     manifest, _ = load_manifest(cache, args.name)
     print(manifest.model_dump_json(indent=2))
@@ -74,7 +74,7 @@ def info(args: argparse.Namespace, cache: Path) -> int:
 
 def verify(args: argparse.Namespace, cache: Path) -> int:
     """Exit 0 when the model still meets its bar, 1 when it does not (so scripts and CI can gate on it)."""
-    from onnx_models.export.verify import verify as verify_model
+    from embedstream.onnx_models.export.verify import verify as verify_model
 
     verdict = verify_model(cache, args.name)
     ref = verdict.manifest.ref
@@ -97,8 +97,8 @@ def verify(args: argparse.Namespace, cache: Path) -> int:
 
 def list_models(args: argparse.Namespace, cache: Path) -> int:
     """The catalog and everything built: modality, space, dim, size on disk, quantization and parity."""
-    from onnx_models.catalog import CATALOG
-    from onnx_models.registry import built_versions
+    from embedstream.onnx_models.catalog import CATALOG
+    from embedstream.onnx_models.registry import built_versions
 
     others = sorted(p.name for p in cache.glob("*") if p.is_dir() and p.name not in CATALOG) if cache.is_dir() else []
     print(f"{'model':<20} {'modality':<8} {'space':<12} {'dim':>5} {'size':>9}  quality")

@@ -26,9 +26,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipelines.io.kafka_clients import ensure_topics, producer
-from pipelines.media.video import VideoOptions, video_events
-from schemas.envelope import (
+from embedstream.pipelines.io.kafka_clients import ensure_topics, producer
+from embedstream.pipelines.media.video import VideoOptions, video_events
+from embedstream.schemas.envelope import (
     Envelope,
     Limits,
     Modality,
@@ -37,7 +37,7 @@ from schemas.envelope import (
     envelope_to_json,
     validate_fields,
 )
-from schemas.settings import Settings
+from embedstream.schemas.settings import Settings
 
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
 IMAGE_SUFFIXES |= {".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}

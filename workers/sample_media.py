@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-SAMPLES = Path(str(resources.files("workers").joinpath("samples")))
+SAMPLES = Path(str(resources.files("embedstream.workers").joinpath("samples")))
 FPS = 12
 AUDIO_RATE = 16_000
 

@@ -22,15 +22,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from onnx_models.encoders import Encoder, load_encoder
-from onnx_models.manifest import ModelManifest
-from onnx_models.registry import load_manifest
-from pipelines.media.audio import decode_audio
-from pipelines.media.images import decode_image
-from pipelines.plan import FUSED_SPACE
-from pipelines.stores import Hit, VectorStore, open_store
-from pipelines.transforms.video_views import fuse
-from schemas.settings import Settings
+from embedstream.onnx_models.encoders import Encoder, load_encoder
+from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.registry import load_manifest
+from embedstream.pipelines.media.audio import decode_audio
+from embedstream.pipelines.media.images import decode_image
+from embedstream.pipelines.plan import FUSED_SPACE
+from embedstream.pipelines.stores import Hit, VectorStore, open_store
+from embedstream.pipelines.transforms.video_views import fuse
+from embedstream.schemas.settings import Settings
 
 Where = Mapping[str, str | int | bool]
 

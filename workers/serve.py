@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.settings import Settings
+from embedstream.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, ingest: bool = False) -> None:
     import uvicorn
 
-    from pipelines.io.kafka_read import request_stop
-    from pipelines.stores.shared import close_shared_stores, share_embedded_stores
-    from workers.api import create_app
+    from embedstream.pipelines.io.kafka_read import request_stop
+    from embedstream.pipelines.stores.shared import close_shared_stores, share_embedded_stores
+    from embedstream.workers.api import create_app
 
     worker: threading.Thread | None = None
     failure: list[BaseException] = []
@@ -62,7 +62,7 @@ def _graceful_server(config: Any) -> Any:
 
 
 def _ingest(settings: Settings, failure: list[BaseException]) -> None:
-    from pipelines.ingest import run_ingest
+    from embedstream.pipelines.ingest import run_ingest
 
     try:
         run_ingest(settings)

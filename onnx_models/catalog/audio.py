@@ -1,6 +1,6 @@
 """Built-in audio encoders."""
 
-from onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.catalog.entry import CatalogEntry
 
 VOICE = CatalogEntry(
     name="voice",

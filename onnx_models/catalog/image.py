@@ -1,6 +1,6 @@
 """Built-in image encoders."""
 
-from onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.catalog.entry import CatalogEntry
 
 EFFNET = CatalogEntry(
     name="effnet",

@@ -1,6 +1,6 @@
 """Built-in text encoders."""
 
-from onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.catalog.entry import CatalogEntry
 
 MINILM = CatalogEntry(
     name="minilm",

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from onnx_models.catalog import CATALOG, CatalogEntry
-from onnx_models.export.conse import build_conse
-from onnx_models.export.efficientnet import build_efficientnet
-from onnx_models.export.sentence_transformers import build_sentence_transformer
-from onnx_models.export.voice import build_voice
-from onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.catalog import CATALOG, CatalogEntry
+from embedstream.onnx_models.export.conse import build_conse
+from embedstream.onnx_models.export.efficientnet import build_efficientnet
+from embedstream.onnx_models.export.sentence_transformers import build_sentence_transformer
+from embedstream.onnx_models.export.voice import build_voice
+from embedstream.onnx_models.manifest import ModelManifest
 
 Recipe = Callable[[CatalogEntry, Path], ModelManifest]
 
@@ -28,7 +28,7 @@ RECIPES: dict[str, Recipe] = {
 
 def build(name: str, cache_dir: Path, force: bool = False) -> ModelManifest:
     """Build catalog model ``name`` into ``cache_dir`` unless a verified build of this version is there."""
-    from onnx_models.registry import ModelNotBuiltError, load_manifest
+    from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest
 
     if name not in CATALOG:
         raise KeyError(f"no model {name!r} in the catalog; known: {sorted(CATALOG)}")

@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from onnx_models.audio_encoder import normalize_rows
-from onnx_models.export.common import compare, export_torch, hf_config, install, versions
-from onnx_models.export.hf_text import PARITY_TEXTS, pad_id, save_tokenizer
-from onnx_models.export.hf_vision_audio import image_spec, processor_config
-from onnx_models.export.parity_inputs import parity_images
-from onnx_models.image_encoder import ImageEncoder, preprocess
-from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
-from onnx_models.registry import sha256_of
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.audio_encoder import normalize_rows
+from embedstream.onnx_models.export.common import compare, export_torch, hf_config, install, versions
+from embedstream.onnx_models.export.hf_text import PARITY_TEXTS, pad_id, save_tokenizer
+from embedstream.onnx_models.export.hf_vision_audio import image_spec, processor_config
+from embedstream.onnx_models.export.parity_inputs import parity_images
+from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
+from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from embedstream.onnx_models.registry import sha256_of
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 
 def _clip(manifest: ModelManifest) -> Any:

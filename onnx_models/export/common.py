@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.manifest import ModelManifest, Origin, ParityReport
-from onnx_models.registry import publish
+from embedstream.onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport
+from embedstream.onnx_models.registry import publish
 
 PARITY_MIN_COSINE = 0.9999
 
@@ -133,7 +133,7 @@ def hf_config(source: str) -> Any:
 def hf_draft(name: str, source: str, staging: Path, inputs: list[str], **fields: Any) -> ModelManifest:
     """The manifest fields every optimum ``feature-extraction`` export shares (token/patch/frame vectors out,
     pooled and normalized after ONNX Runtime); the exporter adds modality, dim, pooling and preprocessing."""
-    from onnx_models.registry import sha256_of
+    from embedstream.onnx_models.registry import sha256_of
 
     config = hf_config(source)
     return ModelManifest(
@@ -155,7 +155,7 @@ def hf_draft(name: str, source: str, staging: Path, inputs: list[str], **fields:
 def catalog_draft(entry: CatalogEntry, staging: Path, **fields: Any) -> ModelManifest:
     """A catalog build's manifest: name, version, space, origin, source and license from its entry, the graph's
     sha256 from ``staging``; the recipe adds what its graph is (inputs, output, pooling, preprocessing…)."""
-    from onnx_models.registry import sha256_of
+    from embedstream.onnx_models.registry import sha256_of
 
     given = {
         "name": entry.name,

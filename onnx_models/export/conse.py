@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
-from onnx_models.export.efficientnet import IMAGENET, load_torch_model
-from onnx_models.export.parity_inputs import parity_images
-from onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
-from onnx_models.manifest import HeadSpec, ModelManifest, ParityReport
-from onnx_models.registry import sha256_of
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
+from embedstream.onnx_models.export.efficientnet import IMAGENET, load_torch_model
+from embedstream.onnx_models.export.parity_inputs import parity_images
+from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
+from embedstream.onnx_models.manifest import HeadSpec, ModelManifest, ParityReport
+from embedstream.onnx_models.registry import sha256_of
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 TOP_K = 10
 PROMPT = "a photo of a {}"
@@ -39,7 +39,7 @@ CLASS_TABLE = "class_embeddings.npy"  # kept beside the graph for the parity ref
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k class names in the classifier's output order (sorted WordNet ids)."""
-    table = resources.files("onnx_models.catalog").joinpath("data/imagenet_classes.tsv").read_text("utf-8")
+    table = resources.files("embedstream.onnx_models.catalog").joinpath("data/imagenet_classes.tsv").read_text("utf-8")
     rows = [line.split("\t") for line in table.splitlines() if line]
     if [int(index) for index, _, _ in rows] != list(range(1000)):
         raise ValueError("imagenet_classes.tsv must list classes 0..999 in order")
@@ -84,7 +84,7 @@ def conse_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
 def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
     import torch
 
-    from onnx_models.export import build
+    from embedstream.onnx_models.export import build
 
     text_manifest = build(entry.space, cache_dir)  # the space's model: built first when missing
     backbone = build("effnet", cache_dir)  # the head reads its pooled features

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
-from onnx_models.export.parity_inputs import parity_images
-from onnx_models.image_encoder import ImageEncoder, preprocess
-from onnx_models.manifest import ImageSpec, ModelManifest, ParityReport
+from embedstream.onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
+from embedstream.onnx_models.export.parity_inputs import parity_images
+from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
+from embedstream.onnx_models.manifest import ImageSpec, ModelManifest, ParityReport
 
 IMAGENET = ImageSpec(
     resize_short=256, crop=224, resample="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)

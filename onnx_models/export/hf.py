@@ -10,15 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from onnx_models.export.common import hf_config
-from onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.export.common import hf_config
+from embedstream.onnx_models.manifest import ModelManifest
 
 Pooling = Literal["mean", "cls", "last_token"]
 DUAL_ENCODERS = ("clip",)
 
 
 def modality_of(source: str) -> Literal["dual", "image", "audio", "text"]:
-    from onnx_models.export.hf_vision_audio import processor_config
+    from embedstream.onnx_models.export.hf_vision_audio import processor_config
 
     if getattr(hf_config(source), "model_type", "") in DUAL_ENCODERS:
         return "dual"
@@ -40,19 +40,19 @@ def export_model(
     against PyTorch reaches ``PARITY_MIN_COSINE``."""
     kind = modality_of(source)
     if kind == "dual":
-        from onnx_models.export.clip import export_clip
+        from embedstream.onnx_models.export.clip import export_clip
 
         return export_clip(source, name, cache_dir, normalize=normalize)
     if kind == "image":
-        from onnx_models.export.hf_vision_audio import export_image_model
+        from embedstream.onnx_models.export.hf_vision_audio import export_image_model
 
         if pooling == "last_token":
             raise ValueError("vision encoders pool by mean or cls, not last_token")
         return [export_image_model(source, name, cache_dir, pooling=pooling, normalize=normalize)]
     if kind == "audio":
-        from onnx_models.export.hf_vision_audio import export_audio_model
+        from embedstream.onnx_models.export.hf_vision_audio import export_audio_model
 
         return [export_audio_model(source, name, cache_dir, normalize=normalize)]
-    from onnx_models.export.hf_text import export_text_model
+    from embedstream.onnx_models.export.hf_text import export_text_model
 
     return [export_text_model(source, name, cache_dir, pooling=pooling, normalize=normalize)]

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from onnx_models.export.common import compare, hf_config, hf_draft, install, optimum_export, staging_dir
-from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
-from onnx_models.text_encoder import TextEncoder, pool
+from embedstream.onnx_models.export.common import compare, hf_config, hf_draft, install, optimum_export, staging_dir
+from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from embedstream.onnx_models.text_encoder import TextEncoder, pool
 
 Pooling = Literal["mean", "cls", "last_token"]
 PARITY_TEXTS = (

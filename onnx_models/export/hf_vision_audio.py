@@ -19,12 +19,20 @@ from typing import Any, Literal
 
 import numpy as np
 
-from onnx_models.audio_encoder import AudioEncoder, normalize_rows
-from onnx_models.export.common import compare, hf_config, hf_draft, install, optimum_export, staging_dir, versions
-from onnx_models.export.parity_inputs import parity_images, parity_waves
-from onnx_models.image_encoder import ImageEncoder, pool_image, preprocess
-from onnx_models.manifest import AudioSpec, ImageSpec, ModelManifest, Origin, ParityReport
-from onnx_models.session import session_for
+from embedstream.onnx_models.audio_encoder import AudioEncoder, normalize_rows
+from embedstream.onnx_models.export.common import (
+    compare,
+    hf_config,
+    hf_draft,
+    install,
+    optimum_export,
+    staging_dir,
+    versions,
+)
+from embedstream.onnx_models.export.parity_inputs import parity_images, parity_waves
+from embedstream.onnx_models.image_encoder import ImageEncoder, pool_image, preprocess
+from embedstream.onnx_models.manifest import AudioSpec, ImageSpec, ModelManifest, Origin, ParityReport
+from embedstream.onnx_models.session import session_for
 
 RESAMPLE: dict[int, Literal["bilinear", "bicubic"]] = {2: "bilinear", 3: "bicubic"}
 

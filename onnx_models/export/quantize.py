@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_models.export.common import staging_dir
-from onnx_models.manifest import ModelManifest, Quantization, VariantQuality
-from onnx_models.registry import load_manifest, publish, sha256_of
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.export.common import staging_dir
+from embedstream.onnx_models.manifest import ModelManifest, Quantization, VariantQuality
+from embedstream.onnx_models.registry import load_manifest, publish, sha256_of
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "workers" / "samples" / "corpus.jsonl"
 TIMING_ROUNDS = 3

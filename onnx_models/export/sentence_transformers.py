@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import catalog_draft, compare, install, optimum_export, staging_dir, versions
-from onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
-from onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.export.common import catalog_draft, compare, install, optimum_export, staging_dir, versions
+from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
+from embedstream.onnx_models.text_encoder import TextEncoder
 
 PARITY_SENTENCES = (
     "A man is eating food.",
@@ -65,7 +65,7 @@ def sentence_transformer_parity(manifest: ModelManifest, folder: Path) -> Parity
     """Cosine between the ONNX encoder and sentence-transformers on ``PARITY_SENTENCES``."""
     from sentence_transformers import SentenceTransformer
 
-    from onnx_models.catalog import CATALOG
+    from embedstream.onnx_models.catalog import CATALOG
 
     source = package_model_path(CATALOG[manifest.name].weights_package)
     reference = SentenceTransformer(str(source), device="cpu", local_files_only=True)

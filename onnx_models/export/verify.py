@@ -11,17 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnx_models.export.clip import image_tower_parity, text_tower_parity
-from onnx_models.export.common import PARITY_MIN_COSINE, Parity
-from onnx_models.export.conse import conse_parity
-from onnx_models.export.efficientnet import efficientnet_parity
-from onnx_models.export.hf_text import torch_parity
-from onnx_models.export.hf_vision_audio import audio_parity, image_parity
-from onnx_models.export.sentence_transformers import sentence_transformer_parity
-from onnx_models.export.voice import voice_parity
-from onnx_models.export.word_vectors import word_vectors_parity
-from onnx_models.manifest import ModelManifest, ParityReport, VariantQuality
-from onnx_models.registry import load_manifest
+from embedstream.onnx_models.export.clip import image_tower_parity, text_tower_parity
+from embedstream.onnx_models.export.common import PARITY_MIN_COSINE, Parity
+from embedstream.onnx_models.export.conse import conse_parity
+from embedstream.onnx_models.export.efficientnet import efficientnet_parity
+from embedstream.onnx_models.export.hf_text import torch_parity
+from embedstream.onnx_models.export.hf_vision_audio import audio_parity, image_parity
+from embedstream.onnx_models.export.sentence_transformers import sentence_transformer_parity
+from embedstream.onnx_models.export.voice import voice_parity
+from embedstream.onnx_models.export.word_vectors import word_vectors_parity
+from embedstream.onnx_models.manifest import ModelManifest, ParityReport, VariantQuality
+from embedstream.onnx_models.registry import load_manifest
 
 PARITY: dict[str, Parity] = {
     "sentence_transformers": sentence_transformer_parity,
@@ -55,7 +55,7 @@ class Verdict:
 
 
 def recipe_of(manifest: ModelManifest) -> str:
-    from onnx_models.catalog import CATALOG
+    from embedstream.onnx_models.catalog import CATALOG
 
     if manifest.origin is not None:
         return manifest.origin.recipe
@@ -67,8 +67,8 @@ def recipe_of(manifest: ModelManifest) -> str:
 def verify(cache_dir: Path, name: str) -> Verdict:
     manifest, folder = load_manifest(cache_dir, name)  # raises when the ONNX file no longer matches its sha256
     if manifest.variant_of is not None:
-        from onnx_models.export.quantize import compare_variant
-        from onnx_models.text_encoder import TextEncoder
+        from embedstream.onnx_models.export.quantize import compare_variant
+        from embedstream.onnx_models.text_encoder import TextEncoder
 
         base, base_folder = load_manifest(cache_dir, manifest.variant_of)
         quality = compare_variant(TextEncoder.from_folder(base, base_folder), TextEncoder.from_folder(manifest, folder))

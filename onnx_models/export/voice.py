@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from onnx_models.audio_encoder import AudioEncoder
-from onnx_models.catalog.entry import CatalogEntry
-from onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
-from onnx_models.export.parity_inputs import parity_waves
-from onnx_models.manifest import AudioSpec, ModelManifest, ParityReport
+from embedstream.onnx_models.audio_encoder import AudioEncoder
+from embedstream.onnx_models.catalog.entry import CatalogEntry
+from embedstream.onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
+from embedstream.onnx_models.export.parity_inputs import parity_waves
+from embedstream.onnx_models.manifest import AudioSpec, ModelManifest, ParityReport
 
 VOICE = AudioSpec(
     sample_rate=16_000,

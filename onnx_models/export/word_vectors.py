@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from onnx_models.export.common import compare, install, staging_dir
-from onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
-from onnx_models.registry import sha256_of
+from embedstream.onnx_models.export.common import compare, install, staging_dir
+from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from embedstream.onnx_models.registry import sha256_of
 
 PAD, UNK = "[PAD]", "[UNK]"
 MAX_WORDS = 512
@@ -152,7 +152,7 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
 
 def word_vectors_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
     """The ONNX lookup against the numpy rule over the vectors file, on the texts with at least one known word."""
-    from onnx_models.text_encoder import TextEncoder
+    from embedstream.onnx_models.text_encoder import TextEncoder
 
     assert manifest.origin is not None and manifest.origin.source is not None
     words, vectors = read_vectors(Path(manifest.origin.source), manifest.origin.binary)

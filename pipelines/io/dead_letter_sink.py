@@ -12,11 +12,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.io.kafka_clients import producer
-from pipelines.io.qdrant_sink import METRICS_NAMESPACE
-from pipelines.progress import PROGRESS
-from schemas.dead_letter import DeadLetter, Reason
-from schemas.settings import KafkaSettings, PipelineSettings
+from embedstream.pipelines.io.kafka_clients import producer
+from embedstream.pipelines.io.qdrant_sink import METRICS_NAMESPACE
+from embedstream.pipelines.progress import PROGRESS
+from embedstream.schemas.dead_letter import DeadLetter, Reason
+from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
 SEND_TIMEOUT_S = 30
 

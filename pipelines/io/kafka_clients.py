@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from schemas.settings import KafkaSettings
+from embedstream.schemas.settings import KafkaSettings
 
 FETCH_HEADROOM = 1 << 20
 

@@ -36,9 +36,9 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from pipelines.io.kafka_clients import PartitionSpec, consumer
-from schemas.records import KafkaRecord
-from schemas.settings import KafkaSettings, PipelineSettings
+from embedstream.pipelines.io.kafka_clients import PartitionSpec, consumer
+from embedstream.schemas.records import KafkaRecord
+from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
 UNBOUNDED = sys.maxsize

@@ -18,14 +18,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.plan import VideoFusion
-from pipelines.progress import PROGRESS
-from pipelines.stores import SpaceSpec, open_store
-from pipelines.transforms.parse import ParsedEvent
-from pipelines.transforms.video_views import video_point
-from schemas.envelope import Modality
-from schemas.point import PointRecord
-from schemas.settings import PipelineSettings, QdrantSettings
+from embedstream.pipelines.plan import VideoFusion
+from embedstream.pipelines.progress import PROGRESS
+from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.pipelines.transforms.video_views import video_point
+from embedstream.schemas.envelope import Modality
+from embedstream.schemas.point import PointRecord
+from embedstream.schemas.settings import PipelineSettings, QdrantSettings
 
 METRICS_NAMESPACE = "embedstream"
 

@@ -1,5 +1,5 @@
 """Turning event content into model input: fetch (inline bytes or URI), decode safely, bound, normalize."""
 
-from pipelines.media.errors import MediaError
+from embedstream.pipelines.media.errors import MediaError
 
 __all__ = ["MediaError"]

@@ -12,8 +12,8 @@ import io
 
 import numpy as np
 
-from pipelines.media.errors import MediaError
-from schemas.dead_letter import Reason
+from embedstream.pipelines.media.errors import MediaError
+from embedstream.schemas.dead_letter import Reason
 
 FRAME_SECONDS = 0.03
 

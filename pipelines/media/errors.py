@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.dead_letter import Reason
+from embedstream.schemas.dead_letter import Reason
 
 
 class MediaError(ValueError):

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from pipelines.media.errors import MediaError
-from schemas.dead_letter import Reason
-from schemas.envelope import Envelope
-from schemas.settings import MediaSettings
+from embedstream.pipelines.media.errors import MediaError
+from embedstream.schemas.dead_letter import Reason
+from embedstream.schemas.envelope import Envelope
+from embedstream.schemas.settings import MediaSettings
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "http", "https")
 

@@ -18,8 +18,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipelines.media.errors import MediaError
-from schemas.dead_letter import Reason
+from embedstream.pipelines.media.errors import MediaError
+from embedstream.schemas.dead_letter import Reason
 
 ORIGINAL_SIZE = "embedstream_original_size"
 EXIF_ORIENTATION = 0x0112

@@ -20,7 +20,7 @@ PREVIEW_RATE = 8_000
 
 
 def thumbnail(image: Image.Image) -> str:
-    from onnx_models.image_encoder import to_rgb
+    from embedstream.onnx_models.image_encoder import to_rgb
 
     small = to_rgb(image)
     small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.envelope import Envelope, Modality, VideoRef
+from embedstream.schemas.envelope import Envelope, Modality, VideoRef
 
 AUDIO_RATE = 16_000
 

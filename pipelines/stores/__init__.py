@@ -1,6 +1,6 @@
 """Qdrant behind one small interface: the embedded engine (qdrant-edge) or a server (qdrant-client)."""
 
-from pipelines.stores.base import (
+from embedstream.pipelines.stores.base import (
     Hit,
     SpaceSpec,
     StoredPoint,
@@ -8,7 +8,7 @@ from pipelines.stores.base import (
     StoreSchemaError,
     VectorStore,
 )
-from pipelines.stores.factory import open_store, wait_until_released
+from embedstream.pipelines.stores.factory import open_store, wait_until_released
 
 __all__ = [
     "Hit",

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from schemas.point import PointRecord
+from embedstream.schemas.point import PointRecord
 
 Where = Mapping[str, str | int | bool]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
-from schemas.point import PointRecord
+from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
+from embedstream.schemas.point import PointRecord
 
 SPACES_FILE = "embedstream.json"
 SCROLL_PAGE = 512

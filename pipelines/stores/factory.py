@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipelines.stores.base import StoreLockedError, VectorStore
-from pipelines.stores.edge import EdgeStore
-from pipelines.stores.server import ServerStore
-from pipelines.stores.shared import shared, sharing
-from schemas.settings import QdrantSettings
+from embedstream.pipelines.stores.base import StoreLockedError, VectorStore
+from embedstream.pipelines.stores.edge import EdgeStore
+from embedstream.pipelines.stores.server import ServerStore
+from embedstream.pipelines.stores.shared import shared, sharing
+from embedstream.schemas.settings import QdrantSettings
 
 
 def open_store(settings: QdrantSettings) -> VectorStore:

@@ -12,9 +12,9 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
-from schemas.point import PointRecord
-from schemas.settings import QdrantSettings
+from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
+from embedstream.schemas.point import PointRecord
+from embedstream.schemas.settings import QdrantSettings
 
 SCROLL_PAGE = 512
 METADATA_KEY = "embedstream_spaces"

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pipelines.stores.base import Hit, SpaceSpec, StoredPoint, VectorStore, Where
-from schemas.point import PointRecord
+from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, VectorStore, Where
+from embedstream.schemas.point import PointRecord
 
 _lock = threading.Lock()
 _enabled = False

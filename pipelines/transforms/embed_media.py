@@ -32,21 +32,21 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from onnx_models.audio_encoder import AudioEncoder
-from onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
-from onnx_models.registry import load_manifest
-from pipelines.media.audio import decode_audio
-from pipelines.media.errors import MediaError
-from pipelines.media.fetch import content_bytes
-from pipelines.media.images import ORIGINAL_SIZE, decode_image
-from pipelines.media.previews import sound_preview, thumbnail
-from pipelines.transforms.outputs import dead, windowed
-from pipelines.transforms.parse import ParsedEvent
-from pipelines.transforms.points import to_point
-from pipelines.transforms.quality import vector_problem
-from schemas.dead_letter import Reason
-from schemas.envelope import Modality
-from schemas.settings import MediaSettings, ModelSettings, PipelineSettings
+from embedstream.onnx_models.audio_encoder import AudioEncoder
+from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
+from embedstream.onnx_models.registry import load_manifest
+from embedstream.pipelines.media.audio import decode_audio
+from embedstream.pipelines.media.errors import MediaError
+from embedstream.pipelines.media.fetch import content_bytes
+from embedstream.pipelines.media.images import ORIGINAL_SIZE, decode_image
+from embedstream.pipelines.media.previews import sound_preview, thumbnail
+from embedstream.pipelines.transforms.outputs import dead, windowed
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.pipelines.transforms.points import to_point
+from embedstream.pipelines.transforms.quality import vector_problem
+from embedstream.schemas.dead_letter import Reason
+from embedstream.schemas.envelope import Modality
+from embedstream.schemas.settings import MediaSettings, ModelSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from onnx_models.batching import plan_batches
-from onnx_models.text_encoder import TextEncoder
-from pipelines.transforms.outputs import dead, windowed
-from pipelines.transforms.parse import ParsedEvent
-from pipelines.transforms.points import to_point
-from pipelines.transforms.quality import vector_problem
-from schemas.dead_letter import Reason
-from schemas.envelope import Modality
-from schemas.settings import ModelSettings, PipelineSettings
+from embedstream.onnx_models.batching import plan_batches
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.transforms.outputs import dead, windowed
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.pipelines.transforms.points import to_point
+from embedstream.pipelines.transforms.quality import vector_problem
+from embedstream.schemas.dead_letter import Reason
+from embedstream.schemas.envelope import Modality
+from embedstream.schemas.settings import ModelSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipelines.transforms import DEAD_LETTER
-from pipelines.transforms.parse import ParsedEvent
-from schemas.dead_letter import DeadLetter, Reason
+from embedstream.pipelines.transforms import DEAD_LETTER
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.schemas.dead_letter import DeadLetter, Reason
 
 
 def dead(event: ParsedEvent, reason: Reason, message: str, stage: str) -> beam.pvalue.TaggedOutput:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from pipelines.transforms import DEAD_LETTER
-from schemas.dead_letter import DeadLetter, Reason
-from schemas.envelope import Envelope, Limits, Modality, Rejection, parse_event
-from schemas.records import KafkaRecord
+from embedstream.pipelines.transforms import DEAD_LETTER
+from embedstream.schemas.dead_letter import DeadLetter, Reason
+from embedstream.schemas.envelope import Envelope, Limits, Modality, Rejection, parse_event
+from embedstream.schemas.records import KafkaRecord
 
 
 @dataclass(frozen=True)

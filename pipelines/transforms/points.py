@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.transforms.parse import ParsedEvent
-from schemas.point import PointRecord, SourceRef, point_id
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.schemas.point import PointRecord, SourceRef, point_id
 
 
 def content_sha256(event: ParsedEvent) -> str:

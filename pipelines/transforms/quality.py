@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from schemas.dead_letter import Reason
+from embedstream.schemas.dead_letter import Reason
 
 MIN_NORM = 1e-6
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.plan import FUSED_SPACE, VideoFusion
-from pipelines.stores import StoredPoint
-from schemas.point import PointRecord, point_id
+from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
+from embedstream.pipelines.stores import StoredPoint
+from embedstream.schemas.point import PointRecord, point_id
 
 
 def _mean(rows: list[list[float]]) -> np.ndarray | None:

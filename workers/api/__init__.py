@@ -1,5 +1,5 @@
 """The HTTP API and web page over the configured store (``embedstream serve``)."""
 
-from workers.api.app import create_app
+from embedstream.workers.api.app import create_app
 
 __all__ = ["create_app"]

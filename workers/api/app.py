@@ -32,12 +32,12 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 
-from onnx_models.registry import ModelNotBuiltError
-from pipelines.media.errors import MediaError
-from pipelines.stores import Hit, open_store
-from pipelines.stores.shared import SharedStore
-from schemas.settings import Settings
-from workers.api.models import (
+from embedstream.onnx_models.registry import ModelNotBuiltError
+from embedstream.pipelines.media.errors import MediaError
+from embedstream.pipelines.stores import Hit, open_store
+from embedstream.pipelines.stores.shared import SharedStore
+from embedstream.schemas.settings import Settings
+from embedstream.workers.api.models import (
     HitOut,
     PointOut,
     Problem,
@@ -47,7 +47,7 @@ from workers.api.models import (
     SpaceOut,
     SpacesResponse,
 )
-from workers.search import Query, Searcher
+from embedstream.workers.search import Query, Searcher
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page"
