@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,13 +25,19 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from embedstream.pipelines.io.dead_letter_sink import PublishDeadLetters
-from embedstream.pipelines.io.kafka_clients import PartitionSpec, ensure_topics, plan_partitions
-from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions, request_stop, reset_stop
-from embedstream.pipelines.io.qdrant_sink import METRICS_NAMESPACE, UpsertPoints
+from embedstream.pipelines.io.deliver import Deliver
+from embedstream.pipelines.io.kafka_clients import (
+    PartitionSpec,
+    dead_letter_limit,
+    ensure_topics,
+    finish_partitions,
+    plan_partitions,
+)
+from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions, stop_event
+from embedstream.pipelines.io.partition_owner import new_owner_id
+from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.plan import IngestPlan, plan_ingest
 from embedstream.pipelines.stores import open_store, wait_until_released
-from embedstream.pipelines.transforms import DEAD_LETTER
 from embedstream.pipelines.transforms.embed_media import EmbedAudio, EmbedImages
 from embedstream.pipelines.transforms.embed_text import EmbedText
 from embedstream.pipelines.transforms.parse import ParseEvents
@@ -49,30 +56,23 @@ class IngestResult:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, settings: Settings, partitions: list[PartitionSpec], plan: IngestPlan
+    pipeline: beam.Pipeline, settings: Settings, partitions: list[PartitionSpec], plan: IngestPlan, run_id: str
 ) -> None:
+    """One chain: read → parse → embed (text, pictures, sounds) → deliver. Dead letters travel down the chain
+    with the points; no Flatten (on the local runner it would break fusion, and the delivery step must share
+    the read's bundle so that offsets are committed in bundle finalization only after it has finished)."""
     limits = Limits(settings.pipeline.max_event_bytes, settings.pipeline.max_text_chars)
-    records = pipeline | "ReadKafka" >> ReadKafkaPartitions(settings.kafka, settings.pipeline, partitions)
-    parsed = records | "Parse" >> beam.ParDo(ParseEvents(limits, plan.modalities)).with_outputs(
-        DEAD_LETTER, main="events"
-    )
-    # One chain, no Flatten: on the local runner a Flatten breaks fusion, and the sinks must share the read's
-    # bundle so that its offsets are committed (in bundle finalization) only after they have finished. Each
-    # embedder takes its modalities and passes every other element on.
+    records = pipeline | "ReadKafka" >> ReadKafkaPartitions(settings.kafka, settings.pipeline, partitions, run_id)
+    flowing = records | "Parse" >> beam.ParDo(ParseEvents(limits, plan.modalities, settings.pipeline.skip))
     stages: list[tuple[str, beam.DoFn]] = [("EmbedText", EmbedText(settings.model, settings.pipeline))]
     if plan.modalities & EmbedImages.modalities:
         stages.append(("EmbedImages", EmbedImages(settings.model, settings.media, settings.pipeline)))
     if plan.modalities & EmbedAudio.modalities:
         stages.append(("EmbedAudio", EmbedAudio(settings.model, settings.media, settings.pipeline)))
-    flowing, dead_letters = parsed.events, [("Parse", parsed[DEAD_LETTER])]
     for name, fn in stages:
-        out = flowing | name >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="points")
-        flowing = out.points
-        dead_letters.append((name, out[DEAD_LETTER]))
-    sink = UpsertPoints(settings.qdrant, settings.pipeline, plan.spaces, plan.fusion)
-    _ = flowing | "UpsertPoints" >> beam.ParDo(sink)
-    for stage, dead in dead_letters:
-        _ = dead | f"DeadLetters{stage}" >> beam.ParDo(PublishDeadLetters(settings.kafka, settings.pipeline))
+        flowing = flowing | name >> beam.ParDo(fn)
+    deliver = Deliver(settings.kafka, settings.qdrant, settings.pipeline, plan.spaces, plan.fusion)
+    _ = flowing | "Deliver" >> beam.ParDo(deliver)
 
 
 def pipeline_options(settings: Settings, beam_args: Sequence[str]) -> PipelineOptions:
@@ -92,13 +92,13 @@ def _runner(options: PipelineOptions) -> PipelineRunner | None:
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM finish the readers at their next checkpoint instead of killing mid-write."""
     previous = {}
 
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current bundle, then stopping", signum)
-        request_stop()
+        stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
@@ -123,10 +123,15 @@ def _optimize(settings: Settings) -> None:
         store.close()
 
 
-def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResult:
-    """Run the ingest pipeline to completion (drain) or until stopped (stream)."""
+def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threading.Event | None = None) -> IngestResult:
+    """Run the ingest pipeline to completion (drain) or until stopped (stream).
+
+    ``stop`` (default: a new event, set by SIGINT/SIGTERM when called on the main thread) ends a stream run
+    at the readers' next checkpoint; setting it before the pipeline has started is not lost. A bounded run
+    commits its stop offsets once the pipeline has finished successfully (``finish_partitions``), on any runner."""
     kafka = settings.kafka
-    ensure_topics(kafka, [kafka.topic, kafka.dead_letter_topic])
+    ensure_topics(kafka, [kafka.topic], settings.pipeline.max_event_bytes)
+    ensure_topics(kafka, [kafka.dead_letter_topic], dead_letter_limit(settings.pipeline.max_event_bytes))
     plan = plan_ingest(settings)
     log.info("embedding %s into %s", ", ".join(plan.groups), ", ".join(s.name for s in plan.spaces))
     store = open_store(settings.qdrant)
@@ -134,24 +139,35 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = ()) -> IngestResul
         store.ensure_spaces(plan.spaces)
     finally:
         store.close()
-    partitions = plan_partitions(kafka, settings.pipeline.max_event_bytes, bounded=settings.pipeline.mode == "drain")
+    run_id = new_owner_id()
+    bounded = settings.pipeline.mode == "drain"
+    partitions = plan_partitions(
+        kafka,
+        settings.pipeline.max_event_bytes,
+        bounded=bounded,
+        owner=run_id,
+        heartbeat_s=settings.pipeline.reader_heartbeat_s,
+        shard=settings.pipeline.shard_of(),
+    )
     backlog = sum((p.stop - p.start) for p in partitions if p.stop is not None)
     log.info(
-        "ingest %s: topic %s, %d partitions, %s",
+        "ingest %s: topic %s, shard %s: partitions %s, %s",
         settings.pipeline.mode,
         kafka.topic,
-        len(partitions),
-        f"{backlog} events to drain" if settings.pipeline.mode == "drain" else "streaming until stopped",
+        settings.pipeline.shard,
+        [p.partition for p in partitions],
+        f"{backlog} events to drain" if bounded else "streaming until stopped",
     )
     options = pipeline_options(settings, beam_args)
-    reset_stop()
-    with _stop_on_signals():
+    stop = stop if stop is not None else threading.Event()
+    with stop_event(run_id, stop), _stop_on_signals(stop):
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
-        build_pipeline(pipeline, settings, partitions, plan)
+        build_pipeline(pipeline, settings, partitions, plan, run_id)
         result = pipeline.run()
         result.wait_until_finish()
+    finish_partitions(kafka, partitions, run_id, completed=bounded and not stop.is_set())
     wait_until_released(settings.qdrant)
-    if settings.pipeline.mode == "drain":
+    if bounded:
         _optimize(settings)
     counters: dict[str, int] = {}
     for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:

@@ -32,7 +32,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, Reason
+from embedstream.schemas import strict_json
+from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, REPLAY_HEADER_PREFIX, Reason
 from embedstream.schemas.records import KafkaRecord
 
 SCHEMA_VERSION = 1
@@ -215,7 +216,9 @@ def _from_json(value: bytes, limits: Limits) -> Envelope | Rejection:
     except UnicodeDecodeError as exc:
         return Rejection(Reason.INVALID_UTF8, f"value is not valid UTF-8: {exc.reason} at byte {exc.start}")
     try:
-        fields = json.loads(text)
+        fields = strict_json.loads(text)
+    except strict_json.JsonRefused as exc:
+        return _refused(exc, "value", _id_of(text))
     except ValueError as exc:
         return Rejection(Reason.MALFORMED_JSON, f"value is not JSON: {exc}")
     if not isinstance(fields, dict):
@@ -223,14 +226,35 @@ def _from_json(value: bytes, limits: Limits) -> Envelope | Rejection:
     return validate_fields(fields, limits)
 
 
+def _refused(exc: strict_json.JsonRefused, where: str, event_id: str | None) -> Rejection:
+    reason = {"malformed": Reason.MALFORMED_JSON, "unicode": Reason.INVALID_UTF8}.get(exc.kind, Reason.INVALID_FIELD)
+    return Rejection(reason, f"{where}: {exc}", event_id)
+
+
+def _id_of(text: str) -> str | None:
+    """The event id of a refused JSON value, when a plain parse can still read it (for the dead letter)."""
+    try:
+        fields = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    found = fields.get("id") if isinstance(fields, dict) else None
+    if isinstance(found, str) and not strict_json.has_surrogate(found):
+        return found
+    return None
+
+
+def _is_envelope_header(key: str) -> bool:
+    return key.startswith(HEADER_PREFIX) and not key.startswith((DLQ_HEADER_PREFIX, REPLAY_HEADER_PREFIX))
+
+
 def is_binary_form(record: KafkaRecord) -> bool:
-    return any(k.startswith(HEADER_PREFIX) and not k.startswith(DLQ_HEADER_PREFIX) for k, _ in record.headers)
+    return any(_is_envelope_header(k) for k, _ in record.headers)
 
 
 def _from_headers(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:
     headers: dict[str, str] = {}
     for key, raw in record.headers:
-        if key.startswith(HEADER_PREFIX) and not key.startswith(DLQ_HEADER_PREFIX):
+        if _is_envelope_header(key):
             try:
                 headers[key[len(HEADER_PREFIX) :]] = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -247,7 +271,9 @@ def _from_headers(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:
     for name in ("video", "metadata"):
         if name in headers:
             try:
-                fields[name] = json.loads(headers[name])
+                fields[name] = strict_json.loads(headers[name])
+            except strict_json.JsonRefused as exc:
+                return _refused(exc, f"header 'es-{name}'", headers["id"])
             except ValueError as exc:
                 return Rejection(Reason.MALFORMED_JSON, f"header 'es-{name}' is not JSON: {exc}", headers["id"])
     value = record.value or b""
@@ -282,7 +308,10 @@ def parse_event(record: KafkaRecord, limits: Limits | None = None) -> Envelope |
     else:
         result = _from_json(record.value, limits)
     if isinstance(result, Envelope) and result.ts is None and record.timestamp_ms is not None:
-        ts = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+        try:
+            ts = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            return result  # a record timestamp past year 9999: the event keeps no ts rather than failing
         result = result.model_copy(update={"ts": ts})
     return result
 

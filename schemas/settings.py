@@ -131,6 +131,30 @@ class PipelineSettings(BaseModel):
     max_event_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     max_text_chars: int = Field(default=16_384, ge=1)
     progress_interval_s: float = Field(default=5.0, gt=0)
+    reader_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="an idle partition's reader renews its ownership claim this often"
+    )
+    shard: str = Field(
+        default="0/1",
+        pattern=r"^\d+/[1-9]\d*$",
+        description="I/N: this instance reads the partitions p with p mod N == I (a StatefulSet ordinal can set I)",
+    )
+    skip: list[str] = Field(
+        default_factory=list,
+        description="records (topic:partition:offset) to dead-letter unread: the way past one that stops a run",
+    )
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_in_range(cls, shard: str) -> str:
+        index, count = (int(x) for x in shard.split("/"))
+        if index >= count:
+            raise ValueError(f"shard {shard}: I must be below N")
+        return shard
+
+    def shard_of(self) -> tuple[int, int]:
+        index, count = self.shard.split("/")
+        return int(index), int(count)
 
 
 class MediaSettings(BaseModel):
@@ -149,6 +173,9 @@ class MediaSettings(BaseModel):
     min_audio_seconds: float = Field(default=0.25, ge=0, description="shorter sounds (once trimmed) say too little")
     silence_dbfs: float = Field(default=-55.0, description="a sound whose loudest 30 ms stays below this is silent")
     decode_threads: int = Field(default=2, ge=1, description="threads decoding media beside the encoder")
+    decode_timeout_s: float = Field(
+        default=60.0, gt=0, description="an event whose fetch + decode takes longer is dead-lettered (decode_timeout)"
+    )
     batch_size: int = Field(default=8, ge=1, description="pictures or sound clips per encoder batch")
     previews: bool = Field(
         default=True, description="keep a small preview in the payload (160-px JPEG, first 6 s of sound as OGG)"

@@ -10,15 +10,20 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.io.partition_owner import Claim, owners_group
+from embedstream.pipelines.stores import SpaceSpec, open_store
 from embedstream.schemas.point import point_id
 from embedstream.workers.broker import free_port
 from embedstream.workers.produce import produce_files
@@ -244,3 +249,53 @@ def test_the_page_searches_by_text_and_by_dropped_picture_in_chromium(served):
             assert (SCREENSHOTS / "search-text.png").stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def test_serve_with_ingest_exits_non_zero_when_its_pipeline_dies(make_settings, media_models):
+    """A pipeline that cannot run (here: another live reader holds its partitions) must not leave a process that
+    serves the API and silently ingests nothing: the process exits non-zero and says why."""
+    settings = make_settings(kafka={"partitions": 1}, pipeline={"reader_heartbeat_s": 0.5})
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    group = owners_group(settings.kafka.group_id)
+    beating = KafkaConsumer(bootstrap_servers=[settings.kafka.bootstrap_servers], group_id=group)
+    stop = threading.Event()
+
+    def other_reader() -> None:  # a live reader of partition 0 that beats every 0.3 s
+        while not stop.wait(0.3):
+            stamp = Claim.of("other:1:live", time.time()).encode()
+            beating.commit({TopicPartition(settings.kafka.topic, 0): OffsetAndMetadata(stamp, "", -1)})
+
+    thread = threading.Thread(target=other_reader, daemon=True)
+    thread.start()
+    port = free_port()
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "embedstream.workers.cli", "serve", "--ingest", "--port", str(port)],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        thread.join()
+        beating.close()
+    assert process.returncode != 0
+    assert "--shard" in process.stderr and "ingestion stopped" in process.stderr
+
+
+def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, model_cache):
+    from fastapi.testclient import TestClient
+
+    from embedstream.workers.api import create_app
+
+    settings = make_settings()
+    store = open_store(settings.qdrant)
+    store.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
+    store.close()
+    problem: list[str] = []
+    with TestClient(create_app(settings, health=lambda: problem[0] if problem else None)) as client:
+        assert client.get("/healthz").status_code == 200
+        problem.append("ingestion stopped with an error: boom")
+        answer = client.get("/healthz")
+    assert answer.status_code == 503 and answer.json()["reason"] == "ingest_stopped"

@@ -73,9 +73,9 @@ def test_dlq_stats_and_replay_commands(make_settings):
     send_raw(settings, [(None, b"{broken", []), (b"ok", text_event("ok", "fine"), [])])
     assert embedstream("ingest", env=env).returncode == 0
     shown = embedstream("dlq", "stats", env=env)
-    assert shown.returncode == 0 and "1 dead letters" in shown.stdout and "malformed_json" in shown.stdout
+    assert shown.returncode == 0 and "1 distinct dead letters" in shown.stdout and "malformed_json" in shown.stdout
     replayed = embedstream("dlq", "replay", "--reason", "malformed_json", "--to-topic", "quarantine", env=env)
-    assert replayed.returncode == 0 and "replayed 1 of 1" in replayed.stdout and "quarantine" in replayed.stdout
+    assert replayed.returncode == 0 and "replayed 1 dead letters" in replayed.stdout and "quarantine" in replayed.stdout
 
 
 def test_missing_broker_is_one_clear_line_and_fast(make_settings):

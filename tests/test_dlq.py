@@ -34,9 +34,20 @@ def test_stats_and_replay_by_reason(make_settings):
     assert len(events) == before + 1
     original, replayed = sorted((r for r in events if r.key == b"img-1"), key=lambda r: r.offset)
     assert replayed.value == original.value == image
-    assert replayed.headers == [("trace-id", b"42")]  # original headers back, es-dlq-* context stripped
+    assert replayed.timestamp == original.timestamp  # re-produced as it was
+    headers = dict(replayed.headers)
+    assert replayed.headers[0] == ("trace-id", b"42")  # original headers back, es-dlq-* context stripped
+    assert not any(k.startswith("es-dlq-") for k in headers)
+    origin = (settings.kafka.topic, original.partition, original.offset)
+    assert (
+        headers["es-replay-topic"].decode(),
+        int(headers["es-replay-partition"]),
+        int(headers["es-replay-offset"]),
+    ) == origin
+    assert headers["es-replay-id"] == f"{settings.kafka.topic}/{original.partition}/{original.offset}".encode()
 
     again = dlq.replay(settings, ["unsupported_modality"])
-    assert again.replayed == 0 and sum(again.by_reason.values()) == 0  # the replay group remembers
-    everything = dlq.replay(settings)  # another filter, another group: sees all three
-    assert everything.replayed == 3
+    assert again.replayed == 0 and again.already_replayed == 1  # the ledger remembers
+    everything = dlq.replay(settings)  # another filter, the same ledger: only the two not replayed yet
+    assert everything.replayed == 2 and everything.already_replayed == 1
+    assert dlq.replay(settings).replayed == 0

@@ -231,3 +231,25 @@ def test_cli_produces_a_folder_and_searches_by_picture_and_sound(make_settings, 
     assert "coffee.jpg" in by_text.stdout
     wrong = embedstream("search", "--audio", str(voices["en-f2-2"]), "--space", "effnet", env=env)
     assert wrong.returncode == 2 and "cannot search space 'effnet'" in wrong.stderr
+
+
+def test_a_video_end_before_any_member_is_remembered(make_settings, media_models, tmp_path):
+    """video_end first, in a bundle of its own: the members that come in a later run still find the video ended."""
+    photos, voices = sample_photos(), sample_voices()
+    path = make_sample_video(tmp_path / "v.mkv", [photos["coffee"], photos["camera"]], [voices["caribbean-f4-1"]], 2.0)
+    events = [e for e in read_events([path]) if not isinstance(e, str)]
+    end = [e for e in events if e.modality.value == "video_end"]
+    body = [e for e in events if e.modality.value != "video_end"]
+    settings = make_settings()
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(b"v", *reversed(envelope_to_binary(e))) for e in end])
+    run_ingest(settings)
+    send_raw(settings, [(b"v", *reversed(envelope_to_binary(e))) for e in body])
+    run_ingest(settings)
+    store = open_store(settings.qdrant)
+    try:
+        (view,) = store.retrieve([point_id("video", "v")], with_vectors=True)
+    finally:
+        store.close()
+    frames = sum(e.modality.value == "video_frame" for e in body)
+    assert view.payload["ended"] and view.payload["frames"] == frames and view.payload["segments"] == len(body) - frames

@@ -1,4 +1,5 @@
-"""The video view function on hand-made members: order-free means, missing halves, never a NaN vector."""
+"""Video views on hand-made members: order-free means, missing halves, never a NaN vector; updated by delta
+across bundles in a real embedded store, and rebuilt when a delta cannot be applied."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
-from embedstream.pipelines.stores import StoredPoint
+from embedstream.pipelines.stores import SpaceSpec, StoredPoint
+from embedstream.pipelines.stores.edge import EdgeStore
 from embedstream.pipelines.transforms.video_views import video_point
+from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.settings import Settings
 
 
@@ -43,3 +47,75 @@ def test_weights_that_make_no_vector_are_refused():
         Settings.load(media={"fused_weights": (0.0, 0.0)})
     with pytest.raises(ValidationError, match="fused_weights"):
         Settings.load(media={"fused_weights": (-1.0, 2.0)})
+
+
+def member(video: str, modality: str, index: int, vector: list[float], version: str = "a") -> PointRecord:
+    space = "img" if modality == "video_frame" else "aud"
+    payload = {
+        "modality": modality,
+        "id": f"{video}-{index}",
+        "video_id": video,
+        "video": {"video_id": video, "index": index, "t": index, "duration": 1},
+        "content_sha256": f"{modality}{index}{version}".ljust(16, "0"),
+    }
+    pid = point_id(modality, payload["id"], video, index)
+    return PointRecord(
+        id=pid, vectors={space: vector}, payload=payload, source=SourceRef(topic="t", partition=0, offset=index)
+    )
+
+
+def stored_view(store, video: str):
+    (view,) = store.retrieve([point_id("video", video)], with_vectors=True)
+    return view
+
+
+def rebuilt(store, video: str):
+    members = [
+        m for m in store.scroll(with_vectors=True, where={"video_id": video}) if m.payload["modality"] != "video"
+    ]
+    return video_point(video, members, fusion(), False)
+
+
+@pytest.fixture
+def edge_store(tmp_path):
+    store = EdgeStore(str(tmp_path), "videos")
+    store.ensure_spaces([SpaceSpec("img", 3, "i@1"), SpaceSpec("aud", 2, "a@1"), SpaceSpec(FUSED_SPACE, 5, "f")])
+    yield store
+    store.close()
+
+
+def test_views_update_by_delta_across_bundles_and_equal_a_rebuild(edge_store):
+    rng = np.random.default_rng(3)
+    events = [member("v", "video_frame", i, rng.normal(size=3).tolist()) for i in range(8)]
+    events += [member("v", "video_audio", i, rng.normal(size=2).tolist()) for i in range(3)]
+    events += [events[2], events[9]]  # duplicates
+    events.append(member("v", "video_frame", 4, rng.normal(size=3).tolist(), version="b"))  # frame 4 changed
+    rng.shuffle(events)
+    writer = PointWriter(edge_store, 3, fusion(), lambda n: None)
+    for bundle in range(0, len(events), 4):  # many bundles: every view after the first is a delta
+        writer.start()
+        for event in events[bundle : bundle + 4]:
+            writer.add(event)
+        writer.flush()
+
+    view = stored_view(edge_store, "v")
+    expected = rebuilt(edge_store, "v")
+    assert view.payload["frames"] == 8 and view.payload["segments"] == 3
+    assert len(view.payload["state"]["members"]) == 11
+    for space, vector in expected.vectors.items():
+        np.testing.assert_allclose(view.vectors[space], vector, atol=1e-9)
+
+
+def test_a_view_that_missed_a_change_is_rebuilt_from_its_members(edge_store):
+    writer = PointWriter(edge_store, 10, fusion(), lambda n: None)
+    writer.add(member("w", "video_frame", 0, [1.0, 0.0, 0.0]))
+    writer.add(member("w", "video_frame", 1, [0.0, 1.0, 0.0]))
+    writer.flush()
+    changed = member("w", "video_frame", 1, [0.0, 0.0, 1.0], version="b")
+    edge_store.upsert([changed])  # written, then killed before the view was updated
+    writer.start()
+    writer.add(changed)  # read again after the restart: its previous version is already overwritten
+    writer.flush()
+    view, expected = stored_view(edge_store, "w"), rebuilt(edge_store, "w")
+    np.testing.assert_allclose(view.vectors["img"], expected.vectors["img"], atol=1e-9)
+    np.testing.assert_allclose(view.vectors["img"], np.array([1.0, 0.0, 1.0]) / np.sqrt(2), atol=1e-9)

@@ -18,9 +18,12 @@ from pydantic import ValidationError
 from embedstream.onnx_models.registry import ModelNotBuiltError
 from embedstream.onnx_models.session import ProviderUnavailableError
 from embedstream.pipelines.io.kafka_clients import BrokerUnavailableError
-from embedstream.pipelines.stores import StoreLockedError, StoreSchemaError
+from embedstream.pipelines.io.partition_owner import PartitionOwnedError
+from embedstream.pipelines.stores import StoreLockedError, StoreSchemaError, StoreWriteError
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import BrokerError
+from embedstream.workers.dlq import ReplayError
+from embedstream.workers.serve import IngestStoppedError
 
 EXPECTED_ERRORS = (
     BrokerUnavailableError,
@@ -29,6 +32,10 @@ EXPECTED_ERRORS = (
     ProviderUnavailableError,
     StoreLockedError,
     StoreSchemaError,
+    PartitionOwnedError,
+    StoreWriteError,
+    IngestStoppedError,
+    ReplayError,
     FileNotFoundError,
     ValueError,
     KeyError,
@@ -85,6 +92,11 @@ def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
 
     settings = _settings(args)
     settings.pipeline.mode = args.mode
+    if args.shard is not None:
+        settings.pipeline.shard = args.shard
+        settings = settings.model_validate(settings.model_dump())  # the shard is checked like every setting
+    if args.skip:
+        settings.pipeline.skip = [*settings.pipeline.skip, *args.skip]
     result = run_ingest(settings, extra)
     views = f", {result.video_views} video view updates" if result.video_views else ""
     print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters{views}")
@@ -164,13 +176,16 @@ def cmd_dlq(args: argparse.Namespace, extra: list[str]) -> int:
     settings = _settings(args)
     if args.action == "stats":
         counts = dlq.stats(settings)
-        print(f"{sum(counts.values())} dead letters on {settings.kafka.dead_letter_topic}")
+        print(f"{sum(counts.values())} distinct dead letters on {settings.kafka.dead_letter_topic}")
         for reason, count in counts.most_common():
             print(f"  {reason:<22} {count}")
         return 0
     report = dlq.replay(settings, args.reason, args.to_topic)
     target = args.to_topic or settings.kafka.topic
-    print(f"replayed {report.replayed} of {sum(report.by_reason.values())} new dead letters to {target}")
+    print(
+        f"replayed {report.replayed} dead letters to {target} ({sum(report.by_reason.values())} distinct on the "
+        f"topic, {report.already_replayed} replayed before, {report.unavailable} no longer retained at their source)"
+    )
     return 0
 
 
@@ -204,6 +219,16 @@ def parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="run the Beam ingest pipeline; unknown options go to Beam")
     ingest.add_argument("--mode", choices=["drain", "stream"], default="drain")
+    ingest.add_argument(
+        "--shard", metavar="I/N", help="read only partitions p with p mod N == I (default: pipeline.shard, 0/1)"
+    )
+    ingest.add_argument(
+        "--skip",
+        metavar="TOPIC:PARTITION:OFFSET",
+        action="append",
+        default=[],
+        help="dead-letter this record unread (the way past a record that stops a run); repeatable",
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     search = sub.add_parser("search", help="text query → nearest points")

@@ -3,9 +3,20 @@
 The embedded store (qdrant-edge) admits one process per path. So with the embedded store, the API and
 ingestion must live in one process: ``serve --ingest`` shares one open store between them
 (``pipelines.stores.shared``), runs ``run_ingest`` in stream mode on a background thread (Beam's in-process
-runner executes the DoFns in this process) and the API on the main thread; stopping the server (Ctrl-C,
-SIGTERM) stops the pipeline at its next checkpoint — it finishes the bundle and commits — before the store
-closes. With a Qdrant server (``qdrant.backend = "server"``) API and ingestion can be separate processes.
+runner executes the DoFns in this process) and the API on the main thread. With a Qdrant server
+(``qdrant.backend = "server"``) API and ingestion can be separate processes.
+
+Lifecycle, and why:
+
+* The stop event exists before the pipeline thread starts and is handed to ``run_ingest``: a stop that
+  arrives while the pipeline is still starting is not lost.
+* If the pipeline dies, the process does not go on as an API that silently ingests nothing: ``/healthz``
+  answers 503 naming the error, the server shuts down, and ``serve`` raises (the CLI exits non-zero) so that
+  a supervisor restarts the whole process.
+* Stopping the server (Ctrl-C, SIGTERM) stops the pipeline at its next checkpoint — it finishes the bundle
+  and commits — before the store closes. If it has not finished within ``STOP_TIMEOUT_S`` the store is *not*
+  closed under it: ``serve`` raises and the process exits; the WAL keeps what was flushed and the records not
+  yet committed are read again on the next start.
 """
 
 from __future__ import annotations
@@ -19,31 +30,52 @@ from typing import Any
 from embedstream.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 60.0
+
+
+class IngestStoppedError(RuntimeError):
+    """The in-process pipeline died, or did not stop in time."""
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, ingest: bool = False) -> None:
     import uvicorn
 
-    from embedstream.pipelines.io.kafka_read import request_stop
     from embedstream.pipelines.stores.shared import close_shared_stores, share_embedded_stores
     from embedstream.workers.api import create_app
 
     worker: threading.Thread | None = None
     failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def health() -> str | None:
+        if failure:
+            return f"ingestion stopped with an error: {type(failure[0]).__name__}: {failure[0]}"
+        if worker is not None and not worker.is_alive() and not stop.is_set():
+            return "ingestion ended unexpectedly"
+        return None
+
+    server = _graceful_server(
+        uvicorn.Config(create_app(settings, health=health), host=host, port=port, log_level="warning")
+    )
     if ingest:
         share_embedded_stores()
         settings.pipeline.mode = "stream"
-        worker = threading.Thread(target=_ingest, args=(settings, failure), name="ingest", daemon=True)
+        worker = threading.Thread(target=_ingest, args=(settings, stop, failure, server), name="ingest", daemon=True)
         worker.start()
     try:
-        _graceful_server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")).run()
+        server.run()
     finally:
+        stop.set()
         if worker is not None:
-            request_stop()
-            worker.join(timeout=60)
+            worker.join(timeout=STOP_TIMEOUT_S)
+            if worker.is_alive():
+                raise IngestStoppedError(
+                    f"the pipeline did not stop within {STOP_TIMEOUT_S:.0f}s; exiting without closing the store "
+                    "under it (what was not committed is read again on the next start)"
+                )
             close_shared_stores()
     if failure:
-        raise RuntimeError(f"ingestion stopped with an error: {failure[0]}") from failure[0]
+        raise IngestStoppedError(f"ingestion stopped with an error: {failure[0]}") from failure[0]
 
 
 def _graceful_server(config: Any) -> Any:
@@ -61,11 +93,16 @@ def _graceful_server(config: Any) -> Any:
     return GracefulServer(config)
 
 
-def _ingest(settings: Settings, failure: list[BaseException]) -> None:
+def _ingest(settings: Settings, stop: threading.Event, failure: list[BaseException], server: Any) -> None:
     from embedstream.pipelines.ingest import run_ingest
 
     try:
-        run_ingest(settings)
-    except BaseException as exc:  # reported by serve() when the server stops
-        log.exception("ingestion failed; the API keeps serving what is stored")
+        run_ingest(settings, stop=stop)
+    except BaseException as exc:
+        log.exception("ingestion failed; shutting the server down")
         failure.append(exc)
+    finally:
+        if not stop.is_set():  # the pipeline ended on its own: the process must not go on without it
+            if not failure:
+                failure.append(IngestStoppedError("the pipeline ended unexpectedly"))
+            server.should_exit = True

@@ -17,9 +17,16 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
+from embedstream.pipelines.io import partition_owner
 from embedstream.schemas.settings import KafkaSettings
 
 FETCH_HEADROOM = 1 << 20
+DEAD_LETTER_HEADROOM = 1 << 20  # the original headers and the es-dlq-* context beside the largest event
+
+
+def dead_letter_limit(max_event_bytes: int) -> int:
+    """The largest dead letter (key + value + headers) published whole; larger ones go by reference."""
+    return max_event_bytes + DEAD_LETTER_HEADROOM
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -66,8 +73,11 @@ def producer(settings: KafkaSettings, max_event_bytes: int, **extra: Any) -> Kaf
         raise _unavailable(settings) from exc
 
 
-def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
-    """Create missing topics with ``settings.partitions`` partitions (existing ones are left alone)."""
+def ensure_topics(settings: KafkaSettings, topics: list[str], max_message_bytes: int | None = None) -> None:
+    """Create missing topics with ``settings.partitions`` partitions (existing ones are left alone).
+
+    ``max_message_bytes`` sets the topics' ``max.message.bytes``: the dead-letter topic must take the largest
+    event plus its headers, where a broker's default (~1 MiB) would refuse it."""
     try:
         admin = KafkaAdminClient(**settings.client_config())
     except KafkaTimeoutError as exc:
@@ -76,7 +86,8 @@ def ensure_topics(settings: KafkaSettings, topics: list[str]) -> None:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by someone else
-                admin.create_topics([NewTopic(t, settings.partitions, 1) for t in missing])
+                configs = {"max.message.bytes": str(max_message_bytes + FETCH_HEADROOM)} if max_message_bytes else {}
+                admin.create_topics([NewTopic(t, settings.partitions, 1, topic_configs=configs) for t in missing])
     finally:
         admin.close()
 
@@ -153,23 +164,62 @@ def records_until(reader: KafkaConsumer, marks: dict[TopicPartition, int], timeo
             yield from (r for r in records if r.offset < marks[tp])
 
 
-def plan_partitions(settings: KafkaSettings, max_event_bytes: int, bounded: bool) -> list[PartitionSpec]:
-    """Where each partition's read starts (the group's committed offset, else the reset policy) and ends."""
+def plan_partitions(
+    settings: KafkaSettings,
+    max_event_bytes: int,
+    bounded: bool,
+    owner: str,
+    heartbeat_s: float,
+    shard: tuple[int, int] = (0, 1),
+) -> list[PartitionSpec]:
+    """Where each partition's read starts (the group's committed offset, else the reset policy) and ends.
+
+    Only the shard's partitions (``p % N == I`` for ``shard = (I, N)``) are planned. The start offsets are
+    committed at once with this run's ownership claim (``partition_owner.claim``): a partition another live
+    reader holds is refused, and with ``auto_offset_reset = latest`` a crash before the first bundle's commit
+    cannot skip the events that arrived meanwhile."""
+    index, count = shard
     client = consumer(settings, max_event_bytes, group=True)
     try:
-        partitions = partitions_of(client, settings.topic)
+        partitions = [tp for tp in partitions_of(client, settings.topic) if tp.partition % count == index]
+        if not partitions:
+            return []
         marks = high_watermarks(settings, partitions)
         client.assign(partitions)
         client.seek_to_beginning(*partitions)
-        specs = []
+        starts = {}
         for tp in partitions:
             committed = client.committed(tp)
             if committed is None:
                 committed = client.position(tp) if settings.auto_offset_reset == "earliest" else marks[tp]
-            specs.append(PartitionSpec(tp.topic, tp.partition, int(committed), marks[tp] if bounded else None))
-        return specs
+            starts[tp] = int(committed)
+        owners = partition_owner.owners_for(settings, owner)
+        try:
+            partition_owner.claim(client, owners, starts, heartbeat_s)
+        finally:
+            owners.close()
+        return [PartitionSpec(tp.topic, tp.partition, starts[tp], marks[tp] if bounded else None) for tp in partitions]
     finally:
         client.close()
+
+
+def finish_partitions(settings: KafkaSettings, specs: list[PartitionSpec], owner: str, completed: bool) -> None:
+    """After the pipeline has ended, release this run's partitions; when a bounded run ``completed``
+    successfully, first commit each partition's stop offset (fenced like every commit).
+
+    Runners that never finalize bundles (Flink batch, Spark, Dask) commit nothing while they run; this is
+    what moves their group forward. On the others it repeats what finalization already committed."""
+    client = consumer(settings, 1 << 20, group=True)
+    owners = partition_owner.owners_for(settings, owner)
+    try:
+        for spec in specs:
+            tp = TopicPartition(spec.topic, spec.partition)
+            if completed and spec.stop is not None:
+                partition_owner.commit(client, owners, tp, spec.stop)
+            partition_owner.release(owners, tp)
+    finally:
+        client.close()
+        owners.close()
 
 
 def committed_offsets(settings: KafkaSettings) -> dict[int, int | None]:

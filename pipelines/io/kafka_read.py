@@ -14,8 +14,15 @@ Contract:
 * Resumption starts after the last claimed record. A record may be delivered again after a crash (the group
   offset trails what was processed); that is safe because point ids are deterministic: at-least-once
   delivery, exactly-once effect.
-* ``request_stop()`` (wired to SIGINT/SIGTERM by the launcher) finishes every restriction at its next
-  checkpoint, so a local stream-mode run stops cleanly after delivering what it read.
+* One reader per partition, in order: the tracker accepts only checkpoints (fraction 0), never a runner's
+  split of a partition's range at another fraction (Dataflow's dynamic work rebalancing would otherwise let
+  two workers read one partition at once). Every commit carries this run's ownership claim and is fenced
+  against another owner's (``partition_owner``); an idle partition re-commits its offset every
+  ``reader_heartbeat_s`` so that its claim stays alive — which also retries a commit that failed.
+* Stopping: the launcher registers a ``threading.Event`` under the run's id (``stop_event``); readers in the
+  launcher's process finish every restriction at their next checkpoint once it is set, so a local stream-mode
+  run stops cleanly after delivering what it read. Readers in other processes (a remote runner's workers) find
+  no event under that id: there, stopping is the runner's job (drain or cancel the job).
 """
 
 from __future__ import annotations
@@ -25,18 +32,21 @@ import sys
 import threading
 import time
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
 from apache_beam.runners.sdf_utils import RestrictionTrackerView
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import TopicPartition
-from kafka.structs import OffsetAndMetadata
 
+from embedstream.pipelines.io import partition_owner
 from embedstream.pipelines.io.kafka_clients import PartitionSpec, consumer
+from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.schemas.records import KafkaRecord
 from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
@@ -45,16 +55,31 @@ UNBOUNDED = sys.maxsize
 IDLE_RECHECK_S = 0.5
 COMMIT_ATTEMPTS = 5
 COMMIT_BACKOFF_S = 0.2
-_stop = threading.Event()
+COMMIT_FAILURES = Metrics.counter(METRICS_NAMESPACE, "commit_failures")
+_stops: dict[str, threading.Event] = {}
+_stops_lock = threading.Lock()
 
 
-def request_stop() -> None:
-    """Ask every partition reader in this process to finish at its next checkpoint."""
-    _stop.set()
+@contextmanager
+def stop_event(run_id: str, event: threading.Event) -> Iterator[threading.Event]:
+    """Make ``event`` the stop signal of run ``run_id`` for readers in this process, while the run lasts."""
+    with _stops_lock:
+        _stops[run_id] = event
+    try:
+        yield event
+    finally:
+        with _stops_lock:
+            _stops.pop(run_id, None)
 
 
-def reset_stop() -> None:
-    _stop.clear()
+class CheckpointOnlyTracker(OffsetRestrictionTracker):
+    """An offset tracker that splits only to checkpoint (fraction 0): a partition is read by one worker, in
+    order, and no later range can commit past an earlier one still being read."""
+
+    def try_split(self, fraction_of_remainder: float) -> tuple[OffsetRange, OffsetRange] | None:
+        if fraction_of_remainder != 0:
+            return None
+        return super().try_split(0)
 
 
 class _PartitionRestrictions(RestrictionProvider):
@@ -62,7 +87,7 @@ class _PartitionRestrictions(RestrictionProvider):
         return OffsetRange(element.start, element.stop if element.stop is not None else UNBOUNDED)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+        return CheckpointOnlyTracker(restriction)
 
     def restriction_size(self, element: PartitionSpec, restriction: OffsetRange) -> int:
         return restriction.size()
@@ -76,35 +101,53 @@ _WATERMARK = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_
 
 
 class _ReadPartition(beam.DoFn):
-    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, run_id: str) -> None:
         self._kafka = kafka
         self._pipeline = pipeline
+        self._run_id = run_id
 
     def setup(self) -> None:
         self._consumer = consumer(self._kafka, self._pipeline.max_event_bytes)
         self._committer = consumer(self._kafka, self._pipeline.max_event_bytes, group=True)
+        self._owners = partition_owner.owners_for(self._kafka, self._run_id)
         self._commit_lock = threading.Lock()
-        self._committed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, tuple[int, float]] = {}  # offset, when
+        self._fenced: dict[TopicPartition, str] = {}
 
     def teardown(self) -> None:
         self._consumer.close()
         self._committer.close()
+        self._owners.close()
+
+    def _stopping(self) -> bool:
+        event = _stops.get(self._run_id)
+        return event is not None and event.is_set()
+
+    def _commit_due(self, tp: TopicPartition, position: int) -> bool:
+        offset, when = self._committed.get(tp, (-1, 0.0))
+        return position > offset or time.monotonic() - when >= self._pipeline.reader_heartbeat_s
 
     def _commit(self, tp: TopicPartition, offset: int) -> None:
-        """Bundle-finalization callback: the bundle's outputs are durable, move the group's offset."""
+        """Bundle-finalization callback: the bundle's outputs are durable, move the group's offset (or, with
+        the same offset, renew this reader's claim)."""
         with self._commit_lock:
-            if offset <= self._committed.get(tp, -1):
+            if tp in self._fenced or not self._commit_due(tp, offset):
                 return
             for attempt in range(COMMIT_ATTEMPTS):
                 try:
-                    self._committer.commit({tp: OffsetAndMetadata(offset, "", -1)})
-                    self._committed[tp] = offset
+                    partition_owner.commit(self._committer, self._owners, tp, offset)
+                    self._committed[tp] = (offset, time.monotonic())
+                    return
+                except partition_owner.PartitionOwnedError as exc:
+                    self._fenced[tp] = str(exc)  # process() raises it: this reader must stop
+                    log.error("%s", exc)
                     return
                 except Exception as exc:  # a dropped connection: kafka-python reconnects on the next try
                     delay = COMMIT_BACKOFF_S * 2**attempt
                     log.info("offset commit of %s at %d failed (%s); retrying in %.1fs", tp, offset, exc, delay)
                     time.sleep(delay)
-            # Not fatal: the next bundle's commit covers this offset, and a replay only rewrites the same points.
+            # Not lost: the next bundle's commit, or the next heartbeat of an idle partition, commits it again.
+            COMMIT_FAILURES.inc()
             log.warning("commit of %s at %d failed %d times; the next bundle retries", tp, offset, COMMIT_ATTEMPTS)
 
     def process(
@@ -115,9 +158,11 @@ class _ReadPartition(beam.DoFn):
         watermark: ManualWatermarkEstimator = _WATERMARK,  # type: ignore[assignment]
     ) -> Iterator[KafkaRecord]:
         tp = TopicPartition(spec.topic, spec.partition)
+        if tp in self._fenced:
+            raise partition_owner.PartitionOwnedError(self._fenced[tp])
         start = tracker.current_restriction().start
         position = yield from self._read(spec, tp, start, tracker, watermark)
-        if position > start:
+        if self._commit_due(tp, position):
             finalizer.register(lambda: self._commit(tp, position))
 
     def _read(
@@ -136,7 +181,7 @@ class _ReadPartition(beam.DoFn):
         emitted = 0
         while True:
             stop = tracker.current_restriction().stop
-            if _stop.is_set() or position >= stop:
+            if position >= stop or self._stopping():
                 tracker.try_claim(stop)  # past the end: marks the restriction done
                 return position
             if emitted >= limits.max_records_per_bundle or time.monotonic() >= deadline:
@@ -160,7 +205,8 @@ class _ReadPartition(beam.DoFn):
                 position = record.offset + 1
                 emitted += 1
                 if record.timestamp is not None and record.timestamp >= 0:
-                    stamp = Timestamp.of(record.timestamp / 1000)
+                    # never past now: a producer's clock far in the future must not end the stream's time
+                    stamp = min(Timestamp.of(record.timestamp / 1000), Timestamp.now())
                     current = watermark.current_watermark()
                     if current is None or stamp > current:
                         watermark.set_watermark(stamp)
@@ -184,11 +230,14 @@ class _ReadPartitionUnbounded(_ReadPartition):
 class ReadKafkaPartitions(beam.PTransform):
     """Read the given partitions; bounded when every spec has a ``stop``, unbounded otherwise."""
 
-    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, partitions: list[PartitionSpec]) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, pipeline: PipelineSettings, partitions: list[PartitionSpec], run_id: str
+    ) -> None:
         super().__init__()
         self._kafka = kafka
         self._pipeline = pipeline
         self._partitions = partitions
+        self._run_id = run_id
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         bounded = all(p.stop is not None for p in self._partitions)
@@ -196,5 +245,5 @@ class ReadKafkaPartitions(beam.PTransform):
         return (
             pbegin
             | "Partitions" >> beam.Create(self._partitions)
-            | "ReadPartition" >> beam.ParDo(reader(self._kafka, self._pipeline))
+            | "ReadPartition" >> beam.ParDo(reader(self._kafka, self._pipeline, self._run_id))
         )

@@ -6,6 +6,7 @@ from embedstream.pipelines.stores.base import (
     StoredPoint,
     StoreLockedError,
     StoreSchemaError,
+    StoreWriteError,
     VectorStore,
 )
 from embedstream.pipelines.stores.factory import open_store, wait_until_released
@@ -15,6 +16,7 @@ __all__ = [
     "SpaceSpec",
     "StoreLockedError",
     "StoreSchemaError",
+    "StoreWriteError",
     "StoredPoint",
     "VectorStore",
     "open_store",

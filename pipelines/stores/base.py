@@ -22,6 +22,10 @@ class StoreSchemaError(RuntimeError):
     """The existing collection does not fit the models this run uses."""
 
 
+class StoreWriteError(RuntimeError):
+    """The store took none of a batch: an outage (retry) or one poisonous point (skip it)."""
+
+
 class StoreLockedError(RuntimeError):
     """Another process holds the embedded store's path."""
 

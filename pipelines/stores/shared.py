@@ -83,8 +83,17 @@ def sharing() -> bool:
     return _enabled
 
 
+class StoreClosedError(RuntimeError):
+    """A shared store was asked for after its owner closed it (a pipeline outliving its server)."""
+
+
+_closed: set[str] = set()
+
+
 def shared(key: str, opener: Callable[[], VectorStore]) -> VectorStore:
     with _lock:
+        if key in _closed:
+            raise StoreClosedError(f"the shared store {key} was closed by its owner; it is not opened again")
         if key not in _stores:
             _stores[key] = SharedStore(opener())
         return _stores[key]
@@ -93,7 +102,8 @@ def shared(key: str, opener: Callable[[], VectorStore]) -> VectorStore:
 def close_shared_stores() -> None:
     global _enabled
     with _lock:
-        for store in _stores.values():
+        for key, store in _stores.items():
             store.really_close()
+            _closed.add(key)
         _stores.clear()
         _enabled = False

@@ -1,3 +1,1 @@
-"""Beam transforms of the ingest pipeline: parse → embed (+ quality gate) → deliver."""
-
-DEAD_LETTER = "dead_letter"
+"""Beam transforms of the ingest pipeline: parse → embed (+ quality gate) → deliver, one chain."""

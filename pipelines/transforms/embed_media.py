@@ -1,6 +1,6 @@
 """Embed pictures (and video frames) and sounds (and video audio segments), decoding beside the encoder.
 
-One DoFn per kind in the chain ``EmbedText → EmbedImages → EmbedAudio → UpsertPoints``: each takes the parsed
+One DoFn per kind in the chain ``EmbedText → EmbedImages → EmbedAudio → Deliver``: each takes the parsed
 events of its modalities and passes everything else (other events, points) straight through, so the whole
 ingest stays one fused stage with no Flatten (see docs/architecture.md).
 
@@ -25,6 +25,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,7 @@ from embedstream.pipelines.media.images import ORIGINAL_SIZE, decode_image
 from embedstream.pipelines.media.previews import sound_preview, thumbnail
 from embedstream.pipelines.transforms.outputs import dead, windowed
 from embedstream.pipelines.transforms.parse import ParsedEvent
-from embedstream.pipelines.transforms.points import to_point
+from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.pipelines.transforms.quality import vector_problem
 from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.envelope import Modality
@@ -119,6 +120,12 @@ class EmbedMedia(beam.DoFn):
         while self._queue:
             yield from windowed(self._encode_oldest(self.batch))
 
+    def _resubmit_queued(self) -> None:
+        """Events still queued behind a hung decode: their work goes to the new pool if it had not started."""
+        for i, (event, future) in enumerate(self._queue):
+            if future.cancel():
+                self._queue[i] = (event, self._pool.submit(self._fetch_and_decode, event))
+
     def _fetch_and_decode(self, event: ParsedEvent) -> Decoded:
         return self.decode(content_bytes(event.envelope, self._media, self._pipeline.max_event_bytes))
 
@@ -127,7 +134,15 @@ class EmbedMedia(beam.DoFn):
         ready: list[tuple[ParsedEvent, Decoded]] = []
         for event, future in taken:
             try:
-                ready.append((event, future.result()))
+                ready.append((event, future.result(timeout=self._media.decode_timeout_s)))
+            except FutureTimeout:
+                # The thread cannot be stopped; leave it to finish (or hang) in a pool of its own so that the
+                # events behind it, and shutdown, do not wait for it.
+                self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(self._media.decode_threads, thread_name_prefix=f"decode-{self.stage}")
+                self._resubmit_queued()
+                message = f"fetching and decoding took longer than {self._media.decode_timeout_s}s"
+                yield dead(event, Reason.DECODE_TIMEOUT, message, "decode")
             except MediaError as exc:
                 yield dead(event, exc.reason, str(exc), "decode")
             except Exception as exc:  # a decoder bug must cost one event, not the bundle
@@ -147,7 +162,7 @@ class EmbedMedia(beam.DoFn):
                 yield dead(event, problem[0], problem[1], "quality")
                 continue
             point_vectors = {space.name: vectors[space.name][i] for space in self._spaces}
-            yield to_point(event, point_vectors, self._refs, ingested_at, extra=decoded.facts)
+            yield point_or_dead(event, point_vectors, self._refs, ingested_at, extra=decoded.facts)
 
     def _encode(self, inputs: list[Any]) -> tuple[dict[str, list[np.ndarray]], dict[int, str]]:
         """Every space's vectors for the batch; a failing batch is retried one input at a time."""

@@ -23,7 +23,7 @@ from embedstream.onnx_models.batching import plan_batches
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.pipelines.transforms.outputs import dead, windowed
 from embedstream.pipelines.transforms.parse import ParsedEvent
-from embedstream.pipelines.transforms.points import to_point
+from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.pipelines.transforms.quality import vector_problem
 from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.envelope import Modality
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class EmbedText(beam.DoFn):
-    """``ParsedEvent`` (text) → ``PointRecord``; failures → ``DeadLetter`` tagged ``dead_letter``; any other
-    element passes through unchanged."""
+    """``ParsedEvent`` (text) → ``PointRecord``, or a ``DeadLetter`` naming the stage that failed it (tokenize,
+    encode, quality, payload); any other element (other modalities' events, dead letters) passes through."""
 
     def __init__(self, model: ModelSettings, pipeline: PipelineSettings) -> None:
         self._model = model
@@ -74,15 +74,19 @@ class EmbedText(beam.DoFn):
             if problem is not None:
                 yield dead(event, problem[0], problem[1], "quality")
                 continue
-            yield to_point(event, {self._encoder.space: vector}, self._models, ingested_at)
+            yield point_or_dead(event, {self._encoder.space: vector}, self._models, ingested_at)
 
     def _encode(self, texts: list[str]) -> tuple[list[np.ndarray | None], dict[int, str]]:
         """Tokenize the window and encode it in cost-planned batches; per-event errors instead of a failed batch."""
-        tokens = self._encoder.tokenize(texts)
         vectors: list[np.ndarray | None] = [None] * len(texts)
         errors: dict[int, str] = {}
-        plan = plan_batches([len(t) for t in tokens], self._pipeline.max_batch_tokens, self._pipeline.max_batch_size)
-        for batch in plan:
+        tokens = self._tokenize(texts, errors)
+        ok = [i for i in range(len(texts)) if i not in errors]
+        plan = plan_batches(
+            [len(tokens[i]) for i in ok], self._pipeline.max_batch_tokens, self._pipeline.max_batch_size
+        )
+        for planned in plan:
+            batch = [ok[j] for j in planned]
             try:
                 rows = self._encoder.embed_tokens([tokens[i] for i in batch])
                 for i, row in zip(batch, rows, strict=True):
@@ -95,3 +99,18 @@ class EmbedText(beam.DoFn):
                     except Exception as single:
                         errors[i] = f"{type(single).__name__}: {single}"
         return vectors, errors
+
+    def _tokenize(self, texts: list[str], errors: dict[int, str]) -> list[Any]:
+        """The window tokenized in one call; if the tokenizer refuses it, text by text (failures → ``errors``)."""
+        try:
+            return list(self._encoder.tokenize(texts))
+        except Exception as exc:
+            log.warning("tokenizer failed on a window of %d (%s); retrying one by one", len(texts), exc)
+        tokens: list[Any] = []
+        for i, text in enumerate(texts):
+            try:
+                tokens.extend(self._encoder.tokenize([text]))
+            except Exception as single:
+                errors[i] = f"tokenizer: {type(single).__name__}: {single}"
+                tokens.append([])
+        return tokens

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from embedstream.pipelines.transforms import DEAD_LETTER
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Envelope, Limits, Modality, Rejection, parse_event
 from embedstream.schemas.records import KafkaRecord
@@ -22,25 +21,34 @@ class ParsedEvent:
 
 
 class ParseEvents(beam.DoFn):
-    """One record in, exactly one out: a ``ParsedEvent`` on the main output or a ``DeadLetter`` tagged
-    ``dead_letter``. Valid events of a modality this pipeline has no encoder for are dead-lettered too
-    (``unsupported_modality``), so they can be replayed once it has one instead of being dropped."""
+    """One record in, exactly one out: a ``ParsedEvent`` or a ``DeadLetter``. Valid events of a modality this
+    pipeline has no encoder for are dead-lettered too (``unsupported_modality``), so they can be replayed once it
+    has one instead of being dropped. Records named in ``skip`` (``topic:partition:offset``) become ``skipped``
+    dead letters unread: the way past a record that stops a run (the error that stops it names the record)."""
 
-    def __init__(self, limits: Limits, modalities: Iterable[Modality]) -> None:
+    def __init__(self, limits: Limits, modalities: Iterable[Modality], skip: Iterable[str] = ()) -> None:
         self._limits = limits
         self._modalities = frozenset(modalities)
+        self._skip = frozenset(skip)
 
-    def process(self, record: KafkaRecord) -> Iterator[ParsedEvent | beam.pvalue.TaggedOutput]:
-        result = parse_event(record, self._limits)
+    def process(self, record: KafkaRecord) -> Iterator[ParsedEvent | DeadLetter]:
+        position = f"{record.topic}:{record.partition}:{record.offset}" if self._skip else ""
+        if position in self._skip:
+            message = f"skipped: {position} is listed in pipeline.skip (replay it once what stopped it is fixed)"
+            yield DeadLetter.of(record, Reason.SKIPPED, message, "parse")
+            return
+        try:
+            result = parse_event(record, self._limits)
+        except Exception as exc:  # parse_event is written never to raise; if it does, the record still lands
+            yield DeadLetter.of(record, Reason.STAGE_FAILED, f"parse raised {type(exc).__name__}: {exc}", "parse")
+            return
         if isinstance(result, Rejection):
-            dead = DeadLetter.of(record, result.reason, result.message, "parse", result.event_id)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
+            yield DeadLetter.of(record, result.reason, result.message, "parse", result.event_id)
         elif result.modality not in self._modalities:
             message = (
                 f"no encoder for modality {result.modality.value!r} in this pipeline "
                 f"(it embeds {sorted(m.value for m in self._modalities)}); replay this dead letter once it has one"
             )
-            dead = DeadLetter.of(record, Reason.UNSUPPORTED_MODALITY, message, "route", result.id)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
+            yield DeadLetter.of(record, Reason.UNSUPPORTED_MODALITY, message, "route", result.id)
         else:
             yield ParsedEvent(result, record)

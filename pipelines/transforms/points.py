@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
 
 
@@ -43,7 +44,7 @@ def to_point(
         "ingested_at": ingested_at or datetime.now(UTC).isoformat(),
         "content_sha256": content_sha256(event),
         "models": dict(models),
-        "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+        "source": record.origin(),
     }
     if envelope.text is not None:
         payload["text"] = envelope.text
@@ -70,3 +71,18 @@ def to_point(
         payload=payload,
         source=SourceRef.model_construct(topic=record.topic, partition=record.partition, offset=record.offset),
     )
+
+
+def point_or_dead(
+    event: ParsedEvent,
+    vectors: Mapping[str, np.ndarray],
+    models: Mapping[str, str],
+    ingested_at: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> PointRecord | DeadLetter:
+    """``to_point``, or the event's dead letter if building its payload raised: one event, not its batch."""
+    try:
+        return to_point(event, vectors, models, ingested_at, extra)
+    except Exception as exc:
+        message = f"building the point raised {type(exc).__name__}: {exc}"
+        return DeadLetter.of(event.record, Reason.STAGE_FAILED, message, "payload", event.envelope.id)

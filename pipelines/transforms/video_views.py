@@ -1,16 +1,25 @@
 """A video's own point, kept as a materialized view of its stored frame and audio-segment points (DESIGN.md).
 
-After a bundle's frames and segments are durable, every video they touched is recomputed from *all* of its
-stored members: the visual mean (image space), the audio mean (audio space), the fused vector (weighted,
+The view holds the visual mean (image space), the audio mean (audio space), the fused vector (weighted,
 normalized concatenation of the two means; a missing half is zeros) and the mean of the frames' text-space
-vectors. Members are keyed by (video, index), so duplicates overwrite, and the sums run in float64 over the
-members in point-id order — shuffled, duplicated or late events give the same vectors. ``video_end`` marks the
-video complete (``ended``); a frame arriving after it still updates the view. No windows, GroupByKey or timers.
+vectors. ``video_end`` marks the video complete (``ended``); a frame arriving after it still updates the view,
+and a ``video_end`` that arrives before any member leaves a marker point (no vectors) that keeps ``ended``.
+No windows, GroupByKey or timers.
+
+Running sums, not rescans: the view's payload keeps its ``state`` — float64 sums and counts per space, and
+each counted member's content hash (``members``: ``video_frame/12`` → sha256 prefix). A bundle's members
+update it by delta (``ViewState.apply``): a member already counted with the same content is skipped (a
+duplicate or a replay), a changed one has its previous vector subtracted. So a bundle costs what it touched,
+not the video's length. Where the previous vector of a changed member is no longer at hand (a crash between
+writing the members and writing the view), or the view has no state (written by an older version), the view
+is rebuilt from all stored members (``ViewState.of_members``) — the same result, at the old cost. Sums run in
+float64: shuffled, duplicated or late events give the same vectors to ~1e-12.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,13 +29,7 @@ from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
 from embedstream.pipelines.stores import StoredPoint
 from embedstream.schemas.point import PointRecord, point_id
 
-
-def _mean(rows: list[list[float]]) -> np.ndarray | None:
-    if not rows:
-        return None
-    mean = np.asarray(rows, dtype=np.float64).mean(axis=0)
-    norm = np.linalg.norm(mean)
-    return mean / norm if norm > 0 else None
+MEMBER_MODALITIES = ("video_frame", "video_audio")
 
 
 def fuse(
@@ -45,15 +48,130 @@ def fuse(
     return fused / norm if norm > 0 else None
 
 
-def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusion, ended: bool) -> PointRecord | None:
-    """The video's point from its members (``None`` when none has a usable vector yet)."""
-    members = sorted(members, key=lambda p: p.id)
-    frames = [m for m in members if m.payload.get("modality") == "video_frame"]
-    segments = [m for m in members if m.payload.get("modality") == "video_audio"]
-    visual = _mean([m.vectors[fusion.visual_space] for m in frames if fusion.visual_space in m.vectors])
-    audio = _mean([m.vectors[fusion.audio_space] for m in segments if fusion.audio_space in m.vectors])
-    if visual is None and audio is None:
+def member_key(payload: Mapping[str, Any]) -> str:
+    return f"{payload.get('modality')}/{(payload.get('video') or {}).get('index')}"
+
+
+def _sha(payload: Mapping[str, Any]) -> str:
+    return str(payload.get("content_sha256") or "")[:16]
+
+
+class StaleViewError(Exception):
+    """A delta cannot be applied (a changed member's previous vector is gone): rebuild from the members."""
+
+
+@dataclass
+class ViewState:
+    """What a view keeps to be updated by delta (stored in its payload under ``state``)."""
+
+    members: dict[str, str] = field(default_factory=dict)
+    sums: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+    segments: int = 0
+    seconds: float = 0.0
+    thumb_index: int | None = None
+    thumbnail: str | None = None
+
+    @staticmethod
+    def of_payload(payload: Mapping[str, Any] | None) -> ViewState | None:
+        state = (payload or {}).get("state")
+        if not isinstance(state, dict):
+            return None
+        return ViewState(
+            members=dict(state.get("members", {})),
+            sums={k: list(v) for k, v in state.get("sums", {}).items()},
+            counts={k: int(v) for k, v in state.get("counts", {}).items()},
+            frames=int(state.get("frames", 0)),
+            segments=int(state.get("segments", 0)),
+            seconds=float(state.get("seconds", 0.0)),
+            thumb_index=state.get("thumb_index"),
+            thumbnail=(payload or {}).get("media", {}).get("thumbnail") if payload else None,
+        )
+
+    @staticmethod
+    def of_members(members: Sequence[StoredPoint | PointRecord], fusion: VideoFusion) -> ViewState:
+        state = ViewState()
+        for member in sorted(members, key=lambda m: str(m.id)):
+            state.apply(member.payload, member.vectors, None, fusion)
+        return state
+
+    def _spaces(self, modality: str, fusion: VideoFusion) -> list[str]:
+        if modality == "video_frame":
+            return [fusion.visual_space] + ([fusion.text_space] if fusion.text_space else [])
+        return [fusion.audio_space]
+
+    def _add(self, space: str, vector: Sequence[float], sign: int) -> None:
+        # Unit vectors, as the store keeps them (cosine spaces are normalized on insert): a delta from a point
+        # about to be written and one read back from the store must weigh the same.
+        unit = np.asarray(vector, dtype=np.float64)
+        norm = np.linalg.norm(unit)
+        unit = unit / norm if norm > 0 else unit
+        total = np.asarray(self.sums.get(space) or np.zeros(len(unit)), dtype=np.float64)
+        self.sums[space] = (total + sign * unit).tolist()
+        self.counts[space] = self.counts.get(space, 0) + sign
+
+    def apply(
+        self,
+        payload: Mapping[str, Any],
+        vectors: Mapping[str, Sequence[float]],
+        previous: StoredPoint | None,
+        fusion: VideoFusion,
+    ) -> None:
+        """Count one member's current version; ``previous`` is what the store held before it was written."""
+        modality = str(payload.get("modality"))
+        key, sha = member_key(payload), _sha(payload)
+        counted = self.members.get(key)
+        if counted == sha:
+            return  # a duplicate, a replay, or a member already counted before a crash
+        spaces = self._spaces(modality, fusion)
+        if counted is not None:  # changed content: take the old vector out first
+            if previous is None or _sha(previous.payload) != counted:
+                raise StaleViewError(key)
+            for space in spaces:
+                if space in previous.vectors:
+                    self._add(space, previous.vectors[space], -1)
+        elif modality == "video_frame":
+            self.frames += 1
+        else:
+            self.segments += 1
+        for space in spaces:
+            if space in vectors:
+                self._add(space, vectors[space], +1)
+        self.members[key] = sha
+        video = payload.get("video") or {}
+        self.seconds = max(self.seconds, float(video.get("t") or 0.0) + float(video.get("duration") or 0.0))
+        index = video.get("index")
+        thumbnail = (payload.get("media") or {}).get("thumbnail")
+        if modality == "video_frame" and thumbnail and (self.thumb_index is None or (index or 0) <= self.thumb_index):
+            self.thumb_index, self.thumbnail = int(index or 0), thumbnail
+
+    def mean(self, space: str) -> np.ndarray | None:
+        if not self.counts.get(space):
+            return None
+        mean = np.asarray(self.sums[space], dtype=np.float64) / self.counts[space]
+        norm = np.linalg.norm(mean)
+        return mean / norm if norm > 0 else None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "members": self.members,
+            "sums": self.sums,
+            "counts": self.counts,
+            "frames": self.frames,
+            "segments": self.segments,
+            "seconds": self.seconds,
+            "thumb_index": self.thumb_index,
+        }
+
+
+def view_point(video_id: str, state: ViewState, fusion: VideoFusion, ended: bool) -> PointRecord | None:
+    """The video's point from its state (``None`` when it has no usable vector yet and has not ended)."""
+    visual, audio = state.mean(fusion.visual_space), state.mean(fusion.audio_space)
+    if visual is None and audio is None and not ended:
         return None
+    # An ended video with no usable member yet is kept as a marker point without vectors: members that arrive
+    # later find it, so the video stays ``ended``.
     vectors: dict[str, list[float]] = {}
     if visual is not None:
         vectors[fusion.visual_space] = visual.tolist()
@@ -63,27 +181,26 @@ def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusi
     if fused is not None:
         vectors[FUSED_SPACE] = fused.tolist()
     if fusion.text_space is not None:
-        text = _mean([m.vectors[fusion.text_space] for m in frames if fusion.text_space in m.vectors])
+        text = state.mean(fusion.text_space)
         if text is not None:
             vectors[fusion.text_space] = text.tolist()
-    ends = [_end(m.payload.get("video") or {}) for m in members]
-    first = min(frames, key=lambda m: (m.payload.get("video") or {}).get("index") or 0, default=None)
-    thumbnail = ((first.payload.get("media") or {}).get("thumbnail")) if first is not None else None
     payload: dict[str, Any] = {
         "modality": "video",
         "id": video_id,
         "video_id": video_id,
-        "frames": len(frames),
-        "segments": len(segments),
-        "seconds": round(max(ends), 3) if ends else None,
+        "frames": state.frames,
+        "segments": state.segments,
+        "seconds": round(state.seconds, 3) if state.members else None,
         "ended": ended,
         "ingested_at": datetime.now(UTC).isoformat(),
         "models": {space: fusion.models[space] for space in vectors if space in fusion.models},
+        "state": state.to_payload(),
     }
-    if thumbnail:
-        payload["media"] = {"thumbnail": thumbnail}
+    if state.thumbnail:
+        payload["media"] = {"thumbnail": state.thumbnail}
     return PointRecord.model_construct(id=point_id("video", video_id), vectors=vectors, payload=payload, source=None)
 
 
-def _end(video: dict[str, Any]) -> float:
-    return float(video.get("t") or 0.0) + float(video.get("duration") or 0.0)
+def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusion, ended: bool) -> PointRecord | None:
+    """The video's point rebuilt from all its members (the full recompute behind every delta)."""
+    return view_point(video_id, ViewState.of_members(members, fusion), fusion, ended)

@@ -59,8 +59,9 @@ class ApiError(Exception):
         self.status, self.detail, self.reason = status, detail, reason
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The app for ``settings``; the store and encoders open at start-up and close at shutdown."""
+def create_app(settings: Settings, health: Callable[[], str | None] | None = None) -> FastAPI:
+    """The app for ``settings``; the store and encoders open at start-up and close at shutdown. ``health``
+    (``serve --ingest``: the in-process pipeline) returns a problem that makes ``/healthz`` answer 503."""
     registry = CollectorRegistry()
     requests = Counter("embedstream_http_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
     latency = Histogram(
@@ -259,9 +260,12 @@ def create_app(settings: Settings) -> FastAPI:
         result: SpacesResponse = await run(work)
         return result
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={503: {"model": Problem}})
     async def healthz() -> dict[str, Any]:
-        """Liveness and readiness: the store answers."""
+        """Liveness and readiness: the store answers (and, with ``serve --ingest``, the pipeline runs)."""
+        problem = health() if health is not None else None
+        if problem is not None:
+            raise ApiError(503, problem, "ingest_stopped")
         total = await run(lambda: searcher().store.count())
         return {"status": "ok", "points": total, "backend": settings.qdrant.backend}
 

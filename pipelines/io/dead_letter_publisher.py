@@ -1,0 +1,90 @@
+"""Publish dead letters to the dead-letter topic, confirmed by the broker before the bundle ends.
+
+Each dead letter is the original message (key, value bytes, headers) plus ``es-dlq-*`` context headers.
+``confirm`` flushes the producer and checks every send, so a dead letter the broker did not take fails the
+bundle, and the bundle's offsets are not committed (see ``kafka_read``).
+
+A dead letter must never be the thing that stops the pipeline, so what the topic cannot take is published
+*by reference* instead (``es-dlq-by-reference``: no key, value or original headers; its ``topic``,
+``partition`` and ``offset`` say where the bytes are while the source topic retains them):
+
+* a record larger than the producer's limit (the event limit plus header room) — an ``oversized`` event can be;
+* one the broker refuses as too large (a dead-letter topic created elsewhere with a smaller
+  ``max.message.bytes``);
+* a record with neither key nor value (Kafka clients cannot send one): its value is sent empty, with
+  ``es-dlq-null-value``.
+
+Anything else the broker refuses (it is down, we may not write) fails the bundle: that is an outage, retried,
+not a property of the record.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+from embedstream.pipelines.io.kafka_clients import dead_letter_limit, producer
+from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, DeadLetter
+from embedstream.schemas.settings import KafkaSettings, PipelineSettings
+
+log = logging.getLogger(__name__)
+SEND_TIMEOUT_S = 30
+NULL_VALUE = DLQ_HEADER_PREFIX + "null-value"
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+def wire_size(dead: DeadLetter) -> int:
+    """Bytes the dead letter takes in a produce request (key + value + headers, before batch overhead)."""
+    source = dead.source
+    return len(source.key or b"") + len(source.value or b"") + sum(len(k) + len(v) for k, v in dead.kafka_headers())
+
+
+class DeadLetterPublisher:
+    """Sends dead letters now and confirms them all in ``confirm`` (call it before the bundle's offsets move)."""
+
+    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings) -> None:
+        self._topic = kafka.dead_letter_topic
+        self._limit = dead_letter_limit(pipeline.max_event_bytes)
+        self._producer = producer(kafka, self._limit)
+        self._sends: list[tuple[DeadLetter, Any]] = []
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def publish(self, dead: DeadLetter) -> None:
+        if wire_size(dead) > self._limit:
+            dead = dead.as_reference(f"{wire_size(dead)} bytes exceed the dead-letter limit of {self._limit}")
+        self._sends.append((dead, self._send(dead)))
+
+    def _send(self, dead: DeadLetter) -> Any:
+        source, headers = dead.source, dead.kafka_headers()
+        value = source.value
+        if source.key is None and value is None:
+            value, headers = b"", [*headers, (NULL_VALUE, b"1")]
+        # The original timestamp travels with it: a replay re-produces the event as it was.
+        return self._producer.send(
+            self._topic, key=source.key, value=value, headers=headers, timestamp_ms=source.timestamp_ms
+        )
+
+    def confirm(self) -> list[DeadLetter]:
+        """Wait until the broker has every dead letter sent so far; return them. Raises on an outage."""
+        if not self._sends:
+            return []
+        self._producer.flush()
+        sent, retry = [], []
+        for dead, future in self._sends:
+            try:
+                future.get(timeout=SEND_TIMEOUT_S)
+                sent.append(dead)
+            except _TOO_LARGE as exc:
+                if dead.by_reference:
+                    raise
+                retry.append(dead.as_reference(f"the dead-letter topic refused its size ({exc})"))
+        self._sends = []
+        if retry:
+            log.warning("%d dead letters were too large for %s; published by reference", len(retry), self._topic)
+            self._sends = [(dead, self._send(dead)) for dead in retry]
+            sent.extend(self.confirm())
+        return sent

@@ -1,0 +1,100 @@
+"""The one terminal step of the ingest chain: points into the store, dead letters onto their topic, durably.
+
+Everything the chain produces reaches this step: ``PointRecord``s, ``DeadLetter``s and the ``video_end``
+events that close videos. ``finish_bundle`` makes the points durable (``PointWriter.flush``), adds the dead
+letters the store made (refused or superseded points), publishes every dead letter and waits for the broker's
+acknowledgement (``DeadLetterPublisher.confirm``). Only then does the bundle end — and the Kafka read commits
+offsets in bundle finalization, which runners call after every step of the bundle has finished. A failure
+here fails the bundle: nothing is committed, the records are read again, and deterministic point ids make the
+rewrite harmless.
+
+One step rather than a sink per output: some runners compute only a pipeline's last leaf (Dask), and on the
+local runner a Flatten would break the chain's fusion (so the read's bundle would not include the writes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
+from embedstream.pipelines.io.point_writer import PointWriter
+from embedstream.pipelines.metrics import METRICS_NAMESPACE
+from embedstream.pipelines.plan import VideoFusion
+from embedstream.pipelines.progress import PROGRESS
+from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.schemas.dead_letter import DeadLetter, Reason
+from embedstream.schemas.envelope import Modality
+from embedstream.schemas.point import PointRecord
+from embedstream.schemas.settings import KafkaSettings, PipelineSettings, QdrantSettings
+
+
+class Deliver(beam.DoFn):
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        qdrant: QdrantSettings,
+        pipeline: PipelineSettings,
+        spaces: list[SpaceSpec],
+        fusion: VideoFusion | None = None,
+    ) -> None:
+        self._kafka = kafka
+        self._qdrant = qdrant
+        self._pipeline = pipeline
+        self._spaces = spaces
+        self._fusion = fusion
+        self._points = Metrics.counter(METRICS_NAMESPACE, "points_upserted")
+        self._views = Metrics.counter(METRICS_NAMESPACE, "video_views")
+        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+        self._by_reason: dict[Reason, Any] = {}
+
+    def setup(self) -> None:
+        self._store = open_store(self._qdrant)
+        self._store.ensure_spaces(self._spaces)
+        self._writer = PointWriter(self._store, self._pipeline.upsert_batch_size, self._fusion, self._written)
+        self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
+
+    def teardown(self) -> None:
+        self._publisher.close()
+        self._store.close()
+
+    def _written(self, count: int) -> None:
+        self._points.inc(count)
+        PROGRESS.add(points=count)
+
+    def start_bundle(self) -> None:
+        self._writer.start()
+
+    def process(self, element: Any) -> None:
+        if isinstance(element, PointRecord):
+            self._writer.add(element)
+        elif isinstance(element, DeadLetter):
+            self._publisher.publish(element)
+        elif isinstance(element, ParsedEvent):  # only video_end reaches this step as an event
+            envelope = element.envelope
+            if envelope.modality is Modality.VIDEO_END and envelope.video is not None:
+                self._writer.video_ended(envelope.video.video_id)
+        else:
+            raise TypeError(f"Deliver got a {type(element).__name__}; the chain passes points and dead letters")
+
+    def finish_bundle(self) -> None:
+        views, dead = self._writer.flush()
+        for letter in dead:
+            self._publisher.publish(letter)
+        sent = self._publisher.confirm()
+        if views:
+            self._views.inc(views)
+        if sent:
+            self._dead_letters.inc(len(sent))
+            PROGRESS.add(dead_letters=len(sent))
+            for letter in sent:
+                counter = self._by_reason.get(letter.reason)
+                if counter is None:
+                    counter = self._by_reason[letter.reason] = Metrics.counter(
+                        METRICS_NAMESPACE, f"dead_letters.{letter.reason.value}"
+                    )
+                counter.inc()
+        PROGRESS.report(self._pipeline.progress_interval_s)

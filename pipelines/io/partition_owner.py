@@ -1,0 +1,158 @@
+"""One live reader per partition: ownership claims kept by the broker, in a consumer group of their own.
+
+Readers assign partitions by hand (no group membership: it is slow to join and tansu's groups of 3+ never
+settle), so nothing in Kafka stops two ingest processes on one group from both reading every partition —
+and then a lagging one rewrites older versions of points and moves committed offsets backwards. So each
+partition has a claim: the committed "offset" of that partition in the group ``<group_id>.owners``, which
+packs a 20-bit tag of the owning run and the unix second of its last beat (``Claim.encode``). Commit
+metadata would be the natural carrier, but tansu drops it; an offset in a side group survives on every
+Kafka-protocol broker and needs nothing but the consumer-group API. Readers beat at least every
+``reader_heartbeat_s`` (an idle partition re-commits its offset), and:
+
+* **at start** (``claim``), a partition whose claim names another owner that beat within the lease
+  (3 heartbeats) is watched for two heartbeats: if its beat moves, a live reader holds it and the run is
+  refused (``PartitionOwnedError``, naming ``--shard``); if not, its owner died (kill -9) and the partition is
+  taken over. The claim commits the resolved start offset at once — so ``auto_offset_reset = latest`` cannot
+  skip what arrives between a start and its first commit;
+* **at every commit** (``commit``), the claim is read first: if another owner has claimed the partition
+  since, this reader is fenced and stops instead of overwriting the newer commit;
+* **at a clean end** (``release``), the claim's beat is zeroed so that the next reader starts at once.
+
+Two instances started within the same second can both pass the start check; the commit fence then stops
+the one that commits second. Where a broker offers it, group membership would close that window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from embedstream.schemas.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+LEASE_BEATS = 3
+BEAT_BITS = 34  # unix seconds until the year 2514
+TAG_MASK = (1 << 20) - 1
+
+
+class PartitionOwnedError(RuntimeError):
+    """Another live reader holds a partition this run was asked to read."""
+
+
+def new_owner_id() -> str:
+    """A run's identity in commit metadata: host, process and a random part (a restart is a new owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A partition's owner (a tag of its run id) and the unix second of its last beat (0: released)."""
+
+    tag: int
+    beat: int
+
+    @staticmethod
+    def of(owner: str, beat: float) -> Claim:
+        return Claim(zlib.crc32(owner.encode()) & TAG_MASK, int(beat))
+
+    def encode(self) -> int:
+        return (self.tag << BEAT_BITS) | self.beat
+
+    @staticmethod
+    def decode(offset: int | None) -> Claim | None:
+        if offset is None or offset < 0:
+            return None
+        return Claim(offset >> BEAT_BITS, offset & ((1 << BEAT_BITS) - 1))
+
+
+class Owners:
+    """The claims of one group's partitions, through a consumer of ``<group_id>.owners`` (``owners_client``)."""
+
+    def __init__(self, client: KafkaConsumer, group: str, owner: str) -> None:
+        self._client = client
+        self.group = group
+        self.owner = owner
+        self.mine = Claim.of(owner, 0).tag
+
+    def close(self) -> None:
+        self._client.close()
+
+    def current(self, tp: TopicPartition) -> Claim | None:
+        return Claim.decode(self._client.committed(tp))
+
+    def other(self, tp: TopicPartition) -> Claim | None:
+        """The claim of another owner on ``tp`` (None when it is ours or nobody's)."""
+        found = self.current(tp)
+        return found if found is not None and found.tag != self.mine else None
+
+    def beat(self, partitions: list[TopicPartition], beat: float | None = None) -> None:
+        stamp = Claim(self.mine, int(time.time()) if beat is None else int(beat)).encode()
+        self._client.commit({tp: OffsetAndMetadata(stamp, "", -1) for tp in partitions})
+
+    def describe(self, tp: TopicPartition, claim: Claim) -> str:
+        return (
+            f"partition {tp.topic}:{tp.partition} of group {self.group!r} is being read by another ingest (it "
+            f"beat {time.time() - claim.beat:.0f}s ago). Two readers of one partition rewrite each other's points "
+            "and move its offset backwards: give each instance its own partitions with --shard I/N (or "
+            "EMBEDSTREAM_PIPELINE__SHARD), use another kafka.group_id, or stop the other reader"
+        )
+
+
+def owners_group(group: str) -> str:
+    return f"{group}.owners"
+
+
+def claim(
+    client: KafkaConsumer,
+    owners: Owners,
+    starts: dict[TopicPartition, int],
+    heartbeat_s: float,
+) -> None:
+    """Take ownership of ``starts``' partitions and commit their start offsets; refuse live foreign readers."""
+    lease = LEASE_BEATS * heartbeat_s + 1
+    fresh = {}
+    for tp in starts:
+        other = owners.other(tp)
+        if other is not None and time.time() - other.beat < lease:
+            fresh[tp] = other
+    if fresh:
+        log.info("%d partitions were claimed by another reader lately; checking it is gone", len(fresh))
+        time.sleep(max(2 * heartbeat_s, 2.0) + 0.5)
+        for tp, before in fresh.items():
+            now = owners.other(tp)
+            if now is not None and now.beat > before.beat:
+                raise PartitionOwnedError(owners.describe(tp, now))
+        log.info("the previous reader stopped beating; taking over its partitions")
+    owners.beat(list(starts))
+    client.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in starts.items()})
+
+
+def commit(client: KafkaConsumer, owners: Owners, tp: TopicPartition, offset: int) -> None:
+    """Commit ``offset`` and beat, unless another owner claimed the partition since (then raise)."""
+    other = owners.other(tp)
+    if other is not None:
+        raise PartitionOwnedError(owners.describe(tp, other))
+    client.commit({tp: OffsetAndMetadata(offset, "", -1)})
+    owners.beat([tp])
+
+
+def release(owners: Owners, tp: TopicPartition) -> None:
+    """At a clean end: zero this run's beat on ``tp`` (left alone if another owner claimed it since)."""
+    if owners.other(tp) is None:
+        owners.beat([tp], beat=0)
+
+
+def owners_for(settings: KafkaSettings, owner: str) -> Owners:
+    """A claims handle for ``settings.group_id`` as run ``owner`` (close it when done)."""
+    from embedstream.pipelines.io.kafka_clients import consumer
+
+    claims = consumer(settings.model_copy(update={"group_id": owners_group(settings.group_id)}), 1 << 20, group=True)
+    return Owners(claims, settings.group_id, owner)

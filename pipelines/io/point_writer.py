@@ -1,0 +1,206 @@
+"""Write a bundle's points into the store: last write wins by Kafka order, one refused point costs one point.
+
+Points arrive in Kafka order per partition (the ingest chain is one fused stage). A later point with the same
+id replaces an earlier one still in the buffer, or is upserted after it. ``flush`` upserts what is left,
+makes it durable, then recomputes the views of the videos the bundle touched (``video_views``); the Kafka
+read commits the bundle's offsets only after the delivery step has finished.
+
+What can go wrong, and what happens:
+
+* **The store refuses some points of a batch** (a payload it cannot convert): the batch is retried point by
+  point; the points it takes land, each one it refuses becomes a ``store_rejected`` dead letter by reference.
+* **The store refuses every point** (down, full, read-only — or a batch of one poisonous point, which looks
+  the same): ``StoreWriteError`` fails the bundle, so nothing is committed and the runner retries. Its message
+  names the first point's record and how to get past it if the store is healthy (``pipeline.skip``).
+* **A replayed event is older than what the store holds for its id** (``dlq replay`` after a newer version
+  landed): it becomes a ``superseded`` dead letter instead of overwriting newer data. Versions compare by
+  their origin position (same partition: offsets; otherwise Kafka timestamps); see ``KafkaRecord.origin``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from embedstream.pipelines.plan import VideoFusion
+from embedstream.pipelines.stores import StoredPoint, StoreLockedError, StoreWriteError, VectorStore
+from embedstream.pipelines.transforms.video_views import StaleViewError, ViewState, view_point
+from embedstream.schemas.dead_letter import DeadLetter, Reason
+from embedstream.schemas.point import PointRecord, point_id
+
+log = logging.getLogger(__name__)
+UNAVAILABLE = (StoreLockedError, ConnectionError, TimeoutError)
+
+
+def is_newer(stored: dict[str, Any] | None, incoming: dict[str, Any] | None) -> bool:
+    """Is the stored version (``payload["source"]``) strictly newer than the incoming one?"""
+    if not stored or not incoming:
+        return False
+    if (stored.get("topic"), stored.get("partition")) == (incoming.get("topic"), incoming.get("partition")):
+        return int(stored.get("offset", -1)) > int(incoming.get("offset", -1))
+    stored_ts, incoming_ts = stored.get("ts_ms"), incoming.get("ts_ms")
+    return stored_ts is not None and incoming_ts is not None and int(stored_ts) > int(incoming_ts)
+
+
+def _reference(point: PointRecord, reason: Reason, message: str, stage: str) -> DeadLetter:
+    """A dead letter pointing at the record the point was read from (a replay reads it there again)."""
+    source = point.source
+    assert source is not None, "derived points (video views) never reach a dead letter"
+    return DeadLetter.reference(
+        source.topic, source.partition, source.offset, reason, message, stage, point.payload.get("id")
+    )
+
+
+class PointWriter:
+    """Buffers, upserts and flushes points for one bundle at a time; returns the dead letters it made."""
+
+    def __init__(
+        self, store: VectorStore, batch_size: int, fusion: VideoFusion | None, on_written: Callable[[int], None]
+    ) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._fusion = fusion
+        self._on_written = on_written
+        self.start()
+
+    def start(self) -> None:
+        self._buffer: dict[str, PointRecord] = {}
+        self._touched: set[str] = set()
+        self._ended: set[str] = set()
+        self._dead: list[DeadLetter] = []
+        self._members: dict[str, dict[str, PointRecord]] = {}  # video id → its members written this bundle
+        self._previous: dict[str, StoredPoint | None] = {}  # member id → what the store held before the bundle
+
+    def video_ended(self, video_id: str) -> None:
+        self._ended.add(video_id)
+        self._touched.add(video_id)
+
+    def add(self, point: PointRecord) -> None:
+        video_id = point.payload.get("video_id")
+        if video_id is not None:
+            self._touched.add(str(video_id))
+        self._buffer.pop(point.id, None)  # re-insert at the end: buffer order stays Kafka order
+        self._buffer[point.id] = point
+        if len(self._buffer) >= self._batch_size:
+            self._upsert()
+
+    def flush(self) -> tuple[int, list[DeadLetter]]:
+        """Make the bundle's points (and touched video views) durable; the views written, and dead letters."""
+        self._upsert()
+        self._store.flush()
+        views = self._refresh_videos() if self._touched and self._fusion is not None else 0
+        dead, self._dead = self._dead, []
+        self._touched, self._ended, self._members, self._previous = set(), set(), {}, {}
+        return views, dead
+
+    def _upsert(self) -> None:
+        if not self._buffer:
+            return
+        points = self._not_superseded(list(self._buffer.values()))
+        self._buffer = {}
+        if not points:
+            return
+        members = [p for p in points if p.payload.get("video_id") is not None]
+        if members and self._fusion is not None:
+            self._remember_previous(members)
+        try:
+            self._store.upsert(points)
+        except UNAVAILABLE:
+            raise  # the store itself, not a point: fail the bundle, commit nothing, let the run be retried
+        except Exception as exc:
+            log.warning("store refused a batch of %d (%s); retrying point by point", len(points), exc)
+            points = self._one_by_one(points, exc)
+        for point in points:
+            video_id = point.payload.get("video_id")
+            if video_id is not None:
+                self._members.setdefault(str(video_id), {})[point.id] = point
+        self._on_written(len(points))
+
+    def _remember_previous(self, members: list[PointRecord]) -> None:
+        """What the store holds for these members before this bundle first overwrites them (for view deltas)."""
+        new = [p.id for p in members if p.id not in self._previous]
+        if not new:
+            return
+        found = {s.id: s for s in self._store.retrieve(new, with_vectors=True)}
+        for pid in new:
+            self._previous[pid] = found.get(pid)
+
+    def _one_by_one(self, points: list[PointRecord], batch_error: Exception) -> list[PointRecord]:
+        written: list[PointRecord] = []
+        refused: list[tuple[PointRecord, Exception]] = []
+        for point in points:
+            try:
+                self._store.upsert([point])
+                written.append(point)
+            except Exception as error:
+                refused.append((point, error))
+        if not written:
+            point, first = refused[0]
+            source = point.source
+            where = f"{source.topic}:{source.partition}:{source.offset}" if source else point.id
+            raise StoreWriteError(
+                f"the store took none of {len(points)} points ({type(first).__name__}: {first}). If it is down or "
+                f"full, fix it and rerun: nothing was committed. If it is healthy, record {where} (id "
+                f"{point.payload.get('id')!r}) may be one it cannot take: rerun with "
+                f"EMBEDSTREAM_PIPELINE__SKIP='[\"{where}\"]' to dead-letter it, and replay it later"
+            ) from batch_error
+        for point, reason in refused:
+            message = f"the store refused the point: {type(reason).__name__}: {reason}"
+            self._dead.append(_reference(point, Reason.STORE_REJECTED, message, "upsert"))
+        return written
+
+    def _not_superseded(self, points: list[PointRecord]) -> list[PointRecord]:
+        """Replayed points older than what is stored for their id become ``superseded`` dead letters."""
+        replayed = {p.id for p in points if "replayed_from" in (p.payload.get("source") or {})}
+        if not replayed:
+            return points
+        stored = {s.id: s for s in self._store.retrieve(sorted(replayed))}
+        kept = []
+        for point in points:
+            have = stored.get(point.id)
+            if (
+                have is not None
+                and point.id in replayed
+                and is_newer(have.payload.get("source"), point.payload["source"])
+            ):
+                message = (
+                    f"a newer version of {point.payload.get('id')!r} is stored (from {have.payload.get('source')}); "
+                    f"this replay of {point.payload['source']} would overwrite it"
+                )
+                self._dead.append(_reference(point, Reason.SUPERSEDED, message, "upsert"))
+            else:
+                kept.append(point)
+        return kept
+
+    def _refresh_videos(self) -> int:
+        """Update every touched video's view by the delta of its members written in this bundle (or rebuild it
+        from all its stored members when a delta cannot be applied), then make the views durable."""
+        fusion = self._fusion
+        assert fusion is not None
+        ids = {video_id: point_id("video", video_id) for video_id in self._touched}
+        stored = {s.id: s for s in self._store.retrieve(sorted(ids.values()))}
+        views = []
+        for video_id in sorted(self._touched):
+            previous_view = stored.get(ids[video_id])
+            ended = video_id in self._ended or bool(previous_view and previous_view.payload.get("ended"))
+            state = ViewState.of_payload(previous_view.payload) if previous_view is not None else ViewState()
+            try:
+                if state is None:
+                    raise StaleViewError("the view has no state")
+                for member in self._members.get(video_id, {}).values():
+                    state.apply(member.payload, member.vectors, self._previous.get(member.id), fusion)
+            except StaleViewError:
+                members = [
+                    m
+                    for m in self._store.scroll(with_vectors=True, where={"video_id": video_id})
+                    if m.payload.get("modality") != "video"
+                ]
+                state = ViewState.of_members(members, fusion)
+            view = view_point(video_id, state, fusion, ended)
+            if view is not None:
+                views.append(view)
+        if views:
+            self._store.upsert(views)
+            self._store.flush()
+        return len(views)
