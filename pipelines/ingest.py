@@ -18,16 +18,18 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.runner import PipelineRunner
+from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
 from embedstream.pipelines.io.deliver import Deliver
 from embedstream.pipelines.io.kafka_clients import (
     PartitionSpec,
+    consumer_lag,
     dead_letter_limit,
     ensure_topics,
     finish_partitions,
@@ -36,7 +38,9 @@ from embedstream.pipelines.io.kafka_clients import (
 from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions, stop_event
 from embedstream.pipelines.io.partition_owner import new_owner_id
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
+from embedstream.pipelines.observability import LagWatcher, ProbeServer
 from embedstream.pipelines.plan import IngestPlan, plan_ingest
+from embedstream.pipelines.runners import check_runner, workers_see_stop
 from embedstream.pipelines.stores import open_store, wait_until_released
 from embedstream.pipelines.transforms.embed_media import EmbedAudio, EmbedImages
 from embedstream.pipelines.transforms.embed_text import EmbedText
@@ -110,6 +114,79 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+@contextmanager
+def _observed(settings: Settings, plan: IngestPlan, partitions: list[PartitionSpec]) -> Iterator[None]:
+    """With ``pipeline.metrics_port``: Prometheus metrics, consumer lag and probes while the run lasts."""
+    port = settings.pipeline.metrics_port
+    if port is None:
+        yield
+        return
+    probes = ProbeServer(settings.pipeline.metrics_host, port, lambda: _not_ready(settings, plan)).start()
+    lag = LagWatcher(lambda: consumer_lag(settings.kafka, partitions), settings.pipeline.lag_interval_s).start()
+    try:
+        yield
+    finally:
+        lag.close()
+        probes.close()
+
+
+def _not_ready(settings: Settings, plan: IngestPlan) -> str | None:
+    """What keeps this run from working now: the broker, the models, the store (None when all answer)."""
+    try:
+        ensure_topics(settings.kafka, [settings.kafka.topic])
+    except Exception as exc:
+        return f"broker: {exc}"
+    try:
+        plan_ingest(settings)  # reads every model's manifest
+    except Exception as exc:
+        return f"models: {exc}"
+    if settings.qdrant.backend == "server":
+        store = open_store(settings.qdrant)
+        try:
+            store.count()
+        except Exception as exc:
+            return f"store: {exc}"
+        finally:
+            store.close()
+    elif not Path(settings.qdrant.path).exists():  # embedded: this run holds it open; its folder tells
+        return f"store: nothing at {settings.qdrant.path}"
+    return None
+
+
+def _await(result: PipelineResult, stop: threading.Event, grace_s: float) -> bool:
+    """Wait for the job; once ``stop`` is set, give readers that see it ``grace_s`` to finish their bundle,
+    then cancel the job (a remote runner's workers never see this process's stop event). True if cancelled."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            result.wait_until_finish()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    waiter = threading.Thread(target=wait, name="wait-for-job", daemon=True)
+    waiter.start()
+    while not done.wait(0.5):
+        if stop.is_set() and not done.wait(grace_s):
+            log.info("stopping: cancelling the job (its workers do not see this process's stop)")
+            with contextlib.suppress(Exception):
+                result.cancel()
+            done.wait(60)
+            return True  # cancelled on request: what was not committed is read again next time
+    if failure and not (stop.is_set() and _cancelled(result)):
+        raise failure[0]
+    return False
+
+
+def _cancelled(result: PipelineResult) -> bool:
+    with contextlib.suppress(Exception):
+        return str(result.state) == PipelineState.CANCELLED
+    return False
+
+
 def _optimize(settings: Settings) -> None:
     """After a drain, let the embedded engine build its HNSW index (it searches by brute force until then)."""
     import time
@@ -130,6 +207,8 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threadin
     at the readers' next checkpoint; setting it before the pipeline has started is not lost. A bounded run
     commits its stop offsets once the pipeline has finished successfully (``finish_partitions``), on any runner."""
     kafka = settings.kafka
+    options = pipeline_options(settings, beam_args)
+    check_runner(settings, options)
     ensure_topics(kafka, [kafka.topic], settings.pipeline.max_event_bytes)
     ensure_topics(kafka, [kafka.dead_letter_topic], dead_letter_limit(settings.pipeline.max_event_bytes))
     plan = plan_ingest(settings)
@@ -158,19 +237,27 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threadin
         [p.partition for p in partitions],
         f"{backlog} events to drain" if bounded else "streaming until stopped",
     )
-    options = pipeline_options(settings, beam_args)
     stop = stop if stop is not None else threading.Event()
-    with stop_event(run_id, stop), _stop_on_signals(stop):
+    with stop_event(run_id, stop), _stop_on_signals(stop), _observed(settings, plan, partitions):
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
         build_pipeline(pipeline, settings, partitions, plan, run_id)
         result = pipeline.run()
-        result.wait_until_finish()
+        grace_s = 4 * settings.pipeline.max_bundle_seconds if workers_see_stop(options) else 0.0
+        cancelled = _await(result, stop, grace_s)
     finish_partitions(kafka, partitions, run_id, completed=bounded and not stop.is_set())
-    wait_until_released(settings.qdrant)
-    if bounded:
+    if cancelled:
+        log.info("job cancelled; its workers release the store when their runner tears them down")
+    else:
+        wait_until_released(settings.qdrant)
+    if bounded and not cancelled:
         _optimize(settings)
     counters: dict[str, int] = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    except Exception as exc:  # a cancelled remote job may have no metrics to give
+        log.info("no metrics from the runner (%s)", exc)
+        found = []
+    for counter in found:
         name = counter.key.metric.name
         counters[name] = counters.get(name, 0) + int(counter.committed or counter.attempted or 0)
     return IngestResult(

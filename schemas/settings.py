@@ -139,6 +139,11 @@ class PipelineSettings(BaseModel):
         pattern=r"^\d+/[1-9]\d*$",
         description="I/N: this instance reads the partitions p with p mod N == I (a StatefulSet ordinal can set I)",
     )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /metrics, /healthz, /readyz on this port (off when None)"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in a container, for Prometheus to scrape")
+    lag_interval_s: float = Field(default=5.0, gt=0, description="how often consumer lag is read from the broker")
     skip: list[str] = Field(
         default_factory=list,
         description="records (topic:partition:offset) to dead-letter unread: the way past one that stops a run",

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,6 +98,10 @@ def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
         settings = settings.model_validate(settings.model_dump())  # the shard is checked like every setting
     if args.skip:
         settings.pipeline.skip = [*settings.pipeline.skip, *args.skip]
+    if args.metrics_port is not None:
+        settings.pipeline.metrics_port = args.metrics_port
+    if args.metrics_host is not None:
+        settings.pipeline.metrics_host = args.metrics_host
     result = run_ingest(settings, extra)
     views = f", {result.video_views} video view updates" if result.video_views else ""
     print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters{views}")
@@ -200,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="embedstream", description="Kafka → Beam → ONNX Runtime → Qdrant")
     top.add_argument("--config", help="TOML settings file (default: embedstream.toml or $EMBEDSTREAM_CONFIG)")
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object a line")
     sub = top.add_subparsers(dest="command", required=True)
 
     broker = sub.add_parser("broker", help="start/stop/status of a local tansu broker")
@@ -229,6 +235,10 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="dead-letter this record unread (the way past a record that stops a run); repeatable",
     )
+    ingest.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics, /healthz and /readyz on this port (off by default)"
+    )
+    ingest.add_argument("--metrics-host", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in containers)")
     ingest.set_defaults(func=cmd_ingest)
 
     search = sub.add_parser("search", help="text query → nearest points")
@@ -294,10 +304,29 @@ def _not_beam_import_noise(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("apitools not found")
 
 
-def configure_logging(verbose: bool) -> None:
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line (``--log-format json``): what log collectors parse without patterns."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(verbose: bool, log_format: str = "text") -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_not_beam_import_noise)
+        if log_format == "json":
+            formatter = JsonLogFormatter()
+            formatter.converter = time.gmtime
+            handler.setFormatter(formatter)
     logging.getLogger("embedstream").setLevel(logging.DEBUG if verbose else logging.INFO)
     # kafka-python logs every connection at ERROR on a refused bootstrap; our one-line error says it better.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -305,7 +334,7 @@ def configure_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, args.log_format)
     if extra and args.command not in ("ingest", "demo"):
         print(f"embedstream: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
         return 2

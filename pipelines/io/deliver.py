@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
+from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.progress import PROGRESS
 from embedstream.pipelines.stores import SpaceSpec, open_store
@@ -61,9 +62,13 @@ class Deliver(beam.DoFn):
         self._publisher.close()
         self._store.close()
 
-    def _written(self, count: int) -> None:
-        self._points.inc(count)
-        PROGRESS.add(points=count)
+    def _written(self, points: list[PointRecord]) -> None:
+        self._points.inc(len(points))
+        PROGRESS.add(points=len(points))
+        INGEST.events.labels("point").inc(len(points))
+        for point in points:
+            for space in point.vectors:
+                INGEST.points.labels(space).inc()
 
     def start_bundle(self) -> None:
         self._writer.start()
@@ -90,7 +95,9 @@ class Deliver(beam.DoFn):
         if sent:
             self._dead_letters.inc(len(sent))
             PROGRESS.add(dead_letters=len(sent))
+            INGEST.events.labels("dead_letter").inc(len(sent))
             for letter in sent:
+                INGEST.dead_letters.labels(letter.reason.value).inc()
                 counter = self._by_reason.get(letter.reason)
                 if counter is None:
                     counter = self._by_reason[letter.reason] = Metrics.counter(

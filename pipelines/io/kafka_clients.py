@@ -222,6 +222,21 @@ def finish_partitions(settings: KafkaSettings, specs: list[PartitionSpec], owner
         owners.close()
 
 
+def consumer_lag(settings: KafkaSettings, specs: list[PartitionSpec]) -> dict[tuple[str, int], int]:
+    """High watermark minus the group's committed offset, per partition of ``specs`` (for the lag metric)."""
+    tps = [TopicPartition(spec.topic, spec.partition) for spec in specs]
+    marks = high_watermarks(settings, tps)
+    client = consumer(settings, 1 << 20, group=True)
+    try:
+        lag = {}
+        for tp in tps:
+            committed = client.committed(tp)
+            lag[(tp.topic, tp.partition)] = max(0, marks[tp] - (committed or 0))
+        return lag
+    finally:
+        client.close()
+
+
 def committed_offsets(settings: KafkaSettings) -> dict[int, int | None]:
     """The group's committed offset per partition of the events topic (for tools and tests)."""
     client = consumer(settings, 1 << 20, group=True)

@@ -47,6 +47,7 @@ from kafka import TopicPartition
 from embedstream.pipelines.io import partition_owner
 from embedstream.pipelines.io.kafka_clients import PartitionSpec, consumer
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
+from embedstream.pipelines.observability import INGEST
 from embedstream.schemas.records import KafkaRecord
 from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
@@ -148,6 +149,7 @@ class _ReadPartition(beam.DoFn):
                     time.sleep(delay)
             # Not lost: the next bundle's commit, or the next heartbeat of an idle partition, commits it again.
             COMMIT_FAILURES.inc()
+            INGEST.commit_failures.inc()
             log.warning("commit of %s at %d failed %d times; the next bundle retries", tp, offset, COMMIT_ATTEMPTS)
 
     def process(

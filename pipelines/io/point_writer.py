@@ -56,7 +56,11 @@ class PointWriter:
     """Buffers, upserts and flushes points for one bundle at a time; returns the dead letters it made."""
 
     def __init__(
-        self, store: VectorStore, batch_size: int, fusion: VideoFusion | None, on_written: Callable[[int], None]
+        self,
+        store: VectorStore,
+        batch_size: int,
+        fusion: VideoFusion | None,
+        on_written: Callable[[list[PointRecord]], None],
     ) -> None:
         self._store = store
         self._batch_size = batch_size
@@ -115,7 +119,7 @@ class PointWriter:
             video_id = point.payload.get("video_id")
             if video_id is not None:
                 self._members.setdefault(str(video_id), {})[point.id] = point
-        self._on_written(len(points))
+        self._on_written(points)
 
     def _remember_previous(self, members: list[PointRecord]) -> None:
         """What the store holds for these members before this bundle first overwrites them (for view deltas)."""

@@ -22,6 +22,7 @@ each vector passes the quality gate before it becomes part of a point.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +42,7 @@ from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.media.fetch import content_bytes
 from embedstream.pipelines.media.images import ORIGINAL_SIZE, decode_image
 from embedstream.pipelines.media.previews import sound_preview, thumbnail
+from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.transforms.outputs import dead, windowed
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
@@ -167,7 +169,10 @@ class EmbedMedia(beam.DoFn):
     def _encode(self, inputs: list[Any]) -> tuple[dict[str, list[np.ndarray]], dict[int, str]]:
         """Every space's vectors for the batch; a failing batch is retried one input at a time."""
         try:
-            return {name: list(rows) for name, rows in self.encode_batch(inputs).items()}, {}
+            started = time.perf_counter()
+            vectors = {name: list(rows) for name, rows in self.encode_batch(inputs).items()}
+            INGEST.encoded(self.stage, len(inputs), time.perf_counter() - started)
+            return vectors, {}
         except Exception as exc:
             log.warning("%s encoder failed on a batch of %d (%s); retrying one by one", self.stage, len(inputs), exc)
         vectors = {space.name: [np.zeros(space.dim, np.float32)] * len(inputs) for space in self._spaces}

@@ -12,6 +12,7 @@ one event at a time, so one poisonous event becomes one dead letter and its neig
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 
 from embedstream.onnx_models.batching import plan_batches
 from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.transforms.outputs import dead, windowed
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
@@ -88,7 +90,9 @@ class EmbedText(beam.DoFn):
         for planned in plan:
             batch = [ok[j] for j in planned]
             try:
+                started = time.perf_counter()
                 rows = self._encoder.embed_tokens([tokens[i] for i in batch])
+                INGEST.encoded("text", len(batch), time.perf_counter() - started)
                 for i, row in zip(batch, rows, strict=True):
                     vectors[i] = row
             except Exception as exc:  # one bad event must not sink its batch: retry one by one

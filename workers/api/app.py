@@ -271,7 +271,13 @@ def create_app(settings: Settings, health: Callable[[], str | None] | None = Non
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        """The API's metrics; with ``serve --ingest``, the in-process pipeline's too (``embedstream_events``…)."""
+        body = generate_latest(registry)
+        if health is not None:
+            from embedstream.pipelines.observability import INGEST
+
+            body += generate_latest(INGEST.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
 
