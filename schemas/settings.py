@@ -77,6 +77,28 @@ class KafkaSettings(BaseModel):
         return config
 
 
+class CollectionOptions(BaseModel):
+    """How a Qdrant *server* collection is laid out when embedstream creates it (None: the server's default).
+
+    Sharding spreads a collection over a cluster's nodes (``shard_number``, a multiple of the node count);
+    ``replication_factor`` keeps copies of each shard, ``write_consistency_factor`` is how many copies must
+    acknowledge a write. On-disk vectors and payload trade latency for memory; ``scalar_quantization`` keeps
+    int8 copies of the vectors in RAM for search (4× less memory) and rescoring from the originals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shard_number: int | None = Field(default=None, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+    write_consistency_factor: int | None = Field(default=None, ge=1)
+    on_disk_payload: bool | None = None
+    vectors_on_disk: bool | None = None
+    hnsw_m: int | None = Field(default=None, ge=0, description="edges per node of the HNSW graph (server default 16)")
+    hnsw_ef_construct: int | None = Field(default=None, ge=4, description="server default 100")
+    scalar_quantization: bool = False
+    quantization_quantile: float = Field(default=0.99, gt=0.5, le=1.0)
+    quantization_always_ram: bool = True
+
+
 class QdrantSettings(BaseModel):
     """Which Qdrant to write to.
 
@@ -93,6 +115,7 @@ class QdrantSettings(BaseModel):
     api_key: SecretStr | None = None
     collection: str = Field(default="embeddings", min_length=1)
     timeout_s: float = Field(default=30.0, gt=0)
+    collection_options: CollectionOptions = Field(default_factory=CollectionOptions)
 
 
 class ModelSettings(BaseModel):

@@ -215,13 +215,16 @@ def replay(
                 report.unavailable += 1
                 continue
             timestamp = original.timestamp if original.timestamp is not None and original.timestamp >= 0 else None
-            send = sender.send(
-                target,
-                key=original.key,
-                value=original.value,
-                headers=_replay_headers(record, original, identity),
-                timestamp_ms=timestamp,
-            )
+            try:
+                send: Any = sender.send(
+                    target,
+                    key=original.key,
+                    value=original.value,
+                    headers=_replay_headers(record, original, identity),
+                    timestamp_ms=timestamp,
+                )
+            except Exception as exc:  # refused before it left (too large for this client): not sent, not recorded
+                send = exc
             pending.append((identity, send))
             if len(pending) >= SEND_BATCH:
                 report.replayed += _confirm(sender, ledger, target, pending)
@@ -241,6 +244,8 @@ def _confirm(sender: Any, ledger: _Ledger, target: str, pending: list[tuple[str,
     acked, failed = [], []
     for identity, send in pending:
         try:
+            if isinstance(send, Exception):
+                raise send
             send.get(timeout=SEND_TIMEOUT_S)
             acked.append(identity)
         except Exception as error:

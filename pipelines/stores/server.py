@@ -31,6 +31,7 @@ def _filter(where: Where | None) -> models.Filter | None:
 class ServerStore:
     def __init__(self, settings: QdrantSettings) -> None:
         self.collection = settings.collection
+        self._options = settings.collection_options
         self._remote = settings.backend == "server"
         try:
             if settings.backend == "local":
@@ -69,9 +70,37 @@ class ServerStore:
         if existing:
             check_spaces(existing, spaces, self.collection)
             return
+        options = self._options
+        quantization = (
+            models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(
+                    type=models.ScalarType.INT8,
+                    quantile=options.quantization_quantile,
+                    always_ram=options.quantization_always_ram,
+                )
+            )
+            if options.scalar_quantization
+            else None
+        )
+        hnsw = (
+            models.HnswConfigDiff(m=options.hnsw_m, ef_construct=options.hnsw_ef_construct)
+            if options.hnsw_m is not None or options.hnsw_ef_construct is not None
+            else None
+        )
         self._client.create_collection(
             self.collection,
-            vectors_config={s.name: models.VectorParams(size=s.dim, distance=models.Distance.COSINE) for s in spaces},
+            vectors_config={
+                s.name: models.VectorParams(
+                    size=s.dim, distance=models.Distance.COSINE, on_disk=options.vectors_on_disk
+                )
+                for s in spaces
+            },
+            shard_number=options.shard_number,
+            replication_factor=options.replication_factor,
+            write_consistency_factor=options.write_consistency_factor,
+            on_disk_payload=options.on_disk_payload,
+            hnsw_config=hnsw,
+            quantization_config=quantization,
             metadata={METADATA_KEY: {s.name: {"dim": s.dim, "model": s.model} for s in spaces}},
         )
         if self._remote:  # local mode has no payload indexes (and warns if asked)
