@@ -87,6 +87,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "EMBEDSTREAM_QDRANT__BACKEND": settings.qdrant.backend,
             "EMBEDSTREAM_QDRANT__PATH": settings.qdrant.path,
             "EMBEDSTREAM_MODEL__CACHE_DIR": str(settings.model.cache_dir),
+            # whole sections as JSON (nested EMBEDSTREAM_PIPELINE__X variables still win over them)
+            "EMBEDSTREAM_PIPELINE": settings.pipeline.model_dump_json(),
+            "EMBEDSTREAM_MEDIA": settings.media.model_dump_json(),
             "PYTHONUNBUFFERED": "1",
         }
     )

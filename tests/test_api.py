@@ -4,8 +4,10 @@ real pipeline filled with text, photos and voice clips: every endpoint, a valid 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -299,3 +301,28 @@ def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, m
         problem.append("ingestion stopped with an error: boom")
         answer = client.get("/healthz")
     assert answer.status_code == 503 and answer.json()["reason"] == "ingest_stopped"
+
+
+def test_serve_with_ingest_exits_without_closing_the_store_when_its_pipeline_will_not_stop(
+    make_settings, media_models, tmp_path
+):
+    """A pipeline stuck in a bundle (a fetch that never returns) must not have the store closed under it."""
+    roots = tmp_path / "media"
+    roots.mkdir()
+    fifo = roots / "stuck.jpg"
+    os.mkfifo(fifo)  # reading it blocks until a writer comes
+    settings = make_settings(media={"roots": [str(roots)], "decode_timeout_s": 600})
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    server = Server(settings, "--ingest", "--stop-timeout", "3")
+    try:
+        event = json.dumps({"schema": 1, "id": "stuck", "modality": "image", "uri": fifo.as_uri()}).encode()
+        send_raw(settings, [(b"stuck", event, [])])
+        time.sleep(4)  # the reader has handed it to the decode pool, which now waits on the FIFO
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+        output = server.process.stdout.read() if server.process.stdout else ""
+    finally:
+        with contextlib.suppress(OSError), open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass  # release the reader thread, if any is left
+    assert server.process.returncode == 3, output
+    assert "did not stop within 3s" in output and "without closing the store" in output

@@ -15,13 +15,16 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics, plan_partitions
 from embedstream.pipelines.io.kafka_read import CheckpointOnlyTracker
 from embedstream.pipelines.io.partition_owner import Claim, PartitionOwnedError, owners_group
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.stores import SpaceSpec, StoreWriteError, open_store
-from embedstream.schemas.dead_letter import DeadLetter
+from embedstream.pipelines.transforms.embed_text import EmbedText
+from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
+from embedstream.schemas.records import KafkaRecord
 from embedstream.workers import dlq
 from tests.helpers import b64, read_topic, reset_group, send_raw, text_event, watermarks
 
@@ -184,6 +187,8 @@ def test_dead_letters_count_and_replay_once_though_published_twice(make_settings
     assert dlq.stats(settings) == {"malformed_json": 2}
     report = dlq.replay(settings, to_topic=f"{settings.kafka.topic}.again")
     assert report.replayed == 2 and report.duplicates == 2
+    assert dlq.replay(settings, to_topic=f"{settings.kafka.topic}.again").replayed == 0
+    assert dlq.replay(settings, to_topic=f"{settings.kafka.topic}.other").replayed == 2  # once per target
 
 
 def test_a_replay_killed_before_its_ledger_entries_does_not_send_again(make_settings):
@@ -330,3 +335,50 @@ def test_a_reader_whose_partition_was_claimed_since_stops_instead_of_committing(
     assert errors and isinstance(errors[0], PartitionOwnedError), errors
     assert committed_offsets(settings.kafka)[0] == 0  # it did not commit past the takeover
     assert committed_claims(settings)[0] == taker
+
+
+def test_a_dead_letter_of_a_record_with_neither_key_nor_value_is_published(make_settings):
+    """Kafka clients cannot send such a record; other producers can, and its dead letter must still go out."""
+    settings = make_settings()
+    ensure_topics(settings.kafka, [settings.kafka.dead_letter_topic])
+    publisher = DeadLetterPublisher(settings.kafka, settings.pipeline)
+    try:
+        publisher.publish(
+            DeadLetter.of(KafkaRecord(topic="t", partition=0, offset=7), Reason.MALFORMED_JSON, "no value", "parse")
+        )
+        (sent,) = publisher.confirm()
+    finally:
+        publisher.close()
+    (letter,) = dead_letters(settings)
+    assert letter.key is None and letter.value == b"" and dict(letter.headers)["es-dlq-null-value"] == b"1"
+    assert sent.identity == "t/0/7" and DeadLetter.context_of(letter.headers)["offset"] == "7"
+
+
+def test_a_replay_records_only_what_the_broker_took_and_sends_the_rest_next_time(make_settings, monkeypatch):
+    settings = make_settings(kafka={"partitions": 1}, pipeline={"max_event_bytes": 1000})
+    ensure_topics(settings.kafka, [settings.kafka.topic])
+    huge = json.dumps({"schema": 1, "id": "huge", "modality": "text", "text": "y" * 2_500_000}).encode()
+    send_raw(settings, [(None, b"{broken", []), (b"huge", huge, []), (None, b"{also broken", [])])
+    run_ingest(settings)
+    target = f"{settings.kafka.topic}.fixed"
+    monkeypatch.setattr(dlq, "REPLAY_REQUEST_BYTES", 0)  # this client now refuses the 2.5 MB event
+
+    with pytest.raises(dlq.ReplayError, match="1 of 3 replayed events were not acknowledged"):
+        dlq.replay(settings, to_topic=target)
+
+    assert sorted(r.value for r in read_topic(settings, target)) == [b"{also broken", b"{broken"]
+    monkeypatch.setattr(dlq, "REPLAY_REQUEST_BYTES", 16 << 20)
+    again = dlq.replay(settings, to_topic=target)
+    assert again.replayed == 1 and again.already_replayed == 2
+    assert len(read_topic(settings, target)) == 3
+
+
+def test_a_text_the_tokenizer_refuses_costs_that_text_alone(make_settings):
+    """Validation now stops lone surrogates first; should any other text break the tokenizer, the window is
+    tokenized again text by text and only that text fails."""
+    settings = make_settings()
+    embed = EmbedText(settings.model, settings.pipeline)
+    embed.setup()
+    vectors, errors = embed._encode(["a fine sentence", "bad \ud800 text", "another fine one"])
+    assert vectors[0] is not None and vectors[2] is not None and vectors[1] is None
+    assert set(errors) == {1} and "tokenizer" in errors[1]

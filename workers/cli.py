@@ -145,7 +145,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     settings = _settings(args)
     where = f"http://{args.host}:{args.port}/"
     print(f"serving {where} (API docs at {where}docs){' and ingesting in stream mode' if args.ingest else ''}")
-    serve(settings, args.host, args.port, ingest=args.ingest)
+    serve(settings, args.host, args.port, ingest=args.ingest, stop_timeout_s=args.stop_timeout)
     return 0
 
 
@@ -260,6 +260,12 @@ def parser() -> argparse.ArgumentParser:
         "--ingest",
         action="store_true",
         help="also run the pipeline in stream mode here (needed with the embedded store)",
+    )
+    serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the pipeline gets to finish its bundle after a stop (keep below the orchestrator's grace)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -11,7 +11,8 @@ headers with the original timestamp, adding:
 * ``es-replay-id``: the dead letter's identity.
 
 Idempotence without transactions (tansu has none) comes from a ledger topic, ``<dead-letter topic>.replayed``:
-``done/<identity>`` once the broker acknowledged the re-produced event, and ``scan/<target>``, the target's
+``done/<target>/<identity>`` once the broker acknowledged the re-produced event (per target: a copy sent to a
+quarantine topic does not count for the events topic), and ``scan/<target>``, the target's
 high watermarks when a replay begins. A replay killed between a send and its ledger entry is recovered by the
 next one, which reads the target from the last scan mark for ``es-replay-id`` headers before it sends
 anything. Every reason filter shares the one ledger: a filtered replay followed by a full one sends each dead
@@ -112,8 +113,8 @@ class _Ledger:
         self.scan_from: dict[int, int] | None = None
         for record in _read_all(settings, self.topic, timeout_s):
             key = (record.key or b"").decode("utf-8", "replace")
-            if key.startswith("done/"):
-                self.done.add(key[len("done/") :])
+            if key.startswith(f"done/{target}/"):  # per target: a quarantine copy does not count for the events topic
+                self.done.add(key[len(f"done/{target}/") :])
             elif key == f"scan/{target}":
                 self.scan_from = {int(p): int(o) for p, o in json.loads(record.value).items()}
         self._producer = producer(settings.kafka, 1 << 20)
@@ -152,7 +153,7 @@ def _recover(settings: Settings, ledger: _Ledger, target: str, timeout_s: float)
             found.append(replay_id.decode())
     if found:
         now = datetime.now(UTC).isoformat()
-        ledger.record([(f"done/{identity}", {"to": target, "at": now, "recovered": True}) for identity in found])
+        ledger.record([(f"done/{target}/{identity}", {"at": now, "recovered": True}) for identity in found])
         ledger.done.update(found)
 
 
@@ -251,7 +252,7 @@ def _confirm(sender: Any, ledger: _Ledger, target: str, pending: list[tuple[str,
         except Exception as error:
             failed.append((identity, error))
     now = datetime.now(UTC).isoformat()
-    ledger.record([(f"done/{identity}", {"to": target, "at": now}) for identity in acked])
+    ledger.record([(f"done/{target}/{identity}", {"at": now}) for identity in acked])
     ledger.done.update(acked)
     if failed:
         first, cause = failed[0]
