@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from embedstream.pipelines.io.deliver import Deliver
 from embedstream.pipelines.io.kafka_clients import (
     PartitionSpec,
     consumer_lag,
+    current_partitions,
     dead_letter_limit,
     ensure_topics,
     finish_partitions,
@@ -133,7 +135,7 @@ def _observed(settings: Settings, plan: IngestPlan, partitions: list[PartitionSp
 def _not_ready(settings: Settings, plan: IngestPlan) -> str | None:
     """What keeps this run from working now: the broker, the models, the store (None when all answer)."""
     try:
-        ensure_topics(settings.kafka, [settings.kafka.topic])
+        current_partitions(settings.kafka, settings.pipeline.shard_of())
     except Exception as exc:
         return f"broker: {exc}"
     try:
@@ -209,7 +211,8 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threadin
     kafka = settings.kafka
     options = pipeline_options(settings, beam_args)
     check_runner(settings, options)
-    ensure_topics(kafka, [kafka.topic], settings.pipeline.max_event_bytes)
+    if kafka.topic_pattern is None:
+        ensure_topics(kafka, kafka.read_topics(set()), settings.pipeline.max_event_bytes)
     ensure_topics(kafka, [kafka.dead_letter_topic], dead_letter_limit(settings.pipeline.max_event_bytes))
     plan = plan_ingest(settings)
     log.info("embedding %s into %s", ", ".join(plan.groups), ", ".join(s.name for s in plan.spaces))
@@ -218,32 +221,82 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threadin
         store.ensure_spaces(plan.spaces)
     finally:
         store.close()
+    stop = stop if stop is not None else threading.Event()
+    live: list[PartitionSpec] = []  # the current cycle's partitions, for the lag metric
+    counters: dict[str, int] = {}
+    with _stop_on_signals(stop), _observed(settings, plan, live):
+        while True:
+            cycle = _run_cycle(settings, options, plan, stop, live)
+            for name, value in cycle.counters.items():
+                counters[name] = counters.get(name, 0) + value
+            if stop.is_set() or not cycle.rediscover:
+                break
+    return IngestResult(
+        points_upserted=int(counters.get("points_upserted", 0)),
+        dead_letters=int(counters.get("dead_letters", 0)),
+        video_views=int(counters.get("video_views", 0)),
+        partitions=live,
+    )
+
+
+@dataclass
+class _Cycle:
+    partitions: list[PartitionSpec]
+    counters: dict[str, int]
+    rediscover: bool
+
+
+def _run_cycle(
+    settings: Settings, options: PipelineOptions, plan: IngestPlan, stop: threading.Event, live: list[PartitionSpec]
+) -> _Cycle:
+    """One pipeline over the partitions there are now. In stream mode a watcher looks for new topics (a
+    pattern) and partitions every ``discovery_interval_s``; when the set changes it ends this cycle the way a
+    stop does (readers finish their bundle and commit) and the caller starts the next one over the new set —
+    new partitions start from their committed offset or the reset policy, so nothing is lost."""
+    kafka, pipeline_settings = settings.kafka, settings.pipeline
     run_id = new_owner_id()
-    bounded = settings.pipeline.mode == "drain"
+    bounded = pipeline_settings.mode == "drain"
+    shard = pipeline_settings.shard_of()
     partitions = plan_partitions(
         kafka,
-        settings.pipeline.max_event_bytes,
+        pipeline_settings.max_event_bytes,
         bounded=bounded,
         owner=run_id,
-        heartbeat_s=settings.pipeline.reader_heartbeat_s,
-        shard=settings.pipeline.shard_of(),
+        heartbeat_s=pipeline_settings.reader_heartbeat_s,
+        shard=shard,
     )
+    live[:] = partitions
     backlog = sum((p.stop - p.start) for p in partitions if p.stop is not None)
     log.info(
-        "ingest %s: topic %s, shard %s: partitions %s, %s",
-        settings.pipeline.mode,
-        kafka.topic,
-        settings.pipeline.shard,
-        [p.partition for p in partitions],
+        "ingest %s, shard %s: %s, %s",
+        pipeline_settings.mode,
+        pipeline_settings.shard,
+        ", ".join(f"{p.topic}:{p.partition}" for p in partitions) or "no partitions yet",
         f"{backlog} events to drain" if bounded else "streaming until stopped",
     )
-    stop = stop if stop is not None else threading.Event()
-    with stop_event(run_id, stop), _stop_on_signals(stop), _observed(settings, plan, partitions):
-        pipeline = beam.Pipeline(runner=_runner(options), options=options)
-        build_pipeline(pipeline, settings, partitions, plan, run_id)
-        result = pipeline.run()
-        grace_s = 4 * settings.pipeline.max_bundle_seconds if workers_see_stop(options) else 0.0
-        cancelled = _await(result, stop, grace_s)
+    halt = threading.Event()  # this cycle's end: a stop, or a change in the partitions
+    rediscover = threading.Event()
+    if not partitions:
+        if bounded or stop.wait(pipeline_settings.discovery_interval_s):
+            return _Cycle([], {}, rediscover=False)
+        return _Cycle([], {}, rediscover=True)
+    watcher = threading.Thread(
+        target=_watch,
+        args=(settings, {(p.topic, p.partition) for p in partitions}, shard, stop, halt, rediscover, bounded),
+        name="partition-watch",
+        daemon=True,
+    )
+    watcher.start()
+    try:
+        with stop_event(run_id, halt):
+            pipeline = beam.Pipeline(runner=_runner(options), options=options)
+            build_pipeline(pipeline, settings, partitions, plan, run_id)
+            result = pipeline.run()
+            grace_s = 4 * pipeline_settings.max_bundle_seconds if workers_see_stop(options) else 0.0
+            cancelled = _await(result, halt, grace_s)
+    finally:
+        halt.set()
+        watcher.join(10)
     finish_partitions(kafka, partitions, run_id, completed=bounded and not stop.is_set())
     if cancelled:
         log.info("job cancelled; its workers release the store when their runner tears them down")
@@ -251,6 +304,41 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threadin
         wait_until_released(settings.qdrant)
     if bounded and not cancelled:
         _optimize(settings)
+    return _Cycle(partitions, _counters(result), rediscover=rediscover.is_set() and not stop.is_set())
+
+
+def _watch(
+    settings: Settings,
+    reading: set[tuple[str, int]],
+    shard: tuple[int, int],
+    stop: threading.Event,
+    halt: threading.Event,
+    rediscover: threading.Event,
+    bounded: bool,
+) -> None:
+    """Until the cycle ends: pass a stop on to it and, in stream mode, end it when partitions appear."""
+    interval = settings.pipeline.discovery_interval_s
+    next_look = time.monotonic() + interval
+    while not halt.wait(0.2):
+        if stop.is_set():
+            halt.set()
+            return
+        if bounded or time.monotonic() < next_look:
+            continue
+        next_look = time.monotonic() + interval
+        try:
+            now = current_partitions(settings.kafka, shard)
+        except Exception as exc:  # the broker is away for a moment: look again later
+            log.debug("partition discovery failed: %s", exc)
+            continue
+        if now - reading:
+            log.info("new partitions %s: restarting the pipeline over them", sorted(now - reading))
+            rediscover.set()
+            halt.set()
+            return
+
+
+def _counters(result: PipelineResult) -> dict[str, int]:
     counters: dict[str, int] = {}
     try:
         found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
@@ -260,9 +348,4 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threadin
     for counter in found:
         name = counter.key.metric.name
         counters[name] = counters.get(name, 0) + int(counter.committed or counter.attempted or 0)
-    return IngestResult(
-        points_upserted=int(counters.get("points_upserted", 0)),
-        dead_letters=int(counters.get("dead_letters", 0)),
-        video_views=int(counters.get("video_views", 0)),
-        partitions=partitions,
-    )
+    return counters

@@ -12,6 +12,7 @@ client is configured (``KafkaSettings.client_config``, ``QdrantSettings.api_key`
 from __future__ import annotations
 
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,14 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "embedstream.events"
+    topics: list[str] | None = Field(
+        default=None, description="topics to read (default: [topic]); `topic` stays where produce and replay write"
+    )
+    topic_pattern: str | None = Field(
+        default=None,
+        description="read every topic whose whole name matches this regex (Kafka Connect's topics.regex); "
+        "topics that appear while streaming are picked up",
+    )
     dead_letter_topic: str = "embedstream.dead-letters"
     group_id: str = "embedstream-ingest"
     bootstrap_timeout_ms: int = Field(default=5000, ge=100, description="how long to wait for the first broker")
@@ -57,6 +66,25 @@ class KafkaSettings(BaseModel):
     client_options: dict[str, Any] = Field(
         default_factory=dict, description="any further kafka-python client options, passed through"
     )
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"topic_pattern {pattern!r} is not a regular expression: {exc}") from exc
+        return pattern
+
+    def read_topics(self, existing: set[str]) -> list[str]:
+        """The topics this configuration reads, given the broker's topics (a pattern never matches the
+        dead-letter topic, its replay ledger or the broker's internal ``__`` topics)."""
+        if self.topic_pattern is None:
+            return list(self.topics or [self.topic])
+        own = {self.dead_letter_topic, f"{self.dead_letter_topic}.replayed"}
+        pattern = re.compile(self.topic_pattern)
+        return sorted(t for t in existing if pattern.fullmatch(t) and t not in own and not t.startswith("__"))
 
     def client_config(self) -> dict[str, Any]:
         """kafka-python keyword arguments common to consumers, producers and admin clients."""
@@ -167,6 +195,9 @@ class PipelineSettings(BaseModel):
     )
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in a container, for Prometheus to scrape")
     lag_interval_s: float = Field(default=5.0, gt=0, description="how often consumer lag is read from the broker")
+    discovery_interval_s: float = Field(
+        default=30.0, gt=0, description="stream mode: how often new topics (pattern) and partitions are looked for"
+    )
     skip: list[str] = Field(
         default_factory=list,
         description="records (topic:partition:offset) to dead-letter unread: the way past one that stops a run",

@@ -164,6 +164,22 @@ def records_until(reader: KafkaConsumer, marks: dict[TopicPartition, int], timeo
             yield from (r for r in records if r.offset < marks[tp])
 
 
+def shard_partitions(client: KafkaConsumer, settings: KafkaSettings, shard: tuple[int, int]) -> set[TopicPartition]:
+    """The partitions of the topics ``settings`` reads that belong to ``shard`` = (I, N): p mod N == I."""
+    index, count = shard
+    topics = settings.read_topics(set(client.topics()) if settings.topic_pattern else set())
+    return {tp for topic in topics for tp in partitions_of(client, topic) if tp.partition % count == index}
+
+
+def current_partitions(settings: KafkaSettings, shard: tuple[int, int]) -> set[tuple[str, int]]:
+    """What ``plan_partitions`` would plan now (fresh metadata): to notice topics and partitions that appear."""
+    client = consumer(settings, 1 << 20)
+    try:
+        return {(tp.topic, tp.partition) for tp in shard_partitions(client, settings, shard)}
+    finally:
+        client.close()
+
+
 def plan_partitions(
     settings: KafkaSettings,
     max_event_bytes: int,
@@ -178,10 +194,9 @@ def plan_partitions(
     committed at once with this run's ownership claim (``partition_owner.claim``): a partition another live
     reader holds is refused, and with ``auto_offset_reset = latest`` a crash before the first bundle's commit
     cannot skip the events that arrived meanwhile."""
-    index, count = shard
     client = consumer(settings, max_event_bytes, group=True)
     try:
-        partitions = [tp for tp in partitions_of(client, settings.topic) if tp.partition % count == index]
+        partitions = sorted(shard_partitions(client, settings, shard))
         if not partitions:
             return []
         marks = high_watermarks(settings, partitions)
