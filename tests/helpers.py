@@ -108,3 +108,14 @@ def shared_settings(broker: Broker, model_cache: Path, folder: Path, name: str) 
         qdrant={"backend": "edge", "path": str(folder / "store")},
         model={"cache_dir": str(model_cache)},
     )
+
+
+def stored_ids(settings: Settings) -> set[str]:
+    """The event ids of every point in the settings' store (opened and closed here)."""
+    from embedstream.pipelines.stores import open_store
+
+    store = open_store(settings.qdrant)
+    try:
+        return {p.payload["id"] for p in store.scroll()}
+    finally:
+        store.close()

@@ -26,7 +26,7 @@ from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.records import KafkaRecord
 from embedstream.workers import dlq
-from tests.helpers import b64, read_topic, reset_group, send_raw, text_event, watermarks
+from tests.helpers import b64, read_topic, reset_group, send_raw, stored_ids, text_event, watermarks
 
 
 def dead_letters(settings) -> list:
@@ -35,14 +35,6 @@ def dead_letters(settings) -> list:
 
 def reasons(settings) -> Counter:
     return Counter(DeadLetter.context_of(r.headers)["reason"] for r in dead_letters(settings))
-
-
-def stored_ids(settings) -> set[str]:
-    store = open_store(settings.qdrant)
-    try:
-        return {p.payload["id"] for p in store.scroll()}
-    finally:
-        store.close()
 
 
 def raw_event(body: str) -> bytes:

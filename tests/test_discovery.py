@@ -10,17 +10,8 @@ from pydantic import ValidationError
 
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import PartitionSpec, consumer_lag, ensure_topics
-from embedstream.pipelines.stores import open_store
 from embedstream.schemas.settings import KafkaSettings
-from tests.helpers import send_raw, text_event
-
-
-def stored_ids(settings) -> set[str]:
-    store = open_store(settings.qdrant)
-    try:
-        return {p.payload["id"] for p in store.scroll()}
-    finally:
-        store.close()
+from tests.helpers import send_raw, stored_ids, text_event
 
 
 def test_a_pattern_never_reads_the_dead_letter_topic_its_ledger_or_internal_topics():
