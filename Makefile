@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models browser demo test lint typecheck bench clean
+.PHONY: setup models browser demo test test-fast lint typecheck bench clean
 
 setup: $(STAMP) models
 
@@ -34,6 +34,10 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# The tests that need no broker, model build or browser (tests/conftest.py marks them): seconds, not minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m unit -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -66,3 +66,21 @@ def make_settings(broker: Broker, model_cache: Path, tmp_path: Path) -> Callable
         return Settings.load(kafka=kafka, qdrant=qdrant, model=model, pipeline=pipeline, **sections)
 
     return factory
+
+
+# Markers by what a test needs, so that `make test-fast` can run what needs no broker, model build or browser.
+REAL_PARTS = {"broker", "make_settings", "model_cache", "media_models", "served", "media_settings", "media_store"}
+SUBPROCESS_MODULES = {"tests.test_cli", "tests.test_packaging"}  # they start CLI processes and build wheels
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "chromium" in item.name:
+            item.add_marker(pytest.mark.browser)
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        process = "cli" in item.name or module in SUBPROCESS_MODULES
+        if fixtures & REAL_PARTS or process:
+            item.add_marker(pytest.mark.integration)
+        elif not any(item.iter_markers(name="browser")):
+            item.add_marker(pytest.mark.unit)
