@@ -8,6 +8,7 @@ re-produce it without any decoding, and nothing about the failed event is lost.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -92,7 +93,9 @@ class DeadLetter(BaseModel):
     def identity(self) -> str:
         """The failed record's position: the same record dead-lettered twice (a crash between publishing and
         committing) is one dead letter."""
-        return f"{self.source.topic}/{self.source.partition}/{self.source.offset}"
+        return identity_of(
+            {"topic": self.source.topic, "partition": self.source.partition, "offset": self.source.offset}
+        )
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         """The original headers followed by the ``es-dlq-*`` context headers."""
@@ -123,7 +126,7 @@ class DeadLetter(BaseModel):
         }
 
 
-def identity_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> str:
-    """A dead-letter message's identity (see ``DeadLetter.identity``), read from its headers."""
-    context = DeadLetter.context_of(headers)
+def identity_of(context: Mapping[str, object]) -> str:
+    """A dead letter's identity: the failed record's ``topic/partition/offset`` (from ``DeadLetter.context_of``
+    of a published one, or a dead letter's own source)."""
     return f"{context.get('topic')}/{context.get('partition')}/{context.get('offset')}"

@@ -11,7 +11,8 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from embedstream.pipelines.io.kafka_clients import assign_readable, high_watermarks, partitions_of, records_until
+from embedstream.pipelines.io.kafka_clients import assign_readable, partitions_of, records_until
+from embedstream.pipelines.io.kafka_clients import topic_watermarks as kafka_topic_watermarks
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import Broker
 
@@ -43,12 +44,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[
 
 
 def topic_watermarks(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=[settings.kafka.bootstrap_servers], enable_auto_commit=False)
-    try:
-        partitions = partitions_of(consumer, topic)
-    finally:
-        consumer.close()
-    return high_watermarks(settings.kafka, partitions)
+    return kafka_topic_watermarks(settings.kafka, topic)
 
 
 def watermarks(settings: Settings) -> dict[int, int]:

@@ -39,12 +39,17 @@ from embedstream.pipelines.io.kafka_clients import (
     consumer,
     dead_letter_limit,
     ensure_topics,
-    high_watermarks,
-    partitions_of,
     producer,
     records_until,
+    topic_watermarks,
 )
-from embedstream.schemas.dead_letter import BY_REFERENCE, DLQ_HEADER_PREFIX, REPLAY_HEADER_PREFIX, DeadLetter
+from embedstream.schemas.dead_letter import (
+    BY_REFERENCE,
+    DLQ_HEADER_PREFIX,
+    REPLAY_HEADER_PREFIX,
+    DeadLetter,
+    identity_of,
+)
 from embedstream.schemas.settings import Settings
 
 REPLAY_ID = REPLAY_HEADER_PREFIX + "id"
@@ -74,27 +79,26 @@ def _read_all(settings: Settings, topic: str, timeout_s: float, from_marks: dict
     reader = consumer(settings.kafka, settings.pipeline.max_event_bytes)
     try:
         marks = assign_readable(reader, settings.kafka, topic)
-        for tp in marks:
-            if from_marks is not None:
-                reader.seek(tp, min(from_marks.get(tp.partition, 0), marks[tp]))
+        if from_marks is not None:
+            for tp, mark in marks.items():
+                reader.seek(tp, min(from_marks.get(tp.partition, 0), mark))
         yield from records_until(reader, marks, timeout_s)
     finally:
         reader.close()
 
 
-def _distinct(records: Iterable[Any], report: DlqReport) -> Iterator[tuple[str, str, Any]]:
-    """(identity, reason, record) for each distinct dead letter; counts duplicates."""
+def _distinct(records: Iterable[Any], report: DlqReport) -> Iterator[tuple[str, dict[str, str], Any]]:
+    """(identity, es-dlq context, record) for each distinct dead letter; counts duplicates and reasons."""
     seen: set[str] = set()
     for record in records:
         context = DeadLetter.context_of(list(record.headers or []))
-        identity = f"{context.get('topic')}/{context.get('partition')}/{context.get('offset')}"
+        identity = identity_of(context)
         if identity in seen:
             report.duplicates += 1
             continue
         seen.add(identity)
-        reason = context.get("reason", "unknown")
-        report.by_reason[reason] += 1
-        yield identity, reason, record
+        report.by_reason[context.get("reason", "unknown")] += 1
+        yield identity, context, record
 
 
 def stats(settings: Settings, timeout_s: float = 30.0) -> Counter[str]:
@@ -133,15 +137,6 @@ class _Ledger:
         self._producer.close()
 
 
-def _target_marks(settings: Settings, target: str) -> dict[int, int]:
-    reader = consumer(settings.kafka, 1 << 20)
-    try:
-        partitions = partitions_of(reader, target)
-    finally:
-        reader.close()
-    return {tp.partition: mark for tp, mark in high_watermarks(settings.kafka, partitions).items()}
-
-
 def _recover(settings: Settings, ledger: _Ledger, target: str, timeout_s: float) -> None:
     """Record sends of a replay that died before its ledger entries (found in the target since the last scan)."""
     if ledger.scan_from is None:
@@ -157,9 +152,8 @@ def _recover(settings: Settings, ledger: _Ledger, target: str, timeout_s: float)
         ledger.done.update(found)
 
 
-def _original(settings: Settings, record: Any, timeout_s: float) -> Any | None:
+def _original(settings: Settings, context: dict[str, str], record: Any, timeout_s: float) -> Any | None:
     """The record a by-reference dead letter points at, read from its source topic (None when gone)."""
-    context = DeadLetter.context_of(list(record.headers or []))
     if context.get(BY_REFERENCE) != "1":
         return record
     tp = TopicPartition(context["topic"], int(context["partition"]))
@@ -176,11 +170,10 @@ def _original(settings: Settings, record: Any, timeout_s: float) -> Any | None:
         reader.close()
 
 
-def _replay_headers(record: Any, original: Any, identity: str) -> list[tuple[str, bytes]]:
+def _replay_headers(context: dict[str, str], original: Any, identity: str) -> list[tuple[str, bytes]]:
     """The original headers, the origin (kept from an earlier replay, else the failed record's position)."""
     headers = [(k, v) for k, v in (original.headers or []) if not k.startswith(DLQ_HEADER_PREFIX) and k != REPLAY_ID]
     if not any(k.startswith(REPLAY_HEADER_PREFIX) for k, _ in headers):
-        context = DeadLetter.context_of(list(record.headers or []))
         origin = {"topic": context.get("topic"), "partition": context.get("partition"), "offset": context.get("offset")}
         if original.timestamp is not None and original.timestamp >= 0:
             origin["ts"] = str(original.timestamp)
@@ -202,16 +195,18 @@ def replay(
     report = DlqReport()
     try:
         _recover(settings, ledger, target, timeout_s)
-        ledger.record([(f"scan/{target}", {str(p): m for p, m in _target_marks(settings, target).items()})])
+        ledger.record(
+            [(f"scan/{target}", {str(tp.partition): m for tp, m in topic_watermarks(settings.kafka, target).items()})]
+        )
         pending: list[tuple[str, Any]] = []
         dead_letters = _read_all(settings, settings.kafka.dead_letter_topic, timeout_s)
-        for identity, reason, record in _distinct(dead_letters, report):
-            if wanted and reason not in wanted:
+        for identity, context, record in _distinct(dead_letters, report):
+            if wanted and context.get("reason", "unknown") not in wanted:
                 continue
             if identity in ledger.done:
                 report.already_replayed += 1
                 continue
-            original = _original(settings, record, timeout_s)
+            original = _original(settings, context, record, timeout_s)
             if original is None:
                 report.unavailable += 1
                 continue
@@ -221,7 +216,7 @@ def replay(
                     target,
                     key=original.key,
                     value=original.value,
-                    headers=_replay_headers(record, original, identity),
+                    headers=_replay_headers(context, original, identity),
                     timestamp_ms=timestamp,
                 )
             except Exception as exc:  # refused before it left (too large for this client): not sent, not recorded

@@ -54,8 +54,9 @@ class DeadLetterPublisher:
         self._producer.close()
 
     def publish(self, dead: DeadLetter) -> None:
-        if wire_size(dead) > self._limit:
-            dead = dead.as_reference(f"{wire_size(dead)} bytes exceed the dead-letter limit of {self._limit}")
+        size = wire_size(dead)
+        if size > self._limit:
+            dead = dead.as_reference(f"{size} bytes exceed the dead-letter limit of {self._limit}")
         self._sends.append((dead, self._send(dead)))
 
     def _send(self, dead: DeadLetter) -> Any:

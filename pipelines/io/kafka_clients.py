@@ -136,6 +136,16 @@ def high_watermarks(
         client.close()
 
 
+def topic_watermarks(settings: KafkaSettings, topic: str) -> dict[TopicPartition, int]:
+    """Every partition of ``topic`` with its high watermark now."""
+    client = consumer(settings, 1 << 20)
+    try:
+        partitions = partitions_of(client, topic)
+    finally:
+        client.close()
+    return high_watermarks(settings, partitions)
+
+
 def assign_readable(
     reader: KafkaConsumer, settings: KafkaSettings, topic: str, from_committed: bool = False
 ) -> dict[TopicPartition, int]:

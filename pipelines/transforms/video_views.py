@@ -74,8 +74,9 @@ class ViewState:
     thumbnail: str | None = None
 
     @staticmethod
-    def of_payload(payload: Mapping[str, Any] | None) -> ViewState | None:
-        state = (payload or {}).get("state")
+    def of_payload(payload: Mapping[str, Any]) -> ViewState | None:
+        """The state a view point keeps (None for a view written before views kept one)."""
+        state = payload.get("state")
         if not isinstance(state, dict):
             return None
         return ViewState(
@@ -86,7 +87,7 @@ class ViewState:
             segments=int(state.get("segments", 0)),
             seconds=float(state.get("seconds", 0.0)),
             thumb_index=state.get("thumb_index"),
-            thumbnail=(payload or {}).get("media", {}).get("thumbnail") if payload else None,
+            thumbnail=(payload.get("media") or {}).get("thumbnail"),
         )
 
     @staticmethod
