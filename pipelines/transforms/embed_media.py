@@ -43,6 +43,7 @@ from embedstream.pipelines.media.fetch import content_bytes
 from embedstream.pipelines.media.images import ORIGINAL_SIZE, decode_image
 from embedstream.pipelines.media.previews import sound_preview, thumbnail
 from embedstream.pipelines.observability import INGEST
+from embedstream.pipelines.transforms.isolation import batch_or_each
 from embedstream.pipelines.transforms.outputs import dead, windowed
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
@@ -167,23 +168,20 @@ class EmbedMedia(beam.DoFn):
             yield point_or_dead(event, point_vectors, self._refs, ingested_at, extra=decoded.facts)
 
     def _encode(self, inputs: list[Any]) -> tuple[dict[str, list[np.ndarray]], dict[int, str]]:
-        """Every space's vectors for the batch; a failing batch is retried one input at a time."""
-        try:
-            started = time.perf_counter()
-            vectors = {name: list(rows) for name, rows in self.encode_batch(inputs).items()}
-            INGEST.encoded(self.stage, len(inputs), time.perf_counter() - started)
-            return vectors, {}
-        except Exception as exc:
-            log.warning("%s encoder failed on a batch of %d (%s); retrying one by one", self.stage, len(inputs), exc)
-        vectors = {space.name: [np.zeros(space.dim, np.float32)] * len(inputs) for space in self._spaces}
-        errors: dict[int, str] = {}
-        for i, single in enumerate(inputs):
-            try:
-                for name, rows in self.encode_batch([single]).items():
-                    vectors[name][i] = rows[0]
-            except Exception as exc:
-                errors[i] = f"{type(exc).__name__}: {exc}"
+        """Every space's vectors for the batch (zeros where an input failed); per-input errors."""
+        rows, errors = batch_or_each(self._per_input, inputs, f"{self.stage} encoder")
+        vectors = {
+            space.name: [row[space.name] if row is not None else np.zeros(space.dim, np.float32) for row in rows]
+            for space in self._spaces
+        }
         return vectors, errors
+
+    def _per_input(self, inputs: list[Any]) -> list[dict[str, np.ndarray]]:
+        """``encode_batch`` timed, its space → matrix turned into one space → vector mapping per input."""
+        started = time.perf_counter()
+        by_space = self.encode_batch(inputs)
+        INGEST.encoded(self.stage, len(inputs), time.perf_counter() - started)
+        return [{name: matrix[i] for name, matrix in by_space.items()} for i in range(len(inputs))]
 
 
 class EmbedImages(EmbedMedia):

@@ -11,7 +11,6 @@ one event at a time, so one poisonous event becomes one dead letter and its neig
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import numpy as np
 from embedstream.onnx_models.batching import plan_batches
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.pipelines.observability import INGEST
+from embedstream.pipelines.transforms.isolation import batch_or_each
 from embedstream.pipelines.transforms.outputs import dead, windowed
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
@@ -30,8 +30,6 @@ from embedstream.pipelines.transforms.quality import vector_problem
 from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.envelope import Modality
 from embedstream.schemas.settings import ModelSettings, PipelineSettings
-
-log = logging.getLogger(__name__)
 
 
 class EmbedText(beam.DoFn):
@@ -81,40 +79,22 @@ class EmbedText(beam.DoFn):
     def _encode(self, texts: list[str]) -> tuple[list[np.ndarray | None], dict[int, str]]:
         """Tokenize the window and encode it in cost-planned batches; per-event errors instead of a failed batch."""
         vectors: list[np.ndarray | None] = [None] * len(texts)
-        errors: dict[int, str] = {}
-        tokens = self._tokenize(texts, errors)
+        tokens, errors = batch_or_each(self._encoder.tokenize, texts, "tokenizer")
         ok = [i for i in range(len(texts)) if i not in errors]
         plan = plan_batches(
-            [len(tokens[i]) for i in ok], self._pipeline.max_batch_tokens, self._pipeline.max_batch_size
+            [len(tokens[i] or ()) for i in ok], self._pipeline.max_batch_tokens, self._pipeline.max_batch_size
         )
         for planned in plan:
             batch = [ok[j] for j in planned]
-            try:
-                started = time.perf_counter()
-                rows = self._encoder.embed_tokens([tokens[i] for i in batch])
-                INGEST.encoded("text", len(batch), time.perf_counter() - started)
-                for i, row in zip(batch, rows, strict=True):
-                    vectors[i] = row
-            except Exception as exc:  # one bad event must not sink its batch: retry one by one
-                log.warning("encoder failed on a batch of %d (%s); retrying one by one", len(batch), exc)
-                for i in batch:
-                    try:
-                        vectors[i] = self._encoder.embed_tokens([tokens[i]])[0]
-                    except Exception as single:
-                        errors[i] = f"{type(single).__name__}: {single}"
+            rows, failed = batch_or_each(self._embed, [tokens[i] for i in batch], "encoder")
+            for j, i in enumerate(batch):
+                vectors[i] = rows[j]
+                if j in failed:
+                    errors[i] = failed[j]
         return vectors, errors
 
-    def _tokenize(self, texts: list[str], errors: dict[int, str]) -> list[Any]:
-        """The window tokenized in one call; if the tokenizer refuses it, text by text (failures → ``errors``)."""
-        try:
-            return list(self._encoder.tokenize(texts))
-        except Exception as exc:
-            log.warning("tokenizer failed on a window of %d (%s); retrying one by one", len(texts), exc)
-        tokens: list[Any] = []
-        for i, text in enumerate(texts):
-            try:
-                tokens.extend(self._encoder.tokenize([text]))
-            except Exception as single:
-                errors[i] = f"tokenizer: {type(single).__name__}: {single}"
-                tokens.append([])
-        return tokens
+    def _embed(self, tokens: list[Any]) -> Any:
+        started = time.perf_counter()
+        rows = self._encoder.embed_tokens(tokens)
+        INGEST.encoded("text", len(tokens), time.perf_counter() - started)
+        return rows
