@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 from apache_beam.io.restriction_trackers import OffsetRange
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -22,7 +23,10 @@ from embedstream.pipelines.io.partition_owner import Claim, PartitionOwnedError,
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.stores import SpaceSpec, StoreWriteError, open_store
 from embedstream.pipelines.transforms.embed_text import EmbedText
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.schemas.dead_letter import DeadLetter, Reason
+from embedstream.schemas.envelope import Envelope, Modality
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.records import KafkaRecord
 from embedstream.workers import dlq
@@ -374,3 +378,16 @@ def test_a_text_the_tokenizer_refuses_costs_that_text_alone(make_settings):
     vectors, errors = embed._encode(["a fine sentence", "bad \ud800 text", "another fine one"])
     assert vectors[0] is not None and vectors[2] is not None and vectors[1] is None
     assert set(errors) == {1} and "tokenizer" in errors[1]
+
+
+def test_a_point_whose_payload_cannot_be_built_costs_that_event_alone():
+    """Validation stops what is known to break payloads; should anything else get through, building its point
+    raises for that event only and it becomes a stage_failed dead letter."""
+    record = KafkaRecord(topic="t", partition=0, offset=3, value=b"{}")
+    broken = Envelope.model_construct(schema_version=1, id="x", modality=Modality.TEXT, text="bad \ud800", metadata={})
+    fine = Envelope.model_validate({"schema": 1, "id": "y", "modality": "text", "text": "fine"})
+    vector = {"minilm": np.ones(3, np.float32)}
+    letter = point_or_dead(ParsedEvent(broken, record), vector, {"minilm": "minilm@1"})
+    point = point_or_dead(ParsedEvent(fine, record), vector, {"minilm": "minilm@1"})
+    assert isinstance(letter, DeadLetter) and letter.reason == "stage_failed" and letter.stage == "payload"
+    assert isinstance(point, PointRecord) and point.payload["text"] == "fine"
