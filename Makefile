@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models browser demo test test-fast lint typecheck bench clean
+.PHONY: setup models browser docker image demo test test-fast lint typecheck bench clean
 
 setup: $(STAMP) models
 
@@ -32,7 +32,20 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "install Debian's chromium (apt-get install chromium) for the page test" >&2; exit 1; fi; }
 
-test: setup browser
+# The image tests build and run containers: Debian's docker.io (the daemon), docker-compose and mmdebstrap (a base
+# image from the Debian mirror, since no image registry is reachable everywhere). tests/test_image.py starts dockerd.
+docker:
+	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v mmdebstrap >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				docker.io docker-compose mmdebstrap >/dev/null; \
+		else echo "install docker.io, docker-compose and mmdebstrap for the image tests" >&2; exit 1; fi; }
+
+# The runtime image (infra/docker/Dockerfile; BASE_IMAGE=... to build on another base).
+image: setup
+	infra/docker/build.sh runtime embedstream:$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("embedstream"))')
+
+test: setup browser docker
 	$(BIN)/python -m pytest
 
 # The tests that need no broker, model build or browser (tests/conftest.py marks them): seconds, not minutes.

@@ -69,8 +69,18 @@ def make_settings(broker: Broker, model_cache: Path, tmp_path: Path) -> Callable
 
 
 # Markers by what a test needs, so that `make test-fast` can run what needs no broker, model build or browser.
-REAL_PARTS = {"broker", "make_settings", "model_cache", "media_models", "served", "media_settings", "media_store"}
-SUBPROCESS_MODULES = {"tests.test_cli", "tests.test_packaging"}  # they start CLI processes and build wheels
+REAL_PARTS = {
+    "broker",
+    "make_settings",
+    "model_cache",
+    "media_models",
+    "served",
+    "media_settings",
+    "media_store",
+    "docker_daemon",
+}
+# They start CLI processes, build wheels, or run the infra validators (docker-compose comes from `make docker`).
+SUBPROCESS_MODULES = {"tests.test_cli", "tests.test_packaging", "tests.test_infra_manifests"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -120,6 +120,17 @@ def start_broker(
     return Broker(process.pid, host, port, str(log_file))
 
 
+def run_broker_foreground(host: str, port: int, advertise: str | None = None) -> None:
+    """Become tansu, listening on ``host:port`` and telling clients to connect to ``advertise`` (HOST:PORT).
+
+    The process image is replaced (``exec``), so tansu is the container's main process: it gets the
+    orchestrator's signals directly and its exit status is the container's. Storage stays in memory."""
+    advertised = advertise or f"{host}:{port}"
+    binary = str(tansu_binary())
+    argv = [binary, "broker", "--listener-url", f"tcp://{host}:{port}", "--advertised-listener-url"]
+    os.execv(binary, [*argv, f"tcp://{advertised}"])
+
+
 def state_file() -> Path:
     return default_cache_dir() / "broker.json"
 

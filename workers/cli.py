@@ -50,6 +50,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_broker(args: argparse.Namespace, extra: list[str]) -> int:
     from embedstream.workers import broker as local
 
+    if args.action == "run":
+        local.run_broker_foreground(args.host, args.port, args.advertise)  # returns only by failing
     if args.action == "start":
         running = local.load_state()
         if running is not None:
@@ -208,10 +210,15 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object a line")
     sub = top.add_subparsers(dest="command", required=True)
 
-    broker = sub.add_parser("broker", help="start/stop/status of a local tansu broker")
-    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker = sub.add_parser(
+        "broker", help="start/stop/status of a local tansu broker; run: in the foreground (a container's broker)"
+    )
+    broker.add_argument("action", choices=["start", "stop", "status", "run"])
     broker.add_argument("--port", type=int, default=9092)
-    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    broker.add_argument(
+        "--advertise", metavar="HOST:PORT", help="run: the address clients are told to connect to (default HOST:PORT)"
+    )
     broker.set_defaults(func=cmd_broker)
 
     produce = sub.add_parser("produce", help="send JSONL or plain-text files as events")
