@@ -67,6 +67,7 @@ bench: setup
 	$(BIN)/python -m bench.ort_threads
 	$(BIN)/python -m bench.ingest_media
 	$(BIN)/python -m bench.serve_load
+	$(BIN)/python -m bench.freshness
 
 clean:
 	rm -rf .embedstream .pytest_cache .mypy_cache .ruff_cache

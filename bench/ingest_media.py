@@ -23,17 +23,23 @@ import argparse
 import io
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import run_phase
 from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
+
+
+def phase(*args: str) -> dict[str, Any]:
+    """One phase of this benchmark in its own subprocess."""
+    return run_phase("bench.ingest_media", *args)
+
+
 BATCH = 8
 
 
@@ -170,13 +176,6 @@ def produce(kind: str, n: int, bootstrap: str, topic: str) -> None:
     produce_events(settings, events, total=n, progress=False)
 
 
-def run_phase(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.ingest_media", "--phase", *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"phase {args[:2]} failed:\n{out.stderr[-4000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=300)
@@ -202,11 +201,17 @@ def main() -> None:
                     produce(kind, n, broker.bootstrap, topic)
                     pipe_args = ("pipeline", kind, str(n), broker.bootstrap, topic, f"{tmp}/{topic}")
                     if r % 2:
-                        pipe, bare = run_phase(*pipe_args), run_phase("bare", kind, str(n))
+                        pipe, bare = (
+                            phase(*pipe_args),
+                            phase("bare", kind, str(n)),
+                        )
                     else:
-                        bare, pipe = run_phase("bare", kind, str(n)), run_phase(*pipe_args)
-                    decode = run_phase("decode", kind, str(n))
-                    two = run_phase("bare", kind, str(n), "two-models") if kind == "image" else None
+                        bare, pipe = (
+                            phase("bare", kind, str(n)),
+                            phase(*pipe_args),
+                        )
+                    decode = phase("decode", kind, str(n))
+                    two = phase("bare", kind, str(n), "two-models") if kind == "image" else None
                     ratio = pipe["items_per_s"] / bare["items_per_s"]
                     print(
                         f"round {r + 1} {kind}: bare {bare['items_per_s']:.1f}/s, pipeline {pipe['items_per_s']:.1f}/s "

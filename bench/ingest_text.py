@@ -19,8 +19,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import run_phase
 from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
+
+
+def phase(*args: str) -> dict[str, Any]:
+    """One phase of this benchmark in its own subprocess."""
+    return run_phase("bench.ingest_text", *args)
+
+
 BATCH_SIZES = (8, 16, 32, 64)
 NAIVE_EVENTS = 1500
 TUNE_EVENTS = 2000
@@ -131,13 +137,6 @@ def phase_pipeline(n: int, bootstrap: str, topic: str, store: str, group: str) -
     }
 
 
-def run_phase(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.ingest_text", "--phase", *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"phase {args[0]} failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def produce(bootstrap: str, topic: str, n: int) -> None:
     from embedstream.pipelines.io.kafka_clients import ensure_topics
     from embedstream.schemas.envelope import Envelope
@@ -184,16 +183,22 @@ def main() -> None:
                     f"g-{topic}",
                 )
                 if r % 2:  # alternate the order so drift on a shared machine does not favour one side
-                    pipe, bare = run_phase(*pipeline_args), run_phase("bare", str(args.events))
+                    pipe, bare = (
+                        phase(*pipeline_args),
+                        phase("bare", str(args.events)),
+                    )
                 else:
-                    bare, pipe = run_phase("bare", str(args.events)), run_phase(*pipeline_args)
+                    bare, pipe = (
+                        phase("bare", str(args.events)),
+                        phase(*pipeline_args),
+                    )
                 ratio = pipe["events_per_s"] / bare["events_per_s"]
                 print(
                     f"  bare {bare['events_per_s']:.1f} ev/s (batch {bare['best_batch']}), "
                     f"pipeline {pipe['events_per_s']:.1f} ev/s, ratio {ratio:.3f}",
                     flush=True,
                 )
-                naive = run_phase("naive", str(min(NAIVE_EVENTS, args.events)))
+                naive = phase("naive", str(min(NAIVE_EVENTS, args.events)))
                 rounds.append({"bare": bare, "pipeline": pipe, "naive": naive})
     finally:
         broker.stop()

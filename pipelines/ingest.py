@@ -30,11 +30,11 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineS
 from embedstream.pipelines.io.deliver import Deliver
 from embedstream.pipelines.io.kafka_clients import (
     PartitionSpec,
-    consumer_lag,
     current_partitions,
     dead_letter_limit,
     ensure_topics,
     finish_partitions,
+    partition_backlog,
     plan_partitions,
 )
 from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions, stop_event
@@ -124,7 +124,7 @@ def _observed(settings: Settings, plan: IngestPlan, partitions: list[PartitionSp
         yield
         return
     probes = ProbeServer(settings.pipeline.metrics_host, port, lambda: _not_ready(settings, plan)).start()
-    lag = LagWatcher(lambda: consumer_lag(settings.kafka, partitions), settings.pipeline.lag_interval_s).start()
+    lag = LagWatcher(lambda: partition_backlog(settings.kafka, partitions), settings.pipeline.lag_interval_s).start()
     try:
         yield
     finally:

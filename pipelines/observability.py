@@ -8,6 +8,8 @@ namespace), while the launcher still serves consumer lag, which it reads from th
 | metric | type | labels |
 |---|---|---|
 | ``embedstream_consumer_lag`` | gauge: high watermark − committed offset | topic, partition |
+| ``embedstream_oldest_unprocessed_age_seconds`` | gauge: age of the first uncommitted record | topic, partition |
+| ``embedstream_event_latency_seconds`` | histogram: event's Kafka timestamp → point/dead letter durable | |
 | ``embedstream_events_total`` | counter: events delivered | outcome (``point``, ``dead_letter``) |
 | ``embedstream_points_upserted_total`` | counter | space |
 | ``embedstream_dead_letters_total`` | counter | reason |
@@ -25,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -44,6 +46,18 @@ class IngestMetrics:
         r = self.registry
         self.lag = Gauge(
             "embedstream_consumer_lag", "high watermark minus committed offset", ["topic", "partition"], registry=r
+        )
+        self.oldest_age = Gauge(
+            "embedstream_oldest_unprocessed_age_seconds",
+            "seconds since the first record not yet committed reached Kafka (0 when none waits)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.event_latency = Histogram(
+            "embedstream_event_latency_seconds",
+            "from an event's Kafka timestamp to its point or dead letter being durable",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
         )
         self.events = Counter("embedstream_events", "events delivered", ["outcome"], registry=r)
         self.points = Counter("embedstream_points_upserted", "points upserted", ["space"], registry=r)
@@ -136,11 +150,15 @@ class ProbeServer:
 
 
 class LagWatcher:
-    """Publishes ``embedstream_consumer_lag`` for the run's partitions every ``interval_s`` (read from the
-    broker: high watermarks and the group's committed offsets), whatever runner does the reading."""
+    """Publishes ``embedstream_consumer_lag`` and ``embedstream_oldest_unprocessed_age_seconds`` for the run's
+    partitions every ``interval_s`` (read from the broker: high watermarks, the group's committed offsets and
+    the record at each), whatever runner does the reading."""
 
     def __init__(
-        self, read_lag: Callable[[], dict[tuple[str, int], int]], interval_s: float, metrics: IngestMetrics = INGEST
+        self,
+        read_lag: Callable[[], Mapping[tuple[str, int], tuple[int, float]]],
+        interval_s: float,
+        metrics: IngestMetrics = INGEST,
     ) -> None:
         self._read_lag = read_lag
         self._interval_s = interval_s
@@ -155,8 +173,9 @@ class LagWatcher:
     def _run(self) -> None:
         while True:
             try:
-                for (topic, partition), lag in self._read_lag().items():
+                for (topic, partition), (lag, oldest_age_s) in self._read_lag().items():
                     self._metrics.lag.labels(topic, str(partition)).set(lag)
+                    self._metrics.oldest_age.labels(topic, str(partition)).set(oldest_age_s)
             except Exception as exc:  # the broker is away for a moment: keep the last values
                 log.debug("consumer lag not read: %s", exc)
             if self._stop.wait(self._interval_s):

@@ -177,8 +177,14 @@ class PipelineSettings(BaseModel):
     sort_window: int = Field(default=1024, ge=1, description="events buffered to sort by length before encoding")
     upsert_batch_size: int = Field(default=256, ge=1)
     max_records_per_bundle: int = Field(default=2048, ge=1)
-    max_bundle_seconds: float = Field(default=5.0, gt=0)
-    poll_timeout_ms: int = Field(default=500, ge=1)
+    max_bundle_seconds: float = Field(default=5.0, gt=0, description="drain mode: the longest a bundle reads")
+    max_latency_ms: int = Field(
+        default=500,
+        ge=1,
+        description="stream mode: the longest an event waits for more input before its bundle closes (it closes "
+        "sooner when the reader has caught up with the partition); a backlog still fills whole batches",
+    )
+    poll_timeout_ms: int = Field(default=500, ge=1, description="the longest one poll of an idle partition blocks")
     max_event_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     max_text_chars: int = Field(default=16_384, ge=1)
     progress_interval_s: float = Field(default=5.0, gt=0)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from embedstream.pipelines.ingest import run_ingest
-from embedstream.pipelines.io.kafka_clients import PartitionSpec, consumer_lag, ensure_topics
+from embedstream.pipelines.io.kafka_clients import PartitionSpec, ensure_topics, partition_backlog
 from embedstream.schemas.settings import KafkaSettings
 from tests.helpers import send_raw, stored_ids, text_event
 
@@ -67,7 +67,7 @@ def test_a_topic_that_appears_while_streaming_is_read_with_nothing_lost(make_set
         while True:
             time.sleep(1)
             specs = [PartitionSpec(t, p, 0, None) for t in (first.kafka.topic, later.kafka.topic) for p in range(3)]
-            if not any(consumer_lag(settings.kafka, specs).values()):
+            if not any(backlog.lag for backlog in partition_backlog(settings.kafka, specs).values()):
                 break
             assert time.monotonic() < deadline, "the new topic was not read within 60 s"
     finally:

@@ -23,7 +23,7 @@ import pytest
 
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import free_port
-from tests.helpers import read_topic, send_raw, text_event
+from tests.helpers import read_topic, send_raw, text_event, wait_for
 
 ROOT = Path(__file__).parents[1]
 BASE_IMAGE = "local/debian:bookworm"
@@ -123,13 +123,6 @@ def test_a_drain_inside_the_image_with_a_read_only_root(image: str, make_setting
     assert dict(dead.headers)["es-dlq-reason"] == b"malformed_json"
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 def test_compose_ci_serves_what_the_host_produces(image: str) -> None:
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose is missing: `make docker` installs it"
@@ -158,14 +151,14 @@ def test_compose_ci_serves_what_the_host_produces(image: str) -> None:
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, 120, "the API behind the published port")
+        assert wait_for(healthy, 120), "the API never answered behind the published port"
         host = Settings.load(kafka={"bootstrap_servers": f"127.0.0.1:{kafka_port}"})
         send_raw(host, [(None, text_event(f"h{i}", f"harbour crane number {i} unloads ships"), []) for i in range(25)])
 
         def stored() -> bool:
             return int(httpx.get(f"{api}/spaces", timeout=5).json()["points"]) >= 25
 
-        wait_for(stored, 120, "25 points through the pipeline")
+        assert wait_for(stored, 120), "the 25 events never became points"
         found = httpx.post(f"{api}/search", json={"text": "cranes at the port", "k": 5}, timeout=30).json()
         assert {hit["payload"]["id"][0] for hit in found["hits"]} == {"h"}
         stop = run("stop", "-t", "30", "serve-embedded")

@@ -14,6 +14,7 @@ local runner a Flatten would break the chain's fusion (so the read's bundle woul
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -72,12 +73,18 @@ class Deliver(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._writer.start()
+        self._arrivals: list[int] = []  # Kafka timestamps (ms) of the events this bundle delivers
 
     def process(self, element: Any) -> None:
         if isinstance(element, PointRecord):
             self._writer.add(element)
+            stamp = element.payload.get("source", {}).get("ts_ms")
+            if stamp is not None:
+                self._arrivals.append(stamp)
         elif isinstance(element, DeadLetter):
             self._publisher.publish(element)
+            if element.source.timestamp_ms is not None:
+                self._arrivals.append(element.source.timestamp_ms)
         elif isinstance(element, ParsedEvent):  # only video_end reaches this step as an event
             envelope = element.envelope
             if envelope.modality is Modality.VIDEO_END and envelope.video is not None:
@@ -90,6 +97,7 @@ class Deliver(beam.DoFn):
         for letter in dead:
             self._publisher.publish(letter)
         sent = self._publisher.confirm()
+        self._observe_latency()
         if views:
             self._views.inc(views)
         if sent:
@@ -105,3 +113,10 @@ class Deliver(beam.DoFn):
                     )
                 counter.inc()
         PROGRESS.report(self._pipeline.progress_interval_s)
+
+    def _observe_latency(self) -> None:
+        """Event → durable, from each event's Kafka timestamp, now that the bundle's writes are durable."""
+        now_ms = time.time() * 1000
+        for stamp in self._arrivals:
+            INGEST.event_latency.observe(max(0.0, (now_ms - stamp) / 1000))
+        self._arrivals = []

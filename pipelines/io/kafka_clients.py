@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -247,19 +247,55 @@ def finish_partitions(settings: KafkaSettings, specs: list[PartitionSpec], owner
         owners.close()
 
 
-def consumer_lag(settings: KafkaSettings, specs: list[PartitionSpec]) -> dict[tuple[str, int], int]:
-    """High watermark minus the group's committed offset, per partition of ``specs`` (for the lag metric)."""
+class Backlog(NamedTuple):
+    """What a partition still has to deliver: records (high watermark − committed offset), and how long ago
+    the oldest of them reached Kafka (its timestamp; 0 when nothing is waiting)."""
+
+    lag: int
+    oldest_age_s: float
+
+
+def partition_backlog(settings: KafkaSettings, specs: list[PartitionSpec]) -> dict[tuple[str, int], Backlog]:
+    """The backlog of each partition of ``specs`` (for the lag and age metrics). The age is read from the
+    record at the committed offset: the first one not yet durable."""
     tps = [TopicPartition(spec.topic, spec.partition) for spec in specs]
     marks = high_watermarks(settings, tps)
     client = consumer(settings, 1 << 20, group=True)
     try:
-        lag = {}
-        for tp in tps:
-            committed = client.committed(tp)
-            lag[(tp.topic, tp.partition)] = max(0, marks[tp] - (committed or 0))
-        return lag
+        committed = {tp: client.committed(tp) or 0 for tp in tps}
     finally:
         client.close()
+    waiting = {tp: offset for tp, offset in committed.items() if marks[tp] > offset}
+    oldest = _timestamps_at(settings, waiting) if waiting else {}
+    now_ms = time.time() * 1000
+    return {
+        (tp.topic, tp.partition): Backlog(
+            max(0, marks[tp] - committed[tp]),
+            max(0.0, (now_ms - oldest[tp]) / 1000) if tp in oldest else 0.0,
+        )
+        for tp in tps
+    }
+
+
+def _timestamps_at(
+    settings: KafkaSettings, offsets: dict[TopicPartition, int], timeout_s: float = 2.0
+) -> dict[TopicPartition, int]:
+    """The Kafka timestamp (ms) of the record at each given offset (partitions that answer within the time)."""
+    reader = consumer(settings, 1, max_poll_records=len(offsets) * 4)  # small fetches: one record is enough
+    try:
+        reader.assign(list(offsets))
+        for tp, offset in offsets.items():
+            reader.seek(tp, offset)
+        found: dict[TopicPartition, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(offsets) and time.monotonic() < deadline:
+            for tp, records in reader.poll(timeout_ms=200).items():
+                if tp not in found and records and records[0].timestamp is not None and records[0].timestamp >= 0:
+                    found[tp] = records[0].timestamp
+                    reader.pause(tp)
+        return found
+    finally:
+        reader.close()
 
 
 def committed_offsets(settings: KafkaSettings) -> dict[int, int | None]:

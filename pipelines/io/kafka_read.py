@@ -3,9 +3,16 @@
 Contract:
 * The element is a ``PartitionSpec``; its restriction is the offset range ``[start, stop)`` — ``stop`` is the
   high watermark at launch in drain mode and unbounded in stream mode. Resume state is the next offset.
-* Reads never block forever: each ``process`` call reads at most ``max_records_per_bundle`` records or
-  ``max_bundle_seconds``, then checkpoints (``defer_remainder``); an idle stream checkpoints after one poll.
-  Every checkpoint ends a bundle, and the sink commits offsets at each bundle's end, so commits are regular.
+* Reads never block forever: each ``process`` call reads at most ``max_records_per_bundle`` records, then
+  checkpoints (``defer_remainder``). Every checkpoint ends a bundle, and the delivery step makes the bundle's
+  points durable at its end, where offsets are committed too; so when a bundle closes decides freshness.
+* Stream mode closes a bundle as soon as the reader has **caught up** with the partition (its position reached
+  the high watermark of the last fetch): an event never waits for input that is not there. Under a backlog it
+  is never caught up, so bundles fill (whole sort windows and encoder batches, full throughput) until the
+  first record read has waited ``max_latency_ms`` (the latency budget; the work in flight finishes after it).
+  An idle partition checkpoints after one poll of ``idle_poll_ms``, short enough that partitions read one
+  after another in one worker (Beam's in-process runner) still see new events within the budget.
+  Drain mode is a backlog by definition: bundles close at ``max_records_per_bundle`` or ``max_bundle_seconds``.
 * Offsets are committed to the consumer group in *bundle finalization* (the way Beam's Java KafkaIO commits
   in finalize): the runner finalizes a bundle only after every DoFn of it has finished. The ingest chain is one
   fused stage whose sinks make points and dead letters durable in ``finish_bundle``, so the commit follows the
@@ -53,7 +60,8 @@ from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
 UNBOUNDED = sys.maxsize
-IDLE_RECHECK_S = 0.5
+IDLE_RECHECK_S = 0.05  # a resume delay for runners that honour it; the idle poll itself waits for records
+MIN_IDLE_POLL_MS = 10
 COMMIT_ATTEMPTS = 5
 COMMIT_BACKOFF_S = 0.2
 COMMIT_FAILURES = Metrics.counter(METRICS_NAMESPACE, "commit_failures")
@@ -101,14 +109,24 @@ _RESTRICTION = beam.DoFn.RestrictionParam(_PartitionRestrictions())
 _WATERMARK = beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())
 
 
+def idle_poll_ms(pipeline: PipelineSettings, partitions: int) -> int:
+    """How long one poll of an idle partition may block: a worker may poll its partitions one after another,
+    so together they must leave most of the latency budget to the event that arrives meanwhile."""
+    share = pipeline.max_latency_ms // (4 * max(1, partitions))
+    return max(MIN_IDLE_POLL_MS, min(pipeline.poll_timeout_ms, share))
+
+
 class _ReadPartition(beam.DoFn):
-    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, run_id: str) -> None:
+    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, run_id: str, idle_poll_ms: int) -> None:
         self._kafka = kafka
         self._pipeline = pipeline
         self._run_id = run_id
+        self._idle_poll_ms = idle_poll_ms
 
     def setup(self) -> None:
-        self._consumer = consumer(self._kafka, self._pipeline.max_event_bytes)
+        # The broker holds an empty fetch up to fetch_max_wait_ms, and a consumer sends the next fetch to a broker
+        # only once the last one returned: longer than an idle poll, it would delay the next partition's read.
+        self._consumer = consumer(self._kafka, self._pipeline.max_event_bytes, fetch_max_wait_ms=self._idle_poll_ms)
         self._committer = consumer(self._kafka, self._pipeline.max_event_bytes, group=True)
         self._owners = partition_owner.owners_for(self._kafka, self._run_id)
         self._commit_lock = threading.Lock()
@@ -177,31 +195,38 @@ class _ReadPartition(beam.DoFn):
     ) -> Generator[KafkaRecord, None, int]:
         """Yield claimed records; return the next offset to read (what the group may commit)."""
         limits = self._pipeline
+        streaming = spec.stop is None
         self._consumer.assign([tp])
         self._consumer.seek(tp, position)
-        deadline = time.monotonic() + limits.max_bundle_seconds
+        # Stream mode: the budget runs from the first record read; drain mode: from the start of the bundle.
+        deadline = None if streaming else time.monotonic() + limits.max_bundle_seconds
         emitted = 0
         while True:
             stop = tracker.current_restriction().stop
             if position >= stop or self._stopping():
                 tracker.try_claim(stop)  # past the end: marks the restriction done
                 return position
-            if emitted >= limits.max_records_per_bundle or time.monotonic() >= deadline:
+            if emitted >= limits.max_records_per_bundle or (deadline is not None and time.monotonic() >= deadline):
                 tracker.defer_remainder()
                 return position
-            batch = self._consumer.poll(timeout_ms=limits.poll_timeout_ms, max_records=limits.max_records_per_bundle)
+            timeout_ms = self._idle_poll_ms if streaming and not emitted else limits.poll_timeout_ms
+            batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=limits.max_records_per_bundle - emitted)
             records = batch.get(tp, [])
             if not records:
                 next_offset = self._consumer.position(tp)
                 if next_offset is not None and next_offset >= stop:
                     position = next_offset  # trailing gap (compaction, transaction markers)
                     continue
-                if spec.stop is None:
+                if streaming:
                     watermark.set_watermark(max(watermark.current_watermark() or Timestamp(0), Timestamp.now()))
                     tracker.defer_remainder(Duration.of(IDLE_RECHECK_S))
                     return position
                 continue
+            if deadline is None:
+                deadline = time.monotonic() + limits.max_latency_ms / 1000
             for record in records:
+                if streaming and emitted and time.monotonic() >= deadline:
+                    break  # the budget is spent (downstream encodes as windows fill): end the bundle here
                 if not tracker.try_claim(record.offset):
                     return position
                 position = record.offset + 1
@@ -222,6 +247,14 @@ class _ReadPartition(beam.DoFn):
                     headers=tuple((k, v if v is not None else b"") for k, v in (record.headers or ())),
                     timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
                 )
+            if streaming and self._caught_up(tp, position):
+                tracker.defer_remainder()  # nothing more to wait for: end the bundle, make it durable now
+                return position
+
+    def _caught_up(self, tp: TopicPartition, position: int) -> bool:
+        """Has the reader reached the partition's high watermark (as of the last fetch response)?"""
+        high = self._consumer.highwater(tp)
+        return high is not None and position >= high
 
 
 @beam.DoFn.unbounded_per_element()
@@ -244,8 +277,9 @@ class ReadKafkaPartitions(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         bounded = all(p.stop is not None for p in self._partitions)
         reader = _ReadPartition if bounded else _ReadPartitionUnbounded
+        idle_ms = idle_poll_ms(self._pipeline, len(self._partitions))
         return (
             pbegin
             | "Partitions" >> beam.Create(self._partitions)
-            | "ReadPartition" >> beam.ParDo(reader(self._kafka, self._pipeline, self._run_id))
+            | "ReadPartition" >> beam.ParDo(reader(self._kafka, self._pipeline, self._run_id, idle_ms))
         )
