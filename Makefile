@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models browser docker image demo test test-fast lint typecheck bench clean
+.PHONY: setup models browser docker image demo test test-fast test-infra lint typecheck bench clean
 
 setup: $(STAMP) models
 
@@ -51,6 +51,10 @@ test: setup browser docker
 # The tests that need no broker, model build or browser (tests/conftest.py marks them): seconds, not minutes.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m unit -q
+
+# infra/ alone: validators, the image built and run, compose.ci.yaml, the Dataflow template (~4 min).
+test-infra: setup docker
+	$(BIN)/python -m pytest -m infra -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

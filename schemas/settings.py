@@ -11,6 +11,7 @@ client is configured (``KafkaSettings.client_config``, ``QdrantSettings.api_key`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from contextvars import ContextVar
@@ -232,7 +233,17 @@ class MediaSettings(BaseModel):
         description="what this pipeline embeds; None = every modality whose models are built (others: dead letters)",
     )
     roots: list[Path] = Field(default_factory=list, description="folders file:// URIs may point into")
-    remote: bool = Field(default=False, description="fetch s3://, gs://, http(s):// URIs through fsspec")
+    remote: bool = Field(default=False, description="fetch http(s):// URIs, and s3:// gs:// through fsspec")
+    remote_hosts: list[str] = Field(
+        default_factory=list, description="http(s): only these hosts ('name' or '*.domain'); empty: any public host"
+    )
+    remote_networks: list[str] = Field(
+        default_factory=list,
+        description="http(s): networks (CIDR) that may be fetched although not public, e.g. an internal media "
+        "server; loopback, private, link-local (cloud metadata) and shared addresses are refused otherwise",
+    )
+    fetch_timeout_s: float = Field(default=10.0, gt=0, description="http(s): connect and each read")
+    fetch_retries: int = Field(default=2, ge=0, description="http(s): more tries after a transient failure")
     max_image_pixels: int = Field(default=40_000_000, ge=1, description="larger pictures are refused unread")
     max_audio_seconds: float = Field(default=600.0, gt=0)
     min_audio_seconds: float = Field(default=0.25, ge=0, description="shorter sounds (once trimmed) say too little")
@@ -248,6 +259,16 @@ class MediaSettings(BaseModel):
     fused_weights: tuple[float, float] = Field(
         default=(1.0, 1.0), description="visual and audio weights in a video's fused vector"
     )
+
+    @field_validator("remote_networks")
+    @classmethod
+    def _networks_parse(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"remote_networks: {network!r} is not a network (CIDR): {exc}") from exc
+        return networks
 
     @field_validator("fused_weights")
     @classmethod

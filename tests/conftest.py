@@ -81,6 +81,8 @@ REAL_PARTS = {
 }
 # They start CLI processes, build wheels, or run the infra validators (docker-compose comes from `make docker`).
 SUBPROCESS_MODULES = {"tests.test_cli", "tests.test_packaging", "tests.test_infra_manifests"}
+# What infra/ ships (images, compose, manifests, the Dataflow template): also marked `infra` (`make test-infra`).
+INFRA_MODULES = {"tests.test_infra_manifests", "tests.test_image", "tests.test_dataflow_template"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -89,6 +91,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "chromium" in item.name:
             item.add_marker(pytest.mark.browser)
         module = getattr(getattr(item, "module", None), "__name__", "")
+        if module in INFRA_MODULES:
+            item.add_marker(pytest.mark.infra)
         process = "cli" in item.name or module in SUBPROCESS_MODULES
         if fixtures & REAL_PARTS or process:
             item.add_marker(pytest.mark.integration)

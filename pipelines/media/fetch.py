@@ -1,8 +1,9 @@
 """The bytes of an image or audio event: inline ``data``, or a URI inside the configured limits.
 
 ``file://`` URIs must resolve (symlinks followed) inside one of ``media.roots`` — an event must not be able to
-read ``/etc/passwd``. ``s3://``, ``gs://`` and ``http(s)://`` go through fsspec only when ``media.remote`` is on
-(fsspec and the scheme's driver, e.g. s3fs, must be installed). Every read is capped at the event size limit.
+read ``/etc/passwd``. Remote URIs are read only when ``media.remote`` is on: ``http(s)://`` by ``http_fetch``
+(public addresses only unless allowed, hosts allow-listed, redirects re-checked, timeouts, retries), ``s3://``
+and ``gs://`` through fsspec (and the scheme's driver, e.g. s3fs). Every read is capped at the event size limit.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from embedstream.pipelines.media.errors import MediaError
+from embedstream.pipelines.media.http_fetch import fetch_http
 from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.envelope import Envelope
 from embedstream.schemas.settings import MediaSettings
@@ -36,6 +38,8 @@ def fetch_uri(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
                 Reason.URI_NOT_ALLOWED,
                 f"{parsed.scheme}:// URIs are off; enable them with EMBEDSTREAM_MEDIA__REMOTE=true ({uri})",
             )
+        if parsed.scheme in ("http", "https"):
+            return fetch_http(uri, media, max_bytes)
         return _read_remote(uri, max_bytes)
     raise MediaError(Reason.URI_NOT_ALLOWED, f"unsupported URI scheme {parsed.scheme!r} in {uri!r}")
 
@@ -59,7 +63,7 @@ def _read_remote(uri: str, max_bytes: int) -> bytes:
     try:
         import fsspec
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise MediaError(Reason.FETCH_FAILED, "remote URIs need fsspec: pip install fsspec (and s3fs / gcsfs)") from exc
+        raise MediaError(Reason.FETCH_FAILED, "s3:// and gs:// need fsspec (and s3fs / gcsfs)") from exc
     try:
         with fsspec.open(uri, "rb") as handle:
             data = handle.read(max_bytes + 1)

@@ -1,0 +1,161 @@
+"""``http(s)://`` media fetched the way a service that takes URLs from strangers must fetch them.
+
+An event's URI is untrusted input: without care it reads the cloud's metadata service (169.254.169.254), an
+admin page on the pod network or a service on loopback, and a slow or endless response ties up a worker. So:
+
+* **Hosts.** With ``media.remote_hosts`` set, only those hosts (``name`` or ``*.domain``) are fetched.
+* **Addresses.** The host is resolved here and the connection goes to the address that was checked (no second
+  resolution a DNS rebinding could change). Only globally routable addresses pass: private, loopback,
+  link-local (the metadata services), shared (100.64/10), reserved, multicast and IPv4-mapped forms of those are
+  refused, unless an address lies in ``media.remote_networks`` (an internal media server you trust).
+* **Redirects** (at most ``MAX_REDIRECTS``) are followed by hand, each target checked like the first URL.
+* **Time and size.** ``media.fetch_timeout_s`` bounds the connect and every read; the size cap is enforced
+  while reading (a declared ``Content-Length`` over it is refused unread).
+* **Retries.** Connection errors, timeouts, 429 and 5xx are retried ``media.fetch_retries`` times with
+  exponential backoff, then the event is dead-lettered ``fetch_failed`` (replayable once the server is back).
+  A refused URI is ``uri_not_allowed`` at once; another 4xx is ``fetch_failed`` at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from fnmatch import fnmatchcase
+from urllib.parse import urljoin, urlsplit
+
+from embedstream.pipelines.media.errors import MediaError
+from embedstream.schemas.dead_letter import Reason
+from embedstream.schemas.settings import MediaSettings
+
+MAX_REDIRECTS = 5
+BACKOFF_S = 0.25
+CHUNK = 64 * 1024
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class _Transient(Exception):
+    """A failure worth another try (the connection, a timeout, 429 or a 5xx)."""
+
+
+def fetch_http(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
+    """The body of ``uri`` (http or https), within the rules above, or a ``MediaError`` saying which failed."""
+    attempts = media.fetch_retries + 1
+    for attempt in range(attempts):
+        try:
+            return _follow(uri, media, max_bytes)
+        except _Transient as exc:
+            if attempt + 1 == attempts:
+                raise MediaError(Reason.FETCH_FAILED, f"cannot fetch {uri} ({attempts} tries): {exc}") from exc
+            time.sleep(BACKOFF_S * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
+    url = uri
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise MediaError(Reason.URI_NOT_ALLOWED, f"{url} (from {uri}) is not an http(s) URL")
+        host = parts.hostname
+        _check_host(host, media, url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = _resolve(host, port, media, url)
+        connection = _connection(parts.scheme, host, address, port, media.fetch_timeout_s)
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            try:
+                name = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+                netloc = name if parts.port is None else f"{name}:{parts.port}"  # never the URL's user:password@
+                connection.request("GET", path, headers={"Host": netloc, "User-Agent": "embedstream"})
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                if not location:
+                    raise MediaError(Reason.FETCH_FAILED, f"{url} redirects nowhere (HTTP {response.status})")
+                url = urljoin(url, location)
+                continue
+            if response.status in RETRY_STATUSES:
+                raise _Transient(f"HTTP {response.status} from {url}")
+            if response.status != 200:
+                raise MediaError(Reason.FETCH_FAILED, f"HTTP {response.status} from {url}")
+            return _read_capped(response, max_bytes, url)
+        finally:
+            connection.close()
+    raise MediaError(Reason.FETCH_FAILED, f"{uri} redirects more than {MAX_REDIRECTS} times")
+
+
+def _check_host(host: str, media: MediaSettings, url: str) -> None:
+    if media.remote_hosts and not any(fnmatchcase(host.lower(), rule.lower()) for rule in media.remote_hosts):
+        raise MediaError(Reason.URI_NOT_ALLOWED, f"host {host} of {url} is not in media.remote_hosts")
+
+
+def address_allowed(address: IpAddress, networks: list[str]) -> bool:
+    """May this address be fetched: listed in ``networks``, or globally routable (so not the metadata service,
+    loopback, a private or shared network; IPv4-mapped IPv6 addresses are judged as the IPv4 they carry)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in ipaddress.ip_network(network, strict=False) for network in networks):
+        return True
+    return address.is_global and not address.is_multicast
+
+
+def _resolve(host: str, port: int, media: MediaSettings, url: str) -> IpAddress:
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise _Transient(f"cannot resolve {host}: {exc}") from exc
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
+    refused = [a for a in addresses if not address_allowed(a, media.remote_networks)]
+    if refused:  # all of them must pass: a client may pick any of them
+        raise MediaError(
+            Reason.URI_NOT_ALLOWED,
+            f"{url}: {host} resolves to {refused[0]}, not a public address (allow it in media.remote_networks)",
+        )
+    return addresses[0]
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to the checked address, whatever the host name would resolve to now."""
+
+    def __init__(self, address: IpAddress, port: int, timeout: float) -> None:
+        super().__init__(str(address), port, timeout=timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """TLS to the checked address, the certificate verified for the host name (SNI too)."""
+
+    def __init__(self, host: str, address: IpAddress, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = str(address)
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def _connection(scheme: str, host: str, address: IpAddress, port: int, timeout: float) -> http.client.HTTPConnection:
+    if scheme == "https":
+        return _PinnedHTTPS(host, address, port, timeout)
+    return _PinnedHTTP(address, port, timeout)
+
+
+def _read_capped(response: http.client.HTTPResponse, max_bytes: int, url: str) -> bytes:
+    declared = response.getheader("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise MediaError(Reason.OVERSIZED, f"{url} declares {declared} bytes, over the limit of {max_bytes}")
+    body = bytearray()
+    try:
+        while chunk := response.read(CHUNK):
+            body += chunk
+            if len(body) > max_bytes:
+                raise MediaError(Reason.OVERSIZED, f"{url} sent more than the limit of {max_bytes} bytes")
+    except (OSError, http.client.HTTPException) as exc:
+        raise _Transient(f"reading {url}: {type(exc).__name__}: {exc}") from exc
+    return bytes(body)
