@@ -278,6 +278,36 @@ class MediaSettings(BaseModel):
         return weights
 
 
+class ApiKey(BaseModel):
+    """One API key, stored as the SHA-256 of the key (``embedstream api-key new`` makes both)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="who holds it (in logs and metrics, never the key)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
+    scope: Literal["read", "admin"] = Field(
+        default="read", description="read: search, recommend, points, spaces; admin: also what writes or reveals"
+    )
+
+
+class ApiSettings(BaseModel):
+    """Who may use ``embedstream serve``'s API, and how it is served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[ApiKey] = Field(
+        default_factory=list,
+        description="with keys, every request but /healthz (and the page's files) needs one: 'Authorization: "
+        "Bearer KEY' or 'api-key: KEY'; without keys, serve binds only to loopback unless --insecure",
+    )
+    metrics_public: bool = Field(default=True, description="False: /metrics needs an admin key")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API (none)")
+    rate_per_s: float | None = Field(default=None, gt=0, description="requests per second per key (None: no limit)")
+    rate_burst: int = Field(default=20, ge=1, description="requests a key may send at once above its rate")
+    tls_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate (PEM)")
+    tls_keyfile: Path | None = Field(default=None, description="and this private key (PEM)")
+
+
 class Settings(BaseSettings):
     """The root of all configuration."""
 
@@ -288,6 +318,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -5,18 +5,22 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from embedstream.pipelines.io.kafka_clients import assign_readable, partitions_of, records_until
 from embedstream.pipelines.io.kafka_clients import topic_watermarks as kafka_topic_watermarks
 from embedstream.schemas.settings import Settings
-from embedstream.workers.broker import Broker
+from embedstream.workers.broker import Broker, free_port
 
 
 def text_event(event_id: str, text: str, **extra: Any) -> bytes:
@@ -88,6 +92,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             # whole sections as JSON (nested EMBEDSTREAM_PIPELINE__X variables still win over them)
             "EMBEDSTREAM_PIPELINE": settings.pipeline.model_dump_json(),
             "EMBEDSTREAM_MEDIA": settings.media.model_dump_json(),
+            "EMBEDSTREAM_API": settings.api.model_dump_json(),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -127,3 +132,37 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+class Server:
+    """``embedstream serve`` in a subprocess on a free loopback port, started when ``/healthz`` answers."""
+
+    def __init__(self, settings: Settings, *extra: str, scheme: str = "http", **client: Any) -> None:
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "embedstream.workers.cli", "serve", "--port", str(self.port), *extra],
+            env=settings_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2, **client).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{self.stop()}")
+            time.sleep(0.3)
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.stdout.read() if self.process.stdout else ""

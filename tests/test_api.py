@@ -30,41 +30,9 @@ from embedstream.schemas.point import point_id
 from embedstream.workers.broker import free_port
 from embedstream.workers.produce import produce_files
 from embedstream.workers.sample_media import sample_photos, sample_voices
-from tests.helpers import send_raw, settings_env, shared_settings, text_event, watermarks
+from tests.helpers import Server, send_raw, settings_env, shared_settings, text_event, watermarks
 
 CORPUS = Path(__file__).parents[1] / "workers" / "samples" / "corpus.jsonl"
-
-
-class Server:
-    def __init__(self, settings, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "embedstream.workers.cli", "serve", "--port", str(self.port), *extra],
-            env=settings_env(settings),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{self.stop()}")
-            time.sleep(0.3)
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.stdout.read() if self.process.stdout else ""
 
 
 @pytest.fixture(scope="module")

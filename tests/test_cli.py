@@ -155,3 +155,15 @@ def test_models_list_shows_catalog_and_build_state(model_cache):
     assert listed.returncode == 0 and "minilm@1 " in listed.stdout and "fp32, parity" in listed.stdout
     info = embedstream("models", "info", "minilm", env=env)
     assert json.loads(info.stdout)["dim"] == 384
+
+
+def test_common_options_work_before_or_after_the_command() -> None:
+    """`embedstream ingest --log-format json` (as manifests write it) means what `embedstream --log-format json
+    ingest` means; neither leaks the option to Beam, and one given before the command is not reset after it."""
+    from embedstream.workers.cli import parser
+
+    for argv in (["--log-format", "json", "ingest"], ["ingest", "--log-format", "json"]):
+        args, extra = parser().parse_known_args([*argv, "--mode", "stream", "--runner=PortableRunner"])
+        assert (args.log_format, args.command, extra) == ("json", "ingest", ["--runner=PortableRunner"])
+    args, _ = parser().parse_known_args(["-v", "--config", "a.toml", "serve", "--port", "9000"])
+    assert (args.verbose, args.config, args.log_format) == (True, "a.toml", "text")

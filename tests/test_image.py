@@ -133,6 +133,7 @@ def test_compose_ci_serves_what_the_host_produces(image: str) -> None:
         "KAFKA_PORT": str(kafka_port),
         "EMBEDSTREAM_API_PORT": str(api_port),
         "QDRANT_API_KEY": "unused-here",
+        "EMBEDSTREAM_API_KEYS": "[]",  # the CI override serves with --insecure
     }
     project = f"es{uuid.uuid4().hex[:8]}"
     files = ["-f", str(ROOT / "infra/compose/compose.yaml"), "-f", str(ROOT / "infra/compose/compose.ci.yaml")]

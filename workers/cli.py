@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -145,9 +146,24 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     from embedstream.workers.serve import serve
 
     settings = _settings(args)
-    where = f"http://{args.host}:{args.port}/"
+    scheme = "https" if settings.api.tls_certfile else "http"
+    where = f"{scheme}://{args.host}:{args.port}/"
+    if args.insecure and not settings.api.keys:
+        print(f"warning: serving on {args.host} without API keys (--insecure)", file=sys.stderr)
     print(f"serving {where} (API docs at {where}docs){' and ingesting in stream mode' if args.ingest else ''}")
-    serve(settings, args.host, args.port, ingest=args.ingest, stop_timeout_s=args.stop_timeout)
+    serve(settings, args.host, args.port, ingest=args.ingest, stop_timeout_s=args.stop_timeout, insecure=args.insecure)
+    return 0
+
+
+def cmd_api_key(args: argparse.Namespace, extra: list[str]) -> int:
+    from embedstream.workers.api.auth import key_hash, new_key
+
+    key = new_key()
+    entry = {"name": args.name, "sha256": key_hash(key), "scope": args.scope}
+    print(f"key (give it to {args.name}; it is not stored anywhere): {key}")
+    print("add to embedstream.toml:")
+    print(f'[[api.keys]]\nname = "{args.name}"\nsha256 = "{entry["sha256"]}"\nscope = "{args.scope}"')
+    print(f"or to EMBEDSTREAM_API__KEYS (a JSON list): {json.dumps([entry])}")
     return 0
 
 
@@ -203,12 +219,36 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _common_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--config, -v, --log-format; ``suppress``: no defaults (on a command, so as not to undo the top level's)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    config_help = "TOML settings file (default: embedstream.toml or $EMBEDSTREAM_CONFIG)"
+    parser.add_argument("--config", default=default(None), help=config_help)
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug logging")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default=default("text"), help="json: one object a line"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="embedstream", description="Kafka → Beam → ONNX Runtime → Qdrant")
-    top.add_argument("--config", help="TOML settings file (default: embedstream.toml or $EMBEDSTREAM_CONFIG)")
-    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    top.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object a line")
-    sub = top.add_subparsers(dest="command", required=True)
+    _common_options(top)
+    # The same options after the command too (`embedstream ingest --log-format json`, as manifests write it).
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, suppress=True)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    class Commands:
+        """``add_parser`` with the common options on every command."""
+
+        @staticmethod
+        def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+            return commands.add_parser(name, parents=[common], **kwargs)
+
+    sub = Commands()
 
     broker = sub.add_parser(
         "broker", help="start/stop/status of a local tansu broker; run: in the foreground (a container's broker)"
@@ -274,7 +314,16 @@ def parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds the pipeline gets to finish its bundle after a stop (keep below the orchestrator's grace)",
     )
+    serve.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without API keys (anyone can read)"
+    )
     serve.set_defaults(func=cmd_serve)
+
+    api_key = sub.add_parser("api-key", help="make an API key for serve: the key once, and its hash for the settings")
+    api_key.add_argument("action", choices=["new"])
+    api_key.add_argument("--name", required=True, help="who will hold it")
+    api_key.add_argument("--scope", choices=["read", "admin"], default="read")
+    api_key.set_defaults(func=cmd_api_key)
 
     cluster = sub.add_parser("cluster", help="group a space's vectors, write labels to the payload, draw them")
     cluster.add_argument("--space", required=True, help="the named vector to cluster (see GET /spaces)")

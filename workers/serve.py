@@ -40,14 +40,29 @@ class IngestStoppedError(RuntimeError):
     """The in-process pipeline died, or did not stop in time."""
 
 
+class InsecureBindError(ValueError):
+    """``serve`` was asked to listen beyond loopback with no API keys configured."""
+
+
 def serve(
     settings: Settings,
     host: str = "127.0.0.1",
     port: int = 8000,
     ingest: bool = False,
     stop_timeout_s: float = STOP_TIMEOUT_S,
+    insecure: bool = False,
 ) -> None:
     import uvicorn
+
+    from embedstream.workers.api.auth import loopback
+
+    if not loopback(host) and not settings.api.keys and not insecure:
+        raise InsecureBindError(
+            f"refusing to serve on {host} without API keys: anyone who can reach it could read every point. "
+            "Configure api.keys (embedstream api-key new) or pass --insecure"
+        )
+    if (settings.api.tls_certfile is None) != (settings.api.tls_keyfile is None):
+        raise ValueError("api.tls_certfile and api.tls_keyfile go together")
 
     from embedstream.pipelines.stores.shared import close_shared_stores, share_embedded_stores
     from embedstream.workers.api import create_app
@@ -64,7 +79,14 @@ def serve(
         return None
 
     server = _graceful_server(
-        uvicorn.Config(create_app(settings, health=health), host=host, port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, health=health),
+            host=host,
+            port=port,
+            log_level="warning",
+            ssl_certfile=settings.api.tls_certfile,
+            ssl_keyfile=settings.api.tls_keyfile,
+        )
     )
     if ingest:
         share_embedded_stores()

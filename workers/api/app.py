@@ -4,6 +4,10 @@ Endpoints: ``POST /search`` (JSON: a text or a point id; multipart: a picture or
 /recommend``, ``GET /points/{id}``, ``GET /spaces``, ``GET /healthz``, ``GET /metrics`` (Prometheus), the
 OpenAPI schema at ``/openapi.json`` (docs at ``/docs``) and the page at ``/``.
 
+Access (``auth.py``): with ``api.keys`` configured every endpoint but ``/healthz`` and the page's files needs
+a key (401 without one, 403 for a key of too small a scope, 429 over ``api.rate_per_s``), all as ``Problem``
+bodies; CORS is off unless ``api.cors_origins`` lists origins.
+
 Errors are part of the contract: a bad request gets a 4xx with a ``Problem`` body that says what was wrong
 (and, for an undecodable upload, the dead-letter reason code ingestion would give it) — 400 for a query that
 cannot run (a space the query cannot search), 404 for an unknown point, 413 for an upload over the event size
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +43,7 @@ from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.stores import Hit, open_store
 from embedstream.pipelines.stores.shared import SharedStore
 from embedstream.schemas.settings import Settings
+from embedstream.workers.api.auth import Gate
 from embedstream.workers.api.models import (
     HitOut,
     PointOut,
@@ -97,6 +104,29 @@ def create_app(settings: Settings, health: Callable[[], str | None] | None = Non
     def searcher() -> Searcher:
         found: Searcher = state["searcher"]
         return found
+
+    gate = Gate(settings.api)
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        client = request.client.host if request.client else "unknown"
+        denial = gate.check(request.url.path, request.headers, client)
+        if denial is None:
+            return await call_next(request)
+        headers = {}
+        if denial.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if denial.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(denial.retry_after_s)))
+        return JSONResponse(Problem(detail=denial.detail).model_dump(), status_code=denial.status, headers=headers)
+
+    if settings.api.cors_origins:  # outside the gate: it answers preflights, which carry no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "api-key", "content-type"],
+        )
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -266,7 +296,10 @@ def create_app(settings: Settings, health: Callable[[], str | None] | None = Non
         problem = health() if health is not None else None
         if problem is not None:
             raise ApiError(503, problem, "ingest_stopped")
-        total = await run(lambda: searcher().store.count())
+        try:
+            total = await run(lambda: searcher().store.count())
+        except FileNotFoundError as exc:  # serve --ingest before its pipeline made the collection: not ready yet
+            raise ApiError(503, str(exc), "no_collection") from exc
         return {"status": "ok", "points": total, "backend": settings.qdrant.backend}
 
     @app.get("/metrics", include_in_schema=False)

@@ -2,8 +2,26 @@
 // text snippets and scores. Plain DOM, no framework: it ships inside the Python package.
 const $ = (id) => document.getElementById(id);
 
+// With API keys configured, every call carries the key: asked for once, kept for this browser session only.
+async function call(path, init = {}) {
+  const withKey = () => {
+    const key = sessionStorage.getItem("embedstream-key");
+    const headers = { ...(init.headers || {}), ...(key ? { authorization: `Bearer ${key}` } : {}) };
+    return fetch(path, { ...init, headers });
+  };
+  let response = await withKey();
+  if (response.status === 401) {
+    const key = window.prompt("This search needs an API key:");
+    if (key) {
+      sessionStorage.setItem("embedstream-key", key.trim());
+      response = await withKey();
+    }
+  }
+  return response;
+}
+
 async function loadSpaces() {
-  const response = await fetch("/spaces");
+  const response = await call("/spaces");
   const body = await response.json();
   if (!response.ok) { $("stats").textContent = body.detail; return; }
   $("stats").textContent = `${body.points} points in ${body.collection}`;
@@ -24,7 +42,7 @@ function options() {
 
 async function run(request) {
   $("status").textContent = "searching…";
-  const response = await fetch("/search", request);
+  const response = await call("/search", request);
   const body = await response.json();
   if (!response.ok) {
     $("status").textContent = body.reason ? `${body.detail} (${body.reason})` : body.detail;

@@ -1,0 +1,159 @@
+"""Who may use the API: keys and scopes, the rate limit, CORS, TLS, the refusal to listen beyond loopback
+without keys, and the page with a key — against ``embedstream serve`` in a subprocess over a real store."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.schemas.settings import Settings
+from embedstream.workers.api.auth import key_hash
+from embedstream.workers.broker import free_port
+from tests.helpers import Server, settings_env
+
+READ_KEY = "es_read-key-for-tests-only"
+ADMIN_KEY = "es_admin-key-for-tests-only"
+KEYS = [
+    {"name": "app", "sha256": key_hash(READ_KEY), "scope": "read"},
+    {"name": "ops", "sha256": key_hash(ADMIN_KEY), "scope": "admin"},
+]
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def api_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """Settings whose store holds an empty collection (serve needs one), with these ``api`` settings."""
+
+    def factory(**api: object) -> Settings:
+        settings = make_settings(api=api)
+        store = open_store(settings.qdrant)
+        store.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
+        store.close()
+        return settings
+
+    return factory
+
+
+def test_keys_and_scopes(api_settings: Callable[..., Settings]) -> None:
+    server = Server(api_settings(keys=KEYS, metrics_public=False))
+    try:
+        open_page = httpx.get(f"{server.url}/", timeout=10)
+        assert open_page.status_code == 200 and "embedstream" in open_page.text  # the page; its calls need the key
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        missing = httpx.get(f"{server.url}/spaces", timeout=10)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert "needs a key" in missing.json()["detail"]
+        wrong = httpx.get(f"{server.url}/spaces", headers={"authorization": "Bearer es_nope"}, timeout=10)
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "the API key is not valid"
+        bearer = httpx.get(f"{server.url}/spaces", headers={"authorization": f"Bearer {READ_KEY}"}, timeout=10)
+        assert bearer.status_code == 200
+        assert httpx.get(f"{server.url}/spaces", headers={"api-key": READ_KEY}, timeout=10).status_code == 200
+        unknown_point = httpx.get(
+            f"{server.url}/points/00000000-0000-5000-8000-000000000000", headers={"api-key": READ_KEY}, timeout=10
+        )
+        assert unknown_point.status_code == 404  # past the gate, the API's own answers
+        metrics = httpx.get(f"{server.url}/metrics", headers={"api-key": READ_KEY}, timeout=10)
+        assert metrics.status_code == 403 and "admin" in metrics.json()["detail"]
+        assert httpx.get(f"{server.url}/metrics", headers={"api-key": ADMIN_KEY}, timeout=10).status_code == 200
+    finally:
+        output = server.stop()
+    assert READ_KEY not in output and ADMIN_KEY not in output
+
+
+def test_a_key_over_its_rate_waits(api_settings: Callable[..., Settings]) -> None:
+    server = Server(api_settings(keys=KEYS, rate_per_s=0.5, rate_burst=2))
+    try:
+        answers = [httpx.get(f"{server.url}/spaces", headers={"api-key": READ_KEY}, timeout=10) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert int(answers[2].headers["retry-after"]) >= 1
+        other = httpx.get(f"{server.url}/spaces", headers={"api-key": ADMIN_KEY}, timeout=10)
+        assert other.status_code == 200  # each key has its own bucket
+    finally:
+        server.stop()
+
+
+def test_cors_is_off_unless_origins_are_listed(api_settings: Callable[..., Settings]) -> None:
+    preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
+    closed = Server(api_settings())
+    try:
+        answer = httpx.options(f"{closed.url}/search", headers=preflight, timeout=10)
+        assert "access-control-allow-origin" not in answer.headers
+    finally:
+        closed.stop()
+    listed = Server(api_settings(keys=KEYS, cors_origins=["https://app.example"]))
+    try:
+        answer = httpx.options(f"{listed.url}/search", headers=preflight, timeout=10)
+        assert answer.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.options(f"{listed.url}/search", headers={**preflight, "origin": "https://evil.example"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+    finally:
+        listed.stop()
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_keys(api_settings: Callable[..., Settings]) -> None:
+    settings = api_settings()
+    port = free_port()
+    refused = subprocess.run(
+        [sys.executable, "-m", "embedstream.workers.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--insecure" in refused.stderr
+    server = Server(settings, "--host", "0.0.0.0", "--insecure")  # said out loud: it starts
+    try:
+        assert httpx.get(f"{server.url}/spaces", timeout=10).status_code == 200
+    finally:
+        assert "without API keys (--insecure)" in server.stop()
+
+
+def test_https_with_the_configured_certificate(api_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl makes the test certificate"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    trust = ssl.create_default_context(cafile=str(cert))
+    server = Server(api_settings(tls_certfile=str(cert), tls_keyfile=str(key)), scheme="https", verify=trust)
+    try:
+        assert httpx.get(f"{server.url}/healthz", verify=trust, timeout=10).status_code == 200
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port gets nowhere
+            httpx.get(server.url.replace("https", "http") + "/healthz", timeout=5).raise_for_status()
+    finally:
+        server.stop()
+
+
+def test_the_page_asks_for_the_key_once_and_uses_it_in_chromium(api_settings: Callable[..., Settings]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "install Debian's chromium (make setup does: apt-get install chromium)"
+    server = Server(api_settings(keys=KEYS))
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                asked: list[str] = []
+                page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept(READ_KEY)))
+                page.goto(server.url)
+                page.wait_for_function("document.querySelector('#stats').textContent.includes('points in')")
+                page.fill("#query", "anything at all")
+                page.press("#query", "Enter")
+                page.wait_for_function("document.querySelector('#status').textContent !== 'searching…'")
+                assert len(asked) == 1 and "API key" in asked[0]  # asked once; the search reused the key
+            finally:
+                browser.close()
+    finally:
+        server.stop()
