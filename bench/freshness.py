@@ -434,9 +434,10 @@ def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
     ]
     capacity = results.get("backlog", {}).get("events_per_s")
     before = [{**row, "label": ", before"} for row in results.get("before", [])]  # the same phase, older reader
-    for row in before + results["rates"]:
+    added = results.get("added_rows", [])  # rows run by hand with `--phase rate` (their label says how)
+    for row in before + results["rates"] + added:
         d, c = row["durable_s"], row["committed_s"]
-        over = " (above capacity)" if capacity and row["rate"] > capacity else row.get("label", "")
+        over = row.get("label", "") + (" (above capacity)" if capacity and row["rate"] > capacity else "")
         lines.append(
             f"| {row['rate']:g}{over} | {row['events']} | {d['p50']:.3f} / {d['p99']:.3f} / {d['max']:.3f} "
             f"| {c['p50']:.3f} / {c['p99']:.3f} / {c['max']:.3f} |"
@@ -446,7 +447,7 @@ def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
             "",
             f"A rate above what this machine can embed ({capacity:.0f} events/s under the backlog below) is a "
             "growing backlog: its latency is the queue's, not the pipeline's, and rises for as long as the load "
-            "lasts. Meeting it needs more throughput (more cores or workers, or the int8 model), not a shorter wait.",
+            "lasts. Meeting it needs more throughput (more cores or workers), not a shorter wait.",
         ]
     if "backlog" in results:
         stream, drain = results["backlog"]["events_per_s"], results["drain"]["events_per_s"]
@@ -460,12 +461,15 @@ def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
         s = results["searchable"]["searchable_s"]
         lines += [
             "",
-            f"`serve --ingest`, {results['searchable']['events']} events at {SEARCH_RATE:g}/s, each searched for "
-            f"(`POST /search`, filtered to its id) until returned: p50 **{s['p50']:.3f} s**, "
+            f"`serve --ingest`, {results['searchable']['events']} events at {SEARCH_RATE:g}/s, each looked up "
+            f"(`GET /points/ID`) until it exists, then searched for once (`POST /search`, its text filtered to its "
+            f"id), which returned it: event → search hit p50 **{s['p50']:.3f} s**, "
             f"p99 **{s['p99']:.3f} s**, max {s['max']:.3f} s.",
         ]
     if results.get("before"):
         lines += ["", f'"before" rows: {results["before_note"]}']
+    for row in added:
+        lines += ["", f'"{row["label"].lstrip(", ")}" row: {row["note"]}']
     lines += ["", "![event to durable point, by rate](freshness.png)", ""]
     (REPORTS / "freshness.md").write_text("\n".join(lines))
     print("\n".join(lines))
