@@ -166,6 +166,8 @@ def create_app(settings: Settings, health: Callable[[], str | None] | None = Non
                 raise ApiError(404, str(exc).strip("'\"")) from exc
             except ModelNotBuiltError as exc:
                 raise ApiError(503, str(exc)) from exc
+            except FileNotFoundError as exc:  # no collection yet (serve --ingest before its first write): not ready
+                raise ApiError(503, str(exc), "no_collection") from exc
             except ValueError as exc:
                 raise ApiError(400, str(exc)) from exc
 
@@ -296,10 +298,7 @@ def create_app(settings: Settings, health: Callable[[], str | None] | None = Non
         problem = health() if health is not None else None
         if problem is not None:
             raise ApiError(503, problem, "ingest_stopped")
-        try:
-            total = await run(lambda: searcher().store.count())
-        except FileNotFoundError as exc:  # serve --ingest before its pipeline made the collection: not ready yet
-            raise ApiError(503, str(exc), "no_collection") from exc
+        total = await run(lambda: searcher().store.count())
         return {"status": "ok", "points": total, "backend": settings.qdrant.backend}
 
     @app.get("/metrics", include_in_schema=False)
