@@ -250,14 +250,14 @@ def phase_backlog(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     share_embedded_stores()
     durable = DurableClock()
     first_encode: list[float] = []
-    original = TextEncoder.embed_tokens
+    original = TextEncoder.embed_batch
 
     def timed(self: TextEncoder, batch: Any) -> Any:
         if not first_encode:
             first_encode.append(time.time())
         return original(self, batch)
 
-    TextEncoder.embed_tokens = timed  # type: ignore[method-assign]
+    TextEncoder.embed_batch = timed  # type: ignore[method-assign]
     produce(bootstrap, topic, n)
     with tempfile.TemporaryDirectory() as store:
         settings = event_settings(bootstrap, topic, store)

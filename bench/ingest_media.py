@@ -62,16 +62,16 @@ def inputs(kind: str, n: int) -> list[bytes]:
 
 
 def decoder(kind: str, settings: Settings) -> Any:
-    from embedstream.onnx_models.encoders import load_encoder
-    from embedstream.onnx_models.image_encoder import preprocess
+    from embedstream.onnx_models.audio_encoder import AudioEncoder
+    from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
     from embedstream.pipelines.media.audio import decode_audio
     from embedstream.pipelines.media.images import decode_image
 
     media = settings.media
     if kind == "audio":
-        rate = load_encoder(settings.model.cache_dir, settings.model.audio_model).sample_rate  # type: ignore[union-attr]
+        rate = AudioEncoder.load(settings.model.cache_dir, settings.model.audio_model).sample_rate
         return lambda data: decode_audio(data, rate, media.max_audio_seconds, media.silence_dbfs)
-    spec = load_encoder(settings.model.cache_dir, settings.model.image_model).spec  # type: ignore[union-attr]
+    spec = ImageEncoder.load(settings.model.cache_dir, settings.model.image_model).spec
     return lambda data: preprocess(decode_image(data, media.max_image_pixels, spec.resize_short), spec)
 
 
@@ -80,7 +80,8 @@ def phase_bare(kind: str, n: int, way: str = "best") -> dict[str, Any]:
     features (what the pipeline does); ``two-models``: both whole graphs (what one would do without the head)."""
     from embedstream.onnx_models.encoders import load_encoder
     from embedstream.onnx_models.image_encoder import FeatureHead
-    from embedstream.onnx_models.registry import load_manifest
+    from embedstream.onnx_models.manifest import ImageManifest
+    from embedstream.onnx_models.registry import load_manifest_of
 
     settings = Settings.load()
     decode = decoder(kind, settings)
@@ -91,19 +92,20 @@ def phase_bare(kind: str, n: int, way: str = "best") -> dict[str, Any]:
         steps = [voice.embed]
     elif way == "best":
         backbone: Any = load_encoder(model.cache_dir, model.image_model, model)
-        head = FeatureHead(*load_manifest(model.cache_dir, model.image_text_model), model)
+        head = FeatureHead(*load_manifest_of(ImageManifest, model.cache_dir, model.image_text_model), model)
 
         def both(batch: list[Any]) -> None:
-            raw = backbone.raw(batch)
+            raw = backbone.run(batch)
             backbone.finish(raw)
             head.embed_features(raw)
 
         steps = [both]
     else:
         steps = [
-            load_encoder(model.cache_dir, name, model).embed_pixels
+            load_encoder(model.cache_dir, name, model).embed_batch
             for name in (model.image_model, model.image_text_model)
-        ]  # type: ignore[union-attr]
+            if name
+        ]
     started = time.perf_counter()
     for i in range(0, n, BATCH):
         for step in steps:
@@ -124,7 +126,7 @@ def phase_pipeline(kind: str, n: int, bootstrap: str, topic: str, store: str) ->
     from embedstream.onnx_models.audio_encoder import AudioEncoder
     from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder
     from embedstream.pipelines.ingest import run_ingest
-    from embedstream.pipelines.transforms.embed_media import EmbedAudio, EmbedImages
+    from embedstream.pipelines.transforms.adapters import AudioAdapter, ImageAdapter
 
     busy = {"encode": 0.0, "decode": 0.0}
     lock = threading.Lock()
@@ -143,11 +145,11 @@ def phase_pipeline(kind: str, n: int, bootstrap: str, topic: str, store: str) ->
         setattr(cls, method, wrapper)
 
     if kind == "audio":
-        timed(AudioEncoder, "embed", "encode")
+        timed(AudioEncoder, "embed_batch", "encode")
     else:
-        timed(ImageEncoder, "raw", "encode")
+        timed(ImageEncoder, "run", "encode")
         timed(FeatureHead, "embed_features", "encode")
-    timed(EmbedAudio if kind == "audio" else EmbedImages, "decode", "decode")
+    timed(AudioAdapter if kind == "audio" else ImageAdapter, "decode", "decode")
     settings = Settings.load(
         kafka={"bootstrap_servers": bootstrap, "topic": topic, "dead_letter_topic": f"{topic}.dlq", "group_id": topic},
         qdrant={"backend": "edge", "path": store},

@@ -66,7 +66,7 @@ def phase_bare(n: int) -> dict[str, Any]:
         tokens = encoder.tokenize(subset)
         order = sorted(range(len(subset)), key=lambda i: len(tokens[i]))
         for first in range(0, len(subset), size):
-            encoder.embed_tokens([tokens[i] for i in order[first : first + size]])
+            encoder.embed_batch([tokens[i] for i in order[first : first + size]])
         return len(subset) / (time.perf_counter() - started)
 
     # Pick the batch size on a sample, then time the whole set once: the max of several noisy full runs
@@ -92,7 +92,7 @@ def phase_naive(n: int) -> dict[str, Any]:
     encoder.embed(texts[:16])
     started = time.perf_counter()
     for text in texts:
-        encoder.embed_tokens(encoder.tokenize([text]))
+        encoder.embed_batch(encoder.tokenize([text]))
     return {"events_per_s": n / (time.perf_counter() - started), "peak_rss_mb": peak_rss_mb()}
 
 
@@ -103,7 +103,7 @@ def phase_pipeline(n: int, bootstrap: str, topic: str, store: str, group: str) -
     # Time the encoder inside the pipeline (the in-process runner runs the DoFns here) to split the wall time
     # into start-up, ONNX Runtime and everything else.
     encode = {"busy": 0.0, "first": 0.0, "last": 0.0}
-    original = TextEncoder.embed_tokens
+    original = TextEncoder.embed_batch
 
     def timed(self: TextEncoder, batch: Any) -> Any:
         began = time.perf_counter()
@@ -114,7 +114,7 @@ def phase_pipeline(n: int, bootstrap: str, topic: str, store: str, group: str) -
             encode["last"] = time.perf_counter()
             encode["busy"] += encode["last"] - began
 
-    TextEncoder.embed_tokens = timed  # type: ignore[method-assign]
+    TextEncoder.embed_batch = timed  # type: ignore[method-assign]
 
     settings = Settings.load(
         kafka={"bootstrap_servers": bootstrap, "topic": topic, "dead_letter_topic": f"{topic}.dlq", "group_id": group},

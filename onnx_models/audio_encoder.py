@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from embedstream.onnx_models.manifest import AudioSpec, ModelManifest
-from embedstream.onnx_models.registry import load_manifest
-from embedstream.onnx_models.session import session_for
+from embedstream.onnx_models.encoder import OnnxEncoder
+from embedstream.onnx_models.manifest import AudioManifest, AudioSpec
+from embedstream.onnx_models.registry import load_manifest_of
+from embedstream.onnx_models.session import OrtSession, session_for
+from embedstream.onnx_models.vectors import l2_normalize
 from embedstream.schemas.settings import ModelSettings
 
 PARTIALS_PER_RUN = 64
@@ -64,46 +66,68 @@ def partial_slices(samples: int, spec: AudioSpec) -> list[slice]:
     return slices
 
 
-class AudioEncoder:
-    """Encodes mono float waveforms at ``spec.sample_rate`` into the manifest's space (rows L2-normalized)."""
+class AudioEncoder(OnnxEncoder[np.ndarray, np.ndarray]):
+    """Encodes mono float waveforms at ``spec.sample_rate`` into the manifest's space (rows L2-normalized).
 
-    def __init__(self, manifest: ModelManifest, folder: Path, session: object) -> None:
-        if manifest.audio is None:
-            raise ValueError(f"model {manifest.ref} has no audio spec; it is not an audio model")
-        self.manifest = manifest
+    ``mel_partials``: an item is a clip's ``[partials, frames, mels]``, its cost the number of partials, and a
+    batch's partials run together (in runs of at most ``PARTIALS_PER_RUN``, a memory bound); a clip's vector is
+    the mean of its partials' vectors, normalized again in ``finish`` as resemblyzer does.
+    ``waveform``: an item is a clip's samples (standardized when the spec says), cost 1; the clips of a batch
+    run one at a time, because these graphs take no attention mask and padding would change the result."""
+
+    batch_cost = PARTIALS_PER_RUN
+    batch_size = 8
+
+    def __init__(self, manifest: AudioManifest, folder: Path, session: OrtSession) -> None:
+        super().__init__(manifest, session)
+        self.audio_manifest = manifest
         self.spec: AudioSpec = manifest.audio
-        self._session = session
-        self._input = session.get_inputs()[0].name  # type: ignore[attr-defined]
         self._filters = np.load(folder / self.spec.mel_filters_file) if self.spec.front_end == "mel_partials" else None
 
     @classmethod
-    def from_folder(cls, manifest: ModelManifest, folder: Path, runtime: ModelSettings | None = None) -> AudioEncoder:
+    def from_folder(cls, manifest: AudioManifest, folder: Path, runtime: ModelSettings | None = None) -> AudioEncoder:
         return cls(manifest, folder, session_for(folder / manifest.onnx_file, runtime))
 
     @classmethod
     def load(cls, cache_dir: Path, name: str, runtime: ModelSettings | None = None) -> AudioEncoder:
-        manifest, folder = load_manifest(cache_dir, name)
+        manifest, folder = load_manifest_of(AudioManifest, cache_dir, name)
         return cls.from_folder(manifest, folder, runtime)
-
-    @property
-    def dim(self) -> int:
-        return self.manifest.dim
 
     @property
     def sample_rate(self) -> int:
         return self.spec.sample_rate
 
-    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        if not waves:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if self.spec.front_end == "mel_partials":
-            return self._embed_partials(waves)
-        return np.stack([self._embed_waveform(wave) for wave in waves])
+    def prepare(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self._prepare_one(np.asarray(wave, dtype=np.float32)) for wave in inputs]
 
-    def partials(self, wave: np.ndarray) -> np.ndarray:
-        """``[partials, partial_frames, n_mels]`` for one clip: the network's input."""
+    def cost(self, item: np.ndarray) -> int:
+        return len(item) if self._filters is not None else 1
+
+    def run(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        if self._filters is None:
+            return np.concatenate([self._pooled(self._run_graph({self._input_names[0]: c[None, :]})) for c in batch])
+        stacked = np.concatenate(batch)
+        vectors = np.concatenate(
+            [
+                self._run_graph({self._input_names[0]: stacked[i : i + PARTIALS_PER_RUN]})
+                for i in range(0, len(stacked), PARTIALS_PER_RUN)
+            ]
+        )
+        bounds = np.cumsum([0] + [len(partials) for partials in batch])
+        return np.stack([vectors[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        if self._filters is not None:  # the mean of unit partial vectors is not unit: always renormalize
+            return l2_normalize(raw.astype(np.float32, copy=False))
+        return super().finish(raw)
+
+    def _prepare_one(self, wave: np.ndarray) -> np.ndarray:
+        """A clip's network input: ``[partials, partial_frames, n_mels]``, or its (standardized) samples."""
         spec, filters = self.spec, self._filters
-        assert filters is not None
+        if filters is None:
+            if spec.standardize:  # wav2vec2's feature extractor: zero mean, unit variance per clip
+                return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+            return wave
         if spec.target_dbfs is not None:
             wave = raise_volume(wave, spec.target_dbfs)
         slices = partial_slices(len(wave), spec)
@@ -113,29 +137,6 @@ class AudioEncoder:
         mel = power_mel(wave, filters, spec.n_fft, spec.hop_length)
         return np.stack([mel[s] for s in slices])
 
-    def _embed_partials(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        per_clip = [self.partials(np.asarray(wave, dtype=np.float32)) for wave in waves]
-        stacked = np.concatenate(per_clip)
-        vectors = np.concatenate(
-            [self._run(stacked[i : i + PARTIALS_PER_RUN]) for i in range(0, len(stacked), PARTIALS_PER_RUN)]
-        )
-        bounds = np.cumsum([0] + [len(p) for p in per_clip])
-        means = np.stack([vectors[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
-        return normalize_rows(means)
-
-    def _embed_waveform(self, wave: np.ndarray) -> np.ndarray:
-        samples = np.asarray(wave, dtype=np.float32)
-        if self.spec.standardize:  # wav2vec2's feature extractor: zero mean, unit variance per clip
-            samples = (samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)
-        frames = self._run(samples[None, :])
-        pooled = frames.mean(axis=1) if frames.ndim == 3 else frames
-        out = pooled[0].astype(np.float32)
-        return normalize_rows(out[None])[0] if self.manifest.normalize else out
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        (output,) = self._session.run([self.manifest.output], {self._input: batch})  # type: ignore[attr-defined]
-        return np.asarray(output, dtype=np.float32)
-
-
-def normalize_rows(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    @staticmethod
+    def _pooled(frames: np.ndarray) -> np.ndarray:
+        return (frames.mean(axis=1) if frames.ndim == 3 else frames).astype(np.float32)

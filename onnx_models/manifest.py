@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from embedstream.onnx_models.vectors import Pooling
+from embedstream.schemas.errors import UsageError
 
 MANIFEST_FILE = "manifest.json"
+
+
+class ModelKindError(UsageError):
+    """A model was asked for as one kind (a text model) but is another (an image model)."""
 
 
 class TokenizerSpec(BaseModel):
@@ -118,14 +125,15 @@ class VariantQuality(BaseModel):
     measured_at: datetime
 
 
-class ModelManifest(BaseModel):
-    """A built encoder. ``ref`` (name@version) is what points record and what a named vector is fenced to."""
+class ManifestBase(BaseModel):
+    """What every built encoder records. ``ref`` (name@version) is what points record and what a named vector
+    is fenced to. The kinds below add what their modality needs, required, so code never asks whether a text
+    model has a tokenizer: its type says so."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     version: str
-    modality: Literal["text", "image", "audio"]
     space: str
     space_model: str | None = None  # the ref of the model that defines a shared space (effnet-conse → minilm@1)
     onnx_file: str = "model.onnx"
@@ -133,15 +141,11 @@ class ModelManifest(BaseModel):
     inputs: list[str]
     output: str
     dim: int = Field(ge=1)
-    pooling: Literal["mean", "cls", "last_token", "none"]
+    pooling: Pooling
     pooled_in_graph: bool
     normalize: bool
     normalized_in_graph: bool
-    tokenizer: TokenizerSpec | None = None
-    image: ImageSpec | None = None
-    audio: AudioSpec | None = None
     origin: Origin | None = None
-    head: HeadSpec | None = None
     source: str
     license: str
     parity: ParityReport | None = None
@@ -158,3 +162,62 @@ class ModelManifest(BaseModel):
     def space_ref(self) -> str:
         """What a named vector is fenced to: the space's defining model (itself, unless it maps into another's)."""
         return self.space_model or self.ref
+
+    @property
+    def source_folder(self) -> str:
+        """The model folder (or local id, or vectors file) an export was made from: what re-measuring its parity
+        needs. Catalog builds record none (their recipe knows its source)."""
+        if self.origin is None or self.origin.source is None:
+            raise ValueError(f"{self.ref} records no source to re-measure against; rebuild it with its exporter")
+        return self.origin.source
+
+
+class TextManifest(ManifestBase):
+    """A text encoder: token ids in (``tokenizer``), one vector per text out."""
+
+    modality: Literal["text"]
+    tokenizer: TokenizerSpec
+
+
+class ImageManifest(ManifestBase):
+    """A picture encoder: pixels prepared as ``image`` says. With a ``head``, its space can also be reached from
+    another image model's raw features (the ConSE bridge over EfficientNet's backbone)."""
+
+    modality: Literal["image"]
+    image: ImageSpec
+    head: HeadSpec | None = None
+
+
+class AudioManifest(ManifestBase):
+    """A sound encoder: a mono waveform prepared as ``audio`` says."""
+
+    modality: Literal["audio"]
+    audio: AudioSpec
+
+
+ModelManifest = Annotated[TextManifest | ImageManifest | AudioManifest, Field(discriminator="modality")]
+"""Any built encoder, told apart by ``modality`` (the JSON field every manifest has)."""
+
+_MANIFEST: TypeAdapter[ModelManifest] = TypeAdapter(ModelManifest)
+
+
+def parse_manifest(text: str | bytes) -> ModelManifest:
+    """A manifest from its JSON (``manifest.json``), as the kind its modality says."""
+    return _MANIFEST.validate_json(text)
+
+
+def make_manifest(**fields: Any) -> ModelManifest:
+    """A manifest from fields (an exporter's draft), as the kind ``modality`` says; pydantic checks the rest."""
+    return _MANIFEST.validate_python(fields)
+
+
+Kind = TypeVar("Kind", bound=ManifestBase)
+
+
+def as_kind(manifest: ManifestBase, kind: type[Kind]) -> Kind:
+    """``manifest`` as ``kind`` (``TextManifest``…), or ``ModelKindError`` naming both kinds."""
+    if not isinstance(manifest, kind):
+        wanted = kind.__name__.removesuffix("Manifest").lower()
+        modality = getattr(manifest, "modality", "?")
+        raise ModelKindError(f"model {manifest.ref} is a {modality} model, not a {wanted} model")
+    return manifest

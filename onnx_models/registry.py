@@ -9,11 +9,32 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import TypeVar
 
-from embedstream.onnx_models.manifest import MANIFEST_FILE, ModelManifest
+from embedstream.onnx_models.manifest import (
+    MANIFEST_FILE,
+    ManifestBase,
+    ModelKindError,
+    ModelManifest,
+    as_kind,
+    parse_manifest,
+)
+from embedstream.schemas.errors import EmbedstreamError
+
+Kind = TypeVar("Kind", bound=ManifestBase)
+__all__ = [
+    "ModelKindError",
+    "ModelNotBuiltError",
+    "built_versions",
+    "load_manifest",
+    "load_manifest_of",
+    "model_dir",
+    "publish",
+    "sha256_of",
+]
 
 
-class ModelNotBuiltError(RuntimeError):
+class ModelNotBuiltError(EmbedstreamError):
     """The requested model is not in the cache (or is damaged); the message says how to build it."""
 
 
@@ -58,7 +79,7 @@ def load_manifest(cache_dir: Path, name: str, verify: bool = True) -> tuple[Mode
     if not existing:
         raise ModelNotBuiltError(f"model {name!r} is not built: {_build_hint(name, Path(cache_dir))}")
     manifest_path = existing[0]
-    manifest = ModelManifest.model_validate_json(manifest_path.read_text())
+    manifest = parse_manifest(manifest_path.read_text())
     folder = manifest_path.parent
     onnx_path = folder / manifest.onnx_file
     if not onnx_path.is_file():
@@ -69,6 +90,12 @@ def load_manifest(cache_dir: Path, name: str, verify: bool = True) -> tuple[Mode
             f"`embedstream models build {base} --force`"
         )
     return manifest, folder
+
+
+def load_manifest_of(kind: type[Kind], cache_dir: Path, name: str) -> tuple[Kind, Path]:
+    """``load_manifest``, and the model must be of ``kind`` (``TextManifest``…): the typed way in for encoders."""
+    manifest, folder = load_manifest(cache_dir, name)
+    return as_kind(manifest, kind), folder
 
 
 def publish(staging: Path, manifest: ModelManifest, cache_dir: Path) -> Path:
@@ -88,4 +115,4 @@ def publish(staging: Path, manifest: ModelManifest, cache_dir: Path) -> Path:
 def built_versions(cache_dir: Path, name: str) -> list[ModelManifest]:
     """Every built version of ``name`` (base and variants), oldest first."""
     paths = sorted((Path(cache_dir) / name).glob(f"*/{MANIFEST_FILE}"), key=lambda p: p.stat().st_mtime)
-    return [ModelManifest.model_validate_json(p.read_text()) for p in paths]
+    return [parse_manifest(p.read_text()) for p in paths]

@@ -8,21 +8,41 @@ logged, so a silently CPU-bound "GPU" deployment shows up in the first lines of 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, cast
 
+import numpy as np
 import onnxruntime as ort
 
+from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
 
-class ProviderUnavailableError(RuntimeError):
+class ProviderUnavailableError(EmbedstreamError):
     """None of the requested execution providers exists in this onnxruntime build."""
 
 
-def session_for(path: Path, runtime: ModelSettings | None = None) -> ort.InferenceSession:
+class NodeArg(Protocol):
+    """A graph input or output as ONNX Runtime describes it."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class OrtSession(Protocol):
+    """The part of ``onnxruntime.InferenceSession`` the encoders use, typed (onnxruntime ships no stubs)."""
+
+    def get_inputs(self) -> Sequence[NodeArg]: ...
+
+    def get_providers(self) -> list[str]: ...
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def session_for(path: Path, runtime: ModelSettings | None = None) -> OrtSession:
     """A session configured by the ``[model]`` settings (providers, threads, arena); defaults when None."""
     runtime = runtime or ModelSettings()
     return create_session(
@@ -36,7 +56,7 @@ def create_session(
     intra_op_threads: int = 0,
     inter_op_threads: int = 1,
     cpu_mem_arena: bool = True,
-) -> ort.InferenceSession:
+) -> OrtSession:
     """An inference session with all graph optimizations, sequential execution and the given threads.
 
     ``intra_op_threads=0`` keeps ONNX Runtime's default (one per physical core), measured best on 2 cores.
@@ -60,4 +80,4 @@ def create_session(
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), sess_options=options, providers=usable)
     log.info("loaded %s on %s (intra_op_threads=%s)", path.name, session.get_providers()[0], intra_op_threads)
-    return session
+    return cast(OrtSession, session)

@@ -44,8 +44,8 @@ from embedstream.pipelines.observability import LagWatcher, ProbeServer
 from embedstream.pipelines.plan import IngestPlan, plan_ingest
 from embedstream.pipelines.runners import check_runner, workers_see_stop
 from embedstream.pipelines.stores import open_store, wait_until_released
-from embedstream.pipelines.transforms.embed_media import EmbedAudio, EmbedImages
-from embedstream.pipelines.transforms.embed_text import EmbedText
+from embedstream.pipelines.transforms.adapters import AudioAdapter, ImageAdapter, TextAdapter
+from embedstream.pipelines.transforms.embed import Embed, ModalityAdapter
 from embedstream.pipelines.transforms.parse import ParseEvents
 from embedstream.schemas.envelope import Limits
 from embedstream.schemas.settings import Settings
@@ -70,13 +70,13 @@ def build_pipeline(
     limits = Limits(settings.pipeline.max_event_bytes, settings.pipeline.max_text_chars)
     records = pipeline | "ReadKafka" >> ReadKafkaPartitions(settings.kafka, settings.pipeline, partitions, run_id)
     flowing = records | "Parse" >> beam.ParDo(ParseEvents(limits, plan.modalities, settings.pipeline.skip))
-    stages: list[tuple[str, beam.DoFn]] = [("EmbedText", EmbedText(settings.model, settings.pipeline))]
-    if plan.modalities & EmbedImages.modalities:
-        stages.append(("EmbedImages", EmbedImages(settings.model, settings.media, settings.pipeline)))
-    if plan.modalities & EmbedAudio.modalities:
-        stages.append(("EmbedAudio", EmbedAudio(settings.model, settings.media, settings.pipeline)))
-    for name, fn in stages:
-        flowing = flowing | name >> beam.ParDo(fn)
+    adapters: list[tuple[str, ModalityAdapter]] = [("EmbedText", TextAdapter(settings.model, settings.pipeline))]
+    if plan.modalities & ImageAdapter.modalities:
+        adapters.append(("EmbedImages", ImageAdapter(settings.model, settings.media, settings.pipeline)))
+    if plan.modalities & AudioAdapter.modalities:
+        adapters.append(("EmbedAudio", AudioAdapter(settings.model, settings.media, settings.pipeline)))
+    for name, adapter in adapters:
+        flowing = flowing | name >> beam.ParDo(Embed(adapter))
     deliver = Deliver(settings.kafka, settings.qdrant, settings.pipeline, plan.spaces, plan.fusion)
     _ = flowing | "Deliver" >> beam.ParDo(deliver)
 

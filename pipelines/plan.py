@@ -34,7 +34,7 @@ GROUPS: dict[str, frozenset[Modality]] = {
 
 @dataclass(frozen=True)
 class VideoFusion:
-    """How a video's vectors are made from its frames and audio segments (``pipelines.transforms.video_views``)."""
+    """How a video's vectors are made from its frames and audio segments (``pipelines.video_views``)."""
 
     visual_space: str
     audio_space: str

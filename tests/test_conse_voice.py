@@ -149,4 +149,4 @@ def test_the_head_on_effnet_features_equals_the_whole_graph(conse, model_cache):
     assert conse.manifest.head is not None and conse.manifest.head.input_model == effnet.manifest.ref
     head = FeatureHead(*load_manifest(model_cache, "effnet-conse"))
     pixels = [preprocess(image, conse.spec) for image in photos().values()]
-    np.testing.assert_allclose(head.embed_features(effnet.raw(pixels)), conse.embed_pixels(pixels), atol=1e-5)
+    np.testing.assert_allclose(head.embed_features(effnet.run(pixels)), conse.embed_batch(pixels), atol=1e-5)

@@ -22,7 +22,8 @@ from embedstream.pipelines.io.kafka_read import CheckpointOnlyTracker
 from embedstream.pipelines.io.partition_owner import Claim, PartitionOwnedError, owners_group
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.stores import SpaceSpec, StoreWriteError, open_store
-from embedstream.pipelines.transforms.embed_text import EmbedText
+from embedstream.pipelines.transforms.adapters import TextAdapter
+from embedstream.pipelines.transforms.embed import Embed
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.schemas.dead_letter import DeadLetter, Reason
@@ -371,13 +372,24 @@ def test_a_replay_records_only_what_the_broker_took_and_sends_the_rest_next_time
 
 def test_a_text_the_tokenizer_refuses_costs_that_text_alone(make_settings):
     """Validation now stops lone surrogates first; should any other text break the tokenizer, the window is
-    tokenized again text by text and only that text fails."""
+    tokenized again text by text and only that text becomes a dead letter, in its place in arrival order."""
     settings = make_settings()
-    embed = EmbedText(settings.model, settings.pipeline)
+    embed = Embed(TextAdapter(settings.model, settings.pipeline))
     embed.setup()
-    vectors, errors = embed._encode(["a fine sentence", "bad \ud800 text", "another fine one"])
-    assert vectors[0] is not None and vectors[2] is not None and vectors[1] is None
-    assert set(errors) == {1} and "tokenizer" in errors[1]
+    embed.start_bundle()
+    texts = ["a fine sentence", "bad \ud800 text", "another fine one"]
+    events = [
+        ParsedEvent(
+            Envelope.model_construct(schema_version=1, id=f"t{i}", modality=Modality.TEXT, text=text, metadata={}),
+            KafkaRecord(topic="t", partition=0, offset=i, value=b"{}"),
+        )
+        for i, text in enumerate(texts)
+    ]
+    assert [out for event in events for out in embed.process(event)] == []  # held: the window is not full
+    outputs = [windowed.value for windowed in embed.finish_bundle()]
+    assert [type(out) for out in outputs] == [PointRecord, DeadLetter, PointRecord]
+    assert outputs[1].reason == Reason.ENCODE_FAILED and "tokenizer" in outputs[1].message
+    assert [out.payload["text"] for out in (outputs[0], outputs[2])] == [texts[0], texts[2]]
 
 
 def test_a_point_whose_payload_cannot_be_built_costs_that_event_alone():

@@ -36,7 +36,7 @@ def test_parity_against_sentence_transformers_now(model_cache):
 
 def test_vectors_do_not_depend_on_batch_company(encoder):
     texts = ["short", "a somewhat longer sentence about trains and stations", "mid length text here", "x " * 300]
-    together = encoder.embed(texts, max_batch_tokens=100_000, max_batch_size=64)
+    together = encoder.embed(texts, max_batch_cost=100_000, max_batch_size=64)
     alone = np.stack([encoder.embed([t])[0] for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)

@@ -11,7 +11,7 @@ from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
 from embedstream.pipelines.stores import SpaceSpec, StoredPoint
 from embedstream.pipelines.stores.edge import EdgeStore
-from embedstream.pipelines.transforms.video_views import video_point
+from embedstream.pipelines.video_views import video_point
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.settings import Settings
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
+from embedstream.onnx_models.vectors import l2_normalize
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.settings import Settings
 
@@ -65,7 +66,7 @@ def cluster_space(
         ids, vectors, payloads = _read(store, space, where, progress)
         if len(ids) < 3:
             raise ValueError(f"space {space!r} has {len(ids)} point(s) to cluster; need at least 3")
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        unit = l2_normalize(vectors)
         report = ClusterReport(space, method, 0, len(ids), None)
         labels = _hdbscan(unit) if method == "hdbscan" else _kmeans(unit, k, k_max, report, progress)
         report.k = len({int(label) for label in labels if label >= 0})
@@ -133,7 +134,7 @@ def _hdbscan(unit: np.ndarray) -> np.ndarray:
     from sklearn.cluster import HDBSCAN
 
     reduced = principal_components(unit, HDBSCAN_DIMS)
-    reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+    reduced = l2_normalize(reduced)
     return np.asarray(HDBSCAN(min_cluster_size=max(5, len(unit) // 50), copy=True).fit_predict(reduced))
 
 

@@ -25,11 +25,11 @@ import numpy as np
 from embedstream.onnx_models.encoders import Encoder, load_encoder
 from embedstream.onnx_models.manifest import ModelManifest
 from embedstream.onnx_models.registry import load_manifest
+from embedstream.onnx_models.vectors import fuse
 from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.images import decode_image
 from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import Hit, VectorStore, open_store
-from embedstream.pipelines.transforms.video_views import fuse
 from embedstream.schemas.settings import Settings
 
 Where = Mapping[str, str | int | bool]

@@ -18,51 +18,60 @@ from typing import Any
 
 import numpy as np
 
-from embedstream.onnx_models.audio_encoder import normalize_rows
 from embedstream.onnx_models.export.common import compare, export_torch, hf_config, install, versions
 from embedstream.onnx_models.export.hf_text import PARITY_TEXTS, pad_id, save_tokenizer
 from embedstream.onnx_models.export.hf_vision_audio import image_spec, processor_config
 from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
-from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from embedstream.onnx_models.manifest import (
+    ImageManifest,
+    ManifestBase,
+    ModelManifest,
+    Origin,
+    ParityReport,
+    TextManifest,
+    TokenizerSpec,
+    as_kind,
+    make_manifest,
+)
 from embedstream.onnx_models.registry import sha256_of
 from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.vectors import l2_normalize
 
 
-def _clip(manifest: ModelManifest) -> Any:
+def _clip(manifest: ManifestBase) -> Any:
     from transformers import CLIPModel
 
-    assert manifest.origin is not None and manifest.origin.source is not None
-    return CLIPModel.from_pretrained(manifest.origin.source, local_files_only=True).eval()
+    return CLIPModel.from_pretrained(manifest.source_folder, local_files_only=True).eval()
 
 
-def text_tower_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+def text_tower_parity(any_manifest: ModelManifest, folder: Path) -> ParityReport:
     import torch
     from tokenizers import Tokenizer
 
+    manifest = as_kind(any_manifest, TextManifest)
     model, rows = _clip(manifest), []
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.no_padding()
-    assert manifest.tokenizer is not None
     tokenizer.enable_truncation(max_length=manifest.tokenizer.max_length)
     for text in PARITY_TEXTS:
         ids = torch.tensor([tokenizer.encode(text).ids])
         with torch.no_grad():
             rows.append(model.get_text_features(input_ids=ids, attention_mask=torch.ones_like(ids)).numpy()[0])
-    expected = normalize_rows(np.stack(rows)) if manifest.normalize else np.stack(rows)
+    expected = l2_normalize(np.stack(rows)) if manifest.normalize else np.stack(rows)
     actual = TextEncoder.from_folder(manifest, folder).embed(list(PARITY_TEXTS))
     return compare(actual, expected, f"PyTorch transformers {versions('transformers')['transformers']} CLIP text")
 
 
-def image_tower_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+def image_tower_parity(any_manifest: ModelManifest, folder: Path) -> ParityReport:
     import torch
 
-    assert manifest.image is not None
+    manifest = as_kind(any_manifest, ImageManifest)
     pixels = [preprocess(image, manifest.image) for image in parity_images()]
     with torch.no_grad():
         rows = _clip(manifest).get_image_features(pixel_values=torch.from_numpy(np.stack(pixels))).numpy()
-    expected = normalize_rows(rows) if manifest.normalize else rows
-    actual = ImageEncoder.from_folder(manifest, folder).embed_pixels(pixels)
+    expected = l2_normalize(rows) if manifest.normalize else rows
+    actual = ImageEncoder.from_folder(manifest, folder).embed_batch(pixels)
     return compare(actual, expected, f"PyTorch transformers {versions('transformers')['transformers']} CLIP vision")
 
 
@@ -119,7 +128,7 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
         )
         save_tokenizer(source, text_dir / "tokenizer.json")
-        text_draft = ModelManifest(
+        text_draft = make_manifest(
             name=text_name,
             modality="text",
             sha256=sha256_of(text_dir / "model.onnx"),
@@ -139,7 +148,7 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             "image_embeds",
             {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
         )
-        image_draft = ModelManifest(
+        image_draft = make_manifest(
             name=image_name,
             modality="image",
             sha256=sha256_of(image_dir / "model.onnx"),

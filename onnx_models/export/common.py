@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from embedstream.onnx_models.catalog.entry import CatalogEntry
-from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport
+from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, make_manifest
 from embedstream.onnx_models.registry import publish
 
 PARITY_MIN_COSINE = 0.9999
@@ -136,7 +136,7 @@ def hf_draft(name: str, source: str, staging: Path, inputs: list[str], **fields:
     from embedstream.onnx_models.registry import sha256_of
 
     config = hf_config(source)
-    return ModelManifest(
+    return make_manifest(
         name=name,
         version="1",
         space=name,
@@ -170,4 +170,4 @@ def catalog_draft(entry: CatalogEntry, staging: Path, **fields: Any) -> ModelMan
         "source": entry.source,
         "license": entry.license,
     }
-    return ModelManifest(**{**given, **fields})
+    return make_manifest(**{**given, **fields})

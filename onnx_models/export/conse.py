@@ -28,9 +28,10 @@ from embedstream.onnx_models.export.common import catalog_draft, compare, export
 from embedstream.onnx_models.export.efficientnet import IMAGENET, load_torch_model
 from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
-from embedstream.onnx_models.manifest import HeadSpec, ModelManifest, ParityReport
+from embedstream.onnx_models.manifest import HeadSpec, ImageManifest, ModelManifest, ParityReport, as_kind
 from embedstream.onnx_models.registry import sha256_of
 from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.vectors import l2_normalize
 
 TOP_K = 10
 PROMPT = "a photo of a {}"
@@ -55,7 +56,7 @@ def conse(probabilities: np.ndarray, table: np.ndarray, k: int = TOP_K) -> np.nd
     top = np.argsort(-probabilities, axis=1)[:, :k]
     weights = np.take_along_axis(probabilities, top, axis=1)
     mixed = np.einsum("bk,bkd->bd", weights, table[top]) / weights.sum(axis=1, keepdims=True)
-    return mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+    return l2_normalize(mixed)
 
 
 def conse_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
@@ -72,8 +73,9 @@ def conse_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
         pooled = model.extract_features(batch).mean((2, 3)).numpy()
     probabilities = torch.softmax(logits, dim=-1).numpy().astype(np.float64)
     expected = conse(probabilities, np.load(folder / CLASS_TABLE).astype(np.float64))
-    whole = ImageEncoder.from_folder(manifest, folder).embed_pixels(pixels)
-    via_head = FeatureHead(manifest, folder).embed_features(pooled)
+    image = as_kind(manifest, ImageManifest)
+    whole = ImageEncoder.from_folder(image, folder).embed_batch(pixels)
+    via_head = FeatureHead(image, folder).embed_features(pooled)
     return compare(
         np.concatenate([whole, via_head]),
         np.concatenate([expected, expected]),

@@ -17,7 +17,8 @@ from embedstream.onnx_models.catalog.entry import CatalogEntry
 from embedstream.onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
 from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
-from embedstream.onnx_models.manifest import ImageSpec, ModelManifest, ParityReport
+from embedstream.onnx_models.manifest import ImageManifest, ImageSpec, ModelManifest, ParityReport, as_kind
+from embedstream.onnx_models.vectors import l2_normalize
 
 IMAGENET = ImageSpec(
     resize_short=256, crop=224, resample="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
@@ -39,13 +40,13 @@ def torch_features(pixels: list[np.ndarray]) -> np.ndarray:
     model = load_torch_model().eval()  # type: ignore[attr-defined]
     with torch.no_grad():
         features = model.extract_features(torch.from_numpy(np.stack(pixels))).mean((2, 3)).numpy()
-    return features / np.linalg.norm(features, axis=1, keepdims=True)
+    return l2_normalize(features)
 
 
 def efficientnet_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
     """The ONNX encoder against the PyTorch module on the same preprocessed parity pictures."""
     pixels = [preprocess(image, IMAGENET) for image in parity_images()]
-    actual = ImageEncoder.from_folder(manifest, folder).embed_pixels(pixels)
+    actual = ImageEncoder.from_folder(as_kind(manifest, ImageManifest), folder).embed_batch(pixels)
     return compare(actual, torch_features(pixels), "PyTorch efficientnet-lite-pytorch")
 
 

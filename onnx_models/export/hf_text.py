@@ -16,8 +16,9 @@ from typing import Any, Literal
 import numpy as np
 
 from embedstream.onnx_models.export.common import compare, hf_config, hf_draft, install, optimum_export, staging_dir
-from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
-from embedstream.onnx_models.text_encoder import TextEncoder, pool
+from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TextManifest, TokenizerSpec, as_kind
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.vectors import l2_normalize, pool_tokens
 
 Pooling = Literal["mean", "cls", "last_token"]
 PARITY_TEXTS = (
@@ -92,17 +93,17 @@ def torch_reference(
         ids = tokenizer.encode(text).ids
         with torch.no_grad():
             hidden = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long))
-        row = pool(hidden.last_hidden_state.numpy(), np.ones((1, len(ids)), dtype=np.int64), pooling)[0]
-        rows.append(row / max(np.linalg.norm(row), 1e-12) if normalize else row)
+        row = pool_tokens(hidden.last_hidden_state.numpy(), np.ones((1, len(ids)), dtype=np.int64), pooling)[0]
+        rows.append(l2_normalize(row) if normalize else row)
     return np.asarray(rows, dtype=np.float64)
 
 
-def torch_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+def torch_parity(any_manifest: ModelManifest, folder: Path) -> ParityReport:
     """The ONNX encoder (batched, padded) against the PyTorch model one text at a time, pooled the same way."""
-    assert manifest.origin is not None and manifest.origin.source is not None and manifest.tokenizer is not None
-    source, max_length = manifest.origin.source, manifest.tokenizer.max_length
+    manifest = as_kind(any_manifest, TextManifest)
+    source, max_length = manifest.source_folder, manifest.tokenizer.max_length
     encoder = TextEncoder.from_folder(manifest, folder)
-    actual = encoder.embed(list(PARITY_TEXTS), max_batch_tokens=10_000).astype(np.float64)
+    actual = encoder.embed(list(PARITY_TEXTS), max_batch_cost=10_000).astype(np.float64)
     pooling: Pooling = manifest.pooling if manifest.pooling in ("cls", "last_token") else "mean"
     expected = torch_reference(
         source, folder / "tokenizer.json", list(PARITY_TEXTS), pooling, manifest.normalize, max_length

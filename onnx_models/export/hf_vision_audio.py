@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedstream.onnx_models.audio_encoder import AudioEncoder, normalize_rows
+from embedstream.onnx_models.audio_encoder import AudioEncoder
 from embedstream.onnx_models.export.common import (
     compare,
     hf_config,
@@ -30,9 +30,20 @@ from embedstream.onnx_models.export.common import (
     versions,
 )
 from embedstream.onnx_models.export.parity_inputs import parity_images, parity_waves
-from embedstream.onnx_models.image_encoder import ImageEncoder, pool_image, preprocess
-from embedstream.onnx_models.manifest import AudioSpec, ImageSpec, ModelManifest, Origin, ParityReport
+from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
+from embedstream.onnx_models.manifest import (
+    AudioManifest,
+    AudioSpec,
+    ImageManifest,
+    ImageSpec,
+    ManifestBase,
+    ModelManifest,
+    Origin,
+    ParityReport,
+    as_kind,
+)
 from embedstream.onnx_models.session import session_for
+from embedstream.onnx_models.vectors import Pooling, l2_normalize, pool_features
 
 RESAMPLE: dict[int, Literal["bilinear", "bicubic"]] = {2: "bilinear", 3: "bicubic"}
 
@@ -83,11 +94,10 @@ def audio_spec(config: dict[str, Any]) -> AudioSpec:
     )
 
 
-def _probe_dim(staging: Path, feed: dict[str, np.ndarray], pooling: str) -> int:
+def _probe_dim(staging: Path, feed: dict[str, np.ndarray], pooling: Pooling) -> int:
     """The pooled output width, read off one ONNX Runtime run (configs name it differently per family)."""
-    session: Any = session_for(staging / "model.onnx")
-    (output,) = session.run(["last_hidden_state"], feed)
-    return int(pool_image(np.asarray(output), pooling).shape[-1])
+    (output,) = session_for(staging / "model.onnx").run(["last_hidden_state"], feed)
+    return int(pool_features(np.asarray(output), pooling).shape[-1])
 
 
 def export_image_model(
@@ -131,33 +141,32 @@ def export_audio_model(source: str, name: str, cache_dir: Path, normalize: bool 
         return install(draft, staging, cache_dir, audio_parity)
 
 
-def _torch_model(manifest: ModelManifest) -> Any:
+def _torch_model(manifest: ManifestBase) -> Any:
     from transformers import AutoModel
 
-    assert manifest.origin is not None and manifest.origin.source is not None
-    return AutoModel.from_pretrained(manifest.origin.source, local_files_only=True).eval()
+    return AutoModel.from_pretrained(manifest.source_folder, local_files_only=True).eval()
 
 
 def _finish(rows: np.ndarray, normalize: bool) -> np.ndarray:
-    return normalize_rows(rows) if normalize else rows
+    return l2_normalize(rows) if normalize else rows
 
 
-def image_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+def image_parity(any_manifest: ModelManifest, folder: Path) -> ParityReport:
     import torch
 
-    assert manifest.image is not None
+    manifest = as_kind(any_manifest, ImageManifest)
     pixels = [preprocess(image, manifest.image) for image in parity_images()]
     with torch.no_grad():
         hidden = _torch_model(manifest)(pixel_values=torch.from_numpy(np.stack(pixels))).last_hidden_state.numpy()
-    expected = _finish(pool_image(hidden, manifest.pooling), manifest.normalize)
-    actual = ImageEncoder.from_folder(manifest, folder).embed_pixels(pixels)
+    expected = _finish(pool_features(hidden, manifest.pooling), manifest.normalize)
+    actual = ImageEncoder.from_folder(manifest, folder).embed_batch(pixels)
     return compare(actual, expected, f"PyTorch transformers {versions('transformers')['transformers']}")
 
 
-def audio_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+def audio_parity(any_manifest: ModelManifest, folder: Path) -> ParityReport:
     import torch
 
-    assert manifest.audio is not None
+    manifest = as_kind(any_manifest, AudioManifest)
     model, rows = _torch_model(manifest), []
     waves = parity_waves(manifest.audio.sample_rate)
     for wave in waves:

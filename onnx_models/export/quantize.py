@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from embedstream.onnx_models.export.common import staging_dir
-from embedstream.onnx_models.manifest import ModelManifest, Quantization, VariantQuality
-from embedstream.onnx_models.registry import load_manifest, publish, sha256_of
+from embedstream.onnx_models.manifest import ModelManifest, Quantization, TextManifest, VariantQuality
+from embedstream.onnx_models.registry import load_manifest_of, publish, sha256_of
 from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.vectors import l2_normalize
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "workers" / "samples" / "corpus.jsonl"
 TIMING_ROUNDS = 3
@@ -47,7 +48,7 @@ def build_int8(cache_dir: Path, name: str, per_channel: bool = True, texts: list
     """Quantize the built base model ``name`` into its int8 variant and measure it against the base."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    base, base_folder = load_manifest(cache_dir, name)
+    base, base_folder = load_manifest_of(TextManifest, cache_dir, name)
     isa = cpu_isa()
     reduce_range = isa not in ("avx512_vnni", "avx_vnni")
     with staging_dir(f"{base.name}-int8") as staging:
@@ -58,8 +59,7 @@ def build_int8(cache_dir: Path, name: str, per_channel: bool = True, texts: list
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
         )
-        if base.tokenizer is not None:
-            shutil.copy(base_folder / base.tokenizer.file, staging / base.tokenizer.file)
+        shutil.copy(base_folder / base.tokenizer.file, staging / base.tokenizer.file)
         draft = base.model_copy(
             update={
                 "version": variant_version(base.version),
@@ -111,7 +111,7 @@ def recall_at_k(reference: np.ndarray, candidate: np.ndarray, k: int) -> float:
     k = min(k, len(reference) - 1)
 
     def neighbours(vectors: np.ndarray) -> np.ndarray:
-        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit = l2_normalize(vectors)
         scores = unit @ unit.T
         np.fill_diagonal(scores, -np.inf)
         return np.argsort(-scores, axis=1)[:, :k]

@@ -15,7 +15,7 @@ import numpy as np
 
 from embedstream.onnx_models.catalog.entry import CatalogEntry
 from embedstream.onnx_models.export.common import catalog_draft, compare, install, optimum_export, staging_dir, versions
-from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TokenizerSpec
+from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TextManifest, TokenizerSpec, as_kind
 from embedstream.onnx_models.text_encoder import TextEncoder
 
 PARITY_SENTENCES = (
@@ -70,7 +70,7 @@ def sentence_transformer_parity(manifest: ModelManifest, folder: Path) -> Parity
     source = package_model_path(CATALOG[manifest.name].weights_package)
     reference = SentenceTransformer(str(source), device="cpu", local_files_only=True)
     expected = np.asarray(reference.encode(list(PARITY_SENTENCES), batch_size=8), dtype=np.float64)
-    encoder = TextEncoder.from_folder(manifest, folder)
+    encoder = TextEncoder.from_folder(as_kind(manifest, TextManifest), folder)
     actual = encoder.embed(list(PARITY_SENTENCES)).astype(np.float64)
     return compare(actual, expected, f"sentence-transformers {reference_version()}")
 

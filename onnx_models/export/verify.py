@@ -20,8 +20,8 @@ from embedstream.onnx_models.export.hf_vision_audio import audio_parity, image_p
 from embedstream.onnx_models.export.sentence_transformers import sentence_transformer_parity
 from embedstream.onnx_models.export.voice import voice_parity
 from embedstream.onnx_models.export.word_vectors import word_vectors_parity
-from embedstream.onnx_models.manifest import ModelManifest, ParityReport, VariantQuality
-from embedstream.onnx_models.registry import load_manifest
+from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TextManifest, VariantQuality, as_kind
+from embedstream.onnx_models.registry import load_manifest, load_manifest_of
 
 PARITY: dict[str, Parity] = {
     "sentence_transformers": sentence_transformer_parity,
@@ -50,7 +50,8 @@ class Verdict:
     def ok(self) -> bool:
         if self.parity is not None:
             return self.parity.min_cosine >= PARITY_MIN_COSINE
-        assert self.quality is not None and self.manifest.quality is not None
+        if self.quality is None or self.manifest.quality is None:
+            return False  # a variant whose build recorded no quality cannot be held to it
         return self.quality.min_cosine >= self.manifest.quality.min_cosine - VARIANT_TOLERANCE
 
 
@@ -70,7 +71,8 @@ def verify(cache_dir: Path, name: str) -> Verdict:
         from embedstream.onnx_models.export.quantize import compare_variant
         from embedstream.onnx_models.text_encoder import TextEncoder
 
-        base, base_folder = load_manifest(cache_dir, manifest.variant_of)
-        quality = compare_variant(TextEncoder.from_folder(base, base_folder), TextEncoder.from_folder(manifest, folder))
+        base, base_folder = load_manifest_of(TextManifest, cache_dir, manifest.variant_of)
+        variant = as_kind(manifest, TextManifest)
+        quality = compare_variant(TextEncoder.from_folder(base, base_folder), TextEncoder.from_folder(variant, folder))
         return Verdict(manifest, quality=quality)
     return Verdict(manifest, parity=PARITY[recipe_of(manifest)](manifest, folder))

@@ -22,7 +22,7 @@ from embedstream.onnx_models.audio_encoder import AudioEncoder
 from embedstream.onnx_models.catalog.entry import CatalogEntry
 from embedstream.onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
 from embedstream.onnx_models.export.parity_inputs import parity_waves
-from embedstream.onnx_models.manifest import AudioSpec, ModelManifest, ParityReport
+from embedstream.onnx_models.manifest import AudioManifest, AudioSpec, ModelManifest, ParityReport, as_kind
 
 VOICE = AudioSpec(
     sample_rate=16_000,
@@ -44,6 +44,7 @@ def load_voice_encoder() -> Any:
 
 
 def voice_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+    audio = as_kind(manifest, AudioManifest)
     from resemblyzer.audio import normalize_volume
 
     reference = load_voice_encoder()
@@ -51,7 +52,7 @@ def voice_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
     expected = np.stack(
         [reference.embed_utterance(normalize_volume(w, VOICE.target_dbfs, increase_only=True)) for w in waves]
     )
-    actual = AudioEncoder.from_folder(manifest, folder).embed(waves)
+    actual = AudioEncoder.from_folder(audio, folder).embed(waves)
     return compare(actual, expected, "resemblyzer VoiceEncoder.embed_utterance")
 
 

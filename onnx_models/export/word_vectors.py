@@ -19,8 +19,17 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from embedstream.onnx_models.export.common import compare, install, staging_dir
-from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TokenizerSpec
+from embedstream.onnx_models.manifest import (
+    ModelManifest,
+    Origin,
+    ParityReport,
+    TextManifest,
+    TokenizerSpec,
+    as_kind,
+    make_manifest,
+)
 from embedstream.onnx_models.registry import sha256_of
+from embedstream.onnx_models.vectors import l2_normalize
 
 PAD, UNK = "[PAD]", "[UNK]"
 MAX_WORDS = 512
@@ -116,7 +125,7 @@ def numpy_reference(words: list[str], vectors: np.ndarray, texts: tuple[str, ...
         known = [index[w] for w in re.findall(r"\w+|[^\w\s]+", text.lower())[:MAX_WORDS] if w in index]
         if known:
             mean = vectors[known].astype(np.float64).mean(axis=0)
-            out[row] = mean / max(np.linalg.norm(mean), 1e-12)
+            out[row] = l2_normalize(mean)
     return out
 
 
@@ -128,7 +137,7 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
     with staging_dir(name) as staging:
         (staging / "model.onnx").write_bytes(lookup_graph(vectors))
         word_tokenizer(words).save(str(staging / "tokenizer.json"))
-        draft = ModelManifest(
+        draft = make_manifest(
             name=name,
             version="1",
             modality="text",
@@ -150,12 +159,13 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
         return install(draft, staging, cache_dir, word_vectors_parity)
 
 
-def word_vectors_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
+def word_vectors_parity(any_manifest: ModelManifest, folder: Path) -> ParityReport:
     """The ONNX lookup against the numpy rule over the vectors file, on the texts with at least one known word."""
     from embedstream.onnx_models.text_encoder import TextEncoder
 
-    assert manifest.origin is not None and manifest.origin.source is not None
-    words, vectors = read_vectors(Path(manifest.origin.source), manifest.origin.binary)
+    manifest = as_kind(any_manifest, TextManifest)
+    binary = manifest.origin.binary if manifest.origin is not None else None
+    words, vectors = read_vectors(Path(manifest.source_folder), binary)
     actual = TextEncoder.from_folder(manifest, folder).embed(list(PARITY_TEXTS))
     expected = numpy_reference(words, vectors, PARITY_TEXTS)
     known = np.linalg.norm(expected, axis=1) > 0

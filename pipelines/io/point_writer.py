@@ -2,7 +2,7 @@
 
 Points arrive in Kafka order per partition (the ingest chain is one fused stage). A later point with the same
 id replaces an earlier one still in the buffer, or is upserted after it. ``flush`` upserts what is left,
-makes it durable, then recomputes the views of the videos the bundle touched (``video_views``); the Kafka
+makes it durable, then recomputes the views of the videos the bundle touched (``pipelines.video_views``); the Kafka
 read commits the bundle's offsets only after the delivery step has finished.
 
 What can go wrong, and what happens:
@@ -25,9 +25,9 @@ from typing import Any
 
 from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.stores import StoredPoint, StoreLockedError, StoreWriteError, VectorStore
-from embedstream.pipelines.transforms.video_views import StaleViewError, ViewState, view_point
+from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
-from embedstream.schemas.point import PointRecord, point_id
+from embedstream.schemas.point import PointRecord
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StoreLockedError, ConnectionError, TimeoutError)
@@ -178,32 +178,10 @@ class PointWriter:
         return kept
 
     def _refresh_videos(self) -> int:
-        """Update every touched video's view by the delta of its members written in this bundle (or rebuild it
-        from all its stored members when a delta cannot be applied), then make the views durable."""
-        fusion = self._fusion
-        assert fusion is not None
-        ids = {video_id: point_id("video", video_id) for video_id in self._touched}
-        stored = {s.id: s for s in self._store.retrieve(sorted(ids.values()))}
-        views = []
-        for video_id in sorted(self._touched):
-            previous_view = stored.get(ids[video_id])
-            ended = video_id in self._ended or bool(previous_view and previous_view.payload.get("ended"))
-            state = ViewState.of_payload(previous_view.payload) if previous_view is not None else ViewState()
-            try:
-                if state is None:
-                    raise StaleViewError("the view has no state")
-                for member in self._members.get(video_id, {}).values():
-                    state.apply(member.payload, member.vectors, self._previous.get(member.id), fusion)
-            except StaleViewError:
-                members = [
-                    m
-                    for m in self._store.scroll(with_vectors=True, where={"video_id": video_id})
-                    if m.payload.get("modality") != "video"
-                ]
-                state = ViewState.of_members(members, fusion)
-            view = view_point(video_id, state, fusion, ended)
-            if view is not None:
-                views.append(view)
+        """Update every touched video's view (``video_views.refresh_views``), then make the views durable."""
+        if self._fusion is None:
+            return 0
+        views = refresh_views(self._store, self._touched, self._ended, self._members, self._previous, self._fusion)
         if views:
             self._store.upsert(views)
             self._store.flush()

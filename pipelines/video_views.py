@@ -4,7 +4,8 @@ The view holds the visual mean (image space), the audio mean (audio space), the 
 normalized concatenation of the two means; a missing half is zeros) and the mean of the frames' text-space
 vectors. ``video_end`` marks the video complete (``ended``); a frame arriving after it still updates the view,
 and a ``video_end`` that arrives before any member leaves a marker point (no vectors) that keeps ``ended``.
-No windows, GroupByKey or timers.
+No windows, GroupByKey or timers. The delivery step (``io.point_writer``) calls ``refresh_views`` after a
+bundle's members are durable; search reads the views like any point (and fuses queries with the same ``fuse``).
 
 Running sums, not rescans: the view's payload keeps its ``state`` — float64 sums and counts per space, and
 each counted member's content hash (``members``: ``video_frame/12`` → sha256 prefix). A bundle's members
@@ -25,27 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from embedstream.onnx_models.vectors import fuse
 from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
-from embedstream.pipelines.stores import StoredPoint
+from embedstream.pipelines.stores import StoredPoint, VectorStore
 from embedstream.schemas.point import PointRecord, point_id
 
 MEMBER_MODALITIES = ("video_frame", "video_audio")
-
-
-def fuse(
-    visual: np.ndarray | None, audio: np.ndarray | None, weights: tuple[float, float], dims: tuple[int, int]
-) -> np.ndarray | None:
-    """The fused vector: the weighted halves concatenated (a missing half is zeros), L2-normalized. None when
-    nothing is left (a zero weight on the only half present) — never a NaN vector. Searches into ``fused``
-    place a picture or sound query in its half the same way."""
-    fused = np.concatenate(
-        [
-            weights[0] * visual if visual is not None else np.zeros(dims[0]),
-            weights[1] * audio if audio is not None else np.zeros(dims[1]),
-        ]
-    )
-    norm = float(np.linalg.norm(fused))
-    return fused / norm if norm > 0 else None
 
 
 def member_key(payload: Mapping[str, Any]) -> str:
@@ -205,3 +191,40 @@ def view_point(video_id: str, state: ViewState, fusion: VideoFusion, ended: bool
 def video_point(video_id: str, members: Sequence[StoredPoint], fusion: VideoFusion, ended: bool) -> PointRecord | None:
     """The video's point rebuilt from all its members (the full recompute behind every delta)."""
     return view_point(video_id, ViewState.of_members(members, fusion), fusion, ended)
+
+
+def refresh_views(
+    store: VectorStore,
+    touched: set[str],
+    ended: set[str],
+    members: dict[str, dict[str, PointRecord]],
+    previous: dict[str, StoredPoint | None],
+    fusion: VideoFusion,
+) -> list[PointRecord]:
+    """The new views of the ``touched`` videos after a bundle wrote ``members`` (video id → member id → point;
+    ``previous``: what the store held for each member before). Each view is updated by the delta of its
+    members, or rebuilt from all its stored members when a delta cannot apply. ``ended``: videos whose
+    ``video_end`` this bundle saw. The caller upserts the views and makes them durable."""
+    ids = {video_id: point_id("video", video_id) for video_id in touched}
+    stored = {s.id: s for s in store.retrieve(sorted(ids.values()))}
+    views = []
+    for video_id in sorted(touched):
+        previous_view = stored.get(ids[video_id])
+        is_ended = video_id in ended or bool(previous_view and previous_view.payload.get("ended"))
+        state = ViewState.of_payload(previous_view.payload) if previous_view is not None else ViewState()
+        try:
+            if state is None:
+                raise StaleViewError("the view has no state")
+            for member in members.get(video_id, {}).values():
+                state.apply(member.payload, member.vectors, previous.get(member.id), fusion)
+        except StaleViewError:
+            stored_members = [
+                m
+                for m in store.scroll(with_vectors=True, where={"video_id": video_id})
+                if m.payload.get("modality") != "video"
+            ]
+            state = ViewState.of_members(stored_members, fusion)
+        view = view_point(video_id, state, fusion, is_ended)
+        if view is not None:
+            views.append(view)
+    return views
