@@ -190,10 +190,15 @@ def wait_until(condition: Any, timeout_s: float) -> bool:
 
 
 def start_stream(settings: Settings) -> tuple[threading.Event, threading.Thread]:
+    """A stream run on a thread, its store shared from here (so ``DurableClock`` sees its flushes)."""
+    from embedstream.pipelines.handles import Handle
     from embedstream.pipelines.ingest import run_ingest
+    from embedstream.pipelines.stores import open_store
+    from embedstream.pipelines.stores.shared import SharedStore
 
     stop = threading.Event()
-    thread = threading.Thread(target=run_ingest, args=(settings,), kwargs={"stop": stop}, daemon=True)
+    store = Handle.register(SharedStore(open_store(settings.qdrant)), "store")
+    thread = threading.Thread(target=run_ingest, args=(settings,), kwargs={"stop": stop, "store": store}, daemon=True)
     thread.start()
     return stop, thread
 
@@ -213,9 +218,7 @@ def phase_produce(bootstrap: str, topic: str, rate: float, seconds: float) -> di
 
 def phase_rate(bootstrap: str, topic: str, rate: float, seconds: float) -> dict[str, Any]:
     from embedstream.pipelines.io.kafka_clients import ensure_topics
-    from embedstream.pipelines.stores.shared import share_embedded_stores
 
-    share_embedded_stores()
     durable = DurableClock()
     with tempfile.TemporaryDirectory() as store:
         settings = event_settings(bootstrap, topic, store)
@@ -245,9 +248,7 @@ def phase_rate(bootstrap: str, topic: str, rate: float, seconds: float) -> dict[
 def phase_backlog(bootstrap: str, topic: str, n: int) -> dict[str, Any]:
     from bench.ingest_text import produce
     from embedstream.onnx_models.text_encoder import TextEncoder
-    from embedstream.pipelines.stores.shared import share_embedded_stores
 
-    share_embedded_stores()
     durable = DurableClock()
     first_encode: list[float] = []
     original = TextEncoder.embed_batch

@@ -168,7 +168,7 @@ class ManifestBase(BaseModel):
         """The model folder (or local id, or vectors file) an export was made from: what re-measuring its parity
         needs. Catalog builds record none (their recipe knows its source)."""
         if self.origin is None or self.origin.source is None:
-            raise ValueError(f"{self.ref} records no source to re-measure against; rebuild it with its exporter")
+            raise UsageError(f"{self.ref} records no source to re-measure against; rebuild it with its exporter")
         return self.origin.source
 
 

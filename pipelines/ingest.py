@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -27,6 +27,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
+from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.deliver import Deliver
 from embedstream.pipelines.io.kafka_clients import (
     PartitionSpec,
@@ -37,13 +38,14 @@ from embedstream.pipelines.io.kafka_clients import (
     partition_backlog,
     plan_partitions,
 )
-from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions, stop_event
+from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions
 from embedstream.pipelines.io.partition_owner import new_owner_id
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.observability import LagWatcher, ProbeServer
 from embedstream.pipelines.plan import IngestPlan, plan_ingest
+from embedstream.pipelines.progress import Progress
 from embedstream.pipelines.runners import check_runner, workers_see_stop
-from embedstream.pipelines.stores import open_store, wait_until_released
+from embedstream.pipelines.stores import VectorStore, open_store, wait_until_released
 from embedstream.pipelines.transforms.adapters import AudioAdapter, ImageAdapter, TextAdapter
 from embedstream.pipelines.transforms.embed import Embed, ModalityAdapter
 from embedstream.pipelines.transforms.parse import ParseEvents
@@ -61,14 +63,32 @@ class IngestResult:
     partitions: list[PartitionSpec]
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What a launcher shares with the steps that run in its own process, as explicit handles
+    (``pipelines.handles``): its stop signal, its progress counters, and (``serve --ingest``) its open
+    embedded store. Steps in other processes find none of them and use their own."""
+
+    stop: Handle[threading.Event] | None = None
+    progress: Handle[Progress] | None = None
+    store: Handle[VectorStore] | None = None
+
+
 def build_pipeline(
-    pipeline: beam.Pipeline, settings: Settings, partitions: list[PartitionSpec], plan: IngestPlan, run_id: str
+    pipeline: beam.Pipeline,
+    settings: Settings,
+    partitions: list[PartitionSpec],
+    plan: IngestPlan,
+    run_id: str,
+    shared: Shared = Shared(),
 ) -> None:
     """One chain: read → parse → embed (text, pictures, sounds) → deliver. Dead letters travel down the chain
     with the points; no Flatten (on the local runner it would break fusion, and the delivery step must share
     the read's bundle so that offsets are committed in bundle finalization only after it has finished)."""
     limits = Limits(settings.pipeline.max_event_bytes, settings.pipeline.max_text_chars)
-    records = pipeline | "ReadKafka" >> ReadKafkaPartitions(settings.kafka, settings.pipeline, partitions, run_id)
+    records = pipeline | "ReadKafka" >> ReadKafkaPartitions(
+        settings.kafka, settings.pipeline, partitions, run_id, shared.stop
+    )
     flowing = records | "Parse" >> beam.ParDo(ParseEvents(limits, plan.modalities, settings.pipeline.skip))
     adapters: list[tuple[str, ModalityAdapter]] = [("EmbedText", TextAdapter(settings.model, settings.pipeline))]
     if plan.modalities & ImageAdapter.modalities:
@@ -77,7 +97,9 @@ def build_pipeline(
         adapters.append(("EmbedAudio", AudioAdapter(settings.model, settings.media, settings.pipeline)))
     for name, adapter in adapters:
         flowing = flowing | name >> beam.ParDo(Embed(adapter))
-    deliver = Deliver(settings.kafka, settings.qdrant, settings.pipeline, plan.spaces, plan.fusion)
+    deliver = Deliver(
+        settings.kafka, settings.qdrant, settings.pipeline, plan.spaces, plan.fusion, shared.progress, shared.store
+    )
     _ = flowing | "Deliver" >> beam.ParDo(deliver)
 
 
@@ -189,25 +211,41 @@ def _cancelled(result: PipelineResult) -> bool:
     return False
 
 
-def _optimize(settings: Settings) -> None:
-    """After a drain, let the embedded engine build its HNSW index (it searches by brute force until then)."""
-    import time
-
-    store = open_store(settings.qdrant)
+@contextmanager
+def _opened(settings: Settings, store: Handle[VectorStore] | None) -> Iterator[VectorStore]:
+    """The shared store when there is one (left open), else the settings' store, closed after use."""
+    if store is not None:
+        yield store.get()
+        return
+    opened = open_store(settings.qdrant)
     try:
-        started = time.monotonic()
-        if store.optimize():
-            log.info("optimized the store's indexes in %.1f s", time.monotonic() - started)
+        yield opened
     finally:
-        store.close()
+        opened.close()
 
 
-def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threading.Event | None = None) -> IngestResult:
+def _optimize(settings: Settings, store: Handle[VectorStore] | None) -> None:
+    """After a drain, let the embedded engine build its HNSW index (it searches by brute force until then)."""
+    with _opened(settings, store) as opened:
+        started = time.monotonic()
+        if opened.optimize():
+            log.info("optimized the store's indexes in %.1f s", time.monotonic() - started)
+
+
+def run_ingest(
+    settings: Settings,
+    beam_args: Sequence[str] = (),
+    stop: threading.Event | None = None,
+    store: Handle[VectorStore] | None = None,
+) -> IngestResult:
     """Run the ingest pipeline to completion (drain) or until stopped (stream).
 
     ``stop`` (default: a new event, set by SIGINT/SIGTERM when called on the main thread) ends a stream run
     at the readers' next checkpoint; setting it before the pipeline has started is not lost. A bounded run
-    commits its stop offsets once the pipeline has finished successfully (``finish_partitions``), on any runner."""
+    commits its stop offsets once the pipeline has finished successfully (``finish_partitions``), on any runner.
+    ``store``: an embedded store this process already holds open (``serve --ingest`` shares its store with the
+    pipeline this way, because one process may hold an embedded path only once); by default the pipeline
+    opens the store the settings name."""
     kafka = settings.kafka
     options = pipeline_options(settings, beam_args)
     check_runner(settings, options)
@@ -216,21 +254,22 @@ def run_ingest(settings: Settings, beam_args: Sequence[str] = (), stop: threadin
     ensure_topics(kafka, [kafka.dead_letter_topic], dead_letter_limit(settings.pipeline.max_event_bytes))
     plan = plan_ingest(settings)
     log.info("embedding %s into %s", ", ".join(plan.groups), ", ".join(s.name for s in plan.spaces))
-    store = open_store(settings.qdrant)
-    try:
-        store.ensure_spaces(plan.spaces)
-    finally:
-        store.close()
+    with _opened(settings, store) as opened:
+        opened.ensure_spaces(plan.spaces)
     stop = stop if stop is not None else threading.Event()
+    progress = Handle.register(Progress(), "progress")
     live: list[PartitionSpec] = []  # the current cycle's partitions, for the lag metric
     counters: dict[str, int] = {}
-    with _stop_on_signals(stop), _observed(settings, plan, live):
-        while True:
-            cycle = _run_cycle(settings, options, plan, stop, live)
-            for name, value in cycle.counters.items():
-                counters[name] = counters.get(name, 0) + value
-            if stop.is_set() or not cycle.rediscover:
-                break
+    try:
+        with _stop_on_signals(stop), _observed(settings, plan, live):
+            while True:
+                cycle = _run_cycle(settings, options, plan, stop, live, Shared(progress=progress, store=store))
+                for name, value in cycle.counters.items():
+                    counters[name] = counters.get(name, 0) + value
+                if stop.is_set() or not cycle.rediscover:
+                    break
+    finally:
+        progress.release()
     return IngestResult(
         points_upserted=int(counters.get("points_upserted", 0)),
         dead_letters=int(counters.get("dead_letters", 0)),
@@ -247,7 +286,12 @@ class _Cycle:
 
 
 def _run_cycle(
-    settings: Settings, options: PipelineOptions, plan: IngestPlan, stop: threading.Event, live: list[PartitionSpec]
+    settings: Settings,
+    options: PipelineOptions,
+    plan: IngestPlan,
+    stop: threading.Event,
+    live: list[PartitionSpec],
+    shared: Shared,
 ) -> _Cycle:
     """One pipeline over the partitions there are now. In stream mode a watcher looks for new topics (a
     pattern) and partitions every ``discovery_interval_s``; when the set changes it ends this cycle the way a
@@ -287,23 +331,24 @@ def _run_cycle(
         daemon=True,
     )
     watcher.start()
+    halting = Handle.register(halt, "stop signal")
     try:
-        with stop_event(run_id, halt):
-            pipeline = beam.Pipeline(runner=_runner(options), options=options)
-            build_pipeline(pipeline, settings, partitions, plan, run_id)
-            result = pipeline.run()
-            grace_s = 4 * pipeline_settings.max_bundle_seconds if workers_see_stop(options) else 0.0
-            cancelled = _await(result, halt, grace_s)
+        pipeline = beam.Pipeline(runner=_runner(options), options=options)
+        build_pipeline(pipeline, settings, partitions, plan, run_id, replace(shared, stop=halting))
+        result = pipeline.run()
+        grace_s = 4 * pipeline_settings.max_bundle_seconds if workers_see_stop(options) else 0.0
+        cancelled = _await(result, halt, grace_s)
     finally:
         halt.set()
+        halting.release()
         watcher.join(10)
     finish_partitions(kafka, partitions, run_id, completed=bounded and not stop.is_set())
     if cancelled:
         log.info("job cancelled; its workers release the store when their runner tears them down")
-    else:
+    elif shared.store is None:  # a shared store stays open in this process, by design
         wait_until_released(settings.qdrant)
     if bounded and not cancelled:
-        _optimize(settings)
+        _optimize(settings, shared.store)
     return _Cycle(partitions, _counters(result), rediscover=rediscover.is_set() and not stop.is_set())
 
 

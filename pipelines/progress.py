@@ -1,7 +1,8 @@
-"""Periodic progress counts for long runs (rule: long jobs show progress).
+"""Periodic progress counts for long runs: a line every ``progress_interval_s`` instead of silence.
 
-The sinks of one worker process share these counters; the point sink logs a line every
-``progress_interval_s``. Beam metrics carry the same counts to the runner for the final summary.
+A run makes one ``Progress`` and shares it with the delivery steps in its process through a ``Handle``
+(``pipelines.handles``); a worker in another process counts in its own. Beam metrics carry the same counts
+to the runner for the final summary.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ log = logging.getLogger("embedstream.pipelines.progress")
 
 
 class Progress:
+    """Points and dead letters delivered so far, and the rate since the last line; thread-safe."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.points = 0
@@ -40,6 +43,3 @@ class Progress:
                 self.dead_letters,
                 rate,
             )
-
-
-PROGRESS = Progress()

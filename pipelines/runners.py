@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions, StandardOptions
 
+from embedstream.schemas.errors import UsageError
 from embedstream.schemas.settings import Settings
 
 REMOTE_RUNNERS = ("DataflowRunner", "FlinkRunner", "SparkRunner", "SamzaRunner", "DaskRunner")
 LOCAL_ENDPOINTS = ("embed", "localhost", "127.0.0.1", "[::1]")
 
 
-class RunnerConfigError(ValueError):
+class RunnerConfigError(UsageError):
     """This runner cannot run this pipeline as configured (the message says what to change)."""
 
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from embedstream.schemas.errors import NotFoundError, SettingsError
 
 CONFIG_ENV = "EMBEDSTREAM_CONFIG"
 DEFAULT_CONFIG_FILE = Path("embedstream.toml")
@@ -39,7 +42,7 @@ def default_cache_dir() -> Path:
 class KafkaSettings(BaseModel):
     """Where events come from and dead letters go. Security options pass straight to kafka-python."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "embedstream.events"
@@ -114,7 +117,7 @@ class CollectionOptions(BaseModel):
     acknowledge a write. On-disk vectors and payload trade latency for memory; ``scalar_quantization`` keeps
     int8 copies of the vectors in RAM for search (4× less memory) and rescoring from the originals."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     shard_number: int | None = Field(default=None, ge=1)
     replication_factor: int | None = Field(default=None, ge=1)
@@ -136,7 +139,7 @@ class QdrantSettings(BaseModel):
     ``local``: qdrant-client's local mode at ``path`` (or ``:memory:``): the server API without a server.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["edge", "server", "local"] = "edge"
     path: str = ".embedstream/qdrant"
@@ -150,7 +153,7 @@ class QdrantSettings(BaseModel):
 class ModelSettings(BaseModel):
     """Which encoders run and how ONNX Runtime is tuned."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     text_model: str = "minilm"
     image_model: str = Field(default="effnet", description="pictures and video frames: their own space")
@@ -170,7 +173,7 @@ class ModelSettings(BaseModel):
 class PipelineSettings(BaseModel):
     """How the ingest pipeline batches, bounds its bundles and reports progress."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["drain", "stream"] = "drain"
     max_batch_tokens: int = Field(default=4096, ge=1, description="padded tokens per encoder run")
@@ -226,7 +229,7 @@ class PipelineSettings(BaseModel):
 class MediaSettings(BaseModel):
     """How pictures and sounds are fetched, decoded and bounded, and how a video's vectors are fused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     modalities: list[Literal["text", "image", "audio", "video"]] | None = Field(
         default=None,
@@ -281,7 +284,7 @@ class MediaSettings(BaseModel):
 class ApiKey(BaseModel):
     """One API key, stored as the SHA-256 of the key (``embedstream api-key new`` makes both)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, description="who holds it (in logs and metrics, never the key)")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")
@@ -293,7 +296,7 @@ class ApiKey(BaseModel):
 class ApiSettings(BaseModel):
     """Who may use ``embedstream serve``'s API, and how it is served."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     keys: list[ApiKey] = Field(
         default_factory=list,
@@ -311,7 +314,7 @@ class ApiSettings(BaseModel):
 class Settings(BaseSettings):
     """The root of all configuration."""
 
-    model_config = SettingsConfigDict(env_prefix="EMBEDSTREAM_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="EMBEDSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
@@ -335,12 +338,32 @@ class Settings(BaseSettings):
     def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
         """Settings from ``overrides`` > environment > ``config_file`` (or the default TOML file)."""
         if config_file is not None and not Path(config_file).is_file():
-            raise FileNotFoundError(f"config file {config_file} does not exist")
+            raise NotFoundError(f"config file {config_file} does not exist")
         token = _config_file.set(Path(config_file) if config_file is not None else None)
         try:
             return cls(**overrides)
+        except ValidationError as exc:
+            raise _settings_error(exc) from exc
         finally:
             _config_file.reset(token)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """A validated copy with some fields of some sections changed, e.g.
+        ``settings.replace(pipeline={"mode": "stream"})``. Settings are frozen once loaded (a DoFn, a thread and
+        the API may hold the same object); this is how a command applies its flags."""
+        data = self.model_dump()
+        for section, fields in sections.items():
+            data[section] = {**data[section], **fields}
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            raise _settings_error(exc) from exc
+
+
+def _settings_error(exc: ValidationError) -> SettingsError:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return SettingsError(f"invalid settings: {where}: {first['msg']}")
 
 
 def config_path() -> Path:

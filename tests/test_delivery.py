@@ -142,8 +142,7 @@ def test_pipeline_skip_dead_letters_a_named_record_unread(make_settings):
     settings = make_settings(kafka={"partitions": 1})
     ensure_topics(settings.kafka, [settings.kafka.topic])
     send_raw(settings, [(b"a", text_event("a", "first"), []), (b"b", text_event("b", "second"), [])])
-    settings.pipeline.skip = [f"{settings.kafka.topic}:0:0"]
-    run_ingest(settings)
+    run_ingest(settings.replace(pipeline={"skip": [f"{settings.kafka.topic}:0:0"]}))
     assert stored_ids(settings) == {"b"} and reasons(settings) == {"skipped": 1}
 
 
@@ -151,10 +150,9 @@ def test_a_replayed_older_version_does_not_overwrite_a_newer_one(make_settings):
     settings = make_settings(kafka={"partitions": 1})
     ensure_topics(settings.kafka, [settings.kafka.topic])
     send_raw(settings, [(b"x", text_event("x", "version one"), []), (b"y", text_event("y", "only version"), [])])
-    settings.pipeline.skip = [f"{settings.kafka.topic}:0:0", f"{settings.kafka.topic}:0:1"]  # both parked
-    run_ingest(settings)
+    parked = [f"{settings.kafka.topic}:0:0", f"{settings.kafka.topic}:0:1"]  # both parked
+    run_ingest(settings.replace(pipeline={"skip": parked}))
     send_raw(settings, [(b"x", text_event("x", "version two"), [])])
-    settings.pipeline.skip = []
     run_ingest(settings)
     assert dlq.replay(settings).replayed == 2  # x@0 (older than the stored x@2) and y@1 (nothing newer)
 
@@ -238,8 +236,7 @@ def test_a_second_live_reader_of_a_partition_is_refused(make_settings):
         while not all(c is not None and c.beat > 0 for c in committed_claims(settings).values()):
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        second = settings.model_copy(deep=True)
-        second.pipeline.mode = "drain"
+        second = settings.replace(pipeline={"mode": "drain"})
         with pytest.raises(PartitionOwnedError, match="--shard"):
             run_ingest(second)
     finally:

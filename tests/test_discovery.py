@@ -26,12 +26,11 @@ def test_a_pattern_never_reads_the_dead_letter_topic_its_ledger_or_internal_topi
 def test_a_list_of_topics_is_drained(make_settings):
     settings = make_settings()
     first, second = f"{settings.kafka.topic}.a", f"{settings.kafka.topic}.b"
-    settings.kafka.topics = [first, second]
+    settings = settings.replace(kafka={"topics": [first, second]})
     ensure_topics(settings.kafka, [first, second])
     for topic in (first, second):
-        settings.kafka.topic = topic
         send_raw(
-            settings,
+            settings.replace(kafka={"topic": topic}),
             [(f"{topic}-{i}".encode(), text_event(f"{topic}-{i}", f"listed topic {topic} {i}"), []) for i in range(5)],
         )
     assert run_ingest(settings).points_upserted == 10
@@ -40,9 +39,8 @@ def test_a_list_of_topics_is_drained(make_settings):
 def test_a_topic_that_appears_while_streaming_is_read_with_nothing_lost(make_settings):
     settings = make_settings(pipeline={"mode": "stream", "discovery_interval_s": 1.0}, media={"modalities": ["text"]})
     base = settings.kafka.topic
-    settings.kafka.topic_pattern = rf"{base}\.in\..*"
-    first = settings.model_copy(deep=True)
-    first.kafka.topic = f"{base}.in.first"
+    settings = settings.replace(kafka={"topic_pattern": rf"{base}\.in\..*"})
+    first = settings.replace(kafka={"topic": f"{base}.in.first"})
     ensure_topics(first.kafka, [first.kafka.topic])
     send_raw(first, [(f"f{i}".encode(), text_event(f"f{i}", f"first topic sentence {i}"), []) for i in range(10)])
     stop = threading.Event()
@@ -57,8 +55,7 @@ def test_a_topic_that_appears_while_streaming_is_read_with_nothing_lost(make_set
     reader = threading.Thread(target=run)
     reader.start()
     try:
-        later = settings.model_copy(deep=True)
-        later.kafka.topic = f"{base}.in.later"
+        later = settings.replace(kafka={"topic": f"{base}.in.later"})
         time.sleep(3)
         ensure_topics(later.kafka, [later.kafka.topic])  # appears while the stream runs
         send_raw(later, [(f"l{i}".encode(), text_event(f"l{i}", f"later topic sentence {i}"), []) for i in range(10)])

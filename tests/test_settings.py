@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from pydantic import ValidationError
 
+from embedstream.schemas.errors import NotFoundError, SettingsError
 from embedstream.schemas.settings import Settings
 
 TOML = """
@@ -72,10 +72,10 @@ def test_security_options_pass_through(monkeypatch):
 
 def test_invalid_value_names_the_field(monkeypatch):
     monkeypatch.setenv("EMBEDSTREAM_PIPELINE__MAX_BATCH_TOKENS", "zero")
-    with pytest.raises(ValidationError, match="max_batch_tokens"):
+    with pytest.raises(SettingsError, match="max_batch_tokens"):
         Settings.load()
 
 
 def test_missing_config_file_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
+    with pytest.raises(NotFoundError, match=r"nope\.toml"):
         Settings.load(tmp_path / "nope.toml")

@@ -23,9 +23,10 @@ def stored(settings) -> dict[str, int]:
 
 def test_two_shards_read_disjoint_partitions_that_cover_the_topic(make_settings, tmp_path):
     first = make_settings(kafka={"partitions": 6}, pipeline={"shard": "0/2"})
-    second = first.model_copy(deep=True)
-    second.pipeline.shard = "1/2"
-    second.qdrant.path = str(tmp_path / "second-store")  # each instance its own embedded store
+    second = first.replace(
+        pipeline={"shard": "1/2"},
+        qdrant={"path": str(tmp_path / "second-store")},  # each instance its own embedded store
+    )
     ensure_topics(first.kafka, [first.kafka.topic])
     send_raw(first, [(f"k{i}".encode(), text_event(f"e{i}", f"sharded sentence {i}"), []) for i in range(120)])
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
 from embedstream.pipelines.stores import SpaceSpec, StoredPoint
 from embedstream.pipelines.stores.edge import EdgeStore
 from embedstream.pipelines.video_views import video_point
+from embedstream.schemas.errors import SettingsError
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.settings import Settings
 
@@ -43,9 +43,9 @@ def test_a_zero_weight_on_the_only_half_present_leaves_no_fused_vector():
 
 
 def test_weights_that_make_no_vector_are_refused():
-    with pytest.raises(ValidationError, match="fused_weights"):
+    with pytest.raises(SettingsError, match="fused_weights"):
         Settings.load(media={"fused_weights": (0.0, 0.0)})
-    with pytest.raises(ValidationError, match="fused_weights"):
+    with pytest.raises(SettingsError, match="fused_weights"):
         Settings.load(media={"fused_weights": (-1.0, 2.0)})
 
 

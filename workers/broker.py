@@ -16,12 +16,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import default_cache_dir
 
 READY_TIMEOUT_S = 10.0
 
 
-class BrokerError(RuntimeError):
+class BrokerError(EmbedstreamError):
     """The local broker could not be started, found or stopped."""
 
 

@@ -15,33 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from embedstream.onnx_models.registry import ModelNotBuiltError
-from embedstream.onnx_models.session import ProviderUnavailableError
-from embedstream.pipelines.io.kafka_clients import BrokerUnavailableError
-from embedstream.pipelines.io.partition_owner import PartitionOwnedError
-from embedstream.pipelines.stores import StoreLockedError, StoreSchemaError, StoreWriteError
+from embedstream.schemas.errors import EmbedstreamError, UsageError
 from embedstream.schemas.settings import Settings
-from embedstream.workers.broker import BrokerError
-from embedstream.workers.dlq import ReplayError
-from embedstream.workers.serve import IngestStoppedError
-
-EXPECTED_ERRORS = (
-    BrokerUnavailableError,
-    BrokerError,
-    ModelNotBuiltError,
-    ProviderUnavailableError,
-    StoreLockedError,
-    StoreSchemaError,
-    PartitionOwnedError,
-    StoreWriteError,
-    IngestStoppedError,
-    ReplayError,
-    FileNotFoundError,
-    ValueError,
-    KeyError,
-)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -84,7 +59,7 @@ def cmd_produce(args: argparse.Namespace, extra: list[str]) -> int:
 
     settings = _settings(args)
     if args.topic:
-        settings.kafka.topic = args.topic
+        settings = settings.replace(kafka={"topic": args.topic})
     video = VideoOptions(fps=args.fps, scene_threshold=args.scene_threshold, segment_seconds=args.segment_seconds)
     report = produce_files(settings, [Path(p) for p in args.paths], progress=not args.quiet, video=video)
     print(f"sent {report.sent} events to {settings.kafka.topic}; skipped {len(report.skipped)} invalid input(s)")
@@ -95,16 +70,11 @@ def cmd_ingest(args: argparse.Namespace, extra: list[str]) -> int:
     from embedstream.pipelines.ingest import run_ingest
 
     settings = _settings(args)
-    settings.pipeline.mode = args.mode
-    if args.shard is not None:
-        settings.pipeline.shard = args.shard
-        settings = settings.model_validate(settings.model_dump())  # the shard is checked like every setting
-    if args.skip:
-        settings.pipeline.skip = [*settings.pipeline.skip, *args.skip]
-    if args.metrics_port is not None:
-        settings.pipeline.metrics_port = args.metrics_port
-    if args.metrics_host is not None:
-        settings.pipeline.metrics_host = args.metrics_host
+    flags: dict[str, Any] = {"mode": args.mode, "skip": [*settings.pipeline.skip, *args.skip]}
+    for name in ("shard", "metrics_port", "metrics_host"):
+        if getattr(args, name) is not None:
+            flags[name] = getattr(args, name)
+    settings = settings.replace(pipeline=flags)  # checked like every setting (the shard's I/N)
     result = run_ingest(settings, extra)
     views = f", {result.video_views} video view updates" if result.video_views else ""
     print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters{views}")
@@ -116,7 +86,7 @@ def cmd_search(args: argparse.Namespace, extra: list[str]) -> int:
 
     given = [q for q in (args.query, args.text, args.image, args.audio) if q]
     if len(given) != 1:
-        raise ValueError("search takes one query: a text (positional or --text), --image FILE or --audio FILE")
+        raise UsageError("search takes one query: a text (positional or --text), --image FILE or --audio FILE")
     if args.image:
         query = Query.of_image(Path(args.image).read_bytes())
     elif args.audio:
@@ -402,15 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args, extra))
-    except ValidationError as exc:
-        print(
-            f"embedstream: error: invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}",
-            file=sys.stderr,
-        )
-        return 2
-    except EXPECTED_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"embedstream: error: {message}", file=sys.stderr)
+    except EmbedstreamError as exc:  # the project's own errors only: anything else is a bug, with a traceback
+        print(f"embedstream: error: {exc}", file=sys.stderr)
         return 2
 
 

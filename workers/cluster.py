@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from embedstream.onnx_models.vectors import l2_normalize
 from embedstream.pipelines.stores import open_store
+from embedstream.schemas.errors import UsageError
 from embedstream.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def cluster_space(
     try:
         ids, vectors, payloads = _read(store, space, where, progress)
         if len(ids) < 3:
-            raise ValueError(f"space {space!r} has {len(ids)} point(s) to cluster; need at least 3")
+            raise UsageError(f"space {space!r} has {len(ids)} point(s) to cluster; need at least 3")
         unit = l2_normalize(vectors)
         report = ClusterReport(space, method, 0, len(ids), None)
         labels = _hdbscan(unit) if method == "hdbscan" else _kmeans(unit, k, k_max, report, progress)
@@ -103,7 +104,7 @@ def _kmeans(unit: np.ndarray, k: int | str, k_max: int, report: ClusterReport, p
 
     if k != "auto":
         if not 1 <= int(k) <= len(unit):
-            raise ValueError(f"k = {k} does not fit {len(unit)} points")
+            raise UsageError(f"k = {k} does not fit {len(unit)} points")
         return fit(int(k))
     best: tuple[float, np.ndarray] | None = None
     for n in range(2, min(k_max, len(unit) - 1) + 1):

@@ -50,6 +50,7 @@ from embedstream.schemas.dead_letter import (
     DeadLetter,
     identity_of,
 )
+from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import Settings
 
 REPLAY_ID = REPLAY_HEADER_PREFIX + "id"
@@ -58,7 +59,7 @@ REPLAY_REQUEST_BYTES = 16 << 20
 SEND_TIMEOUT_S = 30
 
 
-class ReplayError(RuntimeError):
+class ReplayError(EmbedstreamError):
     """Some re-produced events were not acknowledged; those are not recorded and replay again next time."""
 
 

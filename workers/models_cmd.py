@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.schemas.errors import UsageError
 
 
 def _figure(manifest: ModelManifest) -> str:
@@ -49,7 +50,7 @@ def export(args: argparse.Namespace, cache: Path) -> int:
     from embedstream.onnx_models.export.hf import export_model
 
     if not args.source:
-        raise ValueError("models export needs --source (a model folder, or an id already in the local HF cache)")
+        raise UsageError("models export needs --source (a model folder, or an id already in the local HF cache)")
     for manifest in export_model(args.source, args.name, cache, pooling=args.pooling, normalize=not args.no_normalize):
         _report(manifest, cache)
     return 0
@@ -59,7 +60,7 @@ def import_vectors(args: argparse.Namespace, cache: Path) -> int:
     from embedstream.onnx_models.export.word_vectors import import_word_vectors
 
     if not args.file:
-        raise ValueError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
+        raise UsageError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
     _report(import_word_vectors(Path(args.file), args.name, cache, binary=args.binary or None), cache)
     return 0
 

@@ -37,6 +37,7 @@ from embedstream.schemas.envelope import (
     envelope_to_json,
     validate_fields,
 )
+from embedstream.schemas.errors import NotFoundError
 from embedstream.schemas.settings import Settings
 
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif"}
@@ -79,7 +80,7 @@ def expand(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
         elif path.is_file():
             files.append((path, path.parent))
         else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
+            raise NotFoundError(f"no such file or folder: {path}")
     return files
 
 

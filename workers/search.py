@@ -30,6 +30,7 @@ from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.images import decode_image
 from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import Hit, VectorStore, open_store
+from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.settings import Settings
 
 Where = Mapping[str, str | int | bool]
@@ -41,7 +42,7 @@ def parse_where(pairs: list[str]) -> dict[str, str | int | bool]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"filter {pair!r} is not key=value")
+            raise UsageError(f"filter {pair!r} is not key=value")
         value: str | int | bool = raw
         if raw in ("true", "false"):
             value = raw == "true"
@@ -121,7 +122,7 @@ class Searcher:
         spaces = self.spaces_for(kind)
         space = space or next(iter(spaces))
         if space not in spaces:
-            raise ValueError(f"a {kind} query cannot search space {space!r}; it can search {sorted(spaces)}")
+            raise UsageError(f"a {kind} query cannot search space {space!r}; it can search {sorted(spaces)}")
         return space, spaces[space]
 
     def vector(self, query: Query, space: str | None = None) -> tuple[str, np.ndarray]:
@@ -144,7 +145,7 @@ class Searcher:
             weights = self.settings.media.fused_weights
             fused = fuse(vector if picture else None, None if picture else vector, weights, dims)
             if fused is None:
-                raise ValueError(f"the fused weights {self.settings.media.fused_weights} give a {query.kind} no weight")
+                raise UsageError(f"the fused weights {self.settings.media.fused_weights} give a {query.kind} no weight")
             vector = fused
         return space, vector
 
@@ -187,14 +188,14 @@ class Searcher:
         """Qdrant's ``average_vector`` rule: search with ``2·mean(positive) − mean(negative)`` (just the positive
         mean without negatives); the example points themselves are left out of the results."""
         if not positive:
-            raise ValueError("recommend needs at least one positive point id")
+            raise UsageError("recommend needs at least one positive point id")
         found = {p.id: p for p in self.store.retrieve([*positive, *negative], with_vectors=True)}
         missing = [i for i in [*positive, *negative] if i not in found]
         if missing:
-            raise LookupError(f"no point(s) {missing}")
+            raise NotFoundError(f"no point(s) {missing}")
         lacking = [i for i in found if space not in found[i].vectors]
         if lacking:
-            raise ValueError(f"point(s) {lacking} have no vector in space {space!r}")
+            raise UsageError(f"point(s) {lacking} have no vector in space {space!r}")
         mean_pos = np.mean([found[i].vectors[space] for i in positive], axis=0)
         query = 2 * mean_pos - np.mean([found[i].vectors[space] for i in negative], axis=0) if negative else mean_pos
         examples = set(positive) | set(negative)

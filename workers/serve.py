@@ -27,20 +27,25 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from embedstream.schemas.errors import EmbedstreamError, UsageError
 from embedstream.schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from embedstream.pipelines.handles import Handle
+    from embedstream.pipelines.stores import VectorStore
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 60.0
 EXIT_STUCK = 3
 
 
-class IngestStoppedError(RuntimeError):
+class IngestStoppedError(EmbedstreamError):
     """The in-process pipeline died, or did not stop in time."""
 
 
-class InsecureBindError(ValueError):
+class InsecureBindError(UsageError):
     """``serve`` was asked to listen beyond loopback with no API keys configured."""
 
 
@@ -62,9 +67,11 @@ def serve(
             "Configure api.keys (embedstream api-key new) or pass --insecure"
         )
     if (settings.api.tls_certfile is None) != (settings.api.tls_keyfile is None):
-        raise ValueError("api.tls_certfile and api.tls_keyfile go together")
+        raise UsageError("api.tls_certfile and api.tls_keyfile go together")
 
-    from embedstream.pipelines.stores.shared import close_shared_stores, share_embedded_stores
+    from embedstream.pipelines.handles import Handle
+    from embedstream.pipelines.stores import open_store
+    from embedstream.pipelines.stores.shared import SharedStore
     from embedstream.workers.api import create_app
 
     worker: threading.Thread | None = None
@@ -78,9 +85,11 @@ def serve(
             return "ingestion ended unexpectedly"
         return None
 
+    # With --ingest, one embedded store for both the API and the pipeline: opened here, shared explicitly.
+    shared = SharedStore(open_store(settings.qdrant)) if ingest else None
     server = _graceful_server(
         uvicorn.Config(
-            create_app(settings, health=health),
+            create_app(settings, health=health, store=shared),
             host=host,
             port=port,
             log_level="warning",
@@ -88,10 +97,12 @@ def serve(
             ssl_keyfile=settings.api.tls_keyfile,
         )
     )
-    if ingest:
-        share_embedded_stores()
-        settings.pipeline.mode = "stream"
-        worker = threading.Thread(target=_ingest, args=(settings, stop, failure, server), name="ingest", daemon=True)
+    handle = Handle.register(shared, "store") if shared is not None else None
+    if handle is not None:
+        stream = settings.replace(pipeline={"mode": "stream"})
+        worker = threading.Thread(
+            target=_ingest, args=(stream, handle, stop, failure, server), name="ingest", daemon=True
+        )
         worker.start()
     try:
         server.run()
@@ -110,7 +121,9 @@ def serve(
                     flush=True,
                 )
                 os._exit(EXIT_STUCK)
-            close_shared_stores()
+        if handle is not None and shared is not None:
+            handle.release()
+            shared.close_owned()
     if failure:
         raise IngestStoppedError(f"ingestion stopped with an error: {failure[0]}") from failure[0]
 
@@ -130,11 +143,17 @@ def _graceful_server(config: Any) -> Any:
     return GracefulServer(config)
 
 
-def _ingest(settings: Settings, stop: threading.Event, failure: list[BaseException], server: Any) -> None:
+def _ingest(
+    settings: Settings,
+    store: Handle[VectorStore],
+    stop: threading.Event,
+    failure: list[BaseException],
+    server: Any,
+) -> None:
     from embedstream.pipelines.ingest import run_ingest
 
     try:
-        run_ingest(settings, stop=stop)
+        run_ingest(settings, stop=stop, store=store)
     except BaseException as exc:
         log.exception("ingestion failed; shutting the server down")
         failure.append(exc)

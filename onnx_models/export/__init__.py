@@ -15,6 +15,7 @@ from embedstream.onnx_models.export.efficientnet import build_efficientnet
 from embedstream.onnx_models.export.sentence_transformers import build_sentence_transformer
 from embedstream.onnx_models.export.voice import build_voice
 from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.schemas.errors import NotFoundError
 
 Recipe = Callable[[CatalogEntry, Path], ModelManifest]
 
@@ -31,7 +32,7 @@ def build(name: str, cache_dir: Path, force: bool = False) -> ModelManifest:
     from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest
 
     if name not in CATALOG:
-        raise KeyError(f"no model {name!r} in the catalog; known: {sorted(CATALOG)}")
+        raise NotFoundError(f"no model {name!r} in the catalog; known: {sorted(CATALOG)}")
     entry = CATALOG[name]
     if not force:
         try:

@@ -20,6 +20,7 @@ import numpy as np
 from embedstream.onnx_models.catalog.entry import CatalogEntry
 from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, make_manifest
 from embedstream.onnx_models.registry import publish
+from embedstream.schemas.errors import EmbedstreamError
 
 PARITY_MIN_COSINE = 0.9999
 
@@ -72,11 +73,15 @@ def export_torch(
         )
 
 
+class ParityError(EmbedstreamError):
+    """An export does not reproduce its reference closely enough; it is not installed."""
+
+
 def install(draft: ModelManifest, staging: Path, cache_dir: Path, parity: Parity) -> ModelManifest:
     """Measure parity on the staged build, refuse it below the bar, else publish it with the figure recorded."""
     report = parity(draft, staging)
     if report.min_cosine < PARITY_MIN_COSINE:
-        raise RuntimeError(
+        raise ParityError(
             f"{draft.ref}: ONNX parity min cosine {report.min_cosine:.6f} < {PARITY_MIN_COSINE} against "
             f"{report.reference}; not installed"
         )

@@ -12,6 +12,7 @@ from typing import Literal
 
 from embedstream.onnx_models.export.common import hf_config
 from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.schemas.errors import UsageError
 
 Pooling = Literal["mean", "cls", "last_token"]
 DUAL_ENCODERS = ("clip",)
@@ -47,7 +48,7 @@ def export_model(
         from embedstream.onnx_models.export.hf_vision_audio import export_image_model
 
         if pooling == "last_token":
-            raise ValueError("vision encoders pool by mean or cls, not last_token")
+            raise UsageError("vision encoders pool by mean or cls, not last_token")
         return [export_image_model(source, name, cache_dir, pooling=pooling, normalize=normalize)]
     if kind == "audio":
         from embedstream.onnx_models.export.hf_vision_audio import export_audio_model

@@ -44,6 +44,7 @@ from embedstream.onnx_models.manifest import (
 )
 from embedstream.onnx_models.session import session_for
 from embedstream.onnx_models.vectors import Pooling, l2_normalize, pool_features
+from embedstream.schemas.errors import UsageError
 
 RESAMPLE: dict[int, Literal["bilinear", "bicubic"]] = {2: "bilinear", 3: "bicubic"}
 
@@ -63,7 +64,7 @@ def image_spec(config: dict[str, Any]) -> ImageSpec:
     size, crop_size = config.get("size") or {}, config.get("crop_size") or {}
     resample = RESAMPLE.get(int(config.get("resample", 3)))
     if resample is None:
-        raise ValueError(f"unsupported resample filter {config.get('resample')!r}; expected bilinear or bicubic")
+        raise UsageError(f"unsupported resample filter {config.get('resample')!r}; expected bilinear or bicubic")
     if "shortest_edge" in size and "crop_pct" in config and config.get("crop_pct"):
         crop = int(size["shortest_edge"])
         resize = int(crop / float(config["crop_pct"])) if crop < 384 else crop
@@ -73,10 +74,10 @@ def image_spec(config: dict[str, Any]) -> ImageSpec:
     elif "height" in size:
         resize = crop = int(size["height"])
     else:
-        raise ValueError(f"unsupported image processor size {size!r}")
+        raise UsageError(f"unsupported image processor size {size!r}")
     mean, std = config.get("image_mean"), config.get("image_std")
     if not mean or not std or len(mean) != 3 or len(std) != 3:
-        raise ValueError("the image processor must give a 3-channel image_mean and image_std")
+        raise UsageError("the image processor must give a 3-channel image_mean and image_std")
     return ImageSpec(
         resize_short=resize,
         crop=crop,

@@ -22,6 +22,7 @@ from embedstream.onnx_models.export.voice import voice_parity
 from embedstream.onnx_models.export.word_vectors import word_vectors_parity
 from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TextManifest, VariantQuality, as_kind
 from embedstream.onnx_models.registry import load_manifest, load_manifest_of
+from embedstream.schemas.errors import UsageError
 
 PARITY: dict[str, Parity] = {
     "sentence_transformers": sentence_transformer_parity,
@@ -62,7 +63,7 @@ def recipe_of(manifest: ModelManifest) -> str:
         return manifest.origin.recipe
     if manifest.name in CATALOG:  # catalog builds made before manifests recorded their origin
         return CATALOG[manifest.name].recipe
-    raise ValueError(f"{manifest.ref} does not record how it was built; rebuild or re-export it to verify it")
+    raise UsageError(f"{manifest.ref} does not record how it was built; rebuild or re-export it to verify it")
 
 
 def verify(cache_dir: Path, name: str) -> Verdict:

@@ -30,6 +30,7 @@ from embedstream.onnx_models.manifest import (
 )
 from embedstream.onnx_models.registry import sha256_of
 from embedstream.onnx_models.vectors import l2_normalize
+from embedstream.schemas.errors import UsageError
 
 PAD, UNK = "[PAD]", "[UNK]"
 MAX_WORDS = 512
@@ -133,7 +134,7 @@ def import_word_vectors(path: Path, name: str, cache_dir: Path, binary: bool | N
     """Build the encoder ``name@1`` from a vectors file into ``cache_dir`` and record its parity."""
     words, vectors = read_vectors(path, binary)
     if not words:
-        raise ValueError(f"{path} holds no word vectors")
+        raise UsageError(f"{path} holds no word vectors")
     with staging_dir(name) as staging:
         (staging / "model.onnx").write_bytes(lookup_graph(vectors))
         word_tokenizer(words).save(str(staging / "tokenizer.json"))
@@ -170,5 +171,5 @@ def word_vectors_parity(any_manifest: ModelManifest, folder: Path) -> ParityRepo
     expected = numpy_reference(words, vectors, PARITY_TEXTS)
     known = np.linalg.norm(expected, axis=1) > 0
     if not known.any():
-        raise ValueError("no parity text has a known word; the vectors file shares no vocabulary with them")
+        raise UsageError("no parity text has a known word; the vectors file shares no vocabulary with them")
     return compare(actual[known], expected[known], "numpy mean of the file's vectors")

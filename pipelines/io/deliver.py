@@ -21,13 +21,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.plan import VideoFusion
-from embedstream.pipelines.progress import PROGRESS
-from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.pipelines.progress import Progress
+from embedstream.pipelines.stores import SpaceSpec, VectorStore, open_store
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Modality
@@ -43,30 +44,39 @@ class Deliver(beam.DoFn):
         pipeline: PipelineSettings,
         spaces: list[SpaceSpec],
         fusion: VideoFusion | None = None,
+        progress: Handle[Progress] | None = None,
+        store: Handle[VectorStore] | None = None,
     ) -> None:
         self._kafka = kafka
         self._qdrant = qdrant
         self._pipeline = pipeline
         self._spaces = spaces
         self._fusion = fusion
+        self._progress_handle = progress
+        self._store_handle = store
         self._points = Metrics.counter(METRICS_NAMESPACE, "points_upserted")
         self._views = Metrics.counter(METRICS_NAMESPACE, "video_views")
         self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
         self._by_reason: dict[Reason, Any] = {}
 
     def setup(self) -> None:
-        self._store = open_store(self._qdrant)
+        # The launcher's own progress and (serve --ingest) its open store when this worker runs in its process;
+        # otherwise this worker's own.
+        progress = self._progress_handle
+        self._progress = progress.get() if progress is not None and progress.available else Progress()
+        self._store = self._store_handle.get() if self._store_handle is not None else open_store(self._qdrant)
         self._store.ensure_spaces(self._spaces)
         self._writer = PointWriter(self._store, self._pipeline.upsert_batch_size, self._fusion, self._written)
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
 
     def teardown(self) -> None:
         self._publisher.close()
-        self._store.close()
+        if self._store_handle is None:  # a shared store is closed by its owner
+            self._store.close()
 
     def _written(self, points: list[PointRecord]) -> None:
         self._points.inc(len(points))
-        PROGRESS.add(points=len(points))
+        self._progress.add(points=len(points))
         INGEST.events.labels("point").inc(len(points))
         for space, count in Counter(space for point in points for space in point.vectors).items():
             INGEST.points.labels(space).inc(count)  # one labelled update per space and batch, not per point
@@ -102,7 +112,7 @@ class Deliver(beam.DoFn):
             self._views.inc(views)
         if sent:
             self._dead_letters.inc(len(sent))
-            PROGRESS.add(dead_letters=len(sent))
+            self._progress.add(dead_letters=len(sent))
             INGEST.events.labels("dead_letter").inc(len(sent))
             for letter in sent:
                 INGEST.dead_letters.labels(letter.reason.value).inc()
@@ -112,7 +122,7 @@ class Deliver(beam.DoFn):
                         METRICS_NAMESPACE, f"dead_letters.{letter.reason.value}"
                     )
                 counter.inc()
-        PROGRESS.report(self._pipeline.progress_interval_s)
+        self._progress.report(self._pipeline.progress_interval_s)
 
     def _observe_latency(self) -> None:
         """Event → durable, from each event's Kafka timestamp, now that the bundle's writes are durable."""

@@ -18,6 +18,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from embedstream.pipelines.io import partition_owner
+from embedstream.schemas.errors import EmbedstreamError, NotFoundError
 from embedstream.schemas.settings import KafkaSettings
 
 FETCH_HEADROOM = 1 << 20
@@ -29,7 +30,7 @@ def dead_letter_limit(max_event_bytes: int) -> int:
     return max_event_bytes + DEAD_LETTER_HEADROOM
 
 
-class BrokerUnavailableError(RuntimeError):
+class BrokerUnavailableError(EmbedstreamError):
     """No Kafka broker answered at the configured bootstrap address."""
 
 
@@ -109,7 +110,7 @@ def partitions_of(client: KafkaConsumer, topic: str, timeout_s: float = 10.0) ->
         if found:
             return [TopicPartition(topic, p) for p in sorted(found)]
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+            raise NotFoundError(f"topic {topic!r} has no partitions (does it exist?)")
         time.sleep(0.1)
 
 
@@ -126,7 +127,7 @@ def high_watermarks(
         while missing := [tp for tp in partitions if client.highwater(tp) is None]:
             if time.monotonic() > deadline:
                 left = [tp.partition for tp in missing]
-                raise RuntimeError(f"no high watermark for partitions {left} within {timeout_s}s")
+                raise BrokerUnavailableError(f"no high watermark for partitions {left} within {timeout_s}s")
             client.poll(timeout_ms=200, max_records=1)
             # A partition's fetch response is parsed only once the records before it are drained; pausing the
             # partitions already known lets the next poll reach the others.

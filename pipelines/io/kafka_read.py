@@ -26,10 +26,10 @@ Contract:
   two workers read one partition at once). Every commit carries this run's ownership claim and is fenced
   against another owner's (``partition_owner``); an idle partition re-commits its offset every
   ``reader_heartbeat_s`` so that its claim stays alive — which also retries a commit that failed.
-* Stopping: the launcher registers a ``threading.Event`` under the run's id (``stop_event``); readers in the
-  launcher's process finish every restriction at their next checkpoint once it is set, so a local stream-mode
-  run stops cleanly after delivering what it read. Readers in other processes (a remote runner's workers) find
-  no event under that id: there, stopping is the runner's job (drain or cancel the job).
+* Stopping: the launcher passes its stop ``threading.Event`` as a ``Handle`` (``pipelines.handles``); readers
+  in the launcher's process finish every restriction at their next checkpoint once it is set, so a local
+  stream-mode run stops cleanly after delivering what it read. Readers in other processes (a remote runner's
+  workers) find no event behind the handle: there, stopping is the runner's job (drain or cancel the job).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import sys
 import threading
 import time
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import apache_beam as beam
@@ -51,6 +50,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import TopicPartition
 
+from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io import partition_owner
 from embedstream.pipelines.io.kafka_clients import PartitionSpec, consumer
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
@@ -65,20 +65,6 @@ MIN_IDLE_POLL_MS = 10
 COMMIT_ATTEMPTS = 5
 COMMIT_BACKOFF_S = 0.2
 COMMIT_FAILURES = Metrics.counter(METRICS_NAMESPACE, "commit_failures")
-_stops: dict[str, threading.Event] = {}
-_stops_lock = threading.Lock()
-
-
-@contextmanager
-def stop_event(run_id: str, event: threading.Event) -> Iterator[threading.Event]:
-    """Make ``event`` the stop signal of run ``run_id`` for readers in this process, while the run lasts."""
-    with _stops_lock:
-        _stops[run_id] = event
-    try:
-        yield event
-    finally:
-        with _stops_lock:
-            _stops.pop(run_id, None)
 
 
 class CheckpointOnlyTracker(OffsetRestrictionTracker):
@@ -117,11 +103,19 @@ def idle_poll_ms(pipeline: PipelineSettings, partitions: int) -> int:
 
 
 class _ReadPartition(beam.DoFn):
-    def __init__(self, kafka: KafkaSettings, pipeline: PipelineSettings, run_id: str, idle_poll_ms: int) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        pipeline: PipelineSettings,
+        run_id: str,
+        idle_poll_ms: int,
+        stop: Handle[threading.Event] | None,
+    ) -> None:
         self._kafka = kafka
         self._pipeline = pipeline
         self._run_id = run_id
         self._idle_poll_ms = idle_poll_ms
+        self._stop = stop
 
     def setup(self) -> None:
         # The broker holds an empty fetch up to fetch_max_wait_ms, and a consumer sends the next fetch to a broker
@@ -139,8 +133,7 @@ class _ReadPartition(beam.DoFn):
         self._owners.close()
 
     def _stopping(self) -> bool:
-        event = _stops.get(self._run_id)
-        return event is not None and event.is_set()
+        return self._stop is not None and self._stop.available and self._stop.get().is_set()
 
     def _commit_due(self, tp: TopicPartition, position: int) -> bool:
         offset, when = self._committed.get(tp, (-1, 0.0))
@@ -266,13 +259,19 @@ class ReadKafkaPartitions(beam.PTransform):
     """Read the given partitions; bounded when every spec has a ``stop``, unbounded otherwise."""
 
     def __init__(
-        self, kafka: KafkaSettings, pipeline: PipelineSettings, partitions: list[PartitionSpec], run_id: str
+        self,
+        kafka: KafkaSettings,
+        pipeline: PipelineSettings,
+        partitions: list[PartitionSpec],
+        run_id: str,
+        stop: Handle[threading.Event] | None = None,
     ) -> None:
         super().__init__()
         self._kafka = kafka
         self._pipeline = pipeline
         self._partitions = partitions
         self._run_id = run_id
+        self._stop = stop
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         bounded = all(p.stop is not None for p in self._partitions)
@@ -281,5 +280,5 @@ class ReadKafkaPartitions(beam.PTransform):
         return (
             pbegin
             | "Partitions" >> beam.Create(self._partitions)
-            | "ReadPartition" >> beam.ParDo(reader(self._kafka, self._pipeline, self._run_id, idle_ms))
+            | "ReadPartition" >> beam.ParDo(reader(self._kafka, self._pipeline, self._run_id, idle_ms, self._stop))
         )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ BEAT_BITS = 34  # unix seconds until the year 2514
 TAG_MASK = (1 << 20) - 1
 
 
-class PartitionOwnedError(RuntimeError):
+class PartitionOwnedError(EmbedstreamError):
     """Another live reader holds a partition this run was asked to read."""
 
 

@@ -2,6 +2,7 @@
 
 from embedstream.pipelines.stores.base import (
     Hit,
+    NoCollectionError,
     SpaceSpec,
     StoredPoint,
     StoreLockedError,
@@ -13,6 +14,7 @@ from embedstream.pipelines.stores.factory import open_store, wait_until_released
 
 __all__ = [
     "Hit",
+    "NoCollectionError",
     "SpaceSpec",
     "StoreLockedError",
     "StoreSchemaError",

@@ -13,21 +13,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from embedstream.schemas.errors import EmbedstreamError, NotFoundError
 from embedstream.schemas.point import PointRecord
 
 Where = Mapping[str, str | int | bool]
 
 
-class StoreSchemaError(RuntimeError):
+class StoreSchemaError(EmbedstreamError):
     """The existing collection does not fit the models this run uses."""
 
 
-class StoreWriteError(RuntimeError):
+class StoreWriteError(EmbedstreamError):
     """The store took none of a batch: an outage (retry) or one poisonous point (skip it)."""
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(EmbedstreamError):
     """Another process holds the embedded store's path."""
+
+
+class NoCollectionError(NotFoundError):
+    """The store has no collection yet (nothing was ingested into it); the message says where it looked."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
+from embedstream.pipelines.stores.base import (
+    Hit,
+    NoCollectionError,
+    SpaceSpec,
+    StoredPoint,
+    StoreLockedError,
+    Where,
+    check_spaces,
+)
 from embedstream.schemas.point import PointRecord
 
 SPACES_FILE = "embedstream.json"
@@ -48,7 +56,7 @@ class EdgeStore:
                     self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 self._write_spaces(spaces)
             else:
-                raise FileNotFoundError(
+                raise NoCollectionError(
                     f"no collection at {self.path}: ingest something first (or check EMBEDSTREAM_QDRANT__PATH)"
                 )
         except Exception as exc:

@@ -13,6 +13,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
+from embedstream.schemas.errors import UsageError
 from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import QdrantSettings
 
@@ -41,7 +42,7 @@ class ServerStore:
                 )
             else:
                 if not settings.url:
-                    raise ValueError("qdrant backend 'server' needs a url (EMBEDSTREAM_QDRANT__URL)")
+                    raise UsageError("qdrant backend 'server' needs a url (EMBEDSTREAM_QDRANT__URL)")
                 api_key = settings.api_key.get_secret_value() if settings.api_key else None
                 self._client = QdrantClient(url=settings.url, api_key=api_key, timeout=int(settings.timeout_s))
         except RuntimeError as exc:

@@ -1,10 +1,11 @@
-"""One embedded store per path per process, shared by everything in it (the API and an in-process pipeline).
+"""A store shared by everything in one process that holds it: ``serve --ingest``'s API and pipeline.
 
 qdrant-edge (and qdrant-client's local mode) let one opener hold a path. ``embedstream serve --ingest`` runs
-the HTTP API and the Beam pipeline (FnApiRunner: the DoFns run in this process) side by side, so both must
-use the *same* open store: after ``share_embedded_stores()``, ``open_store`` hands every caller a proxy to one
-store per path, calls are serialized by a lock (the engines are not documented as thread-safe), and
-``close`` on a proxy does nothing — ``close_shared_stores()`` closes them at shutdown.
+the HTTP API and the Beam pipeline (in-process runner: the DoFns run in this process) side by side, so both
+must use the *same* open store. The owner (``serve``) wraps the store it opened in a ``SharedStore``, hands
+it to the API directly and to the pipeline as a ``Handle`` (``pipelines.handles``; ``run_ingest(store=…)``).
+Calls are serialized by a lock (the engines are not documented as thread-safe); ``close`` on the shared
+store does nothing, because the owner closes it (``close_owned``) once both users are done.
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ from typing import Any
 from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, VectorStore, Where
 from embedstream.schemas.point import PointRecord
 
-_lock = threading.Lock()
-_enabled = False
-_stores: dict[str, SharedStore] = {}
-
 
 class SharedStore:
-    """A ``VectorStore`` whose every call holds the path's lock; ``close`` is left to the owner."""
+    """A ``VectorStore`` whose every call holds one lock; ``close`` is left to the owner (``close_owned``)."""
 
     def __init__(self, inner: VectorStore) -> None:
         self._inner = inner
@@ -68,42 +65,7 @@ class SharedStore:
         return dict(self._call(self._inner.spaces))
 
     def close(self) -> None:
-        """Shared: the owner closes it with ``close_shared_stores``."""
+        """Shared: its owner closes it with ``close_owned``."""
 
-    def really_close(self) -> None:
+    def close_owned(self) -> None:
         self._call(self._inner.close)
-
-
-def share_embedded_stores() -> None:
-    global _enabled
-    _enabled = True
-
-
-def sharing() -> bool:
-    return _enabled
-
-
-class StoreClosedError(RuntimeError):
-    """A shared store was asked for after its owner closed it (a pipeline outliving its server)."""
-
-
-_closed: set[str] = set()
-
-
-def shared(key: str, opener: Callable[[], VectorStore]) -> VectorStore:
-    with _lock:
-        if key in _closed:
-            raise StoreClosedError(f"the shared store {key} was closed by its owner; it is not opened again")
-        if key not in _stores:
-            _stores[key] = SharedStore(opener())
-        return _stores[key]
-
-
-def close_shared_stores() -> None:
-    global _enabled
-    with _lock:
-        for key, store in _stores.items():
-            store.really_close()
-            _closed.add(key)
-        _stores.clear()
-        _enabled = False

@@ -38,10 +38,10 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 
-from embedstream.onnx_models.registry import ModelNotBuiltError
 from embedstream.pipelines.media.errors import MediaError
-from embedstream.pipelines.stores import Hit, open_store
+from embedstream.pipelines.stores import Hit, NoCollectionError, open_store
 from embedstream.pipelines.stores.shared import SharedStore
+from embedstream.schemas.errors import EmbedstreamError, NotFoundError, UsageError
 from embedstream.schemas.settings import Settings
 from embedstream.workers.api.auth import Gate
 from embedstream.workers.api.models import (
@@ -66,7 +66,9 @@ class ApiError(Exception):
         self.status, self.detail, self.reason = status, detail, reason
 
 
-def create_app(settings: Settings, health: Callable[[], str | None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, health: Callable[[], str | None] | None = None, store: SharedStore | None = None
+) -> FastAPI:
     """The app for ``settings``; the store and encoders open at start-up and close at shutdown. ``health``
     (``serve --ingest``: the in-process pipeline) returns a problem that makes ``/healthz`` answer 503."""
     registry = CollectorRegistry()
@@ -83,15 +85,15 @@ def create_app(settings: Settings, health: Callable[[], str | None] | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.qdrant)
-        owned = not isinstance(store, SharedStore)  # shared: the process that shares it closes it
-        shared = SharedStore(store) if owned else store
+        # Given a store (serve --ingest shares its own with the pipeline), use it and leave closing it to its
+        # owner; else open one. Requests run on a thread pool, so calls go through SharedStore's lock.
+        shared = store if store is not None else SharedStore(open_store(settings.qdrant))
         state["searcher"] = Searcher(settings, store=shared)
         try:
             yield
         finally:
-            if owned:
-                store.close()
+            if store is None:
+                shared.close_owned()
 
     app = FastAPI(
         title="embedstream",
@@ -162,14 +164,14 @@ def create_app(settings: Settings, health: Callable[[], str | None] | None = Non
                 return work()
             except MediaError as exc:
                 raise ApiError(422, str(exc), exc.reason.value) from exc
-            except LookupError as exc:
-                raise ApiError(404, str(exc).strip("'\"")) from exc
-            except ModelNotBuiltError as exc:
-                raise ApiError(503, str(exc)) from exc
-            except FileNotFoundError as exc:  # no collection yet (serve --ingest before its first write): not ready
+            except NoCollectionError as exc:  # no collection yet (serve --ingest before its first write): not ready
                 raise ApiError(503, str(exc), "no_collection") from exc
-            except ValueError as exc:
+            except NotFoundError as exc:
+                raise ApiError(404, str(exc)) from exc
+            except UsageError as exc:
                 raise ApiError(400, str(exc)) from exc
+            except EmbedstreamError as exc:  # a model not built, a store locked or closed: not servable now
+                raise ApiError(503, str(exc)) from exc
 
         return run_in_threadpool(guarded)
 
@@ -329,7 +331,7 @@ def _default_space_of(searcher: Searcher, point_id: str) -> str:
     """A point's first space by the order of the spaces its modality is embedded in (text: minilm…)."""
     found = searcher.store.retrieve([point_id], with_vectors=True)
     if not found:
-        raise LookupError(f"no point {point_id}")
+        raise NotFoundError(f"no point {point_id}")
     return next(iter(found[0].vectors))
 
 
