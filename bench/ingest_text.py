@@ -44,7 +44,7 @@ TUNE_EVENTS = 2000
 
 def corpus_texts(n: int) -> list[str]:
     """The sample corpus cycled to ``n`` texts."""
-    from embedstream.onnx_models.export.quantize import sample_texts
+    from embedstream.onnx_models.corpus import corpus_texts as sample_texts
 
     lines = sample_texts()
     return [lines[i % len(lines)] for i in range(n)]

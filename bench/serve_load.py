@@ -47,7 +47,7 @@ QUERIES = (
 def fill_store(path: str, points: int) -> list[str]:
     from tqdm import tqdm
 
-    from embedstream.onnx_models.export.quantize import sample_texts
+    from embedstream.onnx_models.corpus import corpus_texts as sample_texts
     from embedstream.onnx_models.text_encoder import TextEncoder
     from embedstream.pipelines.stores import SpaceSpec, open_store
     from embedstream.schemas.point import PointRecord, point_id

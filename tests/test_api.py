@@ -22,6 +22,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from embedstream.onnx_models.corpus import corpus_path
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.io.partition_owner import Claim, owners_group
@@ -32,7 +33,7 @@ from embedstream.workers.produce import produce_files
 from embedstream.workers.sample_media import sample_photos, sample_voices
 from tests.helpers import Server, send_raw, settings_env, shared_settings, text_event, watermarks
 
-CORPUS = Path(__file__).parents[1] / "workers" / "samples" / "corpus.jsonl"
+CORPUS = corpus_path()
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
+from embedstream.onnx_models.corpus import corpus_path
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.pipelines.stores import open_store
 from tests.helpers import send_raw, settings_env, text_event
 from tests.test_cli import embedstream
 
-CORPUS = Path(__file__).parents[1] / "workers" / "samples" / "corpus.jsonl"
+CORPUS = corpus_path()
 TOPICS = ("astronomy", "cooking", "software")
 
 

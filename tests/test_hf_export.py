@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from embedstream.onnx_models.corpus import corpus_texts as sample_texts
 from embedstream.onnx_models.export.hf_text import export_text_model, torch_reference
-from embedstream.onnx_models.export.quantize import sample_texts
 from embedstream.onnx_models.registry import load_manifest
 from embedstream.onnx_models.text_encoder import TextEncoder
 

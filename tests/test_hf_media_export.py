@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from embedstream.onnx_models.audio_encoder import AudioEncoder
+from embedstream.onnx_models.corpus import corpus_texts as sample_texts
 from embedstream.onnx_models.encoders import load_encoder
 from embedstream.onnx_models.export.hf import export_model, modality_of
-from embedstream.onnx_models.export.quantize import sample_texts
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 from embedstream.onnx_models.text_encoder import TextEncoder
 

@@ -58,7 +58,7 @@ def test_wheel_installs_in_one_namespace_beside_a_foreign_schemas_package(tmp_pa
     (wheel,) = wheels.glob("embedstream-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     tops = {name.split("/")[0] for name in names}
-    for data in ("onnx_models/catalog/data/imagenet_classes.tsv", "workers/samples/corpus.jsonl"):
+    for data in ("onnx_models/catalog/data/imagenet_classes.tsv", "onnx_models/data/corpus.jsonl"):
         assert f"embedstream/{data}" in names  # package data travels with the namespaced packages
     assert tops == {"embedstream", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
 

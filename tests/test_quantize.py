@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from embedstream.onnx_models.export.quantize import build_int8, cpu_isa, recall_at_k, sample_texts
+from embedstream.onnx_models.corpus import corpus_texts as sample_texts
+from embedstream.onnx_models.export.quantize import build_int8, cpu_isa, recall_at_k
 from embedstream.onnx_models.registry import load_manifest
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.pipelines.ingest import run_ingest

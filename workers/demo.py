@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from embedstream.onnx_models.corpus import corpus_path
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import ensure_topics, producer
 from embedstream.schemas.settings import Settings
@@ -38,7 +39,7 @@ BROKEN_EVENTS = (
 
 
 def sample_corpus() -> Path:
-    return Path(__file__).parent / "samples" / "corpus.jsonl"
+    return corpus_path()
 
 
 def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ...] = ()) -> None:

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from embedstream.onnx_models.export.common import compare, export_torch, hf_config, install, versions
+from embedstream.onnx_models.export.drafts import hf_config, versions
+from embedstream.onnx_models.export.graphs import export_torch
 from embedstream.onnx_models.export.hf_text import PARITY_TEXTS, pad_id, save_tokenizer
 from embedstream.onnx_models.export.hf_vision_audio import image_spec, processor_config
+from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 from embedstream.onnx_models.manifest import (

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from embedstream.onnx_models.catalog.entry import CatalogEntry
-from embedstream.onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
+from embedstream.onnx_models.export.drafts import catalog_draft, versions
+from embedstream.onnx_models.export.graphs import export_torch, staging_dir
+from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 from embedstream.onnx_models.manifest import ImageManifest, ImageSpec, ModelManifest, ParityReport, as_kind

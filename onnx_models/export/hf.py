@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from embedstream.onnx_models.export.common import hf_config
+from embedstream.onnx_models.export.drafts import hf_config
 from embedstream.onnx_models.manifest import ModelManifest
 from embedstream.schemas.errors import UsageError
 

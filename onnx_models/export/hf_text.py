@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedstream.onnx_models.export.common import compare, hf_config, hf_draft, install, optimum_export, staging_dir
+from embedstream.onnx_models.export.drafts import hf_config, hf_draft
+from embedstream.onnx_models.export.graphs import optimum_export, staging_dir
+from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.manifest import ModelManifest, Origin, ParityReport, TextManifest, TokenizerSpec, as_kind
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.onnx_models.vectors import l2_normalize, pool_tokens

@@ -20,15 +20,9 @@ from typing import Any, Literal
 import numpy as np
 
 from embedstream.onnx_models.audio_encoder import AudioEncoder
-from embedstream.onnx_models.export.common import (
-    compare,
-    hf_config,
-    hf_draft,
-    install,
-    optimum_export,
-    staging_dir,
-    versions,
-)
+from embedstream.onnx_models.export.drafts import hf_config, hf_draft, versions
+from embedstream.onnx_models.export.graphs import optimum_export, staging_dir
+from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.export.parity_inputs import parity_images, parity_waves
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 from embedstream.onnx_models.manifest import (

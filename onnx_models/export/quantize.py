@@ -10,7 +10,6 @@ Because its vectors differ from fp32's, the variant is another version: a named 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from datetime import UTC, datetime
@@ -18,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from embedstream.onnx_models.export.common import staging_dir
+from embedstream.onnx_models.corpus import corpus_path, corpus_texts
+from embedstream.onnx_models.export.graphs import staging_dir
 from embedstream.onnx_models.manifest import ModelManifest, Quantization, TextManifest, VariantQuality
 from embedstream.onnx_models.registry import load_manifest_of, publish, sha256_of
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.onnx_models.vectors import l2_normalize
 
-SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "workers" / "samples" / "corpus.jsonl"
 TIMING_ROUNDS = 3
 
 
@@ -77,14 +76,10 @@ def build_int8(cache_dir: Path, name: str, per_channel: bool = True, texts: list
     return manifest
 
 
-def sample_texts() -> list[str]:
-    return [json.loads(line)["text"] for line in SAMPLE_CORPUS.read_text().splitlines() if line.strip()]
-
-
 def compare_variant(base: TextEncoder, variant: TextEncoder, texts: list[str] | None = None) -> VariantQuality:
     """Speed-up and agreement of ``variant`` with ``base`` on the same texts, timed alternately."""
-    corpus = "given texts" if texts else SAMPLE_CORPUS.name
-    texts = texts or sample_texts()
+    corpus = "given texts" if texts else corpus_path().name
+    texts = texts or corpus_texts()
     reference, candidate = base.embed(texts), variant.embed(texts)  # also warms both sessions up
     timings: dict[str, list[float]] = {"base": [], "variant": []}
     for _ in range(TIMING_ROUNDS):

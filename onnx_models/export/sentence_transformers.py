@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from embedstream.onnx_models.catalog.entry import CatalogEntry
-from embedstream.onnx_models.export.common import catalog_draft, compare, install, optimum_export, staging_dir, versions
+from embedstream.onnx_models.export.drafts import catalog_draft, versions
+from embedstream.onnx_models.export.graphs import optimum_export, staging_dir
+from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TextManifest, TokenizerSpec, as_kind
 from embedstream.onnx_models.text_encoder import TextEncoder
 

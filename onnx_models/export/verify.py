@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedstream.onnx_models.export.clip import image_tower_parity, text_tower_parity
-from embedstream.onnx_models.export.common import PARITY_MIN_COSINE, Parity
 from embedstream.onnx_models.export.conse import conse_parity
 from embedstream.onnx_models.export.efficientnet import efficientnet_parity
 from embedstream.onnx_models.export.hf_text import torch_parity
 from embedstream.onnx_models.export.hf_vision_audio import audio_parity, image_parity
+from embedstream.onnx_models.export.parity import PARITY_MIN_COSINE, Parity
 from embedstream.onnx_models.export.sentence_transformers import sentence_transformer_parity
 from embedstream.onnx_models.export.voice import voice_parity
 from embedstream.onnx_models.export.word_vectors import word_vectors_parity

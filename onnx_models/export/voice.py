@@ -20,7 +20,9 @@ import numpy as np
 
 from embedstream.onnx_models.audio_encoder import AudioEncoder
 from embedstream.onnx_models.catalog.entry import CatalogEntry
-from embedstream.onnx_models.export.common import catalog_draft, compare, export_torch, install, staging_dir, versions
+from embedstream.onnx_models.export.drafts import catalog_draft, versions
+from embedstream.onnx_models.export.graphs import export_torch, staging_dir
+from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.export.parity_inputs import parity_waves
 from embedstream.onnx_models.manifest import AudioManifest, AudioSpec, ModelManifest, ParityReport, as_kind
 

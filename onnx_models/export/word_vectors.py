@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedstream.onnx_models.export.common import compare, install, staging_dir
+from embedstream.onnx_models.export.graphs import staging_dir
+from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.manifest import (
     ModelManifest,
     Origin,
