@@ -64,7 +64,7 @@ def test_search_by_text_picture_sound_and_point(served):
 
     coffee = sample_photos()["coffee"].read_bytes()
     by_picture = post(
-        server, "/search", files={"file": ("q.jpg", coffee, "image/jpeg")}, data={"kind": "image", "k": "2"}
+        server, "/search/file", files={"file": ("q.jpg", coffee, "image/jpeg")}, data={"kind": "image", "k": "2"}
     )
     assert by_picture.status_code == 200, by_picture.text
     assert by_picture.json()["space"] == "effnet" and by_picture.json()["hits"][0]["payload"]["id"] == "coffee.jpg"
@@ -72,7 +72,7 @@ def test_search_by_text_picture_sound_and_point(served):
     voices = list(sample_voices().values())
     by_sound = post(
         server,
-        "/search",
+        "/search/file",
         files={"file": ("q.flac", voices[1].read_bytes(), "audio/flac")},
         data={"kind": "audio", "k": "1", "modality": "audio", "where": json.dumps({"id": voices[0].name})},
     ).json()
@@ -112,10 +112,20 @@ def test_openapi_is_valid_and_metrics_count_requests(served):
     validate(schema)
     refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(schema)))
     assert refs and refs <= set(schema["components"]["schemas"])  # no dangling reference
-    json_body = schema["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    components = schema["components"]["schemas"]
+
+    def body_of(path: str, media_type: str) -> dict:
+        ref = schema["paths"][path]["post"]["requestBody"]["content"][media_type]["schema"]["$ref"]
+        return components[ref.rsplit("/", 1)[1]]
+
+    json_body = body_of("/search", "application/json")
     assert {"text", "point_id", "k"} <= set(json_body["properties"])
+    assert {"format": "uuid", "type": "string"} in json_body["properties"]["point_id"]["anyOf"]
     assert {"/search", "/recommend", "/points/{point_id}", "/spaces", "/healthz"} <= set(schema["paths"])
-    assert "multipart/form-data" in schema["paths"]["/search"]["post"]["requestBody"]["content"]
+    form = body_of("/search/file", "multipart/form-data")
+    assert set(form["required"]) == {"file", "kind"} and form["properties"]["kind"]["enum"] == ["image", "audio"]
+    assert {"bearer", "apiKey"} <= set(schema["components"]["securitySchemes"])
+    assert "security" in schema["paths"]["/spaces"]["get"] and "security" not in schema["paths"]["/healthz"]["get"]
     httpx.get(f"{server.url}/healthz")
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'embedstream_http_requests_total{endpoint="/healthz",status="200"}' in metrics
@@ -127,30 +137,43 @@ def test_bad_requests_get_a_4xx_with_a_reason_never_a_500(served):
     jpeg = sample_photos()["rocket"].read_bytes()
     big = io.BytesIO(b"x" * (settings.pipeline.max_event_bytes + 10))
     cases = [
-        (400, dict(json={"point_id": "not-a-uuid"})),
-        (404, dict(json={"point_id": "00000000-0000-0000-0000-000000000000", "space": "minilm"})),
-        (400, dict(json={"text": "a text", "space": "voice"})),  # a text cannot search the voice space
-        (422, dict(json={"text": "both", "point_id": point_id("image", "chelsea.jpg")})),
-        (422, dict(json={"text": "x", "k": 0})),
-        (422, dict(json={"text": "x", "unknown": 1})),
-        (422, dict(content=b"{not json", headers={"content-type": "application/json"})),
-        (422, dict(files={"file": ("t.jpg", jpeg[: len(jpeg) // 3], "image/jpeg")}, data={"kind": "image"})),
-        (422, dict(files={"file": ("n.wav", b"RIFF nonsense", "audio/wav")}, data={"kind": "audio"})),
-        (422, dict(files={"file": ("r.jpg", jpeg, "image/jpeg")}, data={"kind": "video"})),
-        (422, dict(files={"file": ("r.jpg", jpeg, "image/jpeg")}, data={"kind": "image", "where": "{oops"})),
-        (413, dict(files={"file": ("big.bin", big, "image/jpeg")}, data={"kind": "image"})),
-        (415, dict(content=b"a text", headers={"content-type": "text/plain"})),
+        ("/search", 422, dict(json={"point_id": "not-a-uuid"})),
+        ("/search", 404, dict(json={"point_id": "00000000-0000-0000-0000-000000000000", "space": "minilm"})),
+        ("/search", 400, dict(json={"text": "a text", "space": "voice"})),  # a text cannot search the voice space
+        ("/search", 422, dict(json={"text": "both", "point_id": point_id("image", "chelsea.jpg")})),
+        ("/search", 422, dict(json={"text": "x", "k": 0})),
+        ("/search", 422, dict(json={"text": "x", "unknown": 1})),
+        ("/search", 422, dict(content=b"{not json", headers={"content-type": "application/json"})),
+        ("/search", 415, dict(content=b"a text", headers={"content-type": "text/plain"})),
+        ("/search", 415, dict(files={"file": ("r.jpg", jpeg, "image/jpeg")}, data={"kind": "image"})),
+        (
+            "/search/file",
+            422,
+            dict(files={"file": ("t.jpg", jpeg[: len(jpeg) // 3], "image/jpeg")}, data={"kind": "image"}),
+        ),
+        ("/search/file", 422, dict(files={"file": ("n.wav", b"RIFF nonsense", "audio/wav")}, data={"kind": "audio"})),
+        ("/search/file", 422, dict(files={"file": ("r.jpg", jpeg, "image/jpeg")}, data={"kind": "video"})),
+        (
+            "/search/file",
+            422,
+            dict(files={"file": ("r.jpg", jpeg, "image/jpeg")}, data={"kind": "image", "where": "{oops"}),
+        ),
+        ("/search/file", 422, dict(data={"kind": "image"}, files={"other": ("r.jpg", jpeg, "image/jpeg")})),
+        ("/search/file", 413, dict(files={"file": ("big.bin", big, "image/jpeg")}, data={"kind": "image"})),
+        ("/search/file", 415, dict(json={"text": "not a file"})),
     ]
-    for status, request in cases:
-        response = post(server, "/search", **request)
-        assert response.status_code == status, (request, response.text)
+    for path, status, request in cases:
+        response = post(server, path, **request)
+        assert response.status_code == status, (path, request, response.text)
         assert response.json()["detail"], request
-    undecodable = post(server, "/search", files={"file": ("t.jpg", jpeg[:500], "image/jpeg")}, data={"kind": "image"})
+    undecodable = post(
+        server, "/search/file", files={"file": ("t.jpg", jpeg[:500], "image/jpeg")}, data={"kind": "image"}
+    )
     assert undecodable.json()["reason"] == "undecodable"
     assert post(server, "/recommend", json={"positive": [], "space": "minilm"}).status_code == 422
     missing = post(server, "/recommend", json={"positive": ["00000000-0000-0000-0000-000000000001"], "space": "minilm"})
     assert missing.status_code == 404
-    assert httpx.get(f"{server.url}/points/nope").status_code == 400
+    assert httpx.get(f"{server.url}/points/nope").status_code == 422  # not a UUID: the schema says format uuid
     assert httpx.get(f"{server.url}/points/{point_id('text', 'never-sent')}").status_code == 404
 
 

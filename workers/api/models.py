@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,13 +11,13 @@ Filter = dict[str, str | int | bool]
 
 
 class SearchRequest(BaseModel):
-    """A JSON search: a text, or an existing point's id ("more like this"). Pictures and sounds are sent as
-    ``multipart/form-data`` with a ``file`` part and ``kind`` = image | audio (same other fields)."""
+    """A JSON search: a text, or an existing point's id ("more like this"). Pictures and sounds go to
+    ``POST /search/file`` as ``multipart/form-data`` with a ``file`` part and ``kind`` = image | audio."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(default=None, min_length=1, max_length=16_384)
-    point_id: str | None = None
+    point_id: uuid.UUID | None = Field(default=None, description="a point id, as search results give them")
     space: str | None = Field(default=None, description="named vector; default: the query's own space")
     k: int = Field(default=10, ge=1, le=200)
     where: Filter = Field(
@@ -28,8 +29,8 @@ class SearchRequest(BaseModel):
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    positive: list[str] = Field(min_length=1, max_length=64)
-    negative: list[str] = Field(default_factory=list, max_length=64)
+    positive: list[uuid.UUID] = Field(min_length=1, max_length=64)
+    negative: list[uuid.UUID] = Field(default_factory=list, max_length=64)
     space: str
     k: int = Field(default=10, ge=1, le=200)
     where: Filter = Field(default_factory=dict)
@@ -37,7 +38,7 @@ class RecommendRequest(BaseModel):
 
 
 class HitOut(BaseModel):
-    id: str
+    id: uuid.UUID
     score: float
     payload: dict[str, Any]
 
@@ -49,7 +50,7 @@ class SearchResponse(BaseModel):
 
 
 class PointOut(BaseModel):
-    id: str
+    id: uuid.UUID
     payload: dict[str, Any]
     vectors: dict[str, list[float]] | None = None
 
@@ -72,3 +73,9 @@ class Problem(BaseModel):
 
     detail: str
     reason: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    points: int
+    backend: str

@@ -40,9 +40,9 @@ function options() {
   return out;
 }
 
-async function run(request) {
+async function run(request, path = "/search") {
   $("status").textContent = "searching…";
-  const response = await call("/search", request);
+  const response = await call(path, request);
   const body = await response.json();
   if (!response.ok) {
     $("status").textContent = body.reason ? `${body.detail} (${body.reason})` : body.detail;
@@ -68,7 +68,7 @@ function searchFile(file) {
   form.append("file", file);
   form.append("kind", file.type.startsWith("audio") ? "audio" : "image");
   for (const [key, value] of Object.entries(options())) form.append(key, value);
-  return run({ method: "POST", body: form });
+  return run({ method: "POST", body: form }, "/search/file");
 }
 
 function render(body) {
