@@ -167,3 +167,20 @@ def test_common_options_work_before_or_after_the_command() -> None:
         assert (args.log_format, args.command, extra) == ("json", "ingest", ["--runner=PortableRunner"])
     args, _ = parser().parse_known_args(["-v", "--config", "a.toml", "serve", "--port", "9000"])
     assert (args.verbose, args.config, args.log_format) == (True, "a.toml", "text")
+
+
+def test_every_command_gets_each_of_its_parameters_from_its_options() -> None:
+    """Commands are typed functions called by parameter name: a renamed option or parameter fails here, not at a
+    user's prompt."""
+    import argparse
+    import inspect
+
+    from embedstream.workers.cli import parser
+
+    subcommands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subcommands.choices) >= {"ingest", "serve", "search", "models", "dlq", "demo"}
+    for name, sub in subcommands.choices.items():
+        run = sub.get_default("run")
+        options = {action.dest for action in sub._actions}
+        needed = set(inspect.signature(run).parameters) - {"settings", "beam_args"}
+        assert needed <= options, (name, needed - options)

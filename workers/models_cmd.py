@@ -6,12 +6,10 @@ that says whether to trust it). Export tooling (torch, optimum) is imported only
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from embedstream.onnx_models.manifest import ModelManifest
-from embedstream.schemas.errors import UsageError
 
 
 def _figure(manifest: ModelManifest) -> str:
@@ -32,52 +30,50 @@ def _report(manifest: ModelManifest, cache: Path) -> None:
     print(f"{manifest.ref}: {manifest.dim}-d {manifest.modality} model in {where}{shared}; {_figure(manifest)}")
 
 
-def build(args: argparse.Namespace, cache: Path) -> int:
+def build(cache: Path, name: str, force: bool = False, quantize: bool = False, per_channel: bool = True) -> int:
     from embedstream.onnx_models.export import build as build_model
 
-    manifest = build_model(args.name, cache, force=args.force)
+    manifest = build_model(name, cache, force=force)
     _report(manifest, cache)
-    if args.quantize:
+    if quantize:
         from embedstream.onnx_models.export.quantize import build_int8
 
-        variant = build_int8(cache, args.name, per_channel=not args.per_tensor)
+        variant = build_int8(cache, name, per_channel=per_channel)
         _report(variant, cache)
         print(f"use it with EMBEDSTREAM_MODEL__TEXT_MODEL={variant.ref} (in a new collection: its vectors differ)")
     return 0
 
 
-def export(args: argparse.Namespace, cache: Path) -> int:
+def export(
+    cache: Path, name: str, source: str, pooling: Literal["mean", "cls", "last_token"] = "mean", normalize: bool = True
+) -> int:
     from embedstream.onnx_models.export.hf import export_model
 
-    if not args.source:
-        raise UsageError("models export needs --source (a model folder, or an id already in the local HF cache)")
-    for manifest in export_model(args.source, args.name, cache, pooling=args.pooling, normalize=not args.no_normalize):
+    for manifest in export_model(source, name, cache, pooling=pooling, normalize=normalize):
         _report(manifest, cache)
     return 0
 
 
-def import_vectors(args: argparse.Namespace, cache: Path) -> int:
+def import_vectors(cache: Path, name: str, path: Path, binary: bool | None = None) -> int:
     from embedstream.onnx_models.export.word_vectors import import_word_vectors
 
-    if not args.file:
-        raise UsageError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
-    _report(import_word_vectors(Path(args.file), args.name, cache, binary=args.binary or None), cache)
+    _report(import_word_vectors(path, name, cache, binary=binary), cache)
     return 0
 
 
-def info(args: argparse.Namespace, cache: Path) -> int:
+def info(cache: Path, name: str) -> int:
     from embedstream.onnx_models.registry import load_manifest
 
-    manifest, _ = load_manifest(cache, args.name)
+    manifest, _ = load_manifest(cache, name)
     print(manifest.model_dump_json(indent=2))
     return 0
 
 
-def verify(args: argparse.Namespace, cache: Path) -> int:
+def verify(cache: Path, name: str) -> int:
     """Exit 0 when the model still meets its bar, 1 when it does not (so scripts and CI can gate on it)."""
     from embedstream.onnx_models.export.verify import verify as verify_model
 
-    verdict = verify_model(cache, args.name)
+    verdict = verify_model(cache, name)
     ref = verdict.manifest.ref
     if verdict.parity is not None:
         p, recorded = verdict.parity, verdict.manifest.parity
@@ -96,7 +92,7 @@ def verify(args: argparse.Namespace, cache: Path) -> int:
     return 0 if verdict.ok else 1
 
 
-def list_models(args: argparse.Namespace, cache: Path) -> int:
+def list_models(cache: Path) -> int:
     """The catalog and everything built: modality, space, dim, size on disk, quantization and parity."""
     from embedstream.onnx_models.catalog import CATALOG
     from embedstream.onnx_models.registry import built_versions
@@ -115,17 +111,3 @@ def list_models(args: argparse.Namespace, cache: Path) -> int:
                 f"{size_mb:>6.1f} MB  {_figure(manifest)}"
             )
     return 0
-
-
-ACTIONS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
-    "list": list_models,
-    "build": build,
-    "info": info,
-    "verify": verify,
-    "export": export,
-    "import-vectors": import_vectors,
-}
-
-
-def run_models(args: argparse.Namespace, cache: Path) -> int:
-    return ACTIONS[args.action](args, cache)

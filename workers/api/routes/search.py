@@ -16,7 +16,9 @@ from embedstream.workers.api.models import Filter, HitOut, Problem, RecommendReq
 from embedstream.workers.search import Query, Searcher
 
 router = APIRouter(tags=["search"], dependencies=[Depends(requires("read"))])
-WRONG_TYPE: dict[int | str, dict[str, Any]] = {415: {"model": Problem, "description": "the body is not of the declared media type"}}
+WRONG_TYPE: dict[int | str, dict[str, Any]] = {
+    415: {"model": Problem, "description": "the body is not of the declared media type"}
+}
 
 
 @router.post(

@@ -1,0 +1,151 @@
+"""The command line's grammar (argparse): every command, its options, and the common options that may come
+before or after the command. Each command's parser names the typed function that runs it (``commands``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from embedstream.workers.cli import commands as cmd
+
+
+def _common_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--config, -v, --log-format; ``suppress``: no defaults (on a command, so as not to undo the top level's)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    config_help = "TOML settings file (default: embedstream.toml or $EMBEDSTREAM_CONFIG)"
+    parser.add_argument("--config", default=default(None), help=config_help)
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug logging")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default=default("text"), help="json: one object a line"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="embedstream", description="Kafka → Beam → ONNX Runtime → Qdrant")
+    _common_options(top)
+    # The same options after the command too (`embedstream ingest --log-format json`, as manifests write it).
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, suppress=True)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    class Commands:
+        """``add_parser`` with the common options on every command."""
+
+        @staticmethod
+        def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+            return commands.add_parser(name, parents=[common], **kwargs)
+
+    sub = Commands()
+
+    broker = sub.add_parser(
+        "broker", help="start/stop/status of a local tansu broker; run: in the foreground (a container's broker)"
+    )
+    broker.add_argument("action", choices=["start", "stop", "status", "run"])
+    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    broker.add_argument(
+        "--advertise", metavar="HOST:PORT", help="run: the address clients are told to connect to (default HOST:PORT)"
+    )
+    broker.set_defaults(run=cmd.broker)
+
+    produce = sub.add_parser("produce", help="send JSONL or plain-text files as events")
+    produce.add_argument("paths", nargs="+", help="JSONL / text files, pictures, sounds, videos, or folders of them")
+    produce.add_argument("--fps", type=float, default=1.0, help="video: frames per second to sample")
+    produce.add_argument("--scene-threshold", type=float, help="video: also keep scene cuts (mean |Δ| of 0-255)")
+    produce.add_argument("--segment-seconds", type=float, default=2.0, help="video: audio segment length")
+    produce.add_argument("--topic", help="events topic (default: settings kafka.topic)")
+    produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(run=cmd.produce)
+
+    ingest = sub.add_parser("ingest", help="run the Beam ingest pipeline; unknown options go to Beam")
+    ingest.add_argument("--mode", choices=["drain", "stream"], default="drain")
+    ingest.add_argument(
+        "--shard", metavar="I/N", help="read only partitions p with p mod N == I (default: pipeline.shard, 0/1)"
+    )
+    ingest.add_argument(
+        "--skip",
+        metavar="TOPIC:PARTITION:OFFSET",
+        action="append",
+        default=[],
+        help="dead-letter this record unread (the way past a record that stops a run); repeatable",
+    )
+    ingest.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics, /healthz and /readyz on this port (off by default)"
+    )
+    ingest.add_argument("--metrics-host", help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in containers)")
+    ingest.set_defaults(run=cmd.ingest)
+
+    search = sub.add_parser("search", help="text query → nearest points")
+    search.add_argument("query", nargs="?", help="a text query (or use --text / --image / --audio)")
+    search.add_argument("--text", help="a text query")
+    search.add_argument("--image", metavar="FILE", help="a picture as the query")
+    search.add_argument("--audio", metavar="FILE", help="a sound as the query")
+    search.add_argument("--space", help="the named vector to search (default: the query's own space)")
+    search.add_argument("--modality", help="only points of this modality (text, image, audio, video, video_frame…)")
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="payload filter")
+    search.add_argument("--json", action="store_true", dest="as_json", help="hits as one JSON array")
+    search.set_defaults(run=cmd.search)
+
+    serve = sub.add_parser("serve", help="the search API and web page (optionally ingesting in the same process)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--ingest",
+        action="store_true",
+        help="also run the pipeline in stream mode here (needed with the embedded store)",
+    )
+    serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the pipeline gets to finish its bundle after a stop (keep below the orchestrator's grace)",
+    )
+    serve.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without API keys (anyone can read)"
+    )
+    serve.set_defaults(run=cmd.serve)
+
+    api_key = sub.add_parser("api-key", help="make an API key for serve: the key once, and its hash for the settings")
+    api_key.add_argument("action", choices=["new"])
+    api_key.add_argument("--name", required=True, help="who will hold it")
+    api_key.add_argument("--scope", choices=["read", "admin"], default="read")
+    api_key.set_defaults(run=cmd.api_key)
+
+    cluster = sub.add_parser("cluster", help="group a space's vectors, write labels to the payload, draw them")
+    cluster.add_argument("--space", required=True, help="the named vector to cluster (see GET /spaces)")
+    cluster.add_argument("--k", default="auto", help="number of clusters, or auto (best silhouette)")
+    cluster.add_argument("--k-max", type=int, default=12, help="largest k tried by --k auto")
+    cluster.add_argument("--method", choices=["kmeans", "hdbscan"], default="kmeans")
+    cluster.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only these points")
+    cluster.add_argument("--plot", help="where to write the PNG (default .embedstream/clusters-SPACE.png)")
+    cluster.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    cluster.set_defaults(run=cmd.cluster)
+
+    models = sub.add_parser("models", help="list, build or inspect encoders")
+    models.add_argument("action", choices=["list", "build", "info", "verify", "export", "import-vectors"])
+    models.add_argument("name", nargs="?", default="minilm")
+    models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
+    models.add_argument("--quantize", action="store_true", help="also build the int8 variant NAME@<version>-int8")
+    models.add_argument("--per-tensor", action="store_true", help="with --quantize: per-tensor, not per-channel")
+    models.add_argument("--source", help="export: a Hugging Face model folder (or an id in the local HF cache)")
+    models.add_argument(
+        "--pooling", choices=["mean", "cls", "last_token"], default="mean", help="export: pooling (text, vision)"
+    )
+    models.add_argument("--no-normalize", action="store_true", help="export: keep vectors unnormalized")
+    models.add_argument("--file", help="import-vectors: a word2vec (text or .bin) or GloVe file")
+    models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")
+    models.set_defaults(run=cmd.models)
+
+    dlq = sub.add_parser("dlq", help="dead letters: counts by reason, or replay them to the events topic")
+    dlq.add_argument("action", choices=["stats", "replay"])
+    dlq.add_argument("--reason", action="append", default=[], help="replay only this reason code (repeatable)")
+    dlq.add_argument("--to-topic", help="replay target (default: the events topic)")
+    dlq.set_defaults(run=cmd.dlq)
+
+    demo = sub.add_parser("demo", help="the whole product end to end on the embedded defaults")
+    demo.set_defaults(run=cmd.demo)
+    return top
