@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import run_phase
+from embedstream.schemas.defaults import MEDIA_BATCH_SIZE
 from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
@@ -40,7 +41,7 @@ def phase(*args: str) -> dict[str, Any]:
     return run_phase("bench.ingest_media", *args)
 
 
-BATCH = 8
+BATCH = MEDIA_BATCH_SIZE  # what the pipeline batches by default
 
 
 def inputs(kind: str, n: int) -> list[bytes]:

@@ -6,7 +6,7 @@ Every variant runs in its own subprocess (so peak RSS is its own) on the same te
 the same ONNX Runtime threads, alternating rounds so drift on a shared machine hits all alike:
 
 * ``bare``: tokenize everything, sort by length, encode in batches of the best size (8/16/32/64, picked on a
-  2,000-event sample) — ONNX Runtime in its best configuration (MACHINE_NOTES.md);
+  2,000-event sample) — ONNX Runtime in its best configuration (docs/measurements.md);
 * ``naive``: one text per ``session.run``, in arrival order (what a hand-written consumer loop does);
 * ``pipeline``: the events produced to a tansu topic, then ``run_ingest`` in drain mode into a fresh store.
 

@@ -26,6 +26,7 @@ from embedstream.onnx_models.manifest import AudioManifest, AudioSpec
 from embedstream.onnx_models.registry import load_manifest_of
 from embedstream.onnx_models.session import OrtSession, session_for
 from embedstream.onnx_models.vectors import l2_normalize
+from embedstream.schemas.defaults import MEDIA_BATCH_SIZE
 from embedstream.schemas.settings import ModelSettings
 
 PARTIALS_PER_RUN = 64
@@ -76,7 +77,7 @@ class AudioEncoder(OnnxEncoder[np.ndarray, np.ndarray]):
     run one at a time, because these graphs take no attention mask and padding would change the result."""
 
     batch_cost = PARTIALS_PER_RUN
-    batch_size = 8
+    batch_size = MEDIA_BATCH_SIZE
 
     def __init__(self, manifest: AudioManifest, folder: Path, session: OrtSession) -> None:
         super().__init__(manifest, session)

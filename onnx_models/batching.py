@@ -2,7 +2,7 @@
 
 A batch costs ``size × max(item cost)`` — for text that is the padded token count, the compute an encoder
 really spends. Sorting by cost before packing keeps padding small (unsorted batches of 32 waste 3.5× on
-this corpus, MACHINE_NOTES.md), and a cost budget, unlike a count, keeps long and short inputs equally cheap.
+this corpus, docs/measurements.md), and a cost budget, unlike a count, keeps long and short inputs equally cheap.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from embedstream.onnx_models.batching import run_batches
 from embedstream.onnx_models.manifest import ManifestBase
 from embedstream.onnx_models.session import OrtSession
 from embedstream.onnx_models.vectors import l2_normalize
+from embedstream.schemas.defaults import MAX_BATCH_SIZE, MAX_BATCH_TOKENS
 
 In = TypeVar("In", contravariant=True)
 Item = TypeVar("Item")
@@ -63,8 +64,8 @@ class OnnxEncoder(ABC, Generic[RawIn, Item]):
     ``batch_cost`` and ``batch_size`` are what ``embed`` plans with when the caller does not say (the pipeline
     passes its settings instead)."""
 
-    batch_cost: int = 4096
-    batch_size: int = 64
+    batch_cost: int = MAX_BATCH_TOKENS
+    batch_size: int = MAX_BATCH_SIZE
 
     def __init__(self, manifest: ManifestBase, session: OrtSession) -> None:
         self._manifest = manifest

@@ -19,10 +19,10 @@ from embedstream.onnx_models.manifest import ImageManifest, ImageSpec
 from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest_of, sha256_of
 from embedstream.onnx_models.session import OrtSession, session_for
 from embedstream.onnx_models.vectors import pool_features
+from embedstream.schemas.defaults import MEDIA_BATCH_SIZE
 from embedstream.schemas.settings import ModelSettings
 
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-BATCH = 8
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -51,8 +51,8 @@ def preprocess(image: Image.Image, spec: ImageSpec) -> np.ndarray:
 class ImageEncoder(OnnxEncoder[Image.Image, np.ndarray]):
     """Encodes pictures into the manifest's space (rows L2-normalized when the manifest says)."""
 
-    batch_cost = BATCH
-    batch_size = BATCH
+    batch_cost = MEDIA_BATCH_SIZE
+    batch_size = MEDIA_BATCH_SIZE
 
     def __init__(self, manifest: ImageManifest, session: OrtSession) -> None:
         super().__init__(manifest, session)

@@ -1,4 +1,4 @@
-"""A video's own point, kept as a materialized view of its stored frame and audio-segment points (DESIGN.md).
+"""A video's own point, kept as a materialized view of its stored frame and audio-segment points (docs/contracts.md).
 
 The view holds the visual mean (image space), the audio mean (audio space), the fused vector (weighted,
 normalized concatenation of the two means; a missing half is zeros) and the mean of the frames' text-space

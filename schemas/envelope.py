@@ -1,6 +1,6 @@
 """The v1 event envelope and the one function that turns a Kafka record into an envelope or a rejection.
 
-Two wire forms carry the same envelope (DESIGN.md):
+Two wire forms carry the same envelope (docs/contracts.md):
 
 * JSON: the Kafka value is a JSON object; binary content rides base64-encoded in ``data``.
 * Binary: the Kafka value is the raw content bytes and the envelope fields ride in ``es-`` headers
@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from embedstream.schemas import strict_json
 from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, REPLAY_HEADER_PREFIX, Reason
+from embedstream.schemas.defaults import MAX_EVENT_BYTES, MAX_TEXT_CHARS
 from embedstream.schemas.records import KafkaRecord
 
 SCHEMA_VERSION = 1
@@ -65,8 +66,8 @@ VIDEO_MODALITIES = frozenset({Modality.VIDEO_FRAME, Modality.VIDEO_AUDIO, Modali
 class Limits:
     """Size limits applied while validating. Over a limit is a dead letter (``oversized``), never a crash."""
 
-    max_event_bytes: int = 8 * 1024 * 1024
-    max_text_chars: int = 16_384
+    max_event_bytes: int = MAX_EVENT_BYTES
+    max_text_chars: int = MAX_TEXT_CHARS
 
 
 class VideoRef(BaseModel):

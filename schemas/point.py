@@ -38,7 +38,7 @@ class SourceRef(BaseModel):
 
 
 class PointRecord(BaseModel):
-    """One point ready for upsert: id, one vector per embedding space, payload (DESIGN.md)."""
+    """One point ready for upsert: id, one vector per embedding space, payload (docs/contracts.md)."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 

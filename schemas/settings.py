@@ -27,6 +27,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from embedstream.schemas.defaults import (
+    MAX_BATCH_SIZE,
+    MAX_BATCH_TOKENS,
+    MAX_EVENT_BYTES,
+    MAX_TEXT_CHARS,
+    MEDIA_BATCH_SIZE,
+)
 from embedstream.schemas.errors import NotFoundError, SettingsError
 
 CONFIG_ENV = "EMBEDSTREAM_CONFIG"
@@ -176,8 +183,8 @@ class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["drain", "stream"] = "drain"
-    max_batch_tokens: int = Field(default=4096, ge=1, description="padded tokens per encoder run")
-    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_tokens: int = Field(default=MAX_BATCH_TOKENS, ge=1, description="padded tokens per encoder run")
+    max_batch_size: int = Field(default=MAX_BATCH_SIZE, ge=1)
     sort_window: int = Field(default=1024, ge=1, description="events buffered to sort by length before encoding")
     upsert_batch_size: int = Field(default=256, ge=1)
     max_records_per_bundle: int = Field(default=2048, ge=1)
@@ -189,8 +196,8 @@ class PipelineSettings(BaseModel):
         "sooner when the reader has caught up with the partition); a backlog still fills whole batches",
     )
     poll_timeout_ms: int = Field(default=500, ge=1, description="the longest one poll of an idle partition blocks")
-    max_event_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
-    max_text_chars: int = Field(default=16_384, ge=1)
+    max_event_bytes: int = Field(default=MAX_EVENT_BYTES, ge=1)
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
     progress_interval_s: float = Field(default=5.0, gt=0)
     reader_heartbeat_s: float = Field(
         default=5.0, gt=0, description="an idle partition's reader renews its ownership claim this often"
@@ -255,7 +262,7 @@ class MediaSettings(BaseModel):
     decode_timeout_s: float = Field(
         default=60.0, gt=0, description="an event whose fetch + decode takes longer is dead-lettered (decode_timeout)"
     )
-    batch_size: int = Field(default=8, ge=1, description="pictures or sound clips per encoder batch")
+    batch_size: int = Field(default=MEDIA_BATCH_SIZE, ge=1, description="pictures or sound clips per encoder batch")
     previews: bool = Field(
         default=True, description="keep a small preview in the payload (160-px JPEG, first 6 s of sound as OGG)"
     )

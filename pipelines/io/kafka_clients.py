@@ -2,7 +2,7 @@
 
 Everything here is plain kafka-python: no JVM, no expansion service. High watermarks come from a fetch
 response (``consumer.highwater``), which every Kafka-protocol broker reports correctly; ListOffsets LATEST
-is not trusted (tansu gets it wrong, MACHINE_NOTES.md).
+is not trusted (tansu gets it wrong, docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 - The pixel count is read from the header and checked *before* any pixel is decoded (no decompression bombs);
   Pillow's own bomb guard is raised to our limit so it never fires first with a less useful message.
 - JPEGs decode at the smallest DCT scale that still covers the model's resize (``Image.draft``): a 1920-px
-  photo decodes ~4x faster (MACHINE_NOTES.md: decoding, not the encoder, dominates).
+  photo decodes ~4x faster (docs/measurements.md: decoding, not the encoder, dominates).
 - EXIF orientation is applied; animated GIF/WebP/APNG use their first frame; 16-bit and 32-bit grayscale are
   scaled to 8 bits (a plain ``convert`` would clip them to white); palette, CMYK and alpha are left to
   ``to_rgb`` (alpha composited on white).

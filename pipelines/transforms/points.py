@@ -1,4 +1,4 @@
-"""Turn an embedded event into the point the store receives (DESIGN.md's payload contract)."""
+"""Turn an embedded event into the point the store receives (the payload contract in docs/contracts.md)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from embedstream.schemas.defaults import MAX_TEXT_CHARS
+
 Filter = dict[str, str | int | bool]
 
 
@@ -16,7 +18,7 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(default=None, min_length=1, max_length=16_384)
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
     point_id: uuid.UUID | None = Field(default=None, description="a point id, as search results give them")
     space: str | None = Field(default=None, description="named vector; default: the query's own space")
     k: int = Field(default=10, ge=1, le=200)
