@@ -45,7 +45,7 @@ docker:
 image: setup
 	infra/docker/build.sh runtime embedstream:$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("embedstream"))')
 
-test: setup browser docker
+test: setup browser docker lint typecheck
 	$(BIN)/python -m pytest
 
 # The tests that need no broker, model build or browser (tests/conftest.py marks them): seconds, not minutes.

@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         name, kind, n, *rest = args.phase
-        phases = {"bare": phase_bare, "decode": phase_decode, "pipeline": phase_pipeline}
+        phases: dict[str, Callable[..., dict[str, Any]]] = {
+            "bare": phase_bare,
+            "decode": phase_decode,
+            "pipeline": phase_pipeline,
+        }
         print(json.dumps(phases[name](kind, int(n), *rest)))
         return
 

@@ -51,7 +51,8 @@ def power_mel(wave: np.ndarray, filters: np.ndarray, n_fft: int, hop: int) -> np
     )
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)  # periodic Hann
     power = np.abs(np.fft.rfft(strided * window, axis=1)) ** 2
-    return (power @ filters.T).astype(np.float32)
+    mel: np.ndarray = (power @ filters.T).astype(np.float32)
+    return mel
 
 
 def partial_slices(samples: int, spec: AudioSpec) -> list[slice]:
@@ -127,7 +128,8 @@ class AudioEncoder(OnnxEncoder[np.ndarray, np.ndarray]):
         spec, filters = self.spec, self._filters
         if filters is None:
             if spec.standardize:  # wav2vec2's feature extractor: zero mean, unit variance per clip
-                return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+                standardized: np.ndarray = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+                return standardized
             return wave
         if spec.target_dbfs is not None:
             wave = raise_volume(wave, spec.target_dbfs)

@@ -26,17 +26,20 @@ def l2_normalize(rows: np.ndarray) -> np.ndarray:
 def pool_tokens(tokens: np.ndarray, mask: np.ndarray, kind: Pooling) -> np.ndarray:
     """Token vectors ``[batch, seq, dim]`` → ``[batch, dim]``, honouring the attention mask (padding never
     counts)."""
+    pooled: np.ndarray
     if kind == "mean":
         weights = mask[:, :, None].astype(tokens.dtype)
-        return (tokens * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-    if kind == "cls":
-        return tokens[:, 0]
-    if kind == "last_token":
+        pooled = (tokens * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    elif kind == "cls":
+        pooled = tokens[:, 0]
+    elif kind == "last_token":
         last = mask.sum(axis=1) - 1
-        return tokens[np.arange(tokens.shape[0]), last]
-    if kind == "none":
-        return tokens
-    raise ValueError(f"unknown pooling {kind!r}; expected mean, cls, last_token or none")
+        pooled = tokens[np.arange(tokens.shape[0]), last]
+    elif kind == "none":
+        pooled = tokens
+    else:
+        raise ValueError(f"unknown pooling {kind!r}; expected mean, cls, last_token or none")
+    return pooled
 
 
 def pool_features(features: np.ndarray, kind: Pooling) -> np.ndarray:
@@ -46,7 +49,8 @@ def pool_features(features: np.ndarray, kind: Pooling) -> np.ndarray:
     if features.ndim == 4:
         if kind != "mean":
             raise ValueError(f"feature maps pool by mean only, not {kind!r}")
-        return features.mean(axis=(2, 3))
+        spatial: np.ndarray = features.mean(axis=(2, 3))
+        return spatial
     if features.ndim == 3:
         return pool_tokens(features, np.ones(features.shape[:2], dtype=np.int64), kind)
     return features

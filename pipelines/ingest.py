@@ -113,7 +113,7 @@ def pipeline_options(settings: Settings, beam_args: Sequence[str]) -> PipelineOp
 
 def _runner(options: PipelineOptions) -> PipelineRunner | None:
     if options.view_as(StandardOptions).runner is None:
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
         return FnApiRunner()
     return None

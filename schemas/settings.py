@@ -342,7 +342,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
 
     @classmethod
-    def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    def load(cls, config_file: Path | str | None = None, /, **overrides: Any) -> Settings:
         """Settings from ``overrides`` > environment > ``config_file`` (or the default TOML file)."""
         if config_file is not None and not Path(config_file).is_file():
             raise NotFoundError(f"config file {config_file} does not exist")

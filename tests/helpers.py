@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from kafka.structs import OffsetAndMetadata
 
 from embedstream.pipelines.io.kafka_clients import assign_readable, partitions_of, records_until
 from embedstream.pipelines.io.kafka_clients import topic_watermarks as kafka_topic_watermarks
+from embedstream.schemas.envelope import Envelope, envelope_to_binary
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import Broker, free_port
 
@@ -27,9 +28,18 @@ def text_event(event_id: str, text: str, **extra: Any) -> bytes:
     return json.dumps({"schema": 1, "id": event_id, "modality": "text", "text": text, **extra}).encode()
 
 
+Message = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # key, value, headers
+
+
+def binary_message(key: bytes, envelope: Envelope) -> Message:
+    """An envelope in the binary wire form (the content as the value, the fields as ``es-`` headers)."""
+    headers, value = envelope_to_binary(envelope)
+    return key, value, headers
+
+
 def send_raw(
     settings: Settings,
-    values: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    values: Sequence[Message],
     max_request_size: int = 4 << 20,
 ) -> None:
     """Send (key, value, headers) triples exactly as given, in order."""

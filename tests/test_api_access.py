@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -146,7 +147,12 @@ def test_the_page_asks_for_the_key_once_and_uses_it_in_chromium(api_settings: Ca
             try:
                 page = browser.new_page()
                 asked: list[str] = []
-                page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept(READ_KEY)))
+
+                def answer(dialog: Any) -> None:
+                    asked.append(dialog.message)
+                    dialog.accept(READ_KEY)
+
+                page.on("dialog", answer)
                 page.goto(server.url)
                 page.wait_for_function("document.querySelector('#stats').textContent.includes('points in')")
                 page.fill("#query", "anything at all")

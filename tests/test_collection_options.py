@@ -13,27 +13,28 @@ import pytest
 
 from embedstream.pipelines.stores import SpaceSpec
 from embedstream.pipelines.stores.server import ServerStore
-from embedstream.schemas.settings import QdrantSettings
+from embedstream.schemas.settings import CollectionOptions, QdrantSettings
 
 SPACES = [SpaceSpec("minilm", 384, "minilm@1"), SpaceSpec("effnet", 1280, "effnet@1")]
-OPTIONS = {
-    "shard_number": 6,
-    "replication_factor": 2,
-    "write_consistency_factor": 2,
-    "on_disk_payload": True,
-    "vectors_on_disk": True,
-    "hnsw_m": 32,
-    "hnsw_ef_construct": 256,
-    "scalar_quantization": True,
-    "quantization_quantile": 0.98,
-}
+OPTIONS = CollectionOptions(
+    shard_number=6,
+    replication_factor=2,
+    write_consistency_factor=2,
+    on_disk_payload=True,
+    vectors_on_disk=True,
+    hnsw_m=32,
+    hnsw_ef_construct=256,
+    scalar_quantization=True,
+    quantization_quantile=0.98,
+)
 
 
 def test_local_mode_keeps_on_disk_vectors_and_the_model_fence():
     store = ServerStore(QdrantSettings(backend="local", path=":memory:", collection_options=OPTIONS))
     store.ensure_spaces(SPACES)
     info = store._client.get_collection("embeddings")
-    assert all(params.on_disk for params in info.config.params.vectors.values())
+    vectors = info.config.params.vectors
+    assert isinstance(vectors, dict) and all(params.on_disk for params in vectors.values())
     assert store.spaces()["minilm"].model == "minilm@1"
 
 

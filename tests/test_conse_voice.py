@@ -16,6 +16,8 @@ from embedstream.onnx_models.audio_encoder import AudioEncoder, power_mel
 from embedstream.onnx_models.export import build
 from embedstream.onnx_models.export.conse import imagenet_class_names
 from embedstream.onnx_models.image_encoder import ImageEncoder
+from embedstream.onnx_models.manifest import ImageManifest
+from embedstream.onnx_models.registry import load_manifest_of
 from embedstream.onnx_models.text_encoder import TextEncoder
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "hubble_deep_field")
@@ -143,10 +145,9 @@ def test_list_shows_every_catalog_model(conse, voice, model_cache):
 def test_the_head_on_effnet_features_equals_the_whole_graph(conse, model_cache):
     """The pipeline runs the backbone once and the ConSE head on its features: same vectors as the whole graph."""
     from embedstream.onnx_models.image_encoder import FeatureHead, preprocess
-    from embedstream.onnx_models.registry import load_manifest
 
     effnet = ImageEncoder.load(model_cache, "effnet")
     assert conse.manifest.head is not None and conse.manifest.head.input_model == effnet.manifest.ref
-    head = FeatureHead(*load_manifest(model_cache, "effnet-conse"))
+    head = FeatureHead(*load_manifest_of(ImageManifest, model_cache, "effnet-conse"))
     pixels = [preprocess(image, conse.spec) for image in photos().values()]
     np.testing.assert_allclose(head.embed_features(effnet.run(pixels)), conse.embed_batch(pixels), atol=1e-5)

@@ -209,7 +209,9 @@ def test_the_tracker_splits_only_to_checkpoint():
     tracker = CheckpointOnlyTracker(OffsetRange(0, 1000))
     assert tracker.try_claim(10)
     assert tracker.try_split(0.5) is None  # a runner's rebalancing split: refused
-    primary, residual = tracker.try_split(0)
+    split = tracker.try_split(0)
+    assert split is not None
+    primary, residual = split
     assert (primary.stop, residual.start, residual.stop) == (11, 11, 1000)
 
 

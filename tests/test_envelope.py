@@ -91,7 +91,8 @@ def test_binary_form_carries_raw_bytes_without_base64():
 def test_binary_video_frame_with_video_header():
     headers = (("es-id", b"f1"), ("es-modality", b"video_frame"), ("es-video", b'{"video_id": "v1", "index": 3}'))
     result = parse_event(record(b"\x00\x01", headers))
-    assert isinstance(result, Envelope) and result.video_id == "v1" and result.video.index == 3
+    assert isinstance(result, Envelope) and result.video_id == "v1"
+    assert result.video is not None and result.video.index == 3
 
 
 def test_json_round_trip_with_base64_data():

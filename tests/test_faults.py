@@ -12,7 +12,7 @@ from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_top
 from embedstream.pipelines.plan import plan_ingest
 from embedstream.pipelines.stores import StoreLockedError, open_store
 from embedstream.workers.broker import free_port, start_broker
-from tests.helpers import read_topic, send_raw, text_event, watermarks
+from tests.helpers import Message, read_topic, send_raw, text_event, watermarks
 from tests.tcp_proxy import TcpProxy
 
 
@@ -34,7 +34,9 @@ def test_dropped_broker_connections_lose_and_duplicate_nothing(make_settings, pr
         pipeline={"max_records_per_bundle": 100},  # many bundles, many commits to interrupt
     )
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
-    messages = [(f"n{i}".encode(), text_event(f"n{i}", f"network fault sentence number {i}"), []) for i in range(3000)]
+    messages: list[Message] = [
+        (f"n{i}".encode(), text_event(f"n{i}", f"network fault sentence number {i}"), []) for i in range(3000)
+    ]
     messages.insert(1400, (None, b"{broken", []))
     send_raw(settings, messages)
 

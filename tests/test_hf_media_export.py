@@ -17,6 +17,7 @@ from embedstream.onnx_models.corpus import corpus_texts as sample_texts
 from embedstream.onnx_models.encoders import load_encoder
 from embedstream.onnx_models.export.hf import export_model, modality_of
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
+from embedstream.onnx_models.manifest import AudioManifest, as_kind
 from embedstream.onnx_models.text_encoder import TextEncoder
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -32,6 +33,7 @@ def pictures() -> list[Image.Image]:
 
 def tiny_dinov2(folder):
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+    from transformers.image_utils import PILImageResampling
 
     config = Dinov2Config(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14
@@ -42,7 +44,7 @@ def tiny_dinov2(folder):
         crop_size={"height": 56, "width": 56},
         image_mean=IMAGENET_MEAN,
         image_std=IMAGENET_STD,
-        resample=3,
+        resample=PILImageResampling.BICUBIC,
     ).save_pretrained(folder)
 
 
@@ -147,8 +149,9 @@ def test_speech_encoder_equals_pytorch_mean_over_frames(tmp_path):
 
     source = made(tmp_path, "w2v", tiny_wav2vec2)
     assert modality_of(source) == "audio"
-    (manifest,) = export_model(source, "w2v", tmp_path / "cache")
-    assert manifest.audio is not None and manifest.audio.sample_rate == 16_000 and manifest.audio.standardize
+    (exported,) = export_model(source, "w2v", tmp_path / "cache")
+    manifest = as_kind(exported, AudioManifest)
+    assert manifest.audio.sample_rate == 16_000 and manifest.audio.standardize
     encoder = load_encoder(tmp_path / "cache", "w2v")
     assert isinstance(encoder, AudioEncoder)
     rng = np.random.default_rng(5)
@@ -183,7 +186,7 @@ def test_clip_towers_share_one_space(tmp_path):
     # CLIP's own similarity: logits_per_text / logit_scale is the cosine of the projected towers
     model = CLIPModel.from_pretrained(source).eval()
     tokens = AutoTokenizer.from_pretrained(source)(texts, padding=True, return_tensors="pt")
-    pixels = torch.from_numpy(np.stack([preprocess(i, image_manifest.image) for i in images]))
+    pixels = torch.from_numpy(np.stack([preprocess(i, image_encoder.spec) for i in images]))
     with torch.no_grad():
         out = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels)
     expected = (out.logits_per_text / model.logit_scale.exp()).detach().numpy()

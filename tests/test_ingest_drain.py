@@ -66,7 +66,7 @@ def mixed_topic(make_settings, media_models):
         event_id = f"doc-{i % 1900}"  # ids 0..99 appear twice: the later event must win
         text = f"{doc['text']} (variant {i})"
         valid.append((event_id, text))
-    messages = []
+    messages: list[tuple[str | None, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
     for event_id, text in valid:
         if rng.random() < 0.1:
             messages.append(

@@ -19,12 +19,11 @@ from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_top
 from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.dead_letter import DeadLetter
-from embedstream.schemas.envelope import envelope_to_binary
 from embedstream.schemas.point import point_id
 from embedstream.workers.produce import produce_files, read_events
 from embedstream.workers.sample_media import make_sample_video, sample_photos, sample_voices
 from embedstream.workers.search import Query, Searcher
-from tests.helpers import read_topic, send_raw, shared_settings, watermarks
+from tests.helpers import binary_message, read_topic, send_raw, shared_settings, watermarks
 
 
 def binary(modality: str, event_id: str, data: bytes | None = None, **headers: str) -> tuple[bytes, bytes, list]:
@@ -193,7 +192,7 @@ def test_shuffled_duplicated_and_late_events_give_the_same_video(make_settings, 
     def ingest(order):
         settings = make_settings()
         ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
-        send_raw(settings, [(b"v", *reversed(envelope_to_binary(e))) for e in order])
+        send_raw(settings, [binary_message(b"v", e) for e in order])
         run_ingest(settings)
         store = open_store(settings.qdrant)
         try:
@@ -242,9 +241,9 @@ def test_a_video_end_before_any_member_is_remembered(make_settings, media_models
     body = [e for e in events if e.modality.value != "video_end"]
     settings = make_settings()
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
-    send_raw(settings, [(b"v", *reversed(envelope_to_binary(e))) for e in end])
+    send_raw(settings, [binary_message(b"v", e) for e in end])
     run_ingest(settings)
-    send_raw(settings, [(b"v", *reversed(envelope_to_binary(e))) for e in body])
+    send_raw(settings, [binary_message(b"v", e) for e in body])
     run_ingest(settings)
     store = open_store(settings.qdrant)
     try:

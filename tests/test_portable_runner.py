@@ -5,7 +5,7 @@ from __future__ import annotations
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
-from tests.helpers import read_topic, send_raw, text_event, watermarks
+from tests.helpers import Message, read_topic, send_raw, text_event, watermarks
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
 
@@ -13,7 +13,9 @@ PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_ty
 def test_drain_on_portable_runner_loopback(make_settings):
     settings = make_settings()
     ensure_topics(settings.kafka, [settings.kafka.topic])
-    messages = [(f"p{i}".encode(), text_event(f"p{i}", f"portable runner sentence {i}"), []) for i in range(120)]
+    messages: list[Message] = [
+        (f"p{i}".encode(), text_event(f"p{i}", f"portable runner sentence {i}"), []) for i in range(120)
+    ]
     messages.insert(60, (None, b"{not json", []))
     send_raw(settings, messages)
 

@@ -59,6 +59,17 @@ def send(handler: BaseHTTPRequestHandler, body: bytes, status: int = 200, length
     handler.wfile.write(body)
 
 
+def slow(handler: BaseHTTPRequestHandler) -> None:
+    time.sleep(3)
+    send(handler, BODY)
+
+
+def redirect(handler: BaseHTTPRequestHandler, status: int, location: str) -> None:
+    handler.send_response(status)
+    handler.send_header("Location", location)
+    handler.end_headers()
+
+
 def endless(handler: BaseHTTPRequestHandler) -> None:
     handler.send_response(200)
     handler.end_headers()  # no Content-Length: only reading tells the size
@@ -85,13 +96,9 @@ def sites() -> Iterator[tuple[Site, Site]]:
             "/gone": lambda h: send(h, b"gone", 404),
             "/declared-huge": lambda h: send(h, b"x" * (LIMIT + 1)),
             "/endless": endless,
-            "/slow": lambda h: (time.sleep(3), send(h, BODY)),
-            "/to-other": lambda h: (
-                h.send_response(302),
-                h.send_header("Location", f"{other.url}/secret"),
-                h.end_headers(),
-            ),
-            "/relative": lambda h: (h.send_response(301), h.send_header("Location", "/picture"), h.end_headers()),
+            "/slow": slow,
+            "/to-other": lambda h: redirect(h, 302, f"{other.url}/secret"),
+            "/relative": lambda h: redirect(h, 301, "/picture"),
         },
     )
     yield main, other

@@ -7,7 +7,8 @@ import pytest
 
 from embedstream.onnx_models.batching import plan_batches
 from embedstream.onnx_models.export.sentence_transformers import PARITY_SENTENCES, sentence_transformer_parity
-from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest, sha256_of
+from embedstream.onnx_models.manifest import TextManifest
+from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest, load_manifest_of, sha256_of
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.pipelines.transforms.quality import vector_problem
 from embedstream.schemas.dead_letter import Reason
@@ -19,7 +20,7 @@ def encoder(model_cache):
 
 
 def test_manifest_records_what_the_run_needs(model_cache):
-    manifest, folder = load_manifest(model_cache, "minilm")
+    manifest, folder = load_manifest_of(TextManifest, model_cache, "minilm")
     assert manifest.dim == 384 and manifest.space == "minilm" and manifest.ref == "minilm@1"
     assert manifest.tokenizer is not None and manifest.tokenizer.max_length == 256
     assert manifest.sha256 == sha256_of(folder / manifest.onnx_file)
@@ -28,7 +29,7 @@ def test_manifest_records_what_the_run_needs(model_cache):
 
 
 def test_parity_against_sentence_transformers_now(model_cache):
-    manifest, folder = load_manifest(model_cache, "minilm")
+    manifest, folder = load_manifest_of(TextManifest, model_cache, "minilm")
     report = sentence_transformer_parity(manifest, folder)
     assert report.min_cosine >= 0.9999
     assert report.max_abs_diff < 1e-4
@@ -47,7 +48,7 @@ def test_truncates_long_text_at_the_manifest_limit(encoder):
 
 
 def test_damaged_model_file_is_refused(model_cache, tmp_path):
-    manifest, folder = load_manifest(model_cache, "minilm")
+    manifest, folder = load_manifest_of(TextManifest, model_cache, "minilm")
     copy = tmp_path / "minilm" / manifest.version
     copy.mkdir(parents=True)
     for name in ("manifest.json", "tokenizer.json"):
@@ -96,7 +97,7 @@ def test_runtime_settings_reach_the_session(model_cache):
     encoder = TextEncoder.from_settings(
         ModelSettings(cache_dir=model_cache, intra_op_threads=1, inter_op_threads=2, cpu_mem_arena=False)
     )
-    options = encoder._session.get_session_options()
+    options = encoder._session.get_session_options()  # type: ignore[attr-defined]  # beyond OrtSession
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 2)
     assert options.enable_cpu_mem_arena is False
     assert encoder.embed(["still encodes"]).shape == (1, 384)

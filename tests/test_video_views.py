@@ -31,9 +31,11 @@ def test_frames_only_give_a_visual_mean_and_a_fused_vector_with_a_zero_audio_hal
     view = video_point("v", members, fusion(), ended=False)
     assert view is not None
     np.testing.assert_allclose(view.vectors["img"], [2**-0.5, 2**-0.5, 0])
+    assert view is not None
     np.testing.assert_allclose(view.vectors[FUSED_SPACE], [2**-0.5, 2**-0.5, 0, 0, 0])
     assert "aud" not in view.vectors and view.payload["frames"] == 2 and view.payload["seconds"] == 2
-    assert video_point("v", list(reversed(members)), fusion(), False).vectors == view.vectors
+    again = video_point("v", list(reversed(members)), fusion(), False)
+    assert again is not None and again.vectors == view.vectors
 
 
 def test_a_zero_weight_on_the_only_half_present_leaves_no_fused_vector():
@@ -58,7 +60,7 @@ def member(video: str, modality: str, index: int, vector: list[float], version: 
         "video": {"video_id": video, "index": index, "t": index, "duration": 1},
         "content_sha256": f"{modality}{index}{version}".ljust(16, "0"),
     }
-    pid = point_id(modality, payload["id"], video, index)
+    pid = point_id(modality, f"{video}-{index}", video, index)
     return PointRecord(
         id=pid, vectors={space: vector}, payload=payload, source=SourceRef(topic="t", partition=0, offset=index)
     )

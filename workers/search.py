@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedstream.onnx_models.encoders import Encoder, load_encoder
+from embedstream.onnx_models.encoders import AnyEncoder, load_encoder
 from embedstream.onnx_models.manifest import ModelManifest
 from embedstream.onnx_models.registry import load_manifest
 from embedstream.onnx_models.vectors import fuse
@@ -87,11 +87,11 @@ class Searcher:
     def __init__(self, settings: Settings, store: VectorStore | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else open_store(settings.qdrant)
-        self._encoders: dict[str, Encoder] = {}
+        self._encoders: dict[str, AnyEncoder] = {}
         self._manifests: dict[str, ModelManifest] = {}
         self._routes: dict[str, dict[str, str]] = {}
 
-    def encoder(self, name: str) -> Encoder:
+    def encoder(self, name: str) -> AnyEncoder:
         if name not in self._encoders:
             self._encoders[name] = load_encoder(self.settings.model.cache_dir, name, self.settings.model)
         return self._encoders[name]

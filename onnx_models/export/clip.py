@@ -91,7 +91,8 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             self.clip = model  # a submodule, so its weights are parameters and not traced as constants
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+            features: torch.Tensor = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+            return features
 
     class ImageTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -99,7 +100,8 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             self.clip = model
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return self.clip.get_image_features(pixel_values=pixel_values)
+            features: torch.Tensor = self.clip.get_image_features(pixel_values=pixel_values)
+            return features
 
     text_name, image_name = f"{name}-text", f"{name}-image"
     common: dict[str, Any] = {

@@ -119,7 +119,8 @@ def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
     def mix(probabilities: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         weights, classes = torch.topk(probabilities, TOP_K, dim=-1)
         mixed = (weights.unsqueeze(-1) * table[classes]).sum(1) / weights.sum(-1, keepdim=True)
-        return mixed / torch.linalg.vector_norm(mixed, dim=-1, keepdim=True)
+        unit: torch.Tensor = mixed / torch.linalg.vector_norm(mixed, dim=-1, keepdim=True)
+        return unit
 
     with staging_dir(entry.name) as staging:
         np.save(staging / CLASS_TABLE, table)

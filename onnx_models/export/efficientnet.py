@@ -61,7 +61,8 @@ def build_efficientnet(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
             self.net = net
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.net.extract_features(pixels).mean((2, 3))
+            pooled: torch.Tensor = self.net.extract_features(pixels).mean((2, 3))
+            return pooled
 
     with staging_dir(entry.name) as staging:
         export_torch(

@@ -70,7 +70,8 @@ def build_voice(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
         def forward(self, mels: torch.Tensor) -> torch.Tensor:
             _, (hidden, _) = self.lstm(mels)
             raw = torch.relu(self.linear(hidden[-1]))
-            return raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True)
+            unit: torch.Tensor = raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True)
+            return unit
 
     with staging_dir(entry.name) as staging:
         filters = librosa.filters.mel(sr=VOICE.sample_rate, n_fft=VOICE.n_fft, n_mels=VOICE.n_mels)

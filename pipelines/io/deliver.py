@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher

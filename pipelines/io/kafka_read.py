@@ -44,7 +44,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 from apache_beam.runners.sdf_utils import RestrictionTrackerView
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -74,7 +74,8 @@ class CheckpointOnlyTracker(OffsetRestrictionTracker):
     def try_split(self, fraction_of_remainder: float) -> tuple[OffsetRange, OffsetRange] | None:
         if fraction_of_remainder != 0:
             return None
-        return super().try_split(0)
+        split: tuple[OffsetRange, OffsetRange] | None = super().try_split(0)  # type: ignore[no-untyped-call]
+        return split
 
 
 class _PartitionRestrictions(RestrictionProvider):
@@ -85,7 +86,8 @@ class _PartitionRestrictions(RestrictionProvider):
         return CheckpointOnlyTracker(restriction)
 
     def restriction_size(self, element: PartitionSpec, restriction: OffsetRange) -> int:
-        return restriction.size()
+        size: int = restriction.size()
+        return size
 
     def split(self, element: PartitionSpec, restriction: OffsetRange) -> Iterator[OffsetRange]:
         yield restriction  # one restriction per partition: Kafka order within a partition is kept
@@ -255,7 +257,7 @@ class _ReadPartitionUnbounded(_ReadPartition):
     """The same reader, declared unbounded so runners treat stream mode as a streaming source."""
 
 
-class ReadKafkaPartitions(beam.PTransform):
+class ReadKafkaPartitions(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.PCollection[KafkaRecord]]):
     """Read the given partitions; bounded when every spec has a ``stop``, unbounded otherwise."""
 
     def __init__(
@@ -273,12 +275,13 @@ class ReadKafkaPartitions(beam.PTransform):
         self._run_id = run_id
         self._stop = stop
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.PCollection[KafkaRecord]:
         bounded = all(p.stop is not None for p in self._partitions)
         reader = _ReadPartition if bounded else _ReadPartitionUnbounded
         idle_ms = idle_poll_ms(self._pipeline, len(self._partitions))
-        return (
+        records: beam.pvalue.PCollection[KafkaRecord] = (
             pbegin
             | "Partitions" >> beam.Create(self._partitions)
             | "ReadPartition" >> beam.ParDo(reader(self._kafka, self._pipeline, self._run_id, idle_ms, self._stop))
         )
+        return records
