@@ -4,4 +4,5 @@ import sys
 
 from embedstream.workers.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing this module (to check that every module imports) must not run the CLI
+    sys.exit(main())
