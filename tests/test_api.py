@@ -116,15 +116,18 @@ def test_openapi_is_valid_and_metrics_count_requests(served):
     assert refs and refs <= set(schema["components"]["schemas"])  # no dangling reference
     components = schema["components"]["schemas"]
 
-    def body_of(path: str, media_type: str) -> dict:
-        ref = schema["paths"][path]["post"]["requestBody"]["content"][media_type]["schema"]["$ref"]
+    def named(ref: str) -> dict:
         return components[ref.rsplit("/", 1)[1]]
 
-    json_body = body_of("/search", "application/json")
-    assert {"text", "point_id", "k"} <= set(json_body["properties"])
-    assert {"format": "uuid", "type": "string"} in json_body["properties"]["point_id"]["anyOf"]
-    assert {"/search", "/recommend", "/points/{point_id}", "/spaces", "/healthz"} <= set(schema["paths"])
-    form = body_of("/search/file", "multipart/form-data")
+    def body_of(path: str, media_type: str) -> dict:
+        return schema["paths"][path]["post"]["requestBody"]["content"][media_type]["schema"]
+
+    forms = [named(alt["$ref"]) for alt in body_of("/search", "application/json")["anyOf"]]
+    text_form, point_form = sorted(forms, key=lambda f: "text" not in f["properties"])
+    assert text_form["required"] == ["text"] and "point_id" not in text_form["properties"]
+    assert point_form["properties"]["point_id"]["format"] == "uuid"
+    assert all(f["additionalProperties"] is False for f in forms)  # so no body can be both
+    form = named(body_of("/search/file", "multipart/form-data")["$ref"])
     assert set(form["required"]) == {"file", "kind"} and form["properties"]["kind"]["enum"] == ["image", "audio"]
     assert {"bearer", "apiKey"} <= set(schema["components"]["securitySchemes"])
     assert "security" in schema["paths"]["/spaces"]["get"] and "security" not in schema["paths"]["/healthz"]["get"]

@@ -15,7 +15,9 @@ import resource
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,7 +91,7 @@ def test_any_json_object_parses_to_an_envelope_or_a_rejection(fields, hs) -> Non
         assert result.reason and result.message  # every refusal says why
 
 
-def mutate(data: bytes, draw: st.DrawFn) -> bytes:
+def mutate(data: bytes, draw: Callable[..., Any]) -> bytes:
     """One of: bit flips, a truncation, bytes spliced in, a wrong magic number."""
     kind = draw(st.sampled_from(["flip", "truncate", "splice", "magic"]))
     buffer = bytearray(data)

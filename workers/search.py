@@ -16,6 +16,7 @@ its own point with score 1.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +35,18 @@ from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.settings import Settings
 
 Where = Mapping[str, str | int | bool]
+# A payload path a filter may name: dotted keys of letters, digits, _ and -, each with an optional [] or [N].
+# Qdrant's JSON paths allow more (quoted keys), but an empty or malformed path is an error inside the engine.
+FILTER_KEY = r"^[A-Za-z0-9_-]+(\[\d{0,9}\])?(\.[A-Za-z0-9_-]+(\[\d{0,9}\])?)*$"
+
+
+def check_filter(where: Where) -> None:
+    """Refuse a filter key the store cannot take, naming it (a ``UsageError``)."""
+    for key, value in where.items():
+        if not re.fullmatch(FILTER_KEY, key):
+            raise UsageError(f"filter key {key!r} is not a payload path like metadata.topic or tags[]")
+        if isinstance(value, int) and not -(2**53) <= value <= 2**53:
+            raise UsageError(f"filter value {value} of {key!r} is beyond the integers JSON carries exactly (2^53)")
 
 
 def parse_where(pairs: list[str]) -> dict[str, str | int | bool]:
@@ -43,6 +56,7 @@ def parse_where(pairs: list[str]) -> dict[str, str | int | bool]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"filter {pair!r} is not key=value")
+        check_filter({key: raw})
         value: str | int | bool = raw
         if raw in ("true", "false"):
             value = raw == "true"
@@ -122,6 +136,9 @@ class Searcher:
         spaces = self.spaces_for(kind)
         space = space or next(iter(spaces))
         if space not in spaces:
+            held = self.store.spaces()
+            if space not in held:  # no such space at all: a missing resource, not a malformed request
+                raise NotFoundError(f"the collection has no space {space!r}; it has {sorted(held)}")
             raise UsageError(f"a {kind} query cannot search space {space!r}; it can search {sorted(spaces)}")
         return space, spaces[space]
 

@@ -3,29 +3,49 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from embedstream.schemas.defaults import MAX_TEXT_CHARS
+from embedstream.workers.search import FILTER_KEY
 
-Filter = dict[str, str | int | bool]
+# Integers a JSON client and the store agree on exactly (2^53: JSON numbers are doubles to many clients)
+SafeInt = Annotated[int, Field(ge=-(2**53), le=2**53)]
+Filter = dict[Annotated[str, StringConstraints(pattern=FILTER_KEY)], str | SafeInt | bool]
+ONLY_PAYLOAD_PATHS: dict[str, Any] = {"additionalProperties": False}  # keys must match the pattern (not just may)
 
 
-class SearchRequest(BaseModel):
-    """A JSON search: a text, or an existing point's id ("more like this"). Pictures and sounds go to
-    ``POST /search/file`` as ``multipart/form-data`` with a ``file`` part and ``kind`` = image | audio."""
+class SearchOptions(BaseModel):
+    """What every search may say besides its query."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
-    point_id: uuid.UUID | None = Field(default=None, description="a point id, as search results give them")
     space: str | None = Field(default=None, description="named vector; default: the query's own space")
     k: int = Field(default=10, ge=1, le=200)
     where: Filter = Field(
-        default_factory=dict, description="payload equality filters, e.g. {'metadata.topic': 'music'}"
+        default_factory=dict,
+        description="payload equality filters, e.g. {'metadata.topic': 'music'}",
+        json_schema_extra=ONLY_PAYLOAD_PATHS,
     )
     modality: str | None = Field(default=None, description="only points of this modality")
+
+
+class TextSearch(SearchOptions):
+    """A text query, embedded into the space searched."""
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+class PointSearch(SearchOptions):
+    """ "More like this": an existing point's own vector as the query."""
+
+    point_id: uuid.UUID = Field(description="a point id, as search results give them")
+
+
+SearchRequest = TextSearch | PointSearch
+"""A JSON search: a text or a point id, never both (the schema says so: each form forbids the other's field).
+Pictures and sounds go to ``POST /search/file`` as ``multipart/form-data``."""
 
 
 class RecommendRequest(BaseModel):
@@ -35,7 +55,7 @@ class RecommendRequest(BaseModel):
     negative: list[uuid.UUID] = Field(default_factory=list, max_length=64)
     space: str
     k: int = Field(default=10, ge=1, le=200)
-    where: Filter = Field(default_factory=dict)
+    where: Filter = Field(default_factory=dict, json_schema_extra=ONLY_PAYLOAD_PATHS)
     modality: str | None = None
 
 

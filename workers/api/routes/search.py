@@ -9,11 +9,19 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from embedstream.pipelines.stores import Hit
-from embedstream.schemas.errors import NotFoundError
+from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.workers.api.deps import SearcherDep, SettingsDep, requires
 from embedstream.workers.api.errors import FORM_TYPES, JSON_TYPES, ApiError, blocking
-from embedstream.workers.api.models import Filter, HitOut, Problem, RecommendRequest, SearchRequest, SearchResponse
-from embedstream.workers.search import Query, Searcher
+from embedstream.workers.api.models import (
+    Filter,
+    HitOut,
+    PointSearch,
+    Problem,
+    RecommendRequest,
+    SearchRequest,
+    SearchResponse,
+)
+from embedstream.workers.search import Query, Searcher, check_filter
 
 router = APIRouter(tags=["search"], dependencies=[Depends(requires("read"))])
 WRONG_TYPE: dict[int | str, dict[str, Any]] = {
@@ -29,16 +37,14 @@ WRONG_TYPE: dict[int | str, dict[str, Any]] = {
 )
 async def search(body: SearchRequest, searcher: SearcherDep) -> SearchResponse:
     """A text, or an existing point's id ("more like this") → the nearest points."""
-    if (body.text is None) == (body.point_id is None):
-        raise ApiError(422, "give exactly one of 'text' or 'point_id' (send files to POST /search/file)")
-    if body.point_id is not None:
+    if isinstance(body, PointSearch):
         point_id = str(body.point_id)
         space = body.space
         if space is None:
             space = await blocking(lambda: _default_space_of(searcher, point_id))
         hits = await blocking(lambda: searcher.like_point(point_id, space, body.k, body.where, body.modality))
         return SearchResponse(space=space, query="point", hits=_hits(hits))
-    return await _run(searcher, Query.of_text(body.text or ""), body.space, body.k, body.where, body.modality)
+    return await _run(searcher, Query.of_text(body.text), body.space, body.k, body.where, body.modality)
 
 
 @router.post(
@@ -94,6 +100,10 @@ def _filters(where: str) -> Filter:
         raise ApiError(422, f"where: not JSON: {exc}") from exc
     if not isinstance(parsed, dict) or not all(isinstance(v, str | int | bool) for v in parsed.values()):
         raise ApiError(422, "where: a JSON object of strings, numbers or booleans")
+    try:
+        check_filter(parsed)
+    except UsageError as exc:
+        raise ApiError(422, f"where: {exc}") from exc
     return {str(key): value for key, value in parsed.items()}
 
 
