@@ -45,7 +45,7 @@ from embedstream.pipelines.observability import LagWatcher, ProbeServer
 from embedstream.pipelines.plan import IngestPlan, plan_ingest
 from embedstream.pipelines.progress import Progress
 from embedstream.pipelines.runners import check_runner, workers_see_stop
-from embedstream.pipelines.stores import VectorStore, open_store, wait_until_released
+from embedstream.pipelines.stores import StoreFullError, VectorStore, open_store, wait_until_released
 from embedstream.pipelines.transforms.adapters import AudioAdapter, ImageAdapter, TextAdapter
 from embedstream.pipelines.transforms.embed import Embed, ModalityAdapter
 from embedstream.pipelines.transforms.parse import ParseEvents
@@ -228,8 +228,11 @@ def _optimize(settings: Settings, store: Handle[VectorStore] | None) -> None:
     """After a drain, let the embedded engine build its HNSW index (it searches by brute force until then)."""
     with _opened(settings, store) as opened:
         started = time.monotonic()
-        if opened.optimize():
-            log.info("optimized the store's indexes in %.1f s", time.monotonic() - started)
+        try:
+            if opened.optimize():
+                log.info("optimized the store's indexes in %.1f s", time.monotonic() - started)
+        except StoreFullError as exc:  # the points are durable and committed: only the index waits
+            log.warning("not indexing the store now (searches stay exact, and slower): %s", exc)
 
 
 def run_ingest(

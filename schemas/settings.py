@@ -154,6 +154,12 @@ class QdrantSettings(BaseModel):
     api_key: SecretStr | None = None
     collection: str = Field(default="embeddings", min_length=1)
     timeout_s: float = Field(default=30.0, gt=0)
+    min_free_mb: int = Field(
+        default=256,
+        ge=0,
+        description="edge: writes stop with a clear error below this much free disk space (the engine memory-maps "
+        "its files, and a write into a full disk kills the process); 0 turns the check off",
+    )
     collection_options: CollectionOptions = Field(default_factory=CollectionOptions)
 
 

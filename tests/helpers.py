@@ -98,6 +98,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "EMBEDSTREAM_KAFKA__GROUP_ID": settings.kafka.group_id,
             "EMBEDSTREAM_QDRANT__BACKEND": settings.qdrant.backend,
             "EMBEDSTREAM_QDRANT__PATH": settings.qdrant.path,
+            "EMBEDSTREAM_QDRANT__MIN_FREE_MB": str(settings.qdrant.min_free_mb),
             "EMBEDSTREAM_MODEL__CACHE_DIR": str(settings.model.cache_dir),
             # whole sections as JSON (nested EMBEDSTREAM_PIPELINE__X variables still win over them)
             "EMBEDSTREAM_PIPELINE": settings.pipeline.model_dump_json(),

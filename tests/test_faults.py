@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +15,11 @@ from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.plan import plan_ingest
 from embedstream.pipelines.stores import StoreLockedError, open_store
+from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import free_port, start_broker
-from tests.helpers import Message, read_topic, send_raw, text_event, watermarks
+from tests.helpers import Message, read_topic, send_raw, settings_env, stored_ids, text_event, watermarks
 from tests.tcp_proxy import TcpProxy
+from tests.test_cli import embedstream, one_line_error
 
 
 @pytest.fixture
@@ -91,3 +97,47 @@ def test_store_refusing_writes_fails_the_run_commits_nothing_and_resume_complete
 
     assert result.points_upserted == 200
     assert committed_offsets(settings.kafka) == watermarks(settings)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 48 MB tmpfs, resizable while mounted: a disk that fills up (mounting needs root, as CI runs)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; CI runs as root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_store_disk_stops_the_run_clearly_and_a_rerun_completes_once_space_is_freed(
+    make_settings: Callable[..., Settings], small_disk: Path
+) -> None:
+    """As a deployment meets it: `embedstream ingest` in its own process, its store on a disk that fills."""
+    settings = make_settings(
+        kafka={"partitions": 1},
+        # the margin must cover what opening a shard allocates (~15 MB here), or opening itself dies of SIGBUS
+        qdrant={"path": str(small_disk / "store"), "min_free_mb": 24},
+        pipeline={"max_records_per_bundle": 400},
+        media={"modalities": ["text"]},
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    text = "a sentence long enough to take some room in the store's payload and vectors " * 3
+    send_raw(settings, [(f"d{i}".encode(), text_event(f"d{i}", f"{i}: {text}"), []) for i in range(2000)])
+
+    full = embedstream("ingest", env=settings_env(settings), timeout=600)
+    assert full.returncode == 2 and "MB free, under qdrant.min_free_mb" in one_line_error(full), full.stderr[-3000:]
+    committed = committed_offsets(settings.kafka).get(0) or 0
+    assert 0 < committed < 2000, f"some bundles should have landed before the disk filled: {full.stderr[-600:]}"
+
+    subprocess.run(["mount", "-o", "remount,size=128m", str(small_disk)], check=True)  # space freed
+    assert {f"d{i}" for i in range(committed)} <= stored_ids(settings)  # nothing committed that is not durable
+    again = embedstream("ingest", env=settings_env(settings), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    assert stored_ids(settings) == {f"d{i}" for i in range(2000)}
+    assert committed_offsets(settings.kafka) == watermarks(settings)
+    assert read_topic(settings, settings.kafka.dead_letter_topic) == []  # a full disk is no event's fault

@@ -24,13 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 from embedstream.pipelines.plan import VideoFusion
-from embedstream.pipelines.stores import StoredPoint, StoreLockedError, StoreWriteError, VectorStore
+from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
 from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.point import PointRecord
 
 log = logging.getLogger(__name__)
-UNAVAILABLE = (StoreLockedError, ConnectionError, TimeoutError)
+UNAVAILABLE = (StoreLockedError, StoreFullError, ConnectionError, TimeoutError)
 
 
 def is_newer(stored: dict[str, Any] | None, incoming: dict[str, Any] | None) -> bool:

@@ -27,6 +27,11 @@ class StoreWriteError(EmbedstreamError):
     """The store took none of a batch: an outage (retry) or one poisonous point (skip it)."""
 
 
+class StoreFullError(StoreWriteError):
+    """The disk holding an embedded store is (nearly) full: writing now could kill the process (the engine
+    memory-maps its files, and a write into a full disk is a SIGBUS), so the write is refused first."""
+
+
 class StoreLockedError(EmbedstreamError):
     """Another process holds the embedded store's path."""
 
