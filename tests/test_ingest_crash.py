@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from PIL import Image
+
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
 from embedstream.workers.demo import sample_corpus
-from tests.helpers import send_raw, settings_env, text_event, watermarks
+from embedstream.workers.sample_media import sample_photos
+from tests.helpers import send_raw, settings_env, stored_ids, text_event, watermarks
 
 TOTAL = 1200
 
@@ -73,3 +77,47 @@ def test_kill_9_mid_stream_then_restart_stores_each_event_once(make_settings, tm
     assert len(ids) == len(set(ids)) == TOTAL
     assert set(ids) == {f"k{i}" for i in range(TOTAL)}
     assert os.path.getsize(second_log) > 0
+
+
+def test_sigterm_during_a_media_batch_exits_cleanly_and_loses_nothing(make_settings, media_models, tmp_path):
+    """A stop (SIGTERM, as Kubernetes sends it) while pictures are being decoded and encoded: the process finishes
+    or abandons its bundle, exits 0 within a bounded time, commits only what is stored, and a restart completes."""
+    settings = make_settings(kafka={"partitions": 1}, media={"modalities": ["text", "image"], "batch_size": 8})
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    photos = []
+    for name, path in sample_photos().items():  # full-size pictures: decoding them is the slow part
+        image = Image.open(path).convert("RGB").resize((1600, 1200))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=92)
+        photos.append((name, buffer.getvalue()))
+    total = 120
+    send_raw(
+        settings,
+        [
+            (f"p{i}".encode(), photos[i % len(photos)][1], [("es-id", f"p{i}".encode()), ("es-modality", b"image")])
+            for i in range(total)
+        ],
+    )
+
+    log_path = tmp_path / "stream.log"
+    process = _ingest_process(settings, log_path)
+    _wait(lambda: b"points stored" in log_path.read_bytes(), 180, "the first stored pictures", process, log_path)
+    process.send_signal(signal.SIGTERM)  # mid-run: batches are being decoded and encoded now
+    stopped = time.monotonic()
+    assert process.wait(timeout=90) == 0, log_path.read_text()[-3000:]
+    assert time.monotonic() - stopped < 90
+    committed = committed_offsets(settings.kafka).get(0) or 0
+    assert committed < total, "the stop must land mid-run"
+    assert {f"p{i}" for i in range(committed)} <= stored_ids(settings)  # committed means stored
+
+    env = settings_env(settings)
+    drain = subprocess.run(
+        [sys.executable, "-m", "embedstream.workers.cli", "ingest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert drain.returncode == 0, drain.stderr[-3000:]
+    assert stored_ids(settings) == {f"p{i}" for i in range(total)}
+    assert committed_offsets(settings.kafka) == watermarks(settings)
