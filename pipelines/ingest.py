@@ -31,6 +31,7 @@ from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.deliver import Deliver
 from embedstream.pipelines.io.kafka_clients import (
     PartitionSpec,
+    broker_answers,
     current_partitions,
     dead_letter_limit,
     ensure_topics,
@@ -50,9 +51,10 @@ from embedstream.pipelines.transforms.adapters import AudioAdapter, ImageAdapter
 from embedstream.pipelines.transforms.embed import Embed, ModalityAdapter
 from embedstream.pipelines.transforms.parse import ParseEvents
 from embedstream.schemas.envelope import Limits
-from embedstream.schemas.settings import Settings
+from embedstream.schemas.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+BROKER_CHECK_S = 5.0  # stream mode: how often the broker is asked whether it answers
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,8 @@ def _run_cycle(
         daemon=True,
     )
     watcher.start()
+    if not bounded:
+        threading.Thread(target=_watch_broker, args=(settings.kafka, halt), name="broker-watch", daemon=True).start()
     halting = Handle.register(halt, "stop signal")
     try:
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
@@ -384,6 +388,28 @@ def _watch(
             rediscover.set()
             halt.set()
             return
+
+
+def _watch_broker(kafka: KafkaSettings, halt: threading.Event) -> None:
+    """Stream mode: say so, every few seconds, while the broker does not answer. The readers just wait (the
+    Kafka client reconnects by itself) and nothing is dead-lettered or committed meanwhile; without this line
+    an outage would look like an idle topic."""
+    away_since: float | None = None
+    while not halt.wait(BROKER_CHECK_S):
+        try:
+            broker_answers(kafka)
+        except Exception as exc:
+            away_since = away_since or time.monotonic()
+            log.warning(
+                "the broker at %s has not answered for %.0f s (%s); reading resumes when it is back",
+                kafka.bootstrap_servers,
+                time.monotonic() - away_since,
+                type(exc).__name__,
+            )
+            continue
+        if away_since is not None:
+            log.info("the broker answers again, after %.0f s away", time.monotonic() - away_since)
+            away_since = None
 
 
 def _counters(result: PipelineResult) -> dict[str, int]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +20,16 @@ from embedstream.pipelines.plan import plan_ingest
 from embedstream.pipelines.stores import StoreLockedError, open_store
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import free_port, start_broker
-from tests.helpers import Message, read_topic, send_raw, settings_env, stored_ids, text_event, watermarks
+from tests.helpers import (
+    Message,
+    read_topic,
+    send_raw,
+    settings_env,
+    stored_ids,
+    text_event,
+    wait_for,
+    watermarks,
+)
 from tests.tcp_proxy import TcpProxy
 from tests.test_cli import embedstream, one_line_error
 
@@ -141,3 +153,47 @@ def test_a_full_store_disk_stops_the_run_clearly_and_a_rerun_completes_once_spac
     assert stored_ids(settings) == {f"d{i}" for i in range(2000)}
     assert committed_offsets(settings.kafka) == watermarks(settings)
     assert read_topic(settings, settings.kafka.dead_letter_topic) == []  # a full disk is no event's fault
+
+
+def test_a_broker_away_for_a_minute_is_waited_out_and_said_so(make_settings: Callable[..., Settings], tmp_path: Path):
+    """A broker of its own, frozen (SIGSTOP) for 60 s under a streaming `embedstream ingest`: no crash, no dead
+    letter, a warning every few seconds, and once it answers again the events sent meanwhile land."""
+    broker = start_broker(port=free_port(), log_dir=tmp_path)
+    settings = make_settings(
+        kafka={"bootstrap_servers": broker.bootstrap, "partitions": 1}, media={"modalities": ["text"]}
+    )
+    log_path = tmp_path / "stream.log"
+    process = None
+    try:
+        ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+        send_raw(settings, [(f"a{i}".encode(), text_event(f"a{i}", f"before the outage {i}"), []) for i in range(50)])
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
+                env=settings_env(settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        assert wait_for(lambda: committed_offsets(settings.kafka).get(0) == 50, 120), log_path.read_text()[-3000:]
+
+        os.kill(broker.pid, signal.SIGSTOP)
+        time.sleep(60)
+        assert process.poll() is None, f"ingest gave up: {log_path.read_text()[-3000:]}"
+        os.kill(broker.pid, signal.SIGCONT)
+
+        send_raw(settings, [(f"b{i}".encode(), text_event(f"b{i}", f"after the outage {i}"), []) for i in range(50)])
+        assert wait_for(lambda: committed_offsets(settings.kafka).get(0) == 100, 120), log_path.read_text()[-3000:]
+        assert wait_for(lambda: "the broker answers again" in log_path.read_text(), 30), log_path.read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0, log_path.read_text()[-3000:]
+        assert stored_ids(settings) == {f"a{i}" for i in range(50)} | {f"b{i}" for i in range(50)}
+        assert read_topic(settings, settings.kafka.dead_letter_topic) == []  # an outage is no event's fault
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(broker.pid, signal.SIGCONT)
+        broker.stop()
+    warnings = [line for line in log_path.read_text().splitlines() if "has not answered for" in line]
+    assert len(warnings) >= 6, log_path.read_text()[-3000:]  # one every 5-8 s (a probe waits 3 s) while away

@@ -59,6 +59,21 @@ def consumer(settings: KafkaSettings, max_event_bytes: int, group: bool = False,
         raise _unavailable(settings) from exc
 
 
+def broker_answers(settings: KafkaSettings, timeout_ms: int = 3000) -> None:
+    """Raise ``BrokerUnavailableError`` unless a broker answers a metadata request within ``timeout_ms``."""
+    try:
+        client = KafkaConsumer(**{**settings.client_config(), "bootstrap_timeout_ms": timeout_ms})
+    except Exception as exc:
+        raise _unavailable(settings) from exc
+    try:
+        if client.topics() is None:
+            raise _unavailable(settings)
+    except KafkaTimeoutError as exc:
+        raise _unavailable(settings) from exc
+    finally:
+        client.close()
+
+
 def producer(settings: KafkaSettings, max_event_bytes: int, **extra: Any) -> KafkaProducer:
     """A producer that waits for all in-sync replicas: a dead letter is durable before its offset commits."""
     try:
