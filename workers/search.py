@@ -19,11 +19,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
+from embedstream.onnx_models.audio_encoder import AudioEncoder
 from embedstream.onnx_models.encoders import AnyEncoder, load_encoder
+from embedstream.onnx_models.image_encoder import ImageEncoder
 from embedstream.onnx_models.manifest import ModelManifest
 from embedstream.onnx_models.registry import load_manifest
 from embedstream.onnx_models.vectors import fuse
@@ -145,16 +147,16 @@ class Searcher:
     def vector(self, query: Query, space: str | None = None) -> tuple[str, np.ndarray]:
         """The query embedded into ``space`` (default: the query kind's own space) → (space, vector)."""
         space, model_name = self.resolve(query.kind, space)
-        encoder: Any = self.encoder(model_name)
+        encoder = self.encoder(model_name)
         media = self.settings.media
-        if query.kind == "text":
-            vector = encoder.embed([query.text or ""])[0]
-        elif query.kind == "image":
+        if isinstance(encoder, ImageEncoder):
             image = decode_image(query.data or b"", media.max_image_pixels, encoder.spec.resize_short)
             vector = encoder.embed([image])[0]
-        else:
+        elif isinstance(encoder, AudioEncoder):
             wave = decode_audio(query.data or b"", encoder.sample_rate, media.max_audio_seconds, media.silence_dbfs)
             vector = encoder.embed([wave])[0]
+        else:  # routes send a text query only to a text model (spaces_for)
+            vector = encoder.embed([query.text or ""])[0]
         if space == FUSED_SPACE:
             model = self.settings.model
             dims = (self._manifest(model.image_model).dim, self._manifest(model.audio_model).dim)
