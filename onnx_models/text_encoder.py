@@ -68,9 +68,11 @@ class TextEncoder(OnnxEncoder[str, TokenIds]):
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = ids
             mask[row, : len(ids)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
-        # decoder exports (GPT-2…): right padding, positions from 0
-        feeds["position_ids"] = np.broadcast_to(np.arange(width, dtype=np.int64), input_ids.shape).copy()
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        if "position_ids" in self._input_names:  # decoder exports (GPT-2…): right padding, positions from 0
+            feeds["position_ids"] = np.broadcast_to(np.arange(width, dtype=np.int64), input_ids.shape).copy()
         output = self._run_graph(feeds)
         if self.manifest.pooled_in_graph:
             return output

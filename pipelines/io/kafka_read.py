@@ -120,6 +120,9 @@ class _ReadPartition(beam.DoFn):
         self._stop = stop
 
     def setup(self) -> None:
+        # The launcher's stop event, resolved once here (not per record): present only in the launcher's process.
+        stop = self._stop
+        self._stop_event = stop.get() if stop is not None and stop.available else None
         # The broker holds an empty fetch up to fetch_max_wait_ms, and a consumer sends the next fetch to a broker
         # only once the last one returned: longer than an idle poll, it would delay the next partition's read.
         self._consumer = consumer(self._kafka, self._pipeline.max_event_bytes, fetch_max_wait_ms=self._idle_poll_ms)
@@ -135,7 +138,7 @@ class _ReadPartition(beam.DoFn):
         self._owners.close()
 
     def _stopping(self) -> bool:
-        return self._stop is not None and self._stop.available and self._stop.get().is_set()
+        return self._stop_event is not None and self._stop_event.is_set()
 
     def _commit_due(self, tp: TopicPartition, position: int) -> bool:
         offset, when = self._committed.get(tp, (-1, 0.0))
