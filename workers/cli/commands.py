@@ -18,18 +18,20 @@ from embedstream.schemas.errors import UsageError
 from embedstream.schemas.settings import Settings
 
 
-def broker(action: Literal["start", "stop", "status", "run"], host: str, port: int, advertise: str | None) -> int:
+def broker(
+    action: Literal["start", "stop", "status", "run"], host: str, port: int, advertise: str | None, storage: str
+) -> int:
     from embedstream.workers import broker as local
 
     if action == "run":
-        local.run_broker_foreground(host, port, advertise)  # returns only by failing
+        local.run_broker_foreground(host, port, advertise, storage)  # returns only by failing
     if action == "start":
         running = local.load_state()
         if running is not None:
             print(running.bootstrap)
             print(f"already running (pid {running.pid})", file=sys.stderr)
             return 0
-        started = local.start_broker(port=port, host=host)
+        started = local.start_broker(port=port, host=host, storage=storage)
         local.save_state(started)
         print(started.bootstrap)
         if started.bootstrap != "127.0.0.1:9092":

@@ -49,6 +49,13 @@ def parser() -> argparse.ArgumentParser:
     broker.add_argument(
         "--advertise", metavar="HOST:PORT", help="run: the address clients are told to connect to (default HOST:PORT)"
     )
+    broker.add_argument(
+        "--storage",
+        default="memory",
+        metavar="memory|s3://BUCKET/",
+        help="where topics and offsets live: memory (lost when it stops) or an S3 bucket (kept; AWS_* variables, "
+        "AWS_ENDPOINT and AWS_ALLOW_HTTP=true for a server on loopback)",
+    )
     broker.set_defaults(run=cmd.broker)
 
     produce = sub.add_parser("produce", help="send JSONL or plain-text files as events")
