@@ -205,6 +205,12 @@ class PipelineSettings(BaseModel):
     max_event_bytes: int = Field(default=MAX_EVENT_BYTES, ge=1)
     max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
     progress_interval_s: float = Field(default=5.0, gt=0)
+    dead_letter_retry_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="how long dead letters the dead-letter topic does not take are sent again before the bundle "
+        "fails uncommitted (a rerun reads its records again)",
+    )
     reader_heartbeat_s: float = Field(
         default=5.0, gt=0, description="an idle partition's reader renews its ownership claim this often"
     )

@@ -1,10 +1,22 @@
-"""A TCP proxy on 127.0.0.1 that can drop every open connection on demand: a real network fault."""
+"""A TCP proxy on 127.0.0.1 that can drop every open connection on demand: a real network fault.
+
+It also reads the Kafka protocol's request framing (a 4-byte size, then the API key) from clients, so that it can
+refuse one kind of request: with ``refuse_produce`` set, a connection that sends a Produce request is cut before
+the request reaches the broker — a broker that will not take writes while reads and commits still work."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+
+PRODUCE = 0  # the Kafka protocol's API key of a Produce request
+
+
+def _shut(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class TcpProxy:
@@ -15,6 +27,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self.drops = 0
+        self.refuse_produce = False
+        self.refused = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -31,8 +45,8 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._open += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -42,9 +56,24 @@ class TcpProxy:
         except OSError:
             pass
         finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            _shut(src, dst)
+
+    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Client → broker, whole requests at a time: a Produce request (API key 0) is refused when asked."""
+        pending = b""
+        try:
+            while data := client.recv(65536):
+                pending += data
+                while len(pending) >= 6 and len(pending) >= 4 + (size := int.from_bytes(pending[:4], "big")):
+                    request, pending = pending[: 4 + size], pending[4 + size :]
+                    if self.refuse_produce and int.from_bytes(request[4:6], "big", signed=True) == PRODUCE:
+                        self.refused += 1
+                        return
+                    upstream.sendall(request)
+        except OSError:
+            pass
+        finally:
+            _shut(client, upstream)
 
     def drop_all(self) -> int:
         """Cut every connection now (both directions, RST-like); clients must reconnect."""

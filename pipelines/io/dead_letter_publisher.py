@@ -14,25 +14,36 @@ A dead letter must never be the thing that stops the pipeline, so what the topic
 * a record with neither key nor value (Kafka clients cannot send one): its value is sent empty, with
   ``es-dlq-null-value``.
 
-Anything else the broker refuses (it is down, we may not write) fails the bundle: that is an outage, retried,
-not a property of the record.
+Anything else the broker refuses (it is down, the topic is gone, we may not write) is an outage, not a property
+of the record: those dead letters are sent again with backoff for up to ``pipeline.dead_letter_retry_s``, the
+bundle waiting (back-pressure, nothing read meanwhile). If the topic still does not take them, the bundle fails
+with ``DeadLetterUnavailableError`` and none of its offsets are committed, so a rerun reads those records again:
+no invalid event is dropped silently. A dead letter whose acknowledgement was lost may be published twice.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
 from embedstream.pipelines.io.kafka_clients import dead_letter_limit, producer
 from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, DeadLetter
+from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
 SEND_TIMEOUT_S = 30
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
 NULL_VALUE = DLQ_HEADER_PREFIX + "null-value"
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+class DeadLetterUnavailableError(EmbedstreamError):
+    """The dead-letter topic did not take dead letters within ``pipeline.dead_letter_retry_s``."""
 
 
 def wire_size(dead: DeadLetter) -> int:
@@ -48,6 +59,7 @@ class DeadLetterPublisher:
         self._topic = kafka.dead_letter_topic
         self._limit = dead_letter_limit(pipeline.max_event_bytes)
         self._producer = producer(kafka, self._limit)
+        self._retry_s = pipeline.dead_letter_retry_s
         self._sends: list[tuple[DeadLetter, Any]] = []
 
     def close(self) -> None:
@@ -70,22 +82,49 @@ class DeadLetterPublisher:
         )
 
     def confirm(self) -> list[DeadLetter]:
-        """Wait until the broker has every dead letter sent so far; return them. Raises on an outage."""
-        if not self._sends:
-            return []
-        self._producer.flush()
-        sent, retry = [], []
-        for dead, future in self._sends:
-            try:
-                future.get(timeout=SEND_TIMEOUT_S)
-                sent.append(dead)
-            except _TOO_LARGE as exc:
-                if dead.by_reference:
-                    raise
-                retry.append(dead.as_reference(f"the dead-letter topic refused its size ({exc})"))
-        self._sends = []
-        if retry:
-            log.warning("%d dead letters were too large for %s; published by reference", len(retry), self._topic)
-            self._sends = [(dead, self._send(dead)) for dead in retry]
-            sent.extend(self.confirm())
+        """Wait until the broker has every dead letter sent so far; return them.
+
+        Too large for the topic: sent again by reference at once. Refused otherwise (an outage): sent again with
+        backoff; after ``pipeline.dead_letter_retry_s`` raises ``DeadLetterUnavailableError``."""
+        sent: list[DeadLetter] = []
+        started, delay = time.monotonic(), RETRY_FIRST_S
+        while self._sends:
+            self._producer.flush()
+            failed: list[tuple[DeadLetter, KafkaError]] = []
+            smaller: list[DeadLetter] = []
+            for dead, future in self._sends:
+                try:
+                    future.get(timeout=SEND_TIMEOUT_S)
+                    sent.append(dead)
+                except _TOO_LARGE as exc:
+                    if dead.by_reference:
+                        raise
+                    smaller.append(dead.as_reference(f"the dead-letter topic refused its size ({exc})"))
+                except KafkaError as exc:
+                    failed.append((dead, exc))
+            self._sends = [(dead, self._send(dead)) for dead in smaller]
+            if smaller:
+                log.warning("%d dead letters too large for %s: publishing them by reference", len(smaller), self._topic)
+            if failed:
+                self._wait_to_resend(failed, time.monotonic() - started, delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                self._sends += [(dead, self._send(dead)) for dead, _ in failed]
         return sent
+
+    def _wait_to_resend(self, failed: list[tuple[DeadLetter, KafkaError]], waited_s: float, delay_s: float) -> None:
+        error = failed[-1][1]
+        if waited_s + delay_s > self._retry_s:
+            raise DeadLetterUnavailableError(
+                f"the dead-letter topic {self._topic} did not take {len(failed)} dead letters in {waited_s:.0f} s "
+                f"({type(error).__name__}: {error}); nothing of this bundle is committed, so a rerun sends them again "
+                "(pipeline.dead_letter_retry_s sets how long to wait)"
+            )
+        log.warning(
+            "the dead-letter topic %s did not take %d dead letters (%s: %s); sending them again in %.0f s",
+            self._topic,
+            len(failed),
+            type(error).__name__,
+            error,
+            delay_s,
+        )
+        time.sleep(delay_s)
