@@ -10,6 +10,7 @@ namespace), while the launcher still serves consumer lag, which it reads from th
 | ``embedstream_consumer_lag`` | gauge: high watermark − committed offset | topic, partition |
 | ``embedstream_oldest_unprocessed_age_seconds`` | gauge: age of the first uncommitted record | topic, partition |
 | ``embedstream_event_latency_seconds`` | histogram: event's Kafka timestamp → point/dead letter durable | |
+| ``embedstream_records_read_total`` | counter: records read from Kafka (minus delivered: in flight) | topic |
 | ``embedstream_events_total`` | counter: events delivered | outcome (``point``, ``dead_letter``) |
 | ``embedstream_points_upserted_total`` | counter | space |
 | ``embedstream_dead_letters_total`` | counter | reason |
@@ -58,6 +59,9 @@ class IngestMetrics:
             "from an event's Kafka timestamp to its point or dead letter being durable",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
             registry=r,
+        )
+        self.records_read = Counter(
+            "embedstream_records_read", "records the readers took from Kafka", ["topic"], registry=r
         )
         self.events = Counter("embedstream_events", "events delivered", ["outcome"], registry=r)
         self.points = Counter("embedstream_points_upserted", "points upserted", ["space"], registry=r)

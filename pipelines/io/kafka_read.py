@@ -199,6 +199,7 @@ class _ReadPartition(beam.DoFn):
         # Stream mode: the budget runs from the first record read; drain mode: from the start of the bundle.
         deadline = None if streaming else time.monotonic() + limits.max_bundle_seconds
         emitted = 0
+        read = INGEST.records_read.labels(tp.topic)
         while True:
             stop = tracker.current_restriction().stop
             if position >= stop or self._stopping():
@@ -229,6 +230,7 @@ class _ReadPartition(beam.DoFn):
                     return position
                 position = record.offset + 1
                 emitted += 1
+                read.inc()
                 if record.timestamp is not None and record.timestamp >= 0:
                     # never past now: a producer's clock far in the future must not end the stream's time
                     stamp = min(Timestamp.of(record.timestamp / 1000), Timestamp.now())
