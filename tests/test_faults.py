@@ -9,17 +9,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.plan import plan_ingest
-from embedstream.pipelines.stores import StoreLockedError, open_store
+from embedstream.pipelines.stores import StoreLockedError, VectorStore, open_store
+from embedstream.pipelines.stores.shared import SharedStore
+from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import Settings
-from embedstream.workers.broker import free_port, start_broker
+from embedstream.workers.broker import Broker, free_port, start_broker
 from tests.helpers import (
     Message,
     read_topic,
@@ -30,6 +34,7 @@ from tests.helpers import (
     wait_for,
     watermarks,
 )
+from tests.s3_server import S3Server
 from tests.tcp_proxy import TcpProxy
 from tests.test_cli import embedstream, one_line_error
 
@@ -87,6 +92,81 @@ def test_dropped_broker_connections_lose_and_duplicate_nothing(make_settings, pr
     assert committed_offsets(settings.kafka) == watermarks(settings)
     dead = read_topic(settings, settings.kafka.dead_letter_topic)
     assert {d.value for d in dead} == {b"{broken"}
+
+
+def _poisoned(prefix: str, count: int, every: int) -> tuple[list[Message], set[bytes]]:
+    """``count`` valid text events with a malformed record before every ``every``-th; and the malformed values."""
+    messages: list[Message] = []
+    poison: set[bytes] = set()
+    for i in range(count):
+        if i % every == 0:
+            value = f"{{{prefix}{i} is not json".encode()
+            poison.add(value)
+            messages.append((f"bad-{prefix}{i}".encode(), value, []))
+        messages.append((f"{prefix}{i}".encode(), text_event(f"{prefix}{i}", f"dead-letter outage sentence {i}"), []))
+    return messages, poison
+
+
+def test_a_dead_letter_topic_that_refuses_writes_holds_the_bundle_until_it_takes_them(make_settings, proxied_broker):
+    """The broker cuts every Produce request (reads and commits still work) for a while: the dead letters are
+    sent again with backoff, nothing is committed meanwhile, and once writes are taken the run completes."""
+    proxy = proxied_broker
+    settings = make_settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{proxy.port}", "partitions": 1},
+        pipeline={"max_records_per_bundle": 200},
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    messages, poison = _poisoned("v", 1000, 100)
+    send_raw(settings, messages)
+    proxy.refuse_produce = True
+    held: list[dict[int, int | None]] = []
+
+    def heal() -> None:
+        wait_for(lambda: proxy.refused >= 3, 60)  # the first send and at least two resends were refused
+        held.append(committed_offsets(settings.kafka))
+        proxy.refuse_produce = False
+
+    healer = threading.Thread(target=heal, daemon=True)
+    healer.start()
+    result = run_ingest(settings)
+    healer.join()
+
+    assert proxy.refused >= 3 and held and not any(held[0].values()), "nothing committed while the topic refused"
+    assert result.points_upserted == 1000
+    assert stored_ids(settings) == {f"v{i}" for i in range(1000)}
+    assert sorted(d.value for d in read_topic(settings, settings.kafka.dead_letter_topic)) == sorted(poison)
+    assert committed_offsets(settings.kafka) == watermarks(settings)
+
+
+def test_a_dead_letter_topic_that_stays_unwritable_fails_the_run_uncommitted_and_a_rerun_completes(
+    make_settings, proxied_broker
+):
+    proxy = proxied_broker
+    settings = make_settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{proxy.port}", "partitions": 1},
+        pipeline={"max_records_per_bundle": 200, "dead_letter_retry_s": 4},
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    messages, poison = _poisoned("w", 600, 150)
+    send_raw(settings, messages)
+    proxy.refuse_produce = True
+
+    failed = embedstream("ingest", env=settings_env(settings), timeout=300)
+
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    line = one_line_error(failed)
+    assert f"dead-letter topic {settings.kafka.dead_letter_topic} did not take" in line, line
+    assert "nothing of this bundle is committed" in line
+    assert not any(committed_offsets(settings.kafka).values()), "the poisoned first bundle must stay uncommitted"
+    assert read_topic(settings, settings.kafka.dead_letter_topic) == []
+
+    proxy.refuse_produce = False
+    again = embedstream("ingest", env=settings_env(settings), timeout=300)
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert stored_ids(settings) == {f"w{i}" for i in range(600)}
+    assert sorted(d.value for d in read_topic(settings, settings.kafka.dead_letter_topic)) == sorted(poison)
+    assert committed_offsets(settings.kafka) == watermarks(settings)
 
 
 def test_store_refusing_writes_fails_the_run_commits_nothing_and_resume_completes(make_settings):
@@ -197,3 +277,154 @@ def test_a_broker_away_for_a_minute_is_waited_out_and_said_so(make_settings: Cal
         broker.stop()
     warnings = [line for line in log_path.read_text().splitlines() if "has not answered for" in line]
     assert len(warnings) >= 6, log_path.read_text()[-3000:]  # one every 5-8 s (a probe waits 3 s) while away
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[S3Server]:
+    server = S3Server(tmp_path)
+    yield server
+    server.close()
+
+
+def test_a_broker_killed_and_restarted_with_its_data_is_reconnected_to_and_nothing_is_lost_or_doubled(
+    make_settings: Callable[..., Settings], s3_server: S3Server, tmp_path: Path
+) -> None:
+    """tansu keeping its log in S3 (moto on loopback), kill -9'd while `embedstream ingest --mode stream` is
+    mid-topic, restarted on the same port: the pipeline reconnects and goes on from its committed offsets."""
+    port = free_port()
+
+    def start() -> Broker:
+        return start_broker(port=port, log_dir=tmp_path, storage=s3_server.storage, env=s3_server.env())
+
+    broker = start()
+    settings = make_settings(
+        kafka={"bootstrap_servers": broker.bootstrap, "partitions": 2},
+        pipeline={"max_records_per_bundle": 64},  # frequent commits: the kill lands between two of them
+        media={"modalities": ["text"]},
+    )
+    log_path = tmp_path / "stream.log"
+    process = None
+    before = [(f"a{i}".encode(), text_event(f"a{i}", f"before the restart, sentence {i}"), []) for i in range(1500)]
+    after = [(f"b{i}".encode(), text_event(f"b{i}", f"after the restart, sentence {i}"), []) for i in range(300)]
+    try:
+        ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+        send_raw(settings, [*before[:700], (b"bad", b"{not json", []), *before[700:]])
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
+                env=settings_env(settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        assert wait_for(lambda: _committed(settings) >= 200, 120), log_path.read_text()[-3000:]
+
+        at_kill = _committed(settings)  # at most what is committed when the kill lands
+        os.kill(broker.pid, signal.SIGKILL)
+        time.sleep(5)
+        assert process.poll() is None, f"ingest gave up: {log_path.read_text()[-3000:]}"
+        broker = start()
+        assert _committed(settings) >= at_kill, "the broker kept its committed offsets"
+        assert _committed(settings) < 1501, "the restart must land mid-topic"
+
+        send_raw(settings, after)
+        marks = watermarks(settings)
+        assert sum(marks.values()) == 1801, "the broker kept every record"
+        assert wait_for(lambda: committed_offsets(settings.kafka) == marks, 180), log_path.read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0, log_path.read_text()[-3000:]
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    try:
+        store = open_store(settings.qdrant)
+        try:
+            ids = [point.payload["id"] for point in store.scroll()]
+        finally:
+            store.close()
+        assert len(ids) == len(set(ids)) == 1800  # none lost; a replayed event overwrites its own point
+        assert set(ids) == {f"a{i}" for i in range(1500)} | {f"b{i}" for i in range(300)}
+        assert [d.value for d in read_topic(settings, settings.kafka.dead_letter_topic)] == [b"{not json"]
+    finally:
+        broker.stop()
+
+
+def _committed(settings: Settings) -> int:
+    return sum(v or 0 for v in committed_offsets(settings.kafka).values())
+
+
+class SlowStore(SharedStore):
+    """A real embedded store behind a delay at its boundary: every upsert waits ``delay_s`` first."""
+
+    def __init__(self, inner: VectorStore, delay_s: float) -> None:
+        super().__init__(inner)
+        self.delay_s = delay_s
+        self.upserts = 0
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        time.sleep(self.delay_s)
+        self.upserts += 1
+        super().upsert(points)
+
+
+def test_a_slow_store_slows_the_reader_keeps_memory_bounded_and_commits_only_what_is_stored(make_settings):
+    """Each upsert takes 0.5 s (the store is the bottleneck, ~130 points/s): the reader does not run ahead of the
+    store by more than one bundle (records read − points stored, from the metrics), every committed offset is
+    stored when it is seen, and the run ends with everything stored and committed."""
+    settings = make_settings(
+        kafka={"partitions": 1},
+        pipeline={"mode": "stream", "max_records_per_bundle": 256, "upsert_batch_size": 64},
+        media={"modalities": ["text"]},
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    total = 2000
+    send_raw(settings, [(f"s{i}".encode(), text_event(f"s{i}", f"slow store sentence {i}"), []) for i in range(total)])
+    store = SlowStore(open_store(settings.qdrant), delay_s=0.5)
+    store.ensure_spaces(plan_ingest(settings).spaces)  # counted from the start
+    handle: Handle[VectorStore] = Handle.register(store, "store")
+    stop = threading.Event()
+    read_before = _records_read(settings.kafka.topic)
+    in_flight: list[int] = []
+    commits_ahead: list[tuple[int, int]] = []
+
+    failures: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            while not stop.is_set():
+                committed = committed_offsets(settings.kafka).get(0) or 0
+                stored = store.count()
+                in_flight.append(int(_records_read(settings.kafka.topic) - read_before) - stored)  # an upper bound
+                if committed > stored:
+                    commits_ahead.append((committed, stored))
+                if committed == total:
+                    break
+                time.sleep(0.2)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            stop.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    started = time.monotonic()
+    watcher.start()
+    try:
+        run_ingest(settings, stop=stop, store=handle)
+    finally:
+        stop.set()
+        watcher.join()
+        handle.release()
+    took = time.monotonic() - started
+    try:
+        assert failures == []
+        assert store.upserts >= total // 64 and took >= store.upserts * store.delay_s  # the delay was the pace
+        assert commits_ahead == [], "an offset was committed before its point was stored"
+        assert len(in_flight) > 20 and 0 < max(in_flight) <= 256, max(in_flight)  # back-pressure: one bundle at most
+        assert {str(p.payload["id"]) for p in store.scroll()} == {f"s{i}" for i in range(total)}
+        assert committed_offsets(settings.kafka) == watermarks(settings)
+    finally:
+        store.close_owned()
+
+
+def _records_read(topic: str) -> float:
+    return INGEST.registry.get_sample_value("embedstream_records_read_total", {"topic": topic}) or 0.0
