@@ -11,8 +11,10 @@ from pathlib import Path
 
 from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import free_port, port_open
-from tests.helpers import send_raw, settings_env, text_event
+from tests.helpers import read_topic, send_raw, settings_env, text_event
+from tests.s3_server import S3Server
 
 
 def embedstream(
@@ -126,6 +128,28 @@ def test_broker_start_status_stop(tmp_path):
     assert not port_open("127.0.0.1", port)
     assert embedstream("broker", "status", env=env).returncode == 1
     assert not (Path(tmp_path) / "cache" / "embedstream" / "broker.json").exists()
+
+
+def test_a_broker_started_with_s3_storage_keeps_its_topics_across_a_restart(tmp_path):
+    s3 = S3Server(tmp_path)
+    env = {**s3.env(), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    port = free_port()
+    settings = Settings.load(kafka={"bootstrap_servers": f"127.0.0.1:{port}", "topic": "kept", "partitions": 1})
+    try:
+        for attempt in range(2):
+            started = embedstream("broker", "start", "--port", str(port), "--storage", s3.storage, env=env)
+            assert started.returncode == 0, started.stderr
+            if attempt == 0:
+                ensure_topics(settings.kafka, ["kept"])
+                send_raw(settings, [(b"k", text_event("k", "kept across a restart"), [])])
+            else:
+                assert [r.value for r in read_topic(settings, "kept")] == [text_event("k", "kept across a restart")]
+            assert embedstream("broker", "stop", env=env).returncode == 0
+        bad = embedstream("broker", "start", "--port", str(port), "--storage", "sqlite://x", env=env)
+        assert "not supported: use memory or s3://BUCKET/" in one_line_error(bad)
+    finally:
+        embedstream("broker", "stop", env=env)
+        s3.close()
 
 
 def test_port_in_use_is_a_clear_error(broker, tmp_path):
