@@ -17,6 +17,7 @@ namespace), while the launcher still serves consumer lag, which it reads from th
 | ``embedstream_batch_size`` | histogram: events per encoder batch | modality |
 | ``embedstream_encode_seconds`` | histogram: one encoder batch | modality |
 | ``embedstream_commit_failures_total`` | counter: offset commits that failed after their retries | |
+| ``embedstream_broker_up`` | gauge: 1 when the last lag read reached the broker, 0 while it is away | |
 
 ``/healthz`` answers 200 while the process runs; ``/readyz`` answers 200 when the broker, the store and the
 models answer (checked at most every ``READY_CACHE_S``), 503 naming what does not.
@@ -24,6 +25,7 @@ models answer (checked at most every ``READY_CACHE_S``), 503 naming what does no
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -79,6 +81,9 @@ class IngestMetrics:
             ["modality"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
+        )
+        self.broker_up = Gauge(
+            "embedstream_broker_up", "1 when the broker answered the last lag read, 0 while it does not", registry=r
         )
         self.commit_failures = Counter(
             "embedstream_commit_failures", "offset commits that failed after their retries", registry=r
@@ -153,10 +158,18 @@ class ProbeServer:
         self._http.server_close()
 
 
+def _aged(age_s: float, read_at: float) -> float:
+    """The age of a record that was ``age_s`` old at ``read_at``, now (0 stays 0: nothing was waiting)."""
+    return age_s + time.monotonic() - read_at if age_s > 0 else 0.0
+
+
 class LagWatcher:
     """Publishes ``embedstream_consumer_lag`` and ``embedstream_oldest_unprocessed_age_seconds`` for the run's
     partitions every ``interval_s`` (read from the broker: high watermarks, the group's committed offsets and
-    the record at each), whatever runner does the reading."""
+    the record at each), whatever runner does the reading, and ``embedstream_broker_up``. The age is computed
+    when scraped, from the last read: it rises between reads. While the broker is away the lag keeps its last
+    value (it cannot be read) and the waiting records keep ageing: an outage shows as ``broker_up`` 0 and a
+    rising oldest-unprocessed age, not as a flat line."""
 
     def __init__(
         self,
@@ -177,11 +190,17 @@ class LagWatcher:
     def _run(self) -> None:
         while True:
             try:
-                for (topic, partition), (lag, oldest_age_s) in self._read_lag().items():
-                    self._metrics.lag.labels(topic, str(partition)).set(lag)
-                    self._metrics.oldest_age.labels(topic, str(partition)).set(oldest_age_s)
-            except Exception as exc:  # the broker is away for a moment: keep the last values
+                read = self._read_lag()
+            except Exception as exc:  # the broker is away: lag keeps its last value, waiting records keep ageing
                 log.debug("consumer lag not read: %s", exc)
+                self._metrics.broker_up.set(0)
+            else:
+                self._metrics.broker_up.set(1)
+                read_at = time.monotonic()
+                for (topic, partition), (lag, oldest_age_s) in read.items():
+                    self._metrics.lag.labels(topic, str(partition)).set(lag)
+                    age = self._metrics.oldest_age.labels(topic, str(partition))
+                    age.set_function(functools.partial(_aged, oldest_age_s if lag else 0.0, read_at))
             if self._stop.wait(self._interval_s):
                 return
 

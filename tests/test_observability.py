@@ -10,9 +10,10 @@ import time
 
 import httpx
 
-from embedstream.pipelines.io.kafka_clients import ensure_topics
-from embedstream.workers.broker import free_port
-from tests.helpers import send_raw, settings_env, text_event
+from embedstream.pipelines.io.kafka_clients import PartitionSpec, ensure_topics, partition_backlog
+from embedstream.pipelines.observability import IngestMetrics, LagWatcher
+from embedstream.workers.broker import free_port, start_broker
+from tests.helpers import send_raw, settings_env, text_event, wait_for
 
 
 def sample(body: str, name: str, **labels: str) -> float | None:
@@ -82,3 +83,35 @@ def test_stream_ingest_serves_metrics_lag_falls_to_zero_and_probes_answer(make_s
     assert process.returncode == 0, err[-3000:]
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(entry["logger"].startswith("embedstream") and entry["level"] == "info" for entry in lines), err[-2000:]
+
+
+def test_while_the_broker_is_away_broker_up_is_0_and_waiting_records_keep_ageing(make_settings, tmp_path):
+    """A broker of its own with 20 records nobody has consumed, killed: the lag cannot be read any more, but
+    the outage shows (broker_up 0) and the oldest waiting record's age keeps rising instead of freezing."""
+    broker = start_broker(port=free_port(), log_dir=tmp_path)
+    settings = make_settings(kafka={"bootstrap_servers": broker.bootstrap, "partitions": 1})
+    metrics = IngestMetrics()
+    watcher = None
+    try:
+        ensure_topics(settings.kafka, [settings.kafka.topic])
+        send_raw(settings, [(f"k{i}".encode(), text_event(f"k{i}", f"waiting {i}"), []) for i in range(20)])
+        spec = PartitionSpec(settings.kafka.topic, 0, 0, None)
+        watcher = LagWatcher(lambda: partition_backlog(settings.kafka, [spec]), 0.3, metrics).start()
+        labels = {"topic": settings.kafka.topic, "partition": "0"}
+
+        def value(name: str, **extra: str) -> float | None:
+            return metrics.registry.get_sample_value(name, extra)
+
+        assert wait_for(lambda: value("embedstream_consumer_lag", **labels) == 20, 30)
+        assert value("embedstream_broker_up") == 1
+        broker.stop()  # gone: connections are refused
+        assert wait_for(lambda: value("embedstream_broker_up") == 0, 60)
+        first = value("embedstream_oldest_unprocessed_age_seconds", **labels)
+        time.sleep(3)
+        later = value("embedstream_oldest_unprocessed_age_seconds", **labels)
+        assert first is not None and later is not None and later - first >= 2, (first, later)
+        assert value("embedstream_consumer_lag", **labels) == 20  # the last value read, not a made-up 0
+    finally:
+        if watcher is not None:
+            watcher.close()
+        broker.stop()
