@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 PRODUCE = 0  # the Kafka protocol's API key of a Produce request
 
@@ -29,6 +30,7 @@ class TcpProxy:
         self.drops = 0
         self.refuse_produce = False
         self.refused = 0
+        self.response_delay_s = 0.0  # broker → client: every chunk waits this long (a slow broker)
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -46,12 +48,13 @@ class TcpProxy:
             with self._lock:
                 self._open += [client, upstream]
             threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._responses, args=(upstream, client), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _responses(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self.response_delay_s:
+                    time.sleep(self.response_delay_s)
                 dst.sendall(data)
         except OSError:
             pass

@@ -169,6 +169,38 @@ def test_a_dead_letter_topic_that_stays_unwritable_fails_the_run_uncommitted_and
     assert committed_offsets(settings.kafka) == watermarks(settings)
 
 
+
+def test_a_broker_slower_than_an_idle_poll_still_delivers_to_a_reader_of_several_partitions(
+    make_settings, proxied_broker
+):
+    """Every broker response 0.8 s late (tiered storage, a distant region): far longer than an idle poll (tens
+    of ms). A reader that handed one consumer from partition to partition dropped each fetch in flight and never
+    read a record; with a consumer per partition the fetches complete between bundles."""
+    proxy = proxied_broker
+    settings = make_settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{proxy.port}", "partitions": 3},
+        pipeline={"mode": "stream"},
+        media={"modalities": ["text"]},
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(f"l{i}".encode(), text_event(f"l{i}", f"slow broker sentence {i}"), []) for i in range(300)])
+    marks = watermarks(settings)
+    stop = threading.Event()
+
+    def stop_when_done() -> None:
+        wait_for(lambda: committed_offsets(settings.kafka) == marks, 240)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_when_done, daemon=True)
+    watcher.start()
+    proxy.response_delay_s = 0.8
+    run_ingest(settings, stop=stop)
+    watcher.join()
+    proxy.response_delay_s = 0.0
+
+    assert committed_offsets(settings.kafka) == marks
+    assert stored_ids(settings) == {f"l{i}" for i in range(300)}
+
 def test_store_refusing_writes_fails_the_run_commits_nothing_and_resume_completes(make_settings):
     settings = make_settings()
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])

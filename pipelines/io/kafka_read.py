@@ -3,6 +3,8 @@
 Contract:
 * The element is a ``PartitionSpec``; its restriction is the offset range ``[start, stop)`` — ``stop`` is the
   high watermark at launch in drain mode and unbounded in stream mode. Resume state is the next offset.
+* Each partition is read by a consumer of its own, kept across bundles (up to ``MAX_READERS`` per worker), so
+  a fetch in flight survives the end of a bundle: a broker slower than an idle poll still delivers.
 * Reads never block forever: each ``process`` call reads at most ``max_records_per_bundle`` records, then
   checkpoints (``defer_remainder``). Every checkpoint ends a bundle, and the delivery step makes the bundle's
   points durable at its end, where offsets are committed too; so when a bundle closes decides freshness.
@@ -38,6 +40,7 @@ import logging
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -48,7 +51,7 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.runners.sdf_utils import RestrictionTrackerView
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io import partition_owner
@@ -63,6 +66,8 @@ UNBOUNDED = sys.maxsize
 IDLE_RECHECK_S = 0.05  # a resume delay for runners that honour it; the idle poll itself waits for records
 MIN_IDLE_POLL_MS = 10
 COMMIT_ATTEMPTS = 5
+# Consumers a reader keeps (one per partition it reads); each may buffer one fetch (max_partition_fetch_bytes).
+MAX_READERS = 16
 COMMIT_BACKOFF_S = 0.2
 COMMIT_FAILURES = Metrics.counter(METRICS_NAMESPACE, "commit_failures")
 
@@ -123,9 +128,7 @@ class _ReadPartition(beam.DoFn):
         # The launcher's stop event, resolved once here (not per record): present only in the launcher's process.
         stop = self._stop
         self._stop_event = stop.get() if stop is not None and stop.available else None
-        # The broker holds an empty fetch up to fetch_max_wait_ms, and a consumer sends the next fetch to a broker
-        # only once the last one returned: longer than an idle poll, it would delay the next partition's read.
-        self._consumer = consumer(self._kafka, self._pipeline.max_event_bytes, fetch_max_wait_ms=self._idle_poll_ms)
+        self._readers: OrderedDict[TopicPartition, KafkaConsumer] = OrderedDict()  # least recently used first
         self._committer = consumer(self._kafka, self._pipeline.max_event_bytes, group=True)
         self._owners = partition_owner.owners_for(self._kafka, self._run_id)
         self._commit_lock = threading.Lock()
@@ -133,9 +136,31 @@ class _ReadPartition(beam.DoFn):
         self._fenced: dict[TopicPartition, str] = {}
 
     def teardown(self) -> None:
-        self._consumer.close()
+        for reader in self._readers.values():
+            reader.close()
         self._committer.close()
         self._owners.close()
+
+    def _reader(self, tp: TopicPartition) -> KafkaConsumer:
+        """This partition's own consumer, kept across bundles (the ``MAX_READERS`` most recently used).
+
+        One consumer per partition, as Beam's Java KafkaIO keeps one per split: reassigning a shared consumer
+        from one partition to the next would drop its fetch in flight, so a broker whose fetches take longer
+        than an idle poll (tiered storage reading from object storage, a distant region) would never deliver
+        a record to a worker reading several partitions. Kept, the fetch completes in the background (the
+        client's I/O thread) and the next bundle finds its records."""
+        reader = self._readers.pop(tp, None)
+        if reader is None:
+            if len(self._readers) >= MAX_READERS:
+                _, oldest = self._readers.popitem(last=False)
+                oldest.close()
+            # The broker holds an empty fetch up to fetch_max_wait_ms: no longer than an idle poll, so an idle
+            # partition answers within it.
+            reader = consumer(self._kafka, self._pipeline.max_event_bytes, fetch_max_wait_ms=self._idle_poll_ms)
+            reader.assign([tp])
+            reader.seek(tp, 0)  # a known position, so that position() below never asks the broker
+        self._readers[tp] = reader
+        return reader
 
     def _stopping(self) -> bool:
         return self._stop_event is not None and self._stop_event.is_set()
@@ -194,8 +219,9 @@ class _ReadPartition(beam.DoFn):
         """Yield claimed records; return the next offset to read (what the group may commit)."""
         limits = self._pipeline
         streaming = spec.stop is None
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, position)
+        reader = self._reader(tp)
+        if reader.position(tp) != position:  # a seek drops the fetch in flight: only when the position moved
+            reader.seek(tp, position)
         # Stream mode: the budget runs from the first record read; drain mode: from the start of the bundle.
         deadline = None if streaming else time.monotonic() + limits.max_bundle_seconds
         emitted = 0
@@ -209,10 +235,10 @@ class _ReadPartition(beam.DoFn):
                 tracker.defer_remainder()
                 return position
             timeout_ms = self._idle_poll_ms if streaming and not emitted else limits.poll_timeout_ms
-            batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=limits.max_records_per_bundle - emitted)
+            batch = reader.poll(timeout_ms=timeout_ms, max_records=limits.max_records_per_bundle - emitted)
             records = batch.get(tp, [])
             if not records:
-                next_offset = self._consumer.position(tp)
+                next_offset = reader.position(tp)
                 if next_offset is not None and next_offset >= stop:
                     position = next_offset  # trailing gap (compaction, transaction markers)
                     continue
@@ -247,13 +273,14 @@ class _ReadPartition(beam.DoFn):
                     headers=tuple((k, v if v is not None else b"") for k, v in (record.headers or ())),
                     timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
                 )
-            if streaming and self._caught_up(tp, position):
+            if streaming and self._caught_up(reader, tp, position):
                 tracker.defer_remainder()  # nothing more to wait for: end the bundle, make it durable now
                 return position
 
-    def _caught_up(self, tp: TopicPartition, position: int) -> bool:
+    @staticmethod
+    def _caught_up(reader: KafkaConsumer, tp: TopicPartition, position: int) -> bool:
         """Has the reader reached the partition's high watermark (as of the last fetch response)?"""
-        high = self._consumer.highwater(tp)
+        high = reader.highwater(tp)
         return high is not None and position >= high
 
 
