@@ -4,7 +4,7 @@
 
 One tansu broker keeping its data in S3 (moto's server on loopback, so a restart keeps topics and committed
 offsets), one ``embedstream ingest --mode stream`` process on a 2-partition topic and an embedded store.
-A producer sends ``--rate`` events/s, batched a second at a time: sentences from the sample corpus, a picture in
+A producer sends ``--rate`` events/s, batched 5 s at a time: sentences from the sample corpus, a picture in
 every 20, a malformed record in every 100 (each must become a dead letter). Meanwhile:
 
 * every ``--kill-every`` minutes the ingest process is killed with SIGKILL and started again at once
@@ -91,9 +91,9 @@ def produce(settings: Settings, rate: float, stop: threading.Event, ledger: Ledg
         delivery_timeout_ms=300_000,
         request_timeout_ms=10_000,
         max_request_size=4 << 20,
-        # a batch a second per partition, as a busy producer sends: tansu's S3 engine stores each batch as an
-        # object and lists them on every fetch, so one object per event would slow reads down over the run
-        linger_ms=1000,
+        # a batch every 5 s per partition: tansu's S3 engine stores each batch as an object, lists them on every
+        # fetch and returns one batch per fetch (~1-2 s each from moto), so small batches would outrun its reads
+        linger_ms=5000,
         batch_size=1 << 20,
     )
 

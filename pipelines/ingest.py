@@ -64,6 +64,7 @@ class IngestResult:
     dead_letters: int
     video_views: int
     partitions: list[PartitionSpec]
+    deletions: int = 0
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,12 @@ def run_ingest(
             # The runner lost its metrics (Beam's in-process runner can, after a long stream run), but its
             # workers ran here and counted into this process's progress: the same counts, minus video views.
             counted = progress.get()
-            counters = {**counters, "points_upserted": counted.points, "dead_letters": counted.dead_letters}
+            counters = {
+                **counters,
+                "points_upserted": counted.points,
+                "dead_letters": counted.dead_letters,
+                "deletions": counted.deletions,
+            }
     finally:
         progress.release()
     return IngestResult(
@@ -289,6 +295,7 @@ def run_ingest(
         dead_letters=int(counters.get("dead_letters", 0)),
         video_views=int(counters.get("video_views", 0)),
         partitions=live,
+        deletions=int(counters.get("deletions", 0)),
     )
 
 

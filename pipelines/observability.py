@@ -11,7 +11,7 @@ namespace), while the launcher still serves consumer lag, which it reads from th
 | ``embedstream_oldest_unprocessed_age_seconds`` | gauge: age of the first uncommitted record | topic, partition |
 | ``embedstream_event_latency_seconds`` | histogram: event's Kafka timestamp → point/dead letter durable | |
 | ``embedstream_records_read_total`` | counter: records read from Kafka (minus delivered: in flight) | topic |
-| ``embedstream_events_total`` | counter: events delivered | outcome (``point``, ``dead_letter``) |
+| ``embedstream_events_total`` | counter: events delivered | outcome (``point``, ``dead_letter``, ``deleted``) |
 | ``embedstream_points_upserted_total`` | counter | space |
 | ``embedstream_dead_letters_total`` | counter | reason |
 | ``embedstream_batch_size`` | histogram: events per encoder batch | modality |

@@ -1,4 +1,4 @@
-"""The v1 event envelope and the one function that turns a Kafka record into an envelope or a rejection.
+"""The v1 event envelope and the one function that turns a Kafka record into an envelope, a deletion or a rejection.
 
 Two wire forms carry the same envelope (docs/contracts.md):
 
@@ -6,6 +6,9 @@ Two wire forms carry the same envelope (docs/contracts.md):
 * Binary: the Kafka value is the raw content bytes and the envelope fields ride in ``es-`` headers
   (``es-id``, ``es-modality``, optional ``es-schema``, ``es-mime``, ``es-ts``, ``es-uri``, and JSON objects in
   ``es-video`` / ``es-metadata``). No base64 cost for images, audio and frames.
+
+``"op": "delete"`` (header ``es-op: delete``, no content) and a Kafka tombstone (a key, a null value) are
+``Deletion``s: they remove what the id made.
 
 ``parse_event`` never raises on bad input: it returns a ``Rejection`` carrying a stable ``Reason`` code and
 a message that names the field and the offending value, so the pipeline can dead-letter it and move on.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -60,6 +64,10 @@ ALLOWED_CONTENT: dict[Modality, frozenset[str]] = {
     Modality.VIDEO_END: frozenset(),
 }
 VIDEO_MODALITIES = frozenset({Modality.VIDEO_FRAME, Modality.VIDEO_AUDIO, Modality.VIDEO_END})
+MEMBER_MODALITIES = frozenset({Modality.VIDEO_FRAME.value, Modality.VIDEO_AUDIO.value})  # points inside a video
+
+
+MAX_ID_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     schema_version: Literal[1] = Field(alias="schema")
-    id: str = Field(min_length=1, max_length=512)
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     modality: Modality
     text: str | None = None
     data: bytes | None = None
@@ -96,6 +104,7 @@ class Envelope(BaseModel):
     ts: datetime | None = None
     video: VideoRef | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    op: Literal["upsert", "delete"] = "upsert"
 
     @field_validator("data", mode="before")
     @classmethod
@@ -115,6 +124,10 @@ class Envelope(BaseModel):
         limits = (info.context or {}).get("limits", Limits())
         present = [name for name in CONTENT_FIELDS if getattr(self, name) is not None]
         allowed = ALLOWED_CONTENT[self.modality]
+        if self.op == "delete":
+            if present:
+                raise _custom(Reason.WRONG_CONTENT, f"a delete carries no content, got {present}")
+            return self
         if self.modality is Modality.VIDEO_END:
             if present:
                 raise _custom(Reason.WRONG_CONTENT, f"modality 'video_end' carries no content, got {present}")
@@ -140,6 +153,29 @@ class Envelope(BaseModel):
     @property
     def video_id(self) -> str | None:
         return self.video.video_id if self.video else None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """Remove what an event id made. ``modality`` None (a Kafka tombstone: a key with a null value) removes
+    the id's points of every modality; a video modality removes the whole video whose id it is (its frames,
+    audio segments and view). See ``covers`` and docs/contracts.md."""
+
+    id: str
+    modality: Modality | None = None
+
+    @property
+    def whole_video(self) -> bool:
+        return self.modality is None or self.modality in VIDEO_MODALITIES
+
+    def covers(self, payload: Mapping[str, Any]) -> bool:
+        """Does a point with this payload belong to what is deleted?"""
+        if self.whole_video and payload.get("video_id") == self.id:
+            return True
+        modality = payload.get("modality")
+        if payload.get("id") != self.id or modality in MEMBER_MODALITIES:
+            return False
+        return self.modality is None or modality == self.modality.value
 
 
 @dataclass(frozen=True)
@@ -266,7 +302,7 @@ def _from_headers(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:
     fields: dict[str, Any] = {"schema": headers.get("schema", str(SCHEMA_VERSION))}
     if fields["schema"].isdigit():
         fields["schema"] = int(fields["schema"])
-    for name in ("id", "modality", "mime", "ts", "uri"):
+    for name in ("id", "modality", "mime", "ts", "uri", "op"):
         if name in headers:
             fields[name] = headers[name]
     for name in ("video", "metadata"):
@@ -291,12 +327,35 @@ def _from_headers(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:
     return validate_fields(fields, limits)
 
 
-def parse_event(record: KafkaRecord, limits: Limits | None = None) -> Envelope | Rejection:
-    """Decode one Kafka record (either wire form) into a validated envelope, or say why not.
+def parse_event(record: KafkaRecord, limits: Limits | None = None) -> Envelope | Deletion | Rejection:
+    """Decode one Kafka record (either wire form) into a validated envelope, a deletion, or say why not.
 
+    A deletion is an event with ``"op": "delete"`` (header ``es-op``), or a Kafka tombstone: a record with a key
+    and a null value (the key is the event id). An empty value that is not null stays a dead letter.
     ``ts`` defaults to the Kafka record timestamp.
     """
     limits = limits or Limits()
+    if record.value is None and not is_binary_form(record):
+        return _tombstone(record.key)
+    result = _parsed(record, limits)
+    if isinstance(result, Envelope) and result.op == "delete":
+        return Deletion(result.id, result.modality)
+    return result
+
+
+def _tombstone(key: bytes | None) -> Deletion | Rejection:
+    if not key:
+        return Rejection(Reason.MALFORMED_JSON, "value is null and the key is empty: a tombstone for no event id")
+    try:
+        event_id = key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(Reason.INVALID_UTF8, f"tombstone key is not valid UTF-8 at byte {exc.start}")
+    if strict_json.has_surrogate(event_id) or len(event_id) > MAX_ID_CHARS:
+        return Rejection(Reason.INVALID_FIELD, f"tombstone key is not a valid event id (1-{MAX_ID_CHARS} characters)")
+    return Deletion(event_id)
+
+
+def _parsed(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:
     if record.value is not None and len(record.value) > limits.max_event_bytes:
         return Rejection(
             Reason.OVERSIZED,
@@ -305,7 +364,7 @@ def parse_event(record: KafkaRecord, limits: Limits | None = None) -> Envelope |
     if is_binary_form(record):
         result = _from_headers(record, limits)
     elif not record.value:
-        return Rejection(Reason.MALFORMED_JSON, "value is empty (a tombstone?) and carries no es- headers")
+        return Rejection(Reason.MALFORMED_JSON, "value is empty and carries no es- headers")
     else:
         result = _from_json(record.value, limits)
     if isinstance(result, Envelope) and result.ts is None and record.timestamp_ms is not None:
@@ -324,6 +383,8 @@ def envelope_to_json(envelope: Envelope) -> bytes:
         fields["data"] = base64.b64encode(envelope.data).decode("ascii")
     if not fields.get("metadata"):
         fields.pop("metadata", None)
+    if fields.get("op") == "upsert":
+        fields.pop("op")  # the default: the wire form stays what producers of schema 1 send
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -342,6 +403,8 @@ def envelope_to_binary(envelope: Envelope) -> tuple[list[tuple[str, bytes]], byt
         headers.append(("es-ts", envelope.ts.isoformat().encode()))
     if envelope.video is not None:
         headers.append(("es-video", envelope.video.model_dump_json(exclude_none=True).encode("utf-8")))
+    if envelope.op != "upsert":
+        headers.append(("es-op", envelope.op.encode()))
     if envelope.metadata:
         headers.append(("es-metadata", json.dumps(envelope.metadata, ensure_ascii=False).encode("utf-8")))
     if envelope.text is not None:

@@ -67,7 +67,8 @@ def test_poison_records_become_dead_letters_and_valid_neighbours_land(make_setti
     for i, (name, value) in enumerate(POISON.items()):
         records.append((f"ok-{i}".encode(), text_event(f"ok-{i}", f"a valid sentence number {i}"), []))
         records.append((name.encode(), value, []))
-    records.append((b"tomb", None, []))  # a tombstone: no value
+    records.append((b"tomb", None, []))  # a tombstone for a key never stored: a deletion of nothing, no dead letter
+    records.append((b"empty", b"", []))  # an empty value that is not null stays a dead letter
     records.append((b"ok-last", text_event("ok-last", "the last valid sentence"), []))
     send_raw(settings, records)
     producer = KafkaProducer(bootstrap_servers=[settings.kafka.bootstrap_servers])
@@ -82,10 +83,11 @@ def test_poison_records_become_dead_letters_and_valid_neighbours_land(make_setti
 
     assert stored_ids(settings) == {f"ok-{i}" for i in range(len(POISON))} | {"ok-last", "ts"}
     assert result.points_upserted == len(POISON) + 2 and result.dead_letters == len(POISON) + 1
+    assert result.deletions == 1
     found = reasons(settings)
-    assert found == {"invalid_utf8": 2, "malformed_json": 2, "invalid_field": 4}, found  # tombstone: malformed
-    tombstone = next(r for r in dead_letters(settings) if r.key == b"tomb")
-    assert tombstone.value is None
+    assert found == {"invalid_utf8": 2, "malformed_json": 2, "invalid_field": 4}, found  # empty: malformed
+    empty = next(r for r in dead_letters(settings) if r.key == b"empty")
+    assert empty.value == b"" and not any(r.key == b"tomb" for r in dead_letters(settings))
     assert committed_offsets(settings.kafka) == watermarks(settings)
     assert run_ingest(settings).points_upserted == 0  # committed: a rerun does not meet them again
 

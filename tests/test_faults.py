@@ -169,7 +169,6 @@ def test_a_dead_letter_topic_that_stays_unwritable_fails_the_run_uncommitted_and
     assert committed_offsets(settings.kafka) == watermarks(settings)
 
 
-
 def test_a_broker_slower_than_an_idle_poll_still_delivers_to_a_reader_of_several_partitions(
     make_settings, proxied_broker
 ):
@@ -200,6 +199,7 @@ def test_a_broker_slower_than_an_idle_poll_still_delivers_to_a_reader_of_several
 
     assert committed_offsets(settings.kafka) == marks
     assert stored_ids(settings) == {f"l{i}" for i in range(300)}
+
 
 def test_store_refusing_writes_fails_the_run_commits_nothing_and_resume_completes(make_settings):
     settings = make_settings()

@@ -39,6 +39,9 @@ def test_store_contract(backend, tmp_path):
         assert got.payload["id"] == "d3" and len(got.vectors["minilm"]) == 4
         assert sorted(p.payload["id"] for p in store.scroll()) == sorted(f"d{i}" for i in range(10))
         assert store.spaces() == {"minilm": SpaceSpec("minilm", 4, "minilm@1")}
+        store.delete([point_id("text", "d0"), point_id("text", "never-stored")], where={"metadata.topic": "odd"})
+        store.flush()
+        assert sorted(p.payload["id"] for p in store.scroll()) == ["d2", "d4", "d6", "d8"]
     finally:
         store.close()
 

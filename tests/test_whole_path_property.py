@@ -21,7 +21,7 @@ from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.dead_letter import DeadLetter
-from embedstream.schemas.envelope import Envelope, Modality, parse_event
+from embedstream.schemas.envelope import Deletion, Envelope, Modality, parse_event
 from embedstream.schemas.records import KafkaRecord
 from tests.helpers import read_topic, watermarks
 
@@ -109,12 +109,13 @@ def with_unique_ids(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def is_video_end(rec: dict[str, Any]) -> bool:
+def makes_no_point(rec: dict[str, Any]) -> bool:
+    """A valid video_end (it marks a video) or a deletion (a tombstone: a key and a null value)."""
     kafka = KafkaRecord(
         topic="t", partition=0, offset=0, key=rec["key"], value=rec["value"], headers=tuple(rec["headers"])
     )
     parsed = parse_event(kafka)
-    return isinstance(parsed, Envelope) and parsed.modality is Modality.VIDEO_END
+    return isinstance(parsed, Deletion) or (isinstance(parsed, Envelope) and parsed.modality is Modality.VIDEO_END)
 
 
 @settings(
@@ -142,7 +143,7 @@ def test_every_record_becomes_a_point_or_a_dead_letter(make_settings, media_mode
         store.close()
     letters = read_topic(settings_, settings_.kafka.dead_letter_topic)
     dead = {int(DeadLetter.context_of(r.headers)["offset"]) for r in letters}
-    ends = {i for i, rec in enumerate(records) if is_video_end(rec)}  # valid video_end: marks a video, no point
+    ends = {i for i, rec in enumerate(records) if makes_no_point(rec)}
     everything = set(range(len(records)))
     assert pointed | dead | ends == everything, {"lost": sorted(everything - pointed - dead - ends)}
     assert not pointed & dead, {"both": sorted(pointed & dead)}

@@ -188,3 +188,22 @@ def produce_events(
     finally:
         client.close()
     return report
+
+
+def produce_deletes(settings: Settings, ids: list[str], modality: Modality | None = None) -> int:
+    """Send a deletion for each id, keyed by it (the key orders it after the id's earlier events): a tombstone
+    (null value: everything the id made) or, with ``modality``, an ``op: delete`` event for that modality only
+    (a video modality: the whole video)."""
+    ensure_topics(settings.kafka, [settings.kafka.topic])
+    client = producer(settings.kafka, settings.pipeline.max_event_bytes)
+    try:
+        for event_id in ids:
+            if modality is None:
+                client.send(settings.kafka.topic, key=event_id.encode("utf-8"), value=None)
+            else:
+                event = {"schema": 1, "id": event_id, "modality": modality.value, "op": "delete"}
+                client.send(settings.kafka.topic, key=event_id.encode("utf-8"), value=json.dumps(event).encode())
+        client.flush()
+    finally:
+        client.close()
+    return len(ids)

@@ -1,12 +1,12 @@
 """The one terminal step of the ingest chain: points into the store, dead letters onto their topic, durably.
 
-Everything the chain produces reaches this step: ``PointRecord``s, ``DeadLetter``s and the ``video_end``
-events that close videos. ``finish_bundle`` makes the points durable (``PointWriter.flush``), adds the dead
-letters the store made (refused or superseded points), publishes every dead letter and waits for the broker's
-acknowledgement (``DeadLetterPublisher.confirm``). Only then does the bundle end — and the Kafka read commits
-offsets in bundle finalization, which runners call after every step of the bundle has finished. A failure
-here fails the bundle: nothing is committed, the records are read again, and deterministic point ids make the
-rewrite harmless.
+Everything the chain produces reaches this step: ``PointRecord``s, ``DeadLetter``s, deletions (``DeleteEvent``)
+and the ``video_end`` events that close videos. ``finish_bundle`` makes the points durable
+(``PointWriter.flush``), adds the dead letters the store made (refused or superseded points), publishes every
+dead letter and waits for the broker's acknowledgement (``DeadLetterPublisher.confirm``). Only then does the
+bundle end — and the Kafka read commits offsets in bundle finalization, which runners call after every step of
+the bundle has finished. A failure here fails the bundle: nothing is committed, the records are read again, and
+deterministic point ids make the rewrite harmless.
 
 One step rather than a sink per output: some runners compute only a pipeline's last leaf (Dask), and on the
 local runner a Flatten would break the chain's fusion (so the read's bundle would not include the writes).
@@ -29,10 +29,10 @@ from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.progress import Progress
 from embedstream.pipelines.stores import SpaceSpec, VectorStore, open_store
-from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.pipelines.transforms.parse import DeleteEvent, ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Modality
-from embedstream.schemas.point import PointRecord
+from embedstream.schemas.point import PointRecord, SourceRef
 from embedstream.schemas.settings import KafkaSettings, PipelineSettings, QdrantSettings
 
 
@@ -57,6 +57,7 @@ class Deliver(beam.DoFn):
         self._points = Metrics.counter(METRICS_NAMESPACE, "points_upserted")
         self._views = Metrics.counter(METRICS_NAMESPACE, "video_views")
         self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+        self._deletions = Metrics.counter(METRICS_NAMESPACE, "deletions")
         self._by_reason: dict[Reason, Any] = {}
 
     def setup(self) -> None:
@@ -95,12 +96,22 @@ class Deliver(beam.DoFn):
             self._publisher.publish(element)
             if element.source.timestamp_ms is not None:
                 self._arrivals.append(element.source.timestamp_ms)
+        elif isinstance(element, DeleteEvent):
+            record = element.record
+            at = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
+            self._writer.delete(element.deletion, at)
+            self._deletions.inc()
+            self._progress.add(deletions=1)
+            INGEST.events.labels("deleted").inc()
+            if record.timestamp_ms is not None:
+                self._arrivals.append(record.timestamp_ms)
         elif isinstance(element, ParsedEvent):  # only video_end reaches this step as an event
             envelope = element.envelope
             if envelope.modality is Modality.VIDEO_END and envelope.video is not None:
                 self._writer.video_ended(envelope.video.video_id)
         else:
-            raise TypeError(f"Deliver got a {type(element).__name__}; the chain passes points and dead letters")
+            kind = type(element).__name__
+            raise TypeError(f"Deliver got a {kind}; the chain passes points, deletions and dead letters")
 
     def finish_bundle(self) -> None:
         views, dead = self._writer.flush()

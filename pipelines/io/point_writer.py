@@ -12,6 +12,10 @@ What can go wrong, and what happens:
 * **The store refuses every point** (down, full, read-only — or a batch of one poisonous point, which looks
   the same): ``StoreWriteError`` fails the bundle, so nothing is committed and the runner retries. Its message
   names the first point's record and how to get past it if the store is healthy (``pipeline.skip``).
+* **A deletion** (``op: delete`` or a tombstone) removes what it covers now — buffered points and stored ones —
+  in Kafka order with the points around it: a point of the same partition read *before* it but delivered after
+  it (an earlier event still being embedded while the deletion passed through) is dropped, so "create, delete"
+  leaves nothing and "delete, create" re-creates, on every replay.
 * **A replayed event is older than what the store holds for its id** (``dlq replay`` after a newer version
   landed): it becomes a ``superseded`` dead letter instead of overwriting newer data. Versions compare by
   their origin position (same partition: offsets; otherwise Kafka timestamps); see ``KafkaRecord.origin``.
@@ -27,7 +31,8 @@ from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
 from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
-from embedstream.schemas.point import PointRecord
+from embedstream.schemas.envelope import Deletion, Modality
+from embedstream.schemas.point import PointRecord, SourceRef, point_id
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StoreLockedError, StoreFullError, ConnectionError, TimeoutError)
@@ -41,6 +46,17 @@ def is_newer(stored: dict[str, Any] | None, incoming: dict[str, Any] | None) -> 
         return int(stored.get("offset", -1)) > int(incoming.get("offset", -1))
     stored_ts, incoming_ts = stored.get("ts_ms"), incoming.get("ts_ms")
     return stored_ts is not None and incoming_ts is not None and int(stored_ts) > int(incoming_ts)
+
+
+SINGLE_MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.AUDIO)  # one point per event id
+
+
+def deletion_targets(deletion: Deletion) -> tuple[list[str], dict[str, str] | None]:
+    """The point ids a deletion removes, and the payload match of the points it removes with them."""
+    if deletion.modality is not None and not deletion.whole_video:
+        return [point_id(deletion.modality.value, deletion.id)], None
+    ids = [point_id(m.value, deletion.id) for m in SINGLE_MODALITIES] if deletion.modality is None else []
+    return ids, {"video_id": deletion.id}
 
 
 def _reference(point: PointRecord, reason: Reason, message: str, stage: str) -> DeadLetter:
@@ -75,12 +91,42 @@ class PointWriter:
         self._dead: list[DeadLetter] = []
         self._members: dict[str, dict[str, PointRecord]] = {}  # video id → its members written this bundle
         self._previous: dict[str, StoredPoint | None] = {}  # member id → what the store held before the bundle
+        self._deletions: list[tuple[Deletion, SourceRef]] = []  # this bundle's, to drop points they overtook
 
     def video_ended(self, video_id: str) -> None:
         self._ended.add(video_id)
         self._touched.add(video_id)
 
+    def delete(self, deletion: Deletion, source: SourceRef) -> None:
+        """Remove what ``deletion`` covers, buffered and stored, now (see the module's docstring)."""
+        self._buffer = {pid: p for pid, p in self._buffer.items() if not deletion.covers(p.payload)}
+        ids, where = deletion_targets(deletion)
+        self._store.delete(ids, where)
+        self._deletions.append((deletion, source))
+        if deletion.whole_video:  # its view is gone with it: forget what the bundle knew of the video
+            gone = deletion.id
+            self._touched.discard(gone)
+            self._ended.discard(gone)
+            members = self._members.pop(gone, {})
+            self._previous = {
+                pid: held
+                for pid, held in self._previous.items()
+                if pid not in members and (held is None or held.payload.get("video_id") != gone)
+            }
+
+    def _overtook(self, point: PointRecord) -> bool:
+        """Was this point's event read before a deletion of this bundle that covers it (same partition)?"""
+        source = point.source
+        return source is not None and any(
+            (at.topic, at.partition) == (source.topic, source.partition)
+            and source.offset < at.offset
+            and deletion.covers(point.payload)
+            for deletion, at in self._deletions
+        )
+
     def add(self, point: PointRecord) -> None:
+        if self._deletions and self._overtook(point):
+            return  # deleted by a later event: writing it now would resurrect it
         video_id = point.payload.get("video_id")
         if video_id is not None:
             self._touched.add(str(video_id))
@@ -96,6 +142,7 @@ class PointWriter:
         views = self._refresh_videos() if self._touched and self._fusion is not None else 0
         dead, self._dead = self._dead, []
         self._touched, self._ended, self._members, self._previous = set(), set(), {}, {}
+        self._deletions = []
         return views, dead
 
     def _upsert(self) -> None:

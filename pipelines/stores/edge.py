@@ -119,6 +119,14 @@ class EdgeStore:
         shard = self._open(None)
         shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in points]))
 
+    def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
+        shard = self._open(None)
+        if ids:
+            shard.update(qe.UpdateOperation.delete_points(list(ids)))
+        condition = _filter(where)
+        if condition is not None:
+            shard.update(qe.UpdateOperation.delete_points_by_filter(condition))
+
     def flush(self) -> None:
         if self._shard is not None:
             self._shard.flush()

@@ -117,6 +117,13 @@ class ServerStore:
             wait=True,
         )
 
+    def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
+        if ids:
+            self._client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+        condition = _filter(where)
+        if condition is not None:
+            self._client.delete(self.collection, points_selector=models.FilterSelector(filter=condition), wait=True)
+
     def flush(self) -> None:
         """Nothing to do: ``upsert(wait=True)`` returns after the server's WAL has the points."""
 

@@ -35,6 +35,9 @@ class SharedStore:
     def upsert(self, points: Sequence[PointRecord]) -> None:
         self._call(self._inner.upsert, points)
 
+    def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
+        self._call(self._inner.delete, ids, where)
+
     def flush(self) -> None:
         self._call(self._inner.flush)
 

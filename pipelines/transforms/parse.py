@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from embedstream.schemas.dead_letter import DeadLetter, Reason
-from embedstream.schemas.envelope import Envelope, Limits, Modality, Rejection, parse_event
+from embedstream.schemas.envelope import Deletion, Envelope, Limits, Modality, Rejection, parse_event
 from embedstream.schemas.records import KafkaRecord
 
 
@@ -20,18 +20,27 @@ class ParsedEvent:
     record: KafkaRecord
 
 
+@dataclass(frozen=True)
+class DeleteEvent:
+    """A deletion (``op: delete`` or a tombstone) with the record it came from: ordered by its offset."""
+
+    deletion: Deletion
+    record: KafkaRecord
+
+
 class ParseEvents(beam.DoFn):
-    """One record in, exactly one out: a ``ParsedEvent`` or a ``DeadLetter``. Valid events of a modality this
-    pipeline has no encoder for are dead-lettered too (``unsupported_modality``), so they can be replayed once it
-    has one instead of being dropped. Records named in ``skip`` (``topic:partition:offset``) become ``skipped``
-    dead letters unread: the way past a record that stops a run (the error that stops it names the record)."""
+    """One record in, exactly one out: a ``ParsedEvent``, a ``DeleteEvent`` or a ``DeadLetter``. Valid events of a
+    modality this pipeline has no encoder for are dead-lettered too (``unsupported_modality``), so they can be
+    replayed once it has one instead of being dropped. Records named in ``skip`` (``topic:partition:offset``)
+    become ``skipped`` dead letters unread: the way past a record that stops a run (the error that stops it names
+    the record)."""
 
     def __init__(self, limits: Limits, modalities: Iterable[Modality], skip: Iterable[str] = ()) -> None:
         self._limits = limits
         self._modalities = frozenset(modalities)
         self._skip = frozenset(skip)
 
-    def process(self, record: KafkaRecord) -> Iterator[ParsedEvent | DeadLetter]:
+    def process(self, record: KafkaRecord) -> Iterator[ParsedEvent | DeleteEvent | DeadLetter]:
         position = f"{record.topic}:{record.partition}:{record.offset}" if self._skip else ""
         if position in self._skip:
             message = f"skipped: {position} is listed in pipeline.skip (replay it once what stopped it is fixed)"
@@ -44,6 +53,8 @@ class ParseEvents(beam.DoFn):
             return
         if isinstance(result, Rejection):
             yield DeadLetter.of(record, result.reason, result.message, "parse", result.event_id)
+        elif isinstance(result, Deletion):
+            yield DeleteEvent(result, record)  # needs no encoder, whatever its modality
         elif result.modality not in self._modalities:
             message = (
                 f"no encoder for modality {result.modality.value!r} in this pipeline "

@@ -70,6 +70,18 @@ def produce(
     return 0
 
 
+def delete(settings: Settings, ids: list[str], modality: str | None, topic: str | None) -> int:
+    from embedstream.schemas.envelope import Modality
+    from embedstream.workers.produce import produce_deletes
+
+    if topic:
+        settings = settings.replace(kafka={"topic": topic})
+    sent = produce_deletes(settings, ids, Modality(modality) if modality else None)
+    what = f"{modality} deletes" if modality else "tombstones"
+    print(f"sent {sent} {what} to {settings.kafka.topic}; the ingest removes what they name")
+    return 0
+
+
 def ingest(
     settings: Settings,
     beam_args: list[str],
@@ -88,7 +100,8 @@ def ingest(
     settings = settings.replace(pipeline=flags)  # checked like every setting (the shard's I/N)
     result = run_ingest(settings, beam_args)
     views = f", {result.video_views} video view updates" if result.video_views else ""
-    print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters{views}")
+    deleted = f", {result.deletions} deletions" if result.deletions else ""
+    print(f"{result.points_upserted} points upserted, {result.dead_letters} dead letters{views}{deleted}")
     return 0
 
 

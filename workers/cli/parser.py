@@ -67,6 +67,18 @@ def parser() -> argparse.ArgumentParser:
     produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(run=cmd.produce)
 
+    delete = sub.add_parser(
+        "delete", help="send deletions: a tombstone per id (everything it made), or a delete of one modality"
+    )
+    delete.add_argument("ids", nargs="+", help="event ids (a video's id deletes the whole video)")
+    delete.add_argument(
+        "--modality",
+        choices=["text", "image", "audio", "video_frame", "video_audio", "video_end"],
+        help="only this modality's point (a video modality: the whole video); default: a tombstone",
+    )
+    delete.add_argument("--topic", help="events topic (default: settings kafka.topic)")
+    delete.set_defaults(run=cmd.delete)
+
     ingest = sub.add_parser("ingest", help="run the Beam ingest pipeline; unknown options go to Beam")
     ingest.add_argument("--mode", choices=["drain", "stream"], default="drain")
     ingest.add_argument(
