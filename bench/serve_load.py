@@ -7,7 +7,9 @@ The store is the embedded one (qdrant-edge), indexed with ``optimize`` as a drai
 re-normalized: the distribution of real text vectors at the size asked for, without encoding 100k texts first.
 Two kinds of request, each at every concurrency level, for ``--seconds`` each:
 
-* ``text``: ``POST /search {"text": …, "k": 10}`` — the query is encoded by ``minilm`` (ONNX Runtime) then searched;
+* ``text``: ``POST /search {"text": …, "k": 10}`` — the query is encoded by ``minilm`` (ONNX Runtime) then searched,
+  run twice: with ``api.batch_queries`` off (each query encoded and searched alone) and on (the default: the
+  queries that arrive together are encoded in one model call and searched in one store call), side by side;
 * ``point``: ``POST /search {"point_id": …, "k": 10}`` — no encoding: the store's search alone.
 
 Clients are threads with keep-alive connections, in this process; the server is its own process. On a 2-core
@@ -82,13 +84,18 @@ def fill_store(path: str, points: int) -> list[str]:
     return ids
 
 
-def start_server(path: str) -> tuple[subprocess.Popen[str], str]:
+def start_server(path: str, batch_queries: bool) -> tuple[subprocess.Popen[str], str]:
     import httpx
 
     from embedstream.workers.broker import free_port
 
     port = free_port()
-    env = dict(os.environ, EMBEDSTREAM_QDRANT__PATH=path, EMBEDSTREAM_QDRANT__BACKEND="edge")
+    env = dict(
+        os.environ,
+        EMBEDSTREAM_QDRANT__PATH=path,
+        EMBEDSTREAM_QDRANT__BACKEND="edge",
+        EMBEDSTREAM_API__BATCH_QUERIES=str(batch_queries).lower(),
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "embedstream.workers.cli", "serve", "--port", str(port)],
         env=env,
@@ -107,7 +114,7 @@ def start_server(path: str) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError("the server did not start")
 
 
-def drive(url: str, kind: str, clients: int, seconds: float, ids: list[str]) -> dict[str, Any]:
+def drive(url: str, kind: str, clients: int, seconds: float, ids: list[str], label: str = "") -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -120,7 +127,9 @@ def drive(url: str, kind: str, clients: int, seconds: float, ids: list[str]) -> 
         with httpx.Client(timeout=30) as http:
             while time.perf_counter() < stop_at:
                 body = (
-                    {"text": rng.choice(QUERIES), "k": 10} if kind == "text" else {"point_id": rng.choice(ids), "k": 10}
+                    {"point_id": rng.choice(ids), "k": 10}
+                    if kind == "point"
+                    else {"text": rng.choice(QUERIES), "k": 10}
                 )
                 began = time.perf_counter()
                 response = http.post(f"{url}/search", json=body)
@@ -140,7 +149,7 @@ def drive(url: str, kind: str, clients: int, seconds: float, ids: list[str]) -> 
     wall = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000
     return {
-        "kind": kind,
+        "kind": label or kind,
         "clients": clients,
         "requests": len(latencies),
         "errors": errors[0],
@@ -159,21 +168,26 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="embedstream-load-") as tmp:
         ids = fill_store(tmp, args.points)
-        server, url = start_server(tmp)
-        try:
-            for kind in ("text", "point"):
-                drive(url, kind, 2, 2.0, ids)  # warm-up: sessions, caches, connection pools
-                for clients in args.concurrency:
-                    row = drive(url, kind, clients, args.seconds, ids)
-                    rows.append(row)
-                    print(
-                        f"{kind:<5} {clients:>3} clients: {row['requests_per_s']:7.1f} req/s, "
-                        f"p50 {row['p50_ms']:6.1f} ms, p99 {row['p99_ms']:6.1f} ms, errors {row['errors']}",
-                        flush=True,
-                    )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+        # one server at a time (one process may hold the embedded store): each alone, then batched (and points)
+        for batch_queries, kinds in (
+            (False, [("text", "text alone")]),
+            (True, [("text", "text batched"), ("point", "point")]),
+        ):
+            server, url = start_server(tmp, batch_queries)
+            try:
+                for kind, label in kinds:
+                    drive(url, kind, 2, 2.0, ids)  # warm-up: sessions, caches, connection pools
+                    for clients in args.concurrency:
+                        row = drive(url, kind, clients, args.seconds, ids, label)
+                        rows.append(row)
+                        print(
+                            f"{label:<12} {clients:>3} clients: {row['requests_per_s']:7.1f} req/s, "
+                            f"p50 {row['p50_ms']:6.1f} ms, p99 {row['p99_ms']:6.1f} ms, errors {row['errors']}",
+                            flush=True,
+                        )
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
     write_report(rows, args.points)
 
 
@@ -193,10 +207,21 @@ def write_report(rows: list[dict[str, Any]], points: int) -> None:
             f"| {row['kind']} | {row['clients']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.1f} | "
             f"{row['p99_ms']:.1f} | {row['errors']} |"
         )
+    alone = {r["clients"]: r for r in rows if r["kind"] == "text alone"}
+    batched = {r["clients"]: r for r in rows if r["kind"] == "text batched"}
+    lines += ["", "Batched text queries against each alone, same run:", ""]
+    for clients in sorted(set(alone) & set(batched)):
+        a, b = alone[clients], batched[clients]
+        lines.append(
+            f"- {clients} clients: {b['requests_per_s'] / a['requests_per_s']:.2f}x requests/s; "
+            f"p99 {b['p99_ms']:.1f} ms batched vs {a['p99_ms']:.1f} ms alone; "
+            f"p50 {b['p50_ms']:.1f} vs {a['p50_ms']:.1f} ms"
+        )
     lines += [
         "",
-        "*text* = encode the query with minilm, then search; *point* = search by a stored point's vector (no",
-        "encoding): the difference is the encoder's share.",
+        "*text* = encode the query with minilm, then search (*alone*: `api.batch_queries = false`, one model call",
+        "and one store call per query; *batched*: the default, queries that arrive together share both); *point* =",
+        "search by a stored point's vector (no encoding): the difference is the encoder's share.",
     ]
     (REPORTS / "serve_load.md").write_text("\n".join(lines) + "\n")
     plot(rows, points, REPORTS / "serve_load.png")
@@ -210,7 +235,7 @@ def plot(rows: list[dict[str, Any]], points: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for kind, marker in (("text", "o"), ("point", "s")):
+    for kind, marker in (("text alone", "o"), ("text batched", "^"), ("point", "s")):
         mine = [r for r in rows if r["kind"] == kind]
         clients = [r["clients"] for r in mine]
         left.plot(clients, [r["requests_per_s"] for r in mine], marker=marker, label=kind)

@@ -326,6 +326,11 @@ class ApiSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API (none)")
     rate_per_s: float | None = Field(default=None, gt=0, description="requests per second per key (None: no limit)")
     rate_burst: int = Field(default=20, ge=1, description="requests a key may send at once above its rate")
+    batch_queries: bool = Field(
+        default=True,
+        description="text searches that arrive together are encoded in one model call and searched in one store "
+        "call (no added wait: a lone query runs at once)",
+    )
     tls_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate (PEM)")
     tls_keyfile: Path | None = Field(default=None, description="and this private key (PEM)")
 

@@ -6,7 +6,7 @@ import pytest
 
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
-from embedstream.pipelines.stores import SpaceSpec, StoreLockedError, StoreSchemaError, open_store
+from embedstream.pipelines.stores import SearchRequest, SpaceSpec, StoreLockedError, StoreSchemaError, open_store
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.settings import QdrantSettings
 from tests.helpers import read_topic, send_raw, text_event
@@ -35,6 +35,13 @@ def test_store_contract(backend, tmp_path):
         assert store.count({"metadata.topic": "odd"}) == 5
         hits = store.search("minilm", [1.0, 1.0, 0.0, 0.0], limit=3, where={"metadata.topic": "even"})
         assert hits[0].payload["id"] == "d0" and all(h.payload["metadata"]["topic"] == "even" for h in hits)
+        requests = [
+            SearchRequest("minilm", [1.0, 1.0, 0.0, 0.0], 3, {"metadata.topic": "even"}),
+            SearchRequest("minilm", [0.0, 1.0, 0.0, 0.0], 2),
+        ]
+        assert [[h.id for h in hits] for hits in store.search_batch(requests)] == [
+            [h.id for h in store.search(r.space, r.vector, r.limit, r.where)] for r in requests
+        ]
         (got,) = store.retrieve([point_id("text", "d3")], with_vectors=True)
         assert got.payload["id"] == "d3" and len(got.vectors["minilm"]) == 4
         assert sorted(p.payload["id"] for p in store.scroll()) == sorted(f"d{i}" for i in range(10))

@@ -17,7 +17,7 @@ its own point with score 1.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,9 +32,10 @@ from embedstream.onnx_models.vectors import fuse
 from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.images import decode_image
 from embedstream.pipelines.plan import FUSED_SPACE
-from embedstream.pipelines.stores import Hit, VectorStore, open_store
+from embedstream.pipelines.stores import Hit, SearchRequest, VectorStore, open_store
 from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.settings import Settings
+from embedstream.workers.query_batcher import QueryBatcher
 
 Where = Mapping[str, str | int | bool]
 # A payload path a filter may name: dotted keys of letters, digits, _ and -, each with an optional [] or [N].
@@ -97,6 +98,16 @@ class Query:
         return cls("audio", data=data)
 
 
+@dataclass(frozen=True)
+class TextSearch:
+    """One text search waiting to be answered with others (``Searcher.search``)."""
+
+    text: str
+    space: str
+    limit: int
+    where: Where | None
+
+
 class Searcher:
     """Holds encoders (loaded on first use) and the store open for many queries."""
 
@@ -106,6 +117,7 @@ class Searcher:
         self._encoders: dict[str, AnyEncoder] = {}
         self._manifests: dict[str, ModelManifest] = {}
         self._routes: dict[str, dict[str, str]] = {}
+        self._text_batchers: dict[str, QueryBatcher[TextSearch, list[Hit]]] = {}
 
     def encoder(self, name: str) -> AnyEncoder:
         if name not in self._encoders:
@@ -181,8 +193,26 @@ class Searcher:
         where: Where | None = None,
         modality: str | None = None,
     ) -> list[Hit]:
+        if query.kind == "text" and self.settings.api.batch_queries:
+            space, model_name = self.resolve("text", space)
+            wanted = TextSearch(query.text or "", space, limit, conditions(where, modality))
+            return self._text_batcher(model_name).answer(wanted)
         space, vector = self.vector(query, space)
         return self.store.search(space, vector.tolist(), limit, conditions(where, modality))
+
+    def _text_batcher(self, model_name: str) -> QueryBatcher[TextSearch, list[Hit]]:
+        """Concurrent text searches of one model: one encoder call and one store call (``query_batcher``)."""
+        if model_name not in self._text_batchers:
+
+            def run(batch: Sequence[TextSearch]) -> list[list[Hit]]:
+                vectors = self.encoder(model_name).embed([wanted.text for wanted in batch])
+                requests = [
+                    SearchRequest(w.space, v.tolist(), w.limit, w.where) for w, v in zip(batch, vectors, strict=True)
+                ]
+                return self.store.search_batch(requests)
+
+            self._text_batchers[model_name] = QueryBatcher(run)
+        return self._text_batchers[model_name]
 
     def like_point(
         self,

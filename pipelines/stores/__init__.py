@@ -3,6 +3,7 @@
 from embedstream.pipelines.stores.base import (
     Hit,
     NoCollectionError,
+    SearchRequest,
     SpaceSpec,
     StoredPoint,
     StoreFullError,
@@ -16,6 +17,7 @@ from embedstream.pipelines.stores.factory import open_store, wait_until_released
 __all__ = [
     "Hit",
     "NoCollectionError",
+    "SearchRequest",
     "SpaceSpec",
     "StoreFullError",
     "StoreLockedError",

@@ -57,6 +57,16 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class SearchRequest:
+    """One search of a batch (``search_batch``)."""
+
+    space: str
+    vector: Sequence[float]
+    limit: int = 10
+    where: Where | None = None
+
+
+@dataclass(frozen=True)
 class StoredPoint:
     id: str
     payload: dict[str, Any]
@@ -76,6 +86,10 @@ class VectorStore(Protocol):
     def flush(self) -> None: ...
 
     def search(self, space: str, vector: Sequence[float], limit: int = 10, where: Where | None = None) -> list[Hit]: ...
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        """Several searches in one call to the engine; the hits of each, in order."""
+        ...
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]: ...
 

@@ -18,6 +18,7 @@ import qdrant_edge as qe
 from embedstream.pipelines.stores.base import (
     Hit,
     NoCollectionError,
+    SearchRequest,
     SpaceSpec,
     StoredPoint,
     StoreFullError,
@@ -132,13 +133,21 @@ class EdgeStore:
             self._shard.flush()
 
     def search(self, space: str, vector: Sequence[float], limit: int = 10, where: Where | None = None) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest([float(x) for x in vector], using=space),
-            with_payload=True,
-            filter=_filter(where),
-        )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._open(None).query(request)]
+        return self.search_batch([SearchRequest(space, vector, limit, where)])[0]
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        queries = [
+            qe.QueryRequest(
+                limit=r.limit,
+                query=qe.Query.Nearest([float(x) for x in r.vector], using=r.space),
+                with_payload=True,
+                filter=_filter(r.where),
+            )
+            for r in requests
+        ]
+        shard = self._open(None)
+        answers = shard.query_batch(qe.QueryBatchRequest(queries)) if len(queries) > 1 else [shard.query(queries[0])]
+        return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points] for points in answers]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._open(None).retrieve(list(ids), True, with_vectors)

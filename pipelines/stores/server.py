@@ -12,7 +12,15 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, StoreLockedError, Where, check_spaces
+from embedstream.pipelines.stores.base import (
+    Hit,
+    SearchRequest,
+    SpaceSpec,
+    StoredPoint,
+    StoreLockedError,
+    Where,
+    check_spaces,
+)
 from embedstream.schemas.errors import UsageError
 from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import QdrantSettings
@@ -137,6 +145,20 @@ class ServerStore:
             with_payload=True,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        batch = [
+            models.QueryRequest(
+                query=[float(x) for x in r.vector],
+                using=r.space,
+                limit=r.limit,
+                filter=_filter(r.where),
+                with_payload=True,
+            )
+            for r in requests
+        ]
+        answers = self._client.query_batch_points(self.collection, requests=batch)
+        return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in a.points] for a in answers]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._client.retrieve(self.collection, list(ids), with_payload=True, with_vectors=with_vectors)

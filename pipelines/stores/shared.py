@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from embedstream.pipelines.stores.base import Hit, SpaceSpec, StoredPoint, VectorStore, Where
+from embedstream.pipelines.stores.base import Hit, SearchRequest, SpaceSpec, StoredPoint, VectorStore, Where
 from embedstream.schemas.point import PointRecord
 
 
@@ -43,6 +43,9 @@ class SharedStore:
 
     def search(self, space: str, vector: Sequence[float], limit: int = 10, where: Where | None = None) -> list[Hit]:
         return list(self._call(self._inner.search, space, vector, limit, where))
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        return list(self._call(self._inner.search_batch, requests))
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         return list(self._call(self._inner.retrieve, ids, with_vectors))
