@@ -6,7 +6,9 @@ Layout: ``<cache_dir>/<name>/<version>/{manifest.json, model.onnx, tokenizer.jso
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import TypeVar
@@ -50,6 +52,28 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+VERIFIED_SUFFIX = ".verified.json"
+
+
+def matches_sha256(path: Path, expected: str) -> bool:
+    """Does the file hash to ``expected``? A match is remembered beside it (``*.verified.json``: size, mtime
+    and hash), so the next start reads the file once — for ONNX Runtime — instead of twice; a file changed
+    since (another size or mtime) is hashed again."""
+    stamp_path = path.with_name(path.name + VERIFIED_SUFFIX)
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}
+    try:
+        if json.loads(stamp_path.read_text()) == stamp:
+            return True
+    except (OSError, ValueError):
+        pass
+    if sha256_of(path) != expected:
+        return False
+    with contextlib.suppress(OSError):  # a read-only cache (an image layer): hashed on every start instead
+        stamp_path.write_text(json.dumps(stamp))
+    return True
+
+
 def _build_hint(name: str, cache_dir: Path) -> str:
     base, _, version = name.partition("@")
     build = f"embedstream models build {base}" + (" --quantize" if "int8" in version else "")
@@ -84,7 +108,7 @@ def load_manifest(cache_dir: Path, name: str, verify: bool = True) -> tuple[Mode
     onnx_path = folder / manifest.onnx_file
     if not onnx_path.is_file():
         raise ModelNotBuiltError(f"model {name!r} lacks {onnx_path}: {_build_hint(name, Path(cache_dir))}")
-    if verify and sha256_of(onnx_path) != manifest.sha256:
+    if verify and not matches_sha256(onnx_path, manifest.sha256):
         raise ModelNotBuiltError(
             f"model {name!r} at {onnx_path} does not match its manifest's sha256; rebuild it with "
             f"`embedstream models build {base} --force`"

@@ -109,3 +109,25 @@ def test_unavailable_provider_names_the_available_ones(model_cache):
 
     with pytest.raises(ProviderUnavailableError, match="CPUExecutionProvider"):
         TextEncoder.from_settings(ModelSettings(cache_dir=model_cache, providers=["NoSuchExecutionProvider"]))
+
+
+def test_a_verified_model_file_is_remembered_and_a_changed_one_is_hashed_again(tmp_path):
+    import hashlib
+    import json
+    import os
+
+    from embedstream.onnx_models.registry import VERIFIED_SUFFIX, matches_sha256
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x07" * 50_000)
+    good = hashlib.sha256(model.read_bytes()).hexdigest()
+    stamp = tmp_path / ("model.onnx" + VERIFIED_SUFFIX)
+
+    assert not matches_sha256(model, "0" * 64) and not stamp.exists()  # a mismatch is never remembered
+    assert matches_sha256(model, good)
+    assert json.loads(stamp.read_text()) == {"size": 100_000, "mtime_ns": model.stat().st_mtime_ns, "sha256": good}
+    assert matches_sha256(model, good)  # from the stamp
+
+    model.write_bytes(b"\x08\x06" * 50_000)  # same size, other bytes, a new mtime
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 1_000_000))
+    assert not matches_sha256(model, good)

@@ -21,7 +21,7 @@ from embedstream.onnx_models.export.sentence_transformers import sentence_transf
 from embedstream.onnx_models.export.voice import voice_parity
 from embedstream.onnx_models.export.word_vectors import word_vectors_parity
 from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TextManifest, VariantQuality, as_kind
-from embedstream.onnx_models.registry import load_manifest, load_manifest_of
+from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest, load_manifest_of, sha256_of
 from embedstream.schemas.errors import UsageError
 
 PARITY: dict[str, Parity] = {
@@ -67,7 +67,12 @@ def recipe_of(manifest: ModelManifest) -> str:
 
 
 def verify(cache_dir: Path, name: str) -> Verdict:
-    manifest, folder = load_manifest(cache_dir, name)  # raises when the ONNX file no longer matches its sha256
+    manifest, folder = load_manifest(cache_dir, name, verify=False)
+    if sha256_of(folder / manifest.onnx_file) != manifest.sha256:  # hashed in full here, whatever a stamp says
+        raise ModelNotBuiltError(
+            f"model {manifest.ref} at {folder / manifest.onnx_file} does not match its manifest's sha256; rebuild it "
+            f"with `embedstream models build {manifest.name} --force`"
+        )
     if manifest.variant_of is not None:
         from embedstream.onnx_models.export.quantize import compare_variant
         from embedstream.onnx_models.text_encoder import TextEncoder

@@ -6,7 +6,6 @@ import time
 
 from embedstream.pipelines.stores.base import NoCollectionError, StoreLockedError, VectorStore
 from embedstream.pipelines.stores.edge import EdgeStore
-from embedstream.pipelines.stores.server import ServerStore
 from embedstream.schemas.settings import QdrantSettings
 
 
@@ -15,6 +14,9 @@ def open_store(settings: QdrantSettings) -> VectorStore:
     call opens its own; a process that must use one embedded path from two places shares a ``SharedStore``."""
     if settings.backend == "edge":
         return EdgeStore(settings.path, settings.collection, settings.min_free_mb * 1_000_000)
+    # Imported here: qdrant-client takes ~1.4 s to import, which a run on the embedded store should not pay.
+    from embedstream.pipelines.stores.server import ServerStore
+
     return ServerStore(settings)
 
 
