@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from embedstream.onnx_models.bm25 import BM25_REF, BM25_SPACE
 from embedstream.onnx_models.manifest import ModelManifest
 from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest
 from embedstream.pipelines.stores import SpaceSpec, StoreSchemaError
@@ -78,6 +79,8 @@ def plan_ingest(settings: Settings) -> IngestPlan:
     fusion = _fusion(manifests["image"], manifests["audio"][0], media.fused_weights) if video else None
     spaces = _spaces([m for group in manifests.values() for m in group], fusion)
     modalities = frozenset().union(*(GROUPS[g] for g in groups))
+    if model.bm25 and Modality.TEXT in modalities:
+        spaces.append(SpaceSpec(BM25_SPACE, 0, BM25_REF, sparse=True))
     return IngestPlan(tuple(groups), modalities, spaces, fusion)
 
 

@@ -37,12 +37,23 @@ class SourceRef(BaseModel):
     offset: int
 
 
+class SparseVector(BaseModel):
+    """A sparse vector: term ids and their weights (``bm25``: BM25 term frequencies; the store applies IDF)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    indices: list[int]
+    values: list[float]
+
+
 class PointRecord(BaseModel):
-    """One point ready for upsert: id, one vector per embedding space, payload (docs/contracts.md)."""
+    """One point ready for upsert: id, one vector per embedding space, payload (docs/contracts.md); text points
+    also carry sparse vectors (``sparse``: ``bm25``)."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     id: str
     vectors: dict[str, list[float]]
+    sparse: dict[str, SparseVector] = Field(default_factory=dict)
     payload: dict[str, Any] = Field(default_factory=dict)
     source: SourceRef | None = None  # None for derived points (a video's view), which no single event made

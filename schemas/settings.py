@@ -175,6 +175,9 @@ class ModelSettings(BaseModel):
     )
     audio_model: str = Field(default="voice", description="sounds and video audio segments")
     cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "models")
+    bm25: bool = Field(
+        default=True, description="text points also get a sparse BM25 vector 'bm25' (keyword and hybrid search)"
+    )
     intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default (physical cores)")
     inter_op_threads: int = Field(default=1, ge=0, description="only matters for parallel graph execution")
     cpu_mem_arena: bool = Field(
@@ -330,6 +333,11 @@ class ApiSettings(BaseModel):
         default=True,
         description="text searches that arrive together are encoded in one model call and searched in one store "
         "call (no added wait: a lone query runs at once)",
+    )
+    hybrid_fusion: Literal["confidence", "rrf", "dbsf"] = Field(
+        default="confidence",
+        description="how hybrid search fuses its dense and keyword lists: confidence (each list weighed by how far "
+        "its best hit stands out), rrf (reciprocal rank) or dbsf (score distribution); see bench/reports/retrieval.md",
     )
     tls_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate (PEM)")
     tls_keyfile: Path | None = Field(default=None, description="and this private key (PEM)")

@@ -84,6 +84,17 @@ def test_search_by_text_picture_sound_and_point(served):
     assert like["query"] == "point" and cat_id not in [h["id"] for h in like["hits"]] and len(like["hits"]) == 3
 
 
+def test_keyword_and_hybrid_search_modes(served):
+    server, _ = served
+    line = json.loads(CORPUS.read_text().splitlines()[7])["text"]
+    rare = max(line.split(), key=len).strip(".,;:!?")  # a long word of one corpus text
+    for mode in ("sparse", "hybrid"):
+        found = post(server, "/search", json={"text": rare, "mode": mode, "k": 5, "modality": "text"})
+        assert found.status_code == 200, found.text
+        assert line in [hit["payload"]["text"] for hit in found.json()["hits"]], (mode, rare)
+    assert post(server, "/search", json={"text": rare, "mode": "fuzzy"}).status_code == 422
+
+
 def test_recommend_points_and_spaces(served):
     server, _ = served
     planets = post(server, "/search", json={"text": "planets and telescopes", "k": 2}).json()["hits"]

@@ -9,31 +9,7 @@ from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.workers.demo import sample_corpus
 from embedstream.workers.search import Query, Searcher
 from tests.helpers import Message, send_raw, text_event
-
-PAIRS = [
-    (
-        "The train to the airport was cancelled because of a broken signal.",
-        "A signalling fault meant the airport rail service did not run.",
-    ),
-    ("My laptop keeps freezing whenever I open too many browser tabs.", "Opening lots of tabs makes my computer hang."),
-    (
-        "She adopted a small grey kitten from the animal shelter.",
-        "A little gray cat was taken home from the rescue centre by her.",
-    ),
-    (
-        "The recipe calls for two cups of flour and a pinch of salt.",
-        "You need a couple of cups of flour plus a little salt for this dish.",
-    ),
-    (
-        "Heavy rain flooded the streets of the old town overnight.",
-        "Downpours during the night left the historic centre under water.",
-    ),
-    ("He finally paid off the last of his student loans.", "His university debt is now completely repaid."),
-    ("The museum is closed on Mondays for maintenance.", "Every Monday the gallery shuts so repairs can be done."),
-    ("Our team lost the final after a penalty shootout.", "We were beaten on penalties in the championship match."),
-    ("I can't sleep when the neighbours play loud music.", "Noisy music from next door keeps me awake at night."),
-    ("The telescope revealed the rings around the planet.", "Through the scope we could make out the planet's rings."),
-]
+from tests.retrieval_sets import PAIRS
 
 
 def test_paraphrase_finds_its_partner_first(make_settings):

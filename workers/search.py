@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from embedstream.onnx_models.audio_encoder import AudioEncoder
+from embedstream.onnx_models.bm25 import BM25_SPACE, Bm25
 from embedstream.onnx_models.encoders import AnyEncoder, load_encoder
 from embedstream.onnx_models.image_encoder import ImageEncoder
 from embedstream.onnx_models.manifest import ModelManifest
@@ -35,6 +36,7 @@ from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import Hit, SearchRequest, VectorStore, open_store
 from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.settings import Settings
+from embedstream.workers.fusion import fuse_lists
 from embedstream.workers.query_batcher import QueryBatcher
 
 Where = Mapping[str, str | int | bool]
@@ -98,6 +100,10 @@ class Query:
         return cls("audio", data=data)
 
 
+SearchMode = Literal["dense", "sparse", "hybrid"]
+HYBRID_DEPTH = 4  # candidates each list of a hybrid search brings to the fusion, per result asked for
+
+
 @dataclass(frozen=True)
 class TextSearch:
     """One text search waiting to be answered with others (``Searcher.search``)."""
@@ -106,6 +112,7 @@ class TextSearch:
     space: str
     limit: int
     where: Where | None
+    mode: SearchMode = "dense"
 
 
 class Searcher:
@@ -118,6 +125,8 @@ class Searcher:
         self._manifests: dict[str, ModelManifest] = {}
         self._routes: dict[str, dict[str, str]] = {}
         self._text_batchers: dict[str, QueryBatcher[TextSearch, list[Hit]]] = {}
+        self._bm25 = Bm25()
+        self._has_sparse = False
 
     def encoder(self, name: str) -> AnyEncoder:
         if name not in self._encoders:
@@ -192,26 +201,58 @@ class Searcher:
         limit: int = 5,
         where: Where | None = None,
         modality: str | None = None,
+        mode: SearchMode = "dense",
     ) -> list[Hit]:
-        if query.kind == "text" and self.settings.api.batch_queries:
-            space, model_name = self.resolve("text", space)
-            wanted = TextSearch(query.text or "", space, limit, conditions(where, modality))
+        """The ``limit`` nearest points. ``mode`` (text queries): ``dense`` (the text model's space), ``sparse``
+        (BM25 keywords: names, codes, rare words) or ``hybrid`` (both, fused by reciprocal rank)."""
+        if query.kind != "text":
+            if mode != "dense":
+                raise UsageError(f"{mode} search needs a text query (keywords); a {query.kind} query is dense only")
+            space, vector = self.vector(query, space)
+            return self.store.search(space, vector.tolist(), limit, conditions(where, modality))
+        space, model_name = self.resolve("text", space)
+        if mode != "dense":
+            self._check_sparse()
+        wanted = TextSearch(query.text or "", space, limit, conditions(where, modality), mode)
+        if self.settings.api.batch_queries:
             return self._text_batcher(model_name).answer(wanted)
-        space, vector = self.vector(query, space)
-        return self.store.search(space, vector.tolist(), limit, conditions(where, modality))
+        return self._text_searches(model_name, [wanted])[0]
+
+    def _check_sparse(self) -> None:
+        if not self._has_sparse:
+            if BM25_SPACE not in self.store.spaces():
+                raise NotFoundError(
+                    f"the collection has no sparse vector {BM25_SPACE!r} for keyword search: it was made before "
+                    "keyword search or with model.bm25 off; ingest into a new collection to search by keywords"
+                )
+            self._has_sparse = True
+
+    def _text_searches(self, model_name: str, batch: Sequence[TextSearch]) -> list[list[Hit]]:
+        """Text searches answered together: one encoder call for those that need a dense vector, one store call
+        for every list (a hybrid search asks for both, ``HYBRID_DEPTH`` times deeper, and fuses them)."""
+        dense = [w for w in batch if w.mode != "sparse"]
+        embedded = list(self.encoder(model_name).embed([w.text for w in dense])) if dense else []
+        vectors = dict(zip(map(id, dense), embedded, strict=True))
+        requests: list[SearchRequest] = []
+        for w in batch:
+            depth = w.limit * HYBRID_DEPTH if w.mode == "hybrid" else w.limit
+            if w.mode != "sparse":
+                requests.append(SearchRequest(w.space, vectors[id(w)].tolist(), depth, w.where))
+            if w.mode != "dense":
+                requests.append(SearchRequest(w.space, [], depth, w.where, self._bm25.query(w.text)))
+        lists = iter(self.store.search_batch(requests))
+        fusion = self.settings.api.hybrid_fusion
+        return [
+            fuse_lists([next(lists), next(lists)], w.limit, fusion, w.limit * HYBRID_DEPTH)
+            if w.mode == "hybrid"
+            else next(lists)
+            for w in batch
+        ]
 
     def _text_batcher(self, model_name: str) -> QueryBatcher[TextSearch, list[Hit]]:
         """Concurrent text searches of one model: one encoder call and one store call (``query_batcher``)."""
         if model_name not in self._text_batchers:
-
-            def run(batch: Sequence[TextSearch]) -> list[list[Hit]]:
-                vectors = self.encoder(model_name).embed([wanted.text for wanted in batch])
-                requests = [
-                    SearchRequest(w.space, v.tolist(), w.limit, w.where) for w, v in zip(batch, vectors, strict=True)
-                ]
-                return self.store.search_batch(requests)
-
-            self._text_batchers[model_name] = QueryBatcher(run)
+            self._text_batchers[model_name] = QueryBatcher(lambda batch: self._text_searches(model_name, batch))
         return self._text_batchers[model_name]
 
     def like_point(
@@ -262,9 +303,10 @@ def search_once(
     limit: int = 5,
     where: Where | None = None,
     modality: str | None = None,
+    mode: SearchMode = "dense",
 ) -> list[Hit]:
     searcher = Searcher(settings)
     try:
-        return searcher.search(query, space, limit, where, modality)
+        return searcher.search(query, space, limit, where, modality, mode)
     finally:
         searcher.close()

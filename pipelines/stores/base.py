@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from embedstream.schemas.errors import EmbedstreamError, NotFoundError
-from embedstream.schemas.point import PointRecord
+from embedstream.schemas.point import PointRecord, SparseVector
 
 Where = Mapping[str, str | int | bool]
 
@@ -42,11 +42,13 @@ class NoCollectionError(NotFoundError):
 
 @dataclass(frozen=True)
 class SpaceSpec:
-    """A named vector: its dimension and the model (name@version) whose vectors it holds."""
+    """A named vector: its dimension and the model (name@version) whose vectors it holds. ``sparse``: a sparse
+    vector (``bm25``; no dimension), weighted by the store's IDF modifier."""
 
     name: str
     dim: int
     model: str
+    sparse: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,15 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One search of a batch (``search_batch``)."""
+    """One search: by a dense vector in ``space``, or (``vector`` empty) by a sparse one in ``sparse_space``.
+    Hybrid search asks for both in one batch and fuses them (``workers.fusion``)."""
 
     space: str
     vector: Sequence[float]
     limit: int = 10
     where: Where | None = None
+    sparse: SparseVector | None = None
+    sparse_space: str = "bm25"
 
 
 @dataclass(frozen=True)
@@ -114,9 +119,22 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def missing_sparse(existing: Mapping[str, SpaceSpec], wanted: Sequence[SpaceSpec]) -> list[SpaceSpec]:
+    return [s for s in wanted if s.sparse and s.name not in existing]
+
+
 def check_spaces(existing: Mapping[str, SpaceSpec], wanted: Sequence[SpaceSpec], collection: str) -> None:
-    """Raise ``StoreSchemaError`` naming the first space that does not fit, and what to do about it."""
+    """Raise ``StoreSchemaError`` naming the first dense space that does not fit, and what to do about it (a
+    missing sparse space is the store's to add, or to do without: ``missing_sparse``)."""
     for space in wanted:
+        if space.sparse:
+            have = existing.get(space.name)
+            if have is not None and have.model and have.model != space.model:
+                raise StoreSchemaError(
+                    f"collection {collection!r}: sparse vector {space.name!r} holds {have.model}, this run makes "
+                    f"{space.model}; use a new collection"
+                )
+            continue
         have = existing.get(space.name)
         if have is None:
             raise StoreSchemaError(

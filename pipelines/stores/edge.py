@@ -25,6 +25,7 @@ from embedstream.pipelines.stores.base import (
     StoreLockedError,
     Where,
     check_spaces,
+    missing_sparse,
 )
 from embedstream.schemas.point import PointRecord
 
@@ -48,6 +49,7 @@ class EdgeStore:
         self.collection = collection
         self.min_free_bytes = min_free_bytes
         self._shard: Any = None
+        self._sparse: frozenset[str] | None = None  # the sparse spaces the shard holds (read once)
 
     def _check_space(self, extra: int = 0) -> None:
         if not self.min_free_bytes:
@@ -70,7 +72,14 @@ class EdgeStore:
                 self._shard = qe.EdgeShard.load(str(self.path))
             elif spaces:
                 config = qe.EdgeConfig(
-                    vectors={s.name: qe.EdgeVectorParams(size=s.dim, distance=qe.Distance.Cosine) for s in spaces}
+                    vectors={
+                        s.name: qe.EdgeVectorParams(size=s.dim, distance=qe.Distance.Cosine)
+                        for s in spaces
+                        if not s.sparse
+                    },
+                    sparse_vectors={
+                        s.name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for s in spaces if s.sparse
+                    },
                 )
                 self._shard = qe.EdgeShard.create(str(self.path), config)
                 for field in ("modality", "id", "video_id"):
@@ -90,35 +99,52 @@ class EdgeStore:
         return self._shard
 
     def _write_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
-        record = {s.name: {"dim": s.dim, "model": s.model} for s in spaces}
+        record = {s.name: {"dim": s.dim, "model": s.model, **({"sparse": True} if s.sparse else {})} for s in spaces}
         (self.path / SPACES_FILE).write_text(json.dumps({"collection": self.collection, "spaces": record}))
 
     def spaces(self) -> dict[str, SpaceSpec]:
         sidecar = self.path / SPACES_FILE
         if sidecar.exists():
             record = json.loads(sidecar.read_text())["spaces"]
-            return {k: SpaceSpec(k, int(v["dim"]), str(v.get("model", ""))) for k, v in record.items()}
+            return {
+                k: SpaceSpec(k, int(v["dim"]), str(v.get("model", "")), bool(v.get("sparse")))
+                for k, v in record.items()
+            }
         config_file = self.path / "edge_config.json"
         if config_file.exists():
-            vectors = json.loads(config_file.read_text()).get("vectors", {})
-            return {k: SpaceSpec(k, int(v["size"]), "") for k, v in vectors.items()}
+            config = json.loads(config_file.read_text())
+            dense = {k: SpaceSpec(k, int(v["size"]), "") for k, v in config.get("vectors", {}).items()}
+            return dense | {k: SpaceSpec(k, 0, "", sparse=True) for k in config.get("sparse_vectors") or {}}
         return {}
 
     def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
         """Check an existing shard from its files (opening it is left to the first read or write, so a
-        preflight check costs no shard load), or create a new one."""
+        preflight check costs no shard load), or create a new one; add a missing sparse space."""
+        self._sparse = None  # read again after this
         existing = self.spaces()
-        if existing:
-            check_spaces(existing, spaces, self.collection)
-        else:
+        if not existing:
             self._open(spaces)
+            return
+        check_spaces(existing, spaces, self.collection)
+        added = missing_sparse(existing, spaces)
+        if added:  # a store made before keyword search: the engine adds a sparse vector in place
+            shard = self._open(None)
+            for space in added:
+                shard.update(qe.UpdateOperation.create_sparse_vector(space.name, qe.Modifier.Idf))
+            self._write_spaces([*existing.values(), *added])
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
         self._check_space()
         shard = self._open(None)
-        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in points]))
+        sparse = self._sparse_spaces()
+        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p, sparse), p.payload) for p in points]))
+
+    def _sparse_spaces(self) -> frozenset[str]:
+        if self._sparse is None:
+            self._sparse = frozenset(name for name, spec in self.spaces().items() if spec.sparse)
+        return self._sparse
 
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
         shard = self._open(None)
@@ -136,15 +162,7 @@ class EdgeStore:
         return self.search_batch([SearchRequest(space, vector, limit, where)])[0]
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        queries = [
-            qe.QueryRequest(
-                limit=r.limit,
-                query=qe.Query.Nearest([float(x) for x in r.vector], using=r.space),
-                with_payload=True,
-                filter=_filter(r.where),
-            )
-            for r in requests
-        ]
+        queries = [_query(r) for r in requests]
         shard = self._open(None)
         answers = shard.query_batch(qe.QueryBatchRequest(queries)) if len(queries) > 1 else [shard.query(queries[0])]
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points] for points in answers]
@@ -197,10 +215,25 @@ class EdgeStore:
             self._shard = None
 
 
-def _vectors(point: PointRecord) -> dict[str, Any]:
-    return dict(point.vectors)
+def _query(request: SearchRequest) -> Any:
+    """By the dense vector, or (none given) by the sparse one."""
+    if request.vector or request.sparse is None:
+        query = qe.Query.Nearest([float(x) for x in request.vector], using=request.space)
+    else:
+        sparse = qe.SparseVector(request.sparse.indices, request.sparse.values)
+        query = qe.Query.Nearest(sparse, using=request.sparse_space)
+    return qe.QueryRequest(limit=request.limit, query=query, with_payload=True, filter=_filter(request.where))
+
+
+def _vectors(point: PointRecord, sparse_spaces: frozenset[str]) -> dict[str, Any]:
+    vectors: dict[str, Any] = dict(point.vectors)
+    for name, sparse in point.sparse.items():
+        if name in sparse_spaces:
+            vectors[name] = qe.SparseVector(sparse.indices, sparse.values)
+    return vectors
 
 
 def _stored(record: Any, with_vectors: bool) -> StoredPoint:
     vectors = dict(record.vector or {}) if with_vectors else {}
-    return StoredPoint(str(record.id), dict(record.payload or {}), {k: list(v) for k, v in vectors.items()})
+    dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay in the store
+    return StoredPoint(str(record.id), dict(record.payload or {}), dense)

@@ -7,6 +7,7 @@ vector are kept in the collection's ``metadata`` so the same fence holds on a se
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,13 +21,33 @@ from embedstream.pipelines.stores.base import (
     StoreLockedError,
     Where,
     check_spaces,
+    missing_sparse,
 )
 from embedstream.schemas.errors import UsageError
 from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import QdrantSettings
 
+log = logging.getLogger(__name__)
 SCROLL_PAGE = 512
 METADATA_KEY = "embedstream_spaces"
+
+
+def _recorded(spaces: Sequence[SpaceSpec]) -> dict[str, Any]:
+    return {s.name: {"dim": s.dim, "model": s.model, **({"sparse": True} if s.sparse else {})} for s in spaces}
+
+
+def _query(request: SearchRequest) -> models.QueryRequest:
+    """By the dense vector, or (none given) by the sparse one."""
+    where = _filter(request.where)
+    if request.vector or request.sparse is None:
+        dense = [float(x) for x in request.vector]
+        return models.QueryRequest(
+            query=dense, using=request.space, limit=request.limit, filter=where, with_payload=True
+        )
+    sparse = models.SparseVector(indices=request.sparse.indices, values=request.sparse.values)
+    return models.QueryRequest(
+        query=sparse, using=request.sparse_space, limit=request.limit, filter=where, with_payload=True
+    )
 
 
 def _filter(where: Where | None) -> models.Filter | None:
@@ -39,6 +60,7 @@ def _filter(where: Where | None) -> models.Filter | None:
 
 class ServerStore:
     def __init__(self, settings: QdrantSettings) -> None:
+        self._sparse: frozenset[str] | None = None  # the sparse spaces the collection holds (read once)
         self.collection = settings.collection
         self._options = settings.collection_options
         self._remote = settings.backend == "server"
@@ -69,15 +91,22 @@ class ServerStore:
         recorded = (info.config.metadata or {}).get(METADATA_KEY, {}) if info.config.metadata else {}
         if not isinstance(vectors, dict):
             return {}
-        return {
+        dense = {
             name: SpaceSpec(name, params.size, str(recorded.get(name, {}).get("model", "")))
             for name, params in vectors.items()
         }
+        sparse = {
+            name: SpaceSpec(name, 0, str(recorded.get(name, {}).get("model", "")), sparse=True)
+            for name in info.config.params.sparse_vectors or {}
+        }
+        return dense | sparse
 
     def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        self._sparse = None  # read again after this
         existing = self.spaces()
         if existing:
             check_spaces(existing, spaces, self.collection)
+            self._add_sparse(existing, missing_sparse(existing, spaces))
             return
         options = self._options
         quantization = (
@@ -103,6 +132,10 @@ class ServerStore:
                     size=s.dim, distance=models.Distance.COSINE, on_disk=options.vectors_on_disk
                 )
                 for s in spaces
+                if not s.sparse
+            },
+            sparse_vectors_config={
+                s.name: models.SparseVectorParams(modifier=models.Modifier.IDF) for s in spaces if s.sparse
             },
             shard_number=options.shard_number,
             replication_factor=options.replication_factor,
@@ -110,18 +143,52 @@ class ServerStore:
             on_disk_payload=options.on_disk_payload,
             hnsw_config=hnsw,
             quantization_config=quantization,
-            metadata={METADATA_KEY: {s.name: {"dim": s.dim, "model": s.model} for s in spaces}},
+            metadata={METADATA_KEY: _recorded(spaces)},
         )
         if self._remote:  # local mode has no payload indexes (and warns if asked)
             for field in ("modality", "id", "video_id"):
                 self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
+    def _add_sparse(self, existing: dict[str, SpaceSpec], added: list[SpaceSpec]) -> None:
+        """Add sparse spaces to a collection made without them, where the service allows it; else warn once and
+        write without them (keyword search then needs a new collection)."""
+        if not added:
+            return
+        try:
+            self._client.update_collection(
+                self.collection,
+                sparse_vectors_config={s.name: models.SparseVectorParams(modifier=models.Modifier.IDF) for s in added},
+                metadata={METADATA_KEY: _recorded([*existing.values(), *added])},
+            )
+        except Exception as exc:
+            log.warning(
+                "collection %r has no sparse vector %s and it cannot be added (%s): points are written without "
+                "it, so keyword and hybrid search need a new collection (EMBEDSTREAM_QDRANT__COLLECTION)",
+                self.collection,
+                [s.name for s in added],
+                exc,
+            )
+
+    def _sparse_spaces(self) -> frozenset[str]:
+        if self._sparse is None:
+            self._sparse = frozenset(name for name, spec in self.spaces().items() if spec.sparse)
+        return self._sparse
+
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
+        sparse = self._sparse_spaces()
+
+        def vectors(point: PointRecord) -> dict[str, Any]:
+            out: dict[str, Any] = dict(point.vectors)
+            for name, vector in point.sparse.items():
+                if name in sparse:
+                    out[name] = models.SparseVector(indices=vector.indices, values=vector.values)
+            return out
+
         self._client.upsert(
             self.collection,
-            points=[models.PointStruct(id=p.id, vector=dict[str, Any](p.vectors), payload=p.payload) for p in points],
+            points=[models.PointStruct(id=p.id, vector=vectors(p), payload=p.payload) for p in points],
             wait=True,
         )
 
@@ -147,16 +214,7 @@ class ServerStore:
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        batch = [
-            models.QueryRequest(
-                query=[float(x) for x in r.vector],
-                using=r.space,
-                limit=r.limit,
-                filter=_filter(r.where),
-                with_payload=True,
-            )
-            for r in requests
-        ]
+        batch = [_query(r) for r in requests]
         answers = self._client.query_batch_points(self.collection, requests=batch)
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in a.points] for a in answers]
 
@@ -200,4 +258,5 @@ class ServerStore:
 
 def _stored(record: Any, with_vectors: bool) -> StoredPoint:
     vectors = dict(record.vector or {}) if with_vectors and isinstance(record.vector, dict) else {}
-    return StoredPoint(str(record.id), dict(record.payload or {}), {k: list(v) for k, v in vectors.items()})
+    dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay in the store
+    return StoredPoint(str(record.id), dict(record.payload or {}), dense)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from embedstream.onnx_models.audio_encoder import AudioEncoder
+from embedstream.onnx_models.bm25 import BM25_SPACE, Bm25
 from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder
 from embedstream.onnx_models.manifest import ImageManifest
 from embedstream.onnx_models.registry import ModelKindError, load_manifest_of
@@ -30,6 +31,7 @@ from embedstream.pipelines.transforms.embed import ModalityAdapter, Prepared, Sp
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.envelope import Modality
+from embedstream.schemas.point import SparseVector
 from embedstream.schemas.settings import MediaSettings, ModelSettings, PipelineSettings
 
 
@@ -47,7 +49,13 @@ class TextAdapter(ModalityAdapter):
 
     def load(self) -> list[Space]:
         self._encoder = TextEncoder.from_settings(self._model)
+        self._bm25 = Bm25() if self._model.bm25 else None
         return [Space(self._encoder.space, self._encoder.manifest.ref, self._encoder.dim)]
+
+    def sparse(self, event: ParsedEvent) -> dict[str, SparseVector]:
+        if self._bm25 is None:
+            return {}
+        return {BM25_SPACE: self._bm25.document(event.envelope.text or "")}
 
     def prepare(self, events: list[ParsedEvent]) -> list[Prepared]:
         tokens = self._encoder.prepare([event.envelope.text or "" for event in events])

@@ -50,6 +50,7 @@ from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.pipelines.transforms.quality import vector_problem
 from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.envelope import Modality
+from embedstream.schemas.point import SparseVector
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ class ModalityAdapter(ABC):
     @abstractmethod
     def encode(self, items: list[Any]) -> dict[str, np.ndarray]:
         """Every space's ``[len(items), dim]`` vectors for one batch of prepared items."""
+
+    def sparse(self, event: ParsedEvent) -> dict[str, SparseVector]:
+        """The event's sparse vectors (text: ``bm25``); none by default."""
+        return {}
 
 
 Queued = tuple[ParsedEvent, "Future[Prepared] | None"]
@@ -203,7 +208,8 @@ class Embed(beam.DoFn):
             if problem is not None:
                 return dead(event, problem[0], problem[1], "quality")
         point_vectors = {space.name: vectors[space.name] for space in self._spaces}
-        return point_or_dead(event, point_vectors, self._refs, at, extra=prepared.facts or None)
+        sparse = self.adapter.sparse(event)
+        return point_or_dead(event, point_vectors, self._refs, at, extra=prepared.facts or None, sparse=sparse)
 
     # --- the prepare pool ---
     def _new_pool(self) -> ThreadPoolExecutor | None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
-from embedstream.schemas.point import PointRecord, SourceRef, point_id
+from embedstream.schemas.point import PointRecord, SourceRef, SparseVector, point_id
 
 
 def content_sha256(event: ParsedEvent) -> str:
@@ -29,8 +29,10 @@ def to_point(
     models: Mapping[str, str],
     ingested_at: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    sparse: Mapping[str, SparseVector] | None = None,
 ) -> PointRecord:
-    """A point with one vector per space and the full payload; the text itself is kept, never stripped.
+    """A point with one vector per space (``sparse``: and sparse ones) and the full payload; the text itself is
+    kept, never stripped.
 
     ``ingested_at`` (ISO 8601) may be shared by a whole batch; by default it is now. ``extra`` adds facts the
     decoder learned (a picture's size, a sound's length) under ``media``."""
@@ -70,6 +72,7 @@ def to_point(
         vectors={space: vector.tolist() for space, vector in vectors.items()},
         payload=payload,
         source=SourceRef.model_construct(topic=record.topic, partition=record.partition, offset=record.offset),
+        sparse=dict(sparse or {}),
     )
 
 
@@ -79,10 +82,11 @@ def point_or_dead(
     models: Mapping[str, str],
     ingested_at: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    sparse: Mapping[str, SparseVector] | None = None,
 ) -> PointRecord | DeadLetter:
     """``to_point``, or the event's dead letter if building its payload raised: one event, not its batch."""
     try:
-        return to_point(event, vectors, models, ingested_at, extra)
+        return to_point(event, vectors, models, ingested_at, extra, sparse)
     except Exception as exc:
         message = f"building the point raised {type(exc).__name__}: {exc}"
         return DeadLetter.of(event.record, Reason.STAGE_FAILED, message, "payload", event.envelope.id)

@@ -35,6 +35,11 @@ class TextSearch(SearchOptions):
     """A text query, embedded into the space searched."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    mode: Literal["dense", "sparse", "hybrid"] = Field(
+        default="dense",
+        description="dense: by meaning; sparse: BM25 keywords (names, codes, rare words); hybrid: both, fused by "
+        "reciprocal rank",
+    )
 
 
 class PointSearch(SearchOptions):

@@ -116,6 +116,7 @@ def search(
     k: int,
     where: list[str],
     as_json: bool,
+    mode: Literal["dense", "sparse", "hybrid"],
 ) -> int:
     from embedstream.workers.search import Query, parse_where, search_once
 
@@ -128,7 +129,7 @@ def search(
         asked = Query.of_audio(Path(audio).read_bytes())
     else:
         asked = Query.of_text(query or text or "")
-    hits = search_once(settings, asked, space, k, parse_where(where), modality)
+    hits = search_once(settings, asked, space, k, parse_where(where), modality, mode)
     if as_json:
         print(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits], ensure_ascii=False))
         return 0

@@ -107,6 +107,13 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5)
     search.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="payload filter")
     search.add_argument("--json", action="store_true", dest="as_json", help="hits as one JSON array")
+    search.add_argument(
+        "--mode",
+        choices=["dense", "sparse", "hybrid"],
+        default="dense",
+        help="text queries: dense (meaning), sparse (BM25 keywords: names, codes, rare words) or hybrid (both, "
+        "fused by reciprocal rank)",
+    )
     search.set_defaults(run=cmd.search)
 
     serve = sub.add_parser("serve", help="the search API and web page (optionally ingesting in the same process)")

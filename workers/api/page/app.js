@@ -54,8 +54,9 @@ async function run(request, path = "/search") {
 }
 
 function searchText(text) {
+  const mode = $("mode").value;
   return run({ method: "POST", headers: { "content-type": "application/json" },
-               body: JSON.stringify({ text, ...options() }) });
+               body: JSON.stringify({ text, mode, ...options() }) });
 }
 
 function searchPoint(pointId, space) {

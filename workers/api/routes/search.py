@@ -21,7 +21,7 @@ from embedstream.workers.api.models import (
     SearchRequest,
     SearchResponse,
 )
-from embedstream.workers.search import Query, Searcher, check_filter
+from embedstream.workers.search import Query, Searcher, SearchMode, check_filter
 
 router = APIRouter(tags=["search"], dependencies=[Depends(requires("read"))])
 WRONG_TYPE: dict[int | str, dict[str, Any]] = {
@@ -44,7 +44,7 @@ async def search(body: SearchRequest, searcher: SearcherDep) -> SearchResponse:
             space = await blocking(lambda: _default_space_of(searcher, point_id))
         hits = await blocking(lambda: searcher.like_point(point_id, space, body.k, body.where, body.modality))
         return SearchResponse(space=space, query="point", hits=_hits(hits))
-    return await _run(searcher, Query.of_text(body.text), body.space, body.k, body.where, body.modality)
+    return await _run(searcher, Query.of_text(body.text), body.space, body.k, body.where, body.modality, body.mode)
 
 
 @router.post(
@@ -83,11 +83,17 @@ async def recommend(body: RecommendRequest, searcher: SearcherDep) -> SearchResp
 
 
 async def _run(
-    searcher: Searcher, query: Query, space: str | None, k: int, where: Filter, modality: str | None
+    searcher: Searcher,
+    query: Query,
+    space: str | None,
+    k: int,
+    where: Filter,
+    modality: str | None,
+    mode: SearchMode = "dense",
 ) -> SearchResponse:
     def work() -> tuple[str, list[Hit]]:
         chosen = searcher.resolve(query.kind, space)[0]
-        return chosen, searcher.search(query, chosen, k, where, modality)
+        return chosen, searcher.search(query, chosen, k, where, modality, mode)
 
     chosen, hits = await blocking(work)
     return SearchResponse(space=chosen, query=query.kind, hits=_hits(hits))
