@@ -4,7 +4,7 @@
 
 One tansu broker keeping its data in S3 (moto's server on loopback, so a restart keeps topics and committed
 offsets), one ``embedstream ingest --mode stream`` process on a 2-partition topic and an embedded store.
-A producer sends ``--rate`` events/s, batched 5 s at a time: sentences from the sample corpus, a picture in
+A producer sends ``--rate`` events/s, batched 15 s at a time: sentences from the sample corpus, a picture in
 every 20, a malformed record in every 100 (each must become a dead letter). Meanwhile:
 
 * every ``--kill-every`` minutes the ingest process is killed with SIGKILL and started again at once
@@ -90,11 +90,11 @@ def produce(settings: Settings, rate: float, stop: threading.Event, ledger: Ledg
         retries=1_000_000,
         delivery_timeout_ms=300_000,
         request_timeout_ms=10_000,
-        max_request_size=4 << 20,
-        # a batch every 5 s per partition: tansu's S3 engine stores each batch as an object, lists them on every
-        # fetch and returns one batch per fetch (~1-2 s each from moto), so small batches would outrun its reads
-        linger_ms=5000,
-        batch_size=1 << 20,
+        max_request_size=16 << 20,
+        # a batch every 15 s per partition: tansu's S3 engine stores each batch as an object and lists them all on
+        # every fetch; moto (pure Python) takes over a second per listing past ~300 objects, which stalls reads
+        linger_ms=15_000,
+        batch_size=8 << 20,
     )
 
     def acked(kind: str, ident: Any) -> Any:

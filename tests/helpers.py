@@ -177,3 +177,16 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.stdout.read() if self.process.stdout else ""
+
+
+def start_stream_ingest(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``embedstream ingest --mode stream`` in its own process, as a deployment runs it; output to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
+            env={**settings_env(settings), **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

@@ -6,7 +6,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -25,6 +24,7 @@ from tests.helpers import (
     reset_group,
     send_raw,
     settings_env,
+    start_stream_ingest,
     text_event,
     wait_for,
     watermarks,
@@ -181,15 +181,10 @@ def test_creates_and_deletes_survive_kill_9_mid_stream_in_order(make_settings, t
             messages.append((key.encode(), text_event(key, text), []))
             final[key] = text
     send_raw(settings, messages)
-    env = {**settings_env(settings), "EMBEDSTREAM_PIPELINE__MAX_RECORDS_PER_BUNDLE": "64"}
+    bundles = {"EMBEDSTREAM_PIPELINE__MAX_RECORDS_PER_BUNDLE": "64"}
 
     def stream(log_name: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
-            env=env,
-            stdout=open(tmp_path / log_name, "wb"),
-            stderr=subprocess.STDOUT,
-        )
+        return start_stream_ingest(settings, tmp_path / log_name, bundles)
 
     def committed() -> int:
         return sum(v or 0 for v in committed_offsets(settings.kafka).values())

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +28,7 @@ from tests.helpers import (
     read_topic,
     send_raw,
     settings_env,
+    start_stream_ingest,
     stored_ids,
     text_event,
     wait_for,
@@ -279,13 +279,7 @@ def test_a_broker_away_for_a_minute_is_waited_out_and_said_so(make_settings: Cal
     try:
         ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
         send_raw(settings, [(f"a{i}".encode(), text_event(f"a{i}", f"before the outage {i}"), []) for i in range(50)])
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
-                env=settings_env(settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = start_stream_ingest(settings, log_path)
         assert wait_for(lambda: committed_offsets(settings.kafka).get(0) == 50, 120), log_path.read_text()[-3000:]
 
         os.kill(broker.pid, signal.SIGSTOP)
@@ -341,13 +335,7 @@ def test_a_broker_killed_and_restarted_with_its_data_is_reconnected_to_and_nothi
     try:
         ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
         send_raw(settings, [*before[:700], (b"bad", b"{not json", []), *before[700:]])
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
-                env=settings_env(settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = start_stream_ingest(settings, log_path)
         assert wait_for(lambda: _committed(settings) >= 200, 120), log_path.read_text()[-3000:]
 
         at_kill = _committed(settings)  # at most what is committed when the kill lands

@@ -15,20 +15,14 @@ from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_top
 from embedstream.pipelines.stores import open_store
 from embedstream.workers.demo import sample_corpus
 from embedstream.workers.sample_media import sample_photos
-from tests.helpers import send_raw, settings_env, stored_ids, text_event, watermarks
+from tests.helpers import send_raw, settings_env, start_stream_ingest, stored_ids, text_event, watermarks
 
 TOTAL = 1200
 
 
 def _ingest_process(settings, log_path):
-    env = settings_env(settings)
-    env["EMBEDSTREAM_PIPELINE__MAX_RECORDS_PER_BUNDLE"] = "64"  # frequent commits, so a kill lands mid-run
-    return subprocess.Popen(
-        [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
-        env=env,
-        stdout=open(log_path, "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    # frequent commits, so a kill lands mid-run
+    return start_stream_ingest(settings, log_path, {"EMBEDSTREAM_PIPELINE__MAX_RECORDS_PER_BUNDLE": "64"})
 
 
 def _committed_total(settings) -> int:
