@@ -67,6 +67,7 @@ class Sample:
     lag: int | None
     rss_mb: float | None
     produced: int
+    anon_mb: float | None = None  # RssAnon: the heap; RSS also counts the store's memory-mapped files
 
 
 def photo_bytes() -> list[bytes]:
@@ -173,13 +174,17 @@ class Ingest:
         self.process.wait(timeout=30)
         self.process = self._start()
 
-    def rss_mb(self) -> float | None:
+    def memory_mb(self, field: str = "VmRSS") -> float | None:
+        """A memory line of /proc/PID/status in MB: ``VmRSS`` (all), ``RssAnon`` (heap), ``RssFile`` (mapped)."""
         try:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
             return None
-        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
+        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":")), None)
         return None if kb is None else kb / 1024
+
+    def sample(self, elapsed_s: float, lag: int | None, produced: int) -> Sample:
+        return Sample(round(elapsed_s, 1), lag, self.memory_mb(), produced, self.memory_mb("RssAnon"))
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -274,7 +279,7 @@ def soak(minutes: float, rate: float, kill_every: float, broker_restart_at: floa
                 faults.append((elapsed, "broker kill -9 + restart"))
                 time.sleep(5)
                 broker = start()
-            samples.append(Sample(round(elapsed, 1), lag(settings), ingest.rss_mb(), counter[0]))
+            samples.append(ingest.sample(elapsed, lag(settings), counter[0]))
             if len(samples) % 6 == 0:
                 last = samples[-1]
                 print(
@@ -286,7 +291,7 @@ def soak(minutes: float, rate: float, kill_every: float, broker_restart_at: floa
         producer.join()
         deadline = time.monotonic() + CATCH_UP_S
         while (current := lag(settings)) != 0 and time.monotonic() < deadline:
-            samples.append(Sample(round(time.monotonic() - began, 1), current, ingest.rss_mb(), counter[0]))
+            samples.append(ingest.sample(time.monotonic() - began, current, counter[0]))
             time.sleep(SAMPLE_S)
         exit_code = ingest.stop()
         check = final_check(settings, ledger)
@@ -308,17 +313,17 @@ def soak(minutes: float, rate: float, kill_every: float, broker_restart_at: floa
     return result
 
 
-def rss_by_process(result: dict[str, Any], settle_s: float = 60.0) -> list[dict[str, float]]:
-    """One row per ingest process (each kill -9 starts a new one): its RSS once settled (``settle_s`` after its
-    start: models loaded, pools warm), at its end, its max, and its trend in MB/min (least squares)."""
+def rss_by_process(result: dict[str, Any], key: str = "rss_mb", settle_s: float = 60.0) -> list[dict[str, float]]:
+    """One row per ingest process (each kill -9 starts a new one): its memory (``key``) once settled
+    (``settle_s`` after its start: models loaded, pools warm), at its end, its max, and its trend in MB/min."""
     kills = [f["t_s"] for f in result["faults"] if "ingest" in f["what"]]
     bounds = [0.0, *kills, float("inf")]
     rows = []
     for begin, end in itertools.pairwise(bounds):
         points = [
-            (s["t_s"], s["rss_mb"])
+            (s["t_s"], s[key])
             for s in result["samples"]
-            if s["rss_mb"] is not None and begin + settle_s <= s["t_s"] < end
+            if s.get(key) is not None and begin + settle_s <= s["t_s"] < end
         ]
         if len(points) < 3:
             continue
@@ -338,6 +343,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     samples, check = result["samples"], result["check"]
     rss = rss_by_process(result)
+    anon = rss_by_process(result, "anon_mb")
     lags = [s["lag"] for s in samples if s["lag"] is not None]
     faults = "\n".join(f"| {f['t_s'] / 60:.1f} min | {f['what']} |" for f in result["faults"])
     verdict = (
@@ -350,6 +356,11 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     rows = "\n".join(f"| {key} | {value} |" for key, value in check.items())
     rss_rows = "\n".join(
         f"| {r['from_min']:.1f} | {r['settled']:.0f} | {r['end']:.0f} | {r['max']:.0f} | {r['trend_mb_per_min']:+.2f} |"
+        + (
+            f" {a['settled']:.0f} → {a['end']:.0f} ({a['trend_mb_per_min']:+.2f}/min) |"
+            if (a := next((a for a in anon if a["from_min"] == r["from_min"]), None))
+            else " n/a |"
+        )
         for r in rss
     )
     out.write_text(
@@ -368,15 +379,19 @@ store.
 
 ## Over time
 
-- Consumer lag (records): max {max(lags) if lags else "n/a"}, at the end {lags[-1] if lags else "n/a"}. Each
+- Consumer lag (records): max {max(lags) if lags else "n/a"}; once the producer stopped the run caught up
+  ({"offsets at the high watermarks" if check["offsets_at_watermarks"] else "NOT caught up"}). Each
   restart costs ~20 s of reading (start-up, and the wait before taking over a killed reader's partitions), so
-  lag peaks after each fault and then drains.
+  lag peaks after each fault and then drains. The short spikes between faults are the producer's 15-second
+  batches (half a batch per partition) landing at once, each read within seconds.
 - SIGTERM at the end: exit code {result["exit_code_on_sigterm"]}.
 
-Ingest RSS per process (each kill -9 starts a new one), from a minute after its start (MB):
+Ingest RSS per process (each kill -9 starts a new one), from a minute after its start (MB). RSS also counts the
+embedded store's memory-mapped files, which grow with the store; the heap (RssAnon) is what a leak would grow.
+{result.get("notes", "")}
 
-| process from (min) | settled | at its end | max | trend (MB/min) |
-|---|---|---|---|---|
+| process from (min) | settled | at its end | max | trend (MB/min) | heap (RssAnon) |
+|---|---|---|---|---|---|
 {rss_rows}
 
 ![lag and RSS over time](soak.png)
@@ -401,10 +416,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     lag_points = [(s["t_s"] / 60, s["lag"]) for s in samples if s["lag"] is not None]
     rss_points = [(s["t_s"] / 60, s["rss_mb"]) for s in samples if s["rss_mb"] is not None]
+    anon_points = [(s["t_s"] / 60, s["anon_mb"]) for s in samples if s.get("anon_mb") is not None]
     top.plot(*zip(*lag_points, strict=True), color="tab:blue")
     top.set_ylabel("consumer lag (records)")
-    bottom.plot(*zip(*rss_points, strict=True), color="tab:green")
-    bottom.set_ylabel("ingest RSS (MB)")
+    bottom.plot(*zip(*rss_points, strict=True), color="tab:green", label="RSS")
+    if anon_points:
+        bottom.plot(*zip(*anon_points, strict=True), color="tab:olive", label="heap (RssAnon)")
+        bottom.legend(fontsize=8)
+    bottom.set_ylabel("ingest memory (MB)")
     bottom.set_xlabel("minutes")
     for fault in result["faults"]:
         color = "tab:red" if "broker" in fault["what"] else "tab:gray"
