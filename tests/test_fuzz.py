@@ -31,7 +31,7 @@ from embedstream.onnx_models.manifest import ImageSpec
 from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.media.images import decode_image
-from embedstream.schemas.envelope import Envelope, Limits, Rejection, parse_event
+from embedstream.schemas.envelope import Deletion, Envelope, Limits, Rejection, parse_event
 from embedstream.schemas.records import KafkaRecord
 from embedstream.workers.produce import read_events
 from embedstream.workers.sample_media import make_sample_video, sample_photos, sample_voices
@@ -78,7 +78,7 @@ def peak_rss_mb() -> float:
 @FUZZ
 def test_any_bytes_and_headers_parse_to_an_envelope_or_a_rejection(value, key, hs) -> None:
     record = KafkaRecord(topic="t", partition=0, offset=1, key=key, value=value, headers=hs, timestamp_ms=1)
-    assert isinstance(parse_event(record, Limits(max_event_bytes=4096)), Envelope | Rejection)
+    assert isinstance(parse_event(record, Limits(max_event_bytes=4096)), Envelope | Deletion | Rejection)
 
 
 @given(fields=envelope_like, hs=headers)
@@ -87,7 +87,7 @@ def test_any_json_object_parses_to_an_envelope_or_a_rejection(fields, hs) -> Non
     value = json.dumps(fields, allow_nan=True).encode()
     record = KafkaRecord(topic="t", partition=0, offset=1, value=value, headers=hs, timestamp_ms=1)
     result = parse_event(record)
-    assert isinstance(result, Envelope | Rejection)
+    assert isinstance(result, Envelope | Deletion | Rejection)
     if isinstance(result, Rejection):
         assert result.reason and result.message  # every refusal says why
 

@@ -12,9 +12,9 @@ from embedstream.schemas.settings import Settings
 @pytest.mark.parametrize(
     ("modalities", "groups", "spaces"),
     [
-        (None, ("text", "image", "audio", "video"), ["minilm", "effnet", "voice", FUSED_SPACE]),
-        (["text"], ("text",), ["minilm"]),
-        (["text", "image"], ("text", "image"), ["minilm", "effnet"]),
+        (None, ("text", "image", "audio", "video"), ["minilm", "effnet", "voice", FUSED_SPACE, "bm25"]),
+        (["text"], ("text",), ["minilm", "bm25"]),  # text points also get the sparse keyword vector
+        (["text", "image"], ("text", "image"), ["minilm", "effnet", "bm25"]),
         (["video"], ("video",), ["minilm", "effnet", "voice", FUSED_SPACE]),
     ],
 )
