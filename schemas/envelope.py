@@ -39,6 +39,7 @@ from pydantic_core import PydanticCustomError
 from embedstream.schemas import strict_json
 from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, REPLAY_HEADER_PREFIX, Reason
 from embedstream.schemas.defaults import MAX_EVENT_BYTES, MAX_TEXT_CHARS
+from embedstream.schemas.point import point_id
 from embedstream.schemas.records import KafkaRecord
 
 SCHEMA_VERSION = 1
@@ -64,7 +65,7 @@ ALLOWED_CONTENT: dict[Modality, frozenset[str]] = {
     Modality.VIDEO_END: frozenset(),
 }
 VIDEO_MODALITIES = frozenset({Modality.VIDEO_FRAME, Modality.VIDEO_AUDIO, Modality.VIDEO_END})
-MEMBER_MODALITIES = frozenset({Modality.VIDEO_FRAME.value, Modality.VIDEO_AUDIO.value})  # points inside a video
+SINGLE_MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.AUDIO)  # one point per event id
 
 
 MAX_ID_CHARS = 512
@@ -159,7 +160,8 @@ class Envelope(BaseModel):
 class Deletion:
     """Remove what an event id made. ``modality`` None (a Kafka tombstone: a key with a null value) removes
     the id's points of every modality; a video modality removes the whole video whose id it is (its frames,
-    audio segments and view). See ``covers`` and docs/contracts.md."""
+    audio segments and view); a text removes the document with its chunks. The one statement of that rule is
+    ``_owned`` + ``_belonging``: ``covers`` tests a payload against it, ``targets`` gives it to a store."""
 
     id: str
     modality: Modality | None = None
@@ -168,14 +170,28 @@ class Deletion:
     def whole_video(self) -> bool:
         return self.modality is None or self.modality in VIDEO_MODALITIES
 
+    def _owned(self) -> list[str]:
+        """The modalities whose point of this id (``point_id(modality, id)``) goes."""
+        if self.modality is None:
+            return [m.value for m in SINGLE_MODALITIES]
+        return [] if self.modality in VIDEO_MODALITIES else [self.modality.value]
+
+    def _belonging(self) -> list[dict[str, str]]:
+        """Payload matches of the points that belong to the id: a video's members and view, a document's chunks."""
+        matches = [{"video_id": self.id}] if self.whole_video else []
+        if self.modality in (None, Modality.TEXT):
+            matches.append({"doc_id": self.id})
+        return matches
+
     def covers(self, payload: Mapping[str, Any]) -> bool:
         """Does a point with this payload belong to what is deleted?"""
-        if self.whole_video and payload.get("video_id") == self.id:
+        if any(payload.get(key) == value for match in self._belonging() for key, value in match.items()):
             return True
-        modality = payload.get("modality")
-        if payload.get("id") != self.id or modality in MEMBER_MODALITIES:
-            return False
-        return self.modality is None or modality == self.modality.value
+        return payload.get("id") == self.id and payload.get("modality") in self._owned()
+
+    def targets(self) -> tuple[list[str], list[dict[str, str]]]:
+        """What ``covers`` covers, as a store deletes it: point ids, and payload matches."""
+        return [point_id(modality, self.id) for modality in self._owned()], self._belonging()
 
 
 @dataclass(frozen=True)

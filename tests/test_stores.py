@@ -40,7 +40,7 @@ def test_store_contract(backend, tmp_path):
             SearchRequest("minilm", [0.0, 1.0, 0.0, 0.0], 2),
         ]
         assert [[h.id for h in hits] for hits in store.search_batch(requests)] == [
-            [h.id for h in store.search(r.space, r.vector, r.limit, r.where)] for r in requests
+            [h.id for h in store.search(r.space, r.vector or [], r.limit, r.where)] for r in requests
         ]
         (got,) = store.retrieve([point_id("text", "d3")], with_vectors=True)
         assert got.payload["id"] == "d3" and len(got.vectors["minilm"]) == 4

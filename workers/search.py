@@ -231,15 +231,14 @@ class Searcher:
         """Text searches answered together: one encoder call for those that need a dense vector, one store call
         for every list (a hybrid search asks for both, ``HYBRID_DEPTH`` times deeper, and fuses them)."""
         dense = [w for w in batch if w.mode != "sparse"]
-        embedded = list(self.encoder(model_name).embed([w.text for w in dense])) if dense else []
-        vectors = dict(zip(map(id, dense), embedded, strict=True))
+        embedded = iter(self.encoder(model_name).embed([w.text for w in dense]) if dense else ())
         requests: list[SearchRequest] = []
-        for w in batch:
+        for w in batch:  # the embedded rows are in the order of the dense searches, which keep the batch's order
             depth = w.limit * HYBRID_DEPTH if w.mode == "hybrid" else w.limit
             if w.mode != "sparse":
-                requests.append(SearchRequest(w.space, vectors[id(w)].tolist(), depth, w.where))
+                requests.append(SearchRequest(w.space, next(embedded).tolist(), depth, w.where))
             if w.mode != "dense":
-                requests.append(SearchRequest(w.space, [], depth, w.where, self._bm25.query(w.text)))
+                requests.append(SearchRequest(w.space, None, depth, w.where, self._bm25.query(w.text)))
         lists = iter(self.store.search_batch(requests))
         fusion = self.settings.api.hybrid_fusion
         return [

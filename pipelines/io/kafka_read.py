@@ -249,14 +249,15 @@ class _ReadPartition(beam.DoFn):
                 continue
             if deadline is None:
                 deadline = time.monotonic() + limits.max_latency_ms / 1000
+            before = emitted
             for record in records:
                 if streaming and emitted and time.monotonic() >= deadline:
                     break  # the budget is spent (downstream encodes as windows fill): end the bundle here
                 if not tracker.try_claim(record.offset):
+                    read.inc(emitted - before)
                     return position
                 position = record.offset + 1
                 emitted += 1
-                read.inc()
                 if record.timestamp is not None and record.timestamp >= 0:
                     # never past now: a producer's clock far in the future must not end the stream's time
                     stamp = min(Timestamp.of(record.timestamp / 1000), Timestamp.now())
@@ -273,6 +274,7 @@ class _ReadPartition(beam.DoFn):
                     headers=tuple((k, v if v is not None else b"") for k, v in (record.headers or ())),
                     timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
                 )
+            read.inc(emitted - before)  # once a poll: the counter is per partition's topic, not per record
             if streaming and self._caught_up(reader, tp, position):
                 tracker.defer_remainder()  # nothing more to wait for: end the bundle, make it durable now
                 return position

@@ -31,8 +31,8 @@ from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
 from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
-from embedstream.schemas.envelope import Deletion, Modality
-from embedstream.schemas.point import PointRecord, SourceRef, point_id
+from embedstream.schemas.envelope import Deletion
+from embedstream.schemas.point import PointRecord, SourceRef
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StoreLockedError, StoreFullError, ConnectionError, TimeoutError)
@@ -46,17 +46,6 @@ def is_newer(stored: dict[str, Any] | None, incoming: dict[str, Any] | None) -> 
         return int(stored.get("offset", -1)) > int(incoming.get("offset", -1))
     stored_ts, incoming_ts = stored.get("ts_ms"), incoming.get("ts_ms")
     return stored_ts is not None and incoming_ts is not None and int(stored_ts) > int(incoming_ts)
-
-
-SINGLE_MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.AUDIO)  # one point per event id
-
-
-def deletion_targets(deletion: Deletion) -> tuple[list[str], dict[str, str] | None]:
-    """The point ids a deletion removes, and the payload match of the points it removes with them."""
-    if deletion.modality is not None and not deletion.whole_video:
-        return [point_id(deletion.modality.value, deletion.id)], None
-    ids = [point_id(m.value, deletion.id) for m in SINGLE_MODALITIES] if deletion.modality is None else []
-    return ids, {"video_id": deletion.id}
 
 
 def _reference(point: PointRecord, reason: Reason, message: str, stage: str) -> DeadLetter:
@@ -100,8 +89,10 @@ class PointWriter:
     def delete(self, deletion: Deletion, source: SourceRef) -> None:
         """Remove what ``deletion`` covers, buffered and stored, now (see the module's docstring)."""
         self._buffer = {pid: p for pid, p in self._buffer.items() if not deletion.covers(p.payload)}
-        ids, where = deletion_targets(deletion)
-        self._store.delete(ids, where)
+        ids, matches = deletion.targets()
+        self._store.delete(ids)
+        for match in matches:
+            self._store.delete([], match)
         self._deletions.append((deletion, source))
         if deletion.whole_video:  # its view is gone with it: forget what the bundle knew of the video
             gone = deletion.id

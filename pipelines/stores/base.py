@@ -60,11 +60,11 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One search: by a dense vector in ``space``, or (``vector`` empty) by a sparse one in ``sparse_space``.
+    """One search: by a dense vector in ``space``, or (``vector`` None) by the sparse one in ``sparse_space``.
     Hybrid search asks for both in one batch and fuses them (``workers.fusion``)."""
 
     space: str
-    vector: Sequence[float]
+    vector: Sequence[float] | None
     limit: int = 10
     where: Where | None = None
     sparse: SparseVector | None = None
@@ -117,6 +117,24 @@ class VectorStore(Protocol):
     def spaces(self) -> dict[str, SpaceSpec]: ...
 
     def close(self) -> None: ...
+
+
+class KnowsSparseSpaces:
+    """What both backends share: which of the collection's named vectors are sparse, read once (an upsert
+    converts those to the engine's sparse type). ``_forget_sparse`` after the schema changed."""
+
+    _sparse: frozenset[str] | None = None
+
+    def spaces(self) -> dict[str, SpaceSpec]:
+        raise NotImplementedError
+
+    def _sparse_spaces(self) -> frozenset[str]:
+        if self._sparse is None:
+            self._sparse = frozenset(name for name, spec in self.spaces().items() if spec.sparse)
+        return self._sparse
+
+    def _forget_sparse(self) -> None:
+        self._sparse = None
 
 
 def missing_sparse(existing: Mapping[str, SpaceSpec], wanted: Sequence[SpaceSpec]) -> list[SpaceSpec]:

@@ -17,6 +17,7 @@ import qdrant_edge as qe
 
 from embedstream.pipelines.stores.base import (
     Hit,
+    KnowsSparseSpaces,
     NoCollectionError,
     SearchRequest,
     SpaceSpec,
@@ -39,7 +40,7 @@ def _filter(where: Where | None) -> qe.Filter | None:
     return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in where.items()])
 
 
-class EdgeStore:
+class EdgeStore(KnowsSparseSpaces):
     """qdrant-edge at ``path/collection``. ``min_free_bytes``: opening and writing are refused (``StoreFullError``)
     while the disk holding the store has less free space than that; the engine itself would die of SIGBUS on a
     full disk (it memory-maps its write-ahead log, and opening a shard writes to it)."""
@@ -49,7 +50,6 @@ class EdgeStore:
         self.collection = collection
         self.min_free_bytes = min_free_bytes
         self._shard: Any = None
-        self._sparse: frozenset[str] | None = None  # the sparse spaces the shard holds (read once)
 
     def _check_space(self, extra: int = 0) -> None:
         if not self.min_free_bytes:
@@ -120,7 +120,7 @@ class EdgeStore:
     def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
         """Check an existing shard from its files (opening it is left to the first read or write, so a
         preflight check costs no shard load), or create a new one; add a missing sparse space."""
-        self._sparse = None  # read again after this
+        self._forget_sparse()  # read again after this
         existing = self.spaces()
         if not existing:
             self._open(spaces)
@@ -140,11 +140,6 @@ class EdgeStore:
         shard = self._open(None)
         sparse = self._sparse_spaces()
         shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p, sparse), p.payload) for p in points]))
-
-    def _sparse_spaces(self) -> frozenset[str]:
-        if self._sparse is None:
-            self._sparse = frozenset(name for name, spec in self.spaces().items() if spec.sparse)
-        return self._sparse
 
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
         shard = self._open(None)
@@ -217,8 +212,8 @@ class EdgeStore:
 
 def _query(request: SearchRequest) -> Any:
     """By the dense vector, or (none given) by the sparse one."""
-    if request.vector or request.sparse is None:
-        query = qe.Query.Nearest([float(x) for x in request.vector], using=request.space)
+    if request.vector is not None or request.sparse is None:
+        query = qe.Query.Nearest([float(x) for x in request.vector or ()], using=request.space)
     else:
         sparse = qe.SparseVector(request.sparse.indices, request.sparse.values)
         query = qe.Query.Nearest(sparse, using=request.sparse_space)

@@ -15,6 +15,7 @@ from qdrant_client import QdrantClient, models
 
 from embedstream.pipelines.stores.base import (
     Hit,
+    KnowsSparseSpaces,
     SearchRequest,
     SpaceSpec,
     StoredPoint,
@@ -39,8 +40,8 @@ def _recorded(spaces: Sequence[SpaceSpec]) -> dict[str, Any]:
 def _query(request: SearchRequest) -> models.QueryRequest:
     """By the dense vector, or (none given) by the sparse one."""
     where = _filter(request.where)
-    if request.vector or request.sparse is None:
-        dense = [float(x) for x in request.vector]
+    if request.vector is not None or request.sparse is None:
+        dense = [float(x) for x in request.vector or ()]
         return models.QueryRequest(
             query=dense, using=request.space, limit=request.limit, filter=where, with_payload=True
         )
@@ -58,9 +59,8 @@ def _filter(where: Where | None) -> models.Filter | None:
     )
 
 
-class ServerStore:
+class ServerStore(KnowsSparseSpaces):
     def __init__(self, settings: QdrantSettings) -> None:
-        self._sparse: frozenset[str] | None = None  # the sparse spaces the collection holds (read once)
         self.collection = settings.collection
         self._options = settings.collection_options
         self._remote = settings.backend == "server"
@@ -102,7 +102,7 @@ class ServerStore:
         return dense | sparse
 
     def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
-        self._sparse = None  # read again after this
+        self._forget_sparse()  # read again after this
         existing = self.spaces()
         if existing:
             check_spaces(existing, spaces, self.collection)
@@ -168,11 +168,6 @@ class ServerStore:
                 [s.name for s in added],
                 exc,
             )
-
-    def _sparse_spaces(self) -> frozenset[str]:
-        if self._sparse is None:
-            self._sparse = frozenset(name for name, spec in self.spaces().items() if spec.sparse)
-        return self._sparse
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
