@@ -57,6 +57,15 @@ class TextEncoder(OnnxEncoder[str, TokenIds]):
 
     tokenize = prepare
 
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens the model reads (special tokens included); longer texts are truncated by ``prepare``."""
+        return self.text_manifest.tokenizer.max_length
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.folder / self.text_manifest.tokenizer.file
+
     def cost(self, item: TokenIds) -> int:
         return len(item)
 

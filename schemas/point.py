@@ -1,6 +1,7 @@
 """What the pipeline writes into Qdrant: deterministic point ids and the payload contract.
 
-Point id = UUIDv5 over ``modality/id`` (frames: ``video_frame/<video_id>/<index>``; a video: ``video/<video_id>``).
+Point id = UUIDv5 over ``modality/id`` (frames: ``video_frame/<video_id>/<index>``; a video: ``video/<video_id>``;
+a long text's chunks: ``text_chunk/<id>/<index>``).
 Replaying a topic therefore overwrites the same points: at-least-once delivery, exactly-once effect.
 """
 
@@ -15,8 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 POINT_NAMESPACE = uuid.UUID("6f1c6a3e-4c1b-5e55-9b0e-6d2f3c7a9e11")
 
 
+CHUNK_MODALITY = "text_chunk"  # a piece of a long text (pipelines.transforms.documents); not an event modality
+
+
 def point_key(modality: str, event_id: str, video_id: str | None = None, index: int | None = None) -> str:
     """The readable key that the point id hashes (kept in logs and tests)."""
+    if modality == CHUNK_MODALITY and index is not None:
+        return f"{modality}/{event_id}/{index}"
     if modality in ("video_frame", "video_audio") and video_id is not None and index is not None:
         return f"{modality}/{video_id}/{index}"
     return f"{modality}/{event_id}"

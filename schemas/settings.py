@@ -178,6 +178,15 @@ class ModelSettings(BaseModel):
     bm25: bool = Field(
         default=True, description="text points also get a sparse BM25 vector 'bm25' (keyword and hybrid search)"
     )
+    chunking: Literal["sentences", "off"] = Field(
+        default="sentences",
+        description="a text longer than the text model reads: cut into chunks at sentence ends ('sentences'), "
+        "each a point, with a document point for the whole; 'off': one point from the first tokens (truncated)",
+    )
+    chunk_tokens: int = Field(
+        default=0, ge=0, description="most tokens a chunk holds, special tokens included; 0: the text model's limit"
+    )
+    chunk_overlap: int = Field(default=32, ge=0, description="tokens neighbouring chunks may share")
     intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default (physical cores)")
     inter_op_threads: int = Field(default=1, ge=0, description="only matters for parallel graph execution")
     cpu_mem_arena: bool = Field(

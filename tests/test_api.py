@@ -23,7 +23,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from embedstream.onnx_models.corpus import corpus_path
+from embedstream.onnx_models.corpus import corpus_path, documents_path
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.io.partition_owner import Claim, owners_group
@@ -35,6 +35,7 @@ from embedstream.workers.sample_media import sample_photos, sample_voices
 from tests.helpers import Server, send_raw, settings_env, shared_settings, text_event, watermarks
 
 CORPUS = corpus_path()
+DOCUMENTS = documents_path()  # long articles: chunked
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,9 @@ def served(broker, media_models, tmp_path_factory) -> Iterator[tuple[Server, obj
     tmp = tmp_path_factory.mktemp("api")
     settings = shared_settings(broker, media_models, tmp, "api")
     produce_files(
-        settings, [CORPUS, sample_photos()["chelsea"].parent, *list(sample_voices().values())[:6]], progress=False
+        settings,
+        [CORPUS, DOCUMENTS, sample_photos()["chelsea"].parent, *list(sample_voices().values())[:6]],
+        progress=False,
     )
     run_ingest(settings)
     server = Server(settings)
@@ -96,7 +99,7 @@ def test_keyword_and_hybrid_search_modes(served):
 
 
 def test_recommend_points_and_spaces(served):
-    server, _ = served
+    server, settings = served
     planets = post(server, "/search", json={"text": "planets and telescopes", "k": 2}).json()["hits"]
     bread = post(server, "/search", json={"text": "baking bread dough", "k": 1}).json()["hits"]
     positive, negative = [h["id"] for h in planets], [bread[0]["id"]]
@@ -112,9 +115,21 @@ def test_recommend_points_and_spaces(served):
 
     spaces = httpx.get(f"{server.url}/spaces").json()
     by_name = {s["name"]: s for s in spaces["spaces"]}
-    assert spaces["points"] == 520 + 6 + 6
-    assert by_name["minilm"] == {"name": "minilm", "dim": 384, "model": "minilm@1", "points": 520 + 6}
+    articles = article_points(settings)
+    assert spaces["points"] == 520 + articles + 6 + 6
+    assert by_name["minilm"] == {"name": "minilm", "dim": 384, "model": "minilm@1", "points": 520 + articles + 6}
     assert by_name["effnet"]["points"] == 6 and by_name["voice"]["points"] == 6 and by_name["fused"]["dim"] == 1536
+
+
+def article_points(settings) -> int:
+    """The long articles' points: each one's chunks (as the default chunker cuts it) and its document point."""
+    from embedstream.onnx_models.chunking import Chunker
+    from embedstream.onnx_models.text_encoder import TextEncoder
+
+    tokenizer = TextEncoder.load(settings.model.cache_dir, "minilm").tokenizer_file
+    chunker = Chunker.from_file(tokenizer, 256, settings.model.chunk_overlap)
+    texts = [json.loads(line)["text"] for line in DOCUMENTS.read_text().splitlines() if line.strip()]
+    return sum(len(chunker.chunks(text)) + 1 for text in texts)
 
 
 def test_openapi_is_valid_and_metrics_count_requests(served):
@@ -248,6 +263,16 @@ def test_the_page_searches_by_text_and_by_dropped_picture_in_chromium(served):
             page.wait_for_function(f"({first_snippet}).includes('telescope')")  # times out if it never renders
             assert page.locator("#results li.hit .score").first.inner_text().startswith("0.")
             page.screenshot(path=str(SCREENSHOTS / "search-text.png"), full_page=True)
+
+            page.check("#documents")  # grouped by document: a long article, its passage marked where it sits
+            page.fill("#query", "why is the full moon a bad time to look at craters")
+            page.press("#query", "Enter")
+            page.wait_for_selector("#results li.document mark")
+            first_doc = page.locator("#results li.document").first
+            assert "article-night-sky" in first_doc.inner_text() and "chars " in first_doc.inner_text()
+            assert "terminator" in first_doc.locator("mark").first.inner_text()
+            page.screenshot(path=str(SCREENSHOTS / "search-documents.png"), full_page=True)
+            page.uncheck("#documents")
 
             page.set_input_files("#file", str(sample_photos()["rocket"]))
             page.wait_for_function("document.querySelector('#results li.hit strong')?.textContent === 'rocket.jpg'")

@@ -1,4 +1,5 @@
-"""Keyword (BM25) and hybrid search: sparse vectors made in the pipeline, held by both stores, fused by RRF."""
+"""Keyword (BM25) and hybrid search: sparse vectors made in the pipeline, held by both stores, fused by confidence
+(``workers.fusion``); diversity (MMR) on both stores and over a fused list."""
 
 from __future__ import annotations
 
@@ -39,10 +40,9 @@ def test_keywords_find_planted_terms_meaning_finds_paraphrases_and_hybrid_finds_
     )
     para, term, union = scores["paraphrase"], scores["exact term"], scores["union"]
     assert para["dense"]["mrr"] > para["sparse"]["mrr"] and term["sparse"]["mrr"] > term["dense"]["mrr"]
-    for one in (para, term):  # hybrid keeps (nearly) the better of the two on each set...
+    for one in (para, term):  # hybrid keeps the better of the two on each set, within 0.02...
         best = max(one["dense"]["mrr"], one["sparse"]["mrr"])
-        # One paraphrase query of ten is 0.1 of MRR: measured 0.9 against dense's 1.0 (bench/reports/retrieval.md).
-        assert one["hybrid"]["mrr"] >= best - 0.1 - 1e-9 and one["hybrid"]["recall@10"] == 1.0, one
+        assert one["hybrid"]["mrr"] >= best - 0.02 and one["hybrid"]["recall@10"] == 1.0, one
     assert union["hybrid"]["mrr"] > max(union["dense"]["mrr"], union["sparse"]["mrr"]), union  # ...and beats both
 
 
@@ -77,3 +77,43 @@ def test_the_cli_searches_by_keywords(make_settings):
     assert [hit["payload"]["id"] for hit in json.loads(found.stdout)] == ["a"]  # only it has the code
     wrong = embedstream("search", "--audio", __file__, "--mode", "hybrid", env=env)
     assert "needs a text query" in one_line_error(wrong)
+
+
+NEAR_DUPLICATES = {
+    "dup-0": "The ferry to the island leaves every hour from the north pier.",
+    "dup-1": "The ferry to the island departs every hour from the north pier.",
+    "dup-2": "Every hour the ferry to the island leaves from the north pier.",
+    "dup-3": "The island ferry leaves every hour from the north pier.",
+    "other-0": "Boats to the island are cancelled when the wind is too strong.",
+    "other-1": "Island residents pay half price on the ferry.",
+    "far": "Bread dough needs time to rise in a warm kitchen.",
+}
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_diversity_lets_near_duplicates_give_way_on_both_stores(make_settings, backend):
+    """MMR (Qdrant's, on both backends): at 0 the four rewordings of one sentence fill the top four; with
+    diversity the best stays first and the rewordings give way to the other texts about the island ferry."""
+    settings = make_settings(kafka={"partitions": 1}, qdrant={"backend": backend}, media={"modalities": ["text"]})
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(k.encode(), text_event(k, t), []) for k, t in NEAR_DUPLICATES.items()])
+    run_ingest(settings)
+    searcher = Searcher(settings)
+    try:
+        question = Query.of_text("when does the ferry to the island leave")
+
+        def top(k: int, **kwargs) -> list[str]:
+            return [str(h.payload["id"]) for h in searcher.search(question, limit=k, **kwargs)]
+
+        assert sorted(top(4)) == ["dup-0", "dup-1", "dup-2", "dup-3"]
+        assert top(4, diversity=0.0) == top(4)
+        diverse = top(3, diversity=0.8)
+        assert diverse[0] == top(1)[0] and {"other-0", "other-1"} & set(diverse[1:]), diverse  # relevance first
+        hybrid = top(3, mode="hybrid", diversity=0.8)
+        assert {"other-0", "other-1"} & set(hybrid), hybrid
+        with pytest.raises(UsageError, match="not sparse"):
+            searcher.search(question, mode="sparse", diversity=0.5)
+        with pytest.raises(UsageError, match="between 0 and 1"):
+            searcher.search(question, diversity=1.5)
+    finally:
+        searcher.close()

@@ -12,12 +12,13 @@ import shutil
 import time
 from pathlib import Path
 
-from embedstream.onnx_models.corpus import corpus_path
+from embedstream.onnx_models.corpus import corpus_path, documents_path
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import ensure_topics, producer
 from embedstream.schemas.settings import Settings
 from embedstream.workers import dlq
 from embedstream.workers.broker import start_broker
+from embedstream.workers.grouping import describe_groups, snippet
 from embedstream.workers.produce import produce_files
 from embedstream.workers.sample_media import make_sample_video, sample_photos, sample_voices
 from embedstream.workers.search import Query, Searcher
@@ -29,6 +30,11 @@ DEMO_QUERIES = (
     "symptoms of dehydration after exercise",
     "fixing a memory leak in a long-running service",
     "best time of year to plant tomatoes",
+)
+# Answered inside the long articles (documents.jsonl): grouped by document, with the passages that answer them.
+DOCUMENT_QUERIES = (
+    "why is the full moon a bad time to look at craters",
+    "what sets the shortest safe interval between two trains",
 )
 
 BROKEN_EVENTS = (
@@ -59,9 +65,12 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
             qdrant={"backend": "edge", "path": str(workdir / "qdrant")},
         )
         print(f"  broker at {broker.bootstrap}")
-        print(f"▶ producing the sample corpus ({sample_corpus().name}) and {len(BROKEN_EVENTS)} broken events…")
+        print(
+            f"▶ producing the sample corpus ({sample_corpus().name}), three long articles ({documents_path().name}) "
+            f"and {len(BROKEN_EVENTS)} broken events…"
+        )
         ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
-        report = produce_files(settings, [sample_corpus()])
+        report = produce_files(settings, [sample_corpus(), documents_path()])
         media = demo_media(workdir)
         print(f"▶ producing {len(media)} media files: photos, voice clips and two videos (frames + audio segments)…")
         media_report = produce_files(settings, media)
@@ -88,7 +97,11 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
                 print(f"\n🔎 {query}")
                 for hit in searcher.search(Query.of_text(query), limit=3, modality="text"):
                     topic = hit.payload.get("metadata", {}).get("topic", "?")
-                    print(f"   {hit.score:.3f}  [{topic}] {hit.payload.get('text', '')}")
+                    print(f"   {hit.score:.3f}  [{topic}] {snippet(str(hit.payload.get('text', '')))}")
+            for query in DOCUMENT_QUERIES:
+                print(f"\n📄 {query}  (search --documents --mode hybrid: long articles are stored as chunks)")
+                groups = searcher.search_documents(Query.of_text(query), limit=2, mode="hybrid", per_group=1)
+                print("\n".join("   " + line for line in describe_groups(groups).splitlines()))
             show_media_searches(searcher, workdir)
         finally:
             searcher.close()

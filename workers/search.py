@@ -36,7 +36,8 @@ from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import Hit, SearchRequest, VectorStore, open_store
 from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.settings import Settings
-from embedstream.workers.fusion import fuse_lists
+from embedstream.workers.fusion import diversify, fuse_lists, keyword_weight
+from embedstream.workers.grouping import Group, candidates, group_hits
 from embedstream.workers.query_batcher import QueryBatcher
 
 Where = Mapping[str, str | int | bool]
@@ -113,6 +114,7 @@ class TextSearch:
     limit: int
     where: Where | None
     mode: SearchMode = "dense"
+    diversity: float = 0.0
 
 
 class Searcher:
@@ -202,21 +204,45 @@ class Searcher:
         where: Where | None = None,
         modality: str | None = None,
         mode: SearchMode = "dense",
+        diversity: float = 0.0,
     ) -> list[Hit]:
         """The ``limit`` nearest points. ``mode`` (text queries): ``dense`` (the text model's space), ``sparse``
-        (BM25 keywords: names, codes, rare words) or ``hybrid`` (both, fused by reciprocal rank)."""
+        (BM25 keywords: names, codes, rare words) or ``hybrid`` (both, fused: ``api.hybrid_fusion``).
+        ``diversity`` (0..1, dense and hybrid): maximal marginal relevance on the dense list — near-duplicates
+        give way to other relevant points."""
+        if not 0.0 <= diversity <= 1.0:
+            raise UsageError(f"diversity {diversity} is not between 0 and 1")
         if query.kind != "text":
             if mode != "dense":
                 raise UsageError(f"{mode} search needs a text query (keywords); a {query.kind} query is dense only")
             space, vector = self.vector(query, space)
-            return self.store.search(space, vector.tolist(), limit, conditions(where, modality))
+            asked = SearchRequest(space, vector.tolist(), limit, conditions(where, modality), diversity=diversity)
+            return self.store.search_batch([asked])[0]
         space, model_name = self.resolve("text", space)
         if mode != "dense":
             self._check_sparse()
-        wanted = TextSearch(query.text or "", space, limit, conditions(where, modality), mode)
+        if mode == "sparse" and diversity:
+            raise UsageError("diversity re-ranks by vectors: use it with dense or hybrid search, not sparse")
+        wanted = TextSearch(query.text or "", space, limit, conditions(where, modality), mode, diversity)
         if self.settings.api.batch_queries:
             return self._text_batcher(model_name).answer(wanted)
         return self._text_searches(model_name, [wanted])[0]
+
+    def search_documents(
+        self,
+        query: Query,
+        space: str | None = None,
+        limit: int = 5,
+        where: Where | None = None,
+        modality: str | None = None,
+        mode: SearchMode = "dense",
+        per_group: int = 3,
+        diversity: float = 0.0,
+    ) -> list[Group]:
+        """The ``limit`` best documents (videos, single points) by their best hit, each with its point and its
+        ``per_group`` best passages (chunks with their character offsets): ``workers.grouping``."""
+        hits = self.search(query, space, candidates(limit), where, modality, mode, diversity)
+        return group_hits(hits, limit, per_group, self.store.retrieve)
 
     def _check_sparse(self) -> None:
         if not self._has_sparse:
@@ -235,18 +261,33 @@ class Searcher:
         requests: list[SearchRequest] = []
         for w in batch:  # the embedded rows are in the order of the dense searches, which keep the batch's order
             depth = w.limit * HYBRID_DEPTH if w.mode == "hybrid" else w.limit
-            if w.mode != "sparse":
-                requests.append(SearchRequest(w.space, next(embedded).tolist(), depth, w.where))
+            if w.mode != "sparse":  # hybrid diversifies the fused list, dense lets the store do it
+                diversity = w.diversity if w.mode == "dense" else 0.0
+                requests.append(SearchRequest(w.space, next(embedded).tolist(), depth, w.where, diversity=diversity))
             if w.mode != "dense":
                 requests.append(SearchRequest(w.space, None, depth, w.where, self._bm25.query(w.text)))
         lists = iter(self.store.search_batch(requests))
+        return [self._hybrid(w, next(lists), next(lists)) if w.mode == "hybrid" else next(lists) for w in batch]
+
+    def _hybrid(self, wanted: TextSearch, dense: list[Hit], sparse: list[Hit]) -> list[Hit]:
+        """The two lists fused (``api.hybrid_fusion``), the keyword list weighed by how much of the query its
+        best hit holds (``fusion.keyword_weight``); with ``diversity``, re-ranked by MMR over the fused
+        candidates' dense vectors (``fusion.diversify``)."""
+        depth = wanted.limit * HYBRID_DEPTH
+        weights = [1.0, self._keyword_weight(wanted.text, sparse)]
         fusion = self.settings.api.hybrid_fusion
-        return [
-            fuse_lists([next(lists), next(lists)], w.limit, fusion, w.limit * HYBRID_DEPTH)
-            if w.mode == "hybrid"
-            else next(lists)
-            for w in batch
-        ]
+        if not wanted.diversity:
+            return fuse_lists([dense, sparse], wanted.limit, fusion, depth, weights)
+        fused = fuse_lists([dense, sparse], depth, fusion, depth, weights)
+        found = self.store.retrieve([h.id for h in fused], with_vectors=True)
+        vectors = {p.id: p.vectors[wanted.space] for p in found if wanted.space in p.vectors}
+        return diversify(fused, vectors, wanted.limit, wanted.diversity)
+
+    def _keyword_weight(self, text: str, sparse: list[Hit]) -> float:
+        if not sparse:
+            return 1.0
+        best = self._bm25.document(str(sparse[0].payload.get("text") or ""))
+        return keyword_weight(self._bm25.query(text).indices, best.indices)
 
     def _text_batcher(self, model_name: str) -> QueryBatcher[TextSearch, list[Hit]]:
         """Concurrent text searches of one model: one encoder call and one store call (``query_batcher``)."""
@@ -303,9 +344,28 @@ def search_once(
     where: Where | None = None,
     modality: str | None = None,
     mode: SearchMode = "dense",
+    diversity: float = 0.0,
 ) -> list[Hit]:
     searcher = Searcher(settings)
     try:
-        return searcher.search(query, space, limit, where, modality, mode)
+        return searcher.search(query, space, limit, where, modality, mode, diversity)
+    finally:
+        searcher.close()
+
+
+def search_documents_once(
+    settings: Settings,
+    query: Query,
+    space: str | None = None,
+    limit: int = 5,
+    where: Where | None = None,
+    modality: str | None = None,
+    mode: SearchMode = "dense",
+    per_group: int = 3,
+    diversity: float = 0.0,
+) -> list[Group]:
+    searcher = Searcher(settings)
+    try:
+        return searcher.search_documents(query, space, limit, where, modality, mode, per_group, diversity)
     finally:
         searcher.close()

@@ -16,6 +16,10 @@ What can go wrong, and what happens:
   in Kafka order with the points around it: a point of the same partition read *before* it but delivered after
   it (an earlier event still being embedded while the deletion passed through) is dropped, so "create, delete"
   leaves nothing and "delete, create" re-creates, on every replay.
+* **A document got shorter** (a long text re-sent with fewer chunks, or short enough now to be one point):
+  before its new document point is written, the chunks past its new count are deleted — the count the stored
+  document point had, or the chunks this bundle already wrote. A document's older version still in the buffer
+  loses its chunks when the newer one arrives. No orphan chunk survives, across batches and replays.
 * **A replayed event is older than what the store holds for its id** (``dlq replay`` after a newer version
   landed): it becomes a ``superseded`` dead letter instead of overwriting newer data. Versions compare by
   their origin position (same partition: offsets; otherwise Kafka timestamps); see ``KafkaRecord.origin``.
@@ -32,7 +36,7 @@ from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLocke
 from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Deletion
-from embedstream.schemas.point import PointRecord, SourceRef
+from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SourceRef, point_id
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StoreLockedError, StoreFullError, ConnectionError, TimeoutError)
@@ -81,6 +85,8 @@ class PointWriter:
         self._members: dict[str, dict[str, PointRecord]] = {}  # video id → its members written this bundle
         self._previous: dict[str, StoredPoint | None] = {}  # member id → what the store held before the bundle
         self._deletions: list[tuple[Deletion, SourceRef]] = []  # this bundle's, to drop points they overtook
+        self._buffered_chunks: dict[str, tuple[SourceRef | None, list[str]]] = {}  # doc → its version, chunk ids
+        self._chunks_written: dict[str, int] = {}  # doc → chunk indexes this bundle wrote (at most)
 
     def video_ended(self, video_id: str) -> None:
         self._ended.add(video_id)
@@ -94,6 +100,8 @@ class PointWriter:
         for match in matches:
             self._store.delete([], match)
         self._deletions.append((deletion, source))
+        self._buffered_chunks.pop(deletion.id, None)
+        self._chunks_written.pop(deletion.id, None)
         if deletion.whole_video:  # its view is gone with it: forget what the bundle knew of the video
             gone = deletion.id
             self._touched.discard(gone)
@@ -121,10 +129,24 @@ class PointWriter:
         video_id = point.payload.get("video_id")
         if video_id is not None:
             self._touched.add(str(video_id))
+        if point.payload.get("modality") in ("text", CHUNK_MODALITY):
+            self._track_document(point)
         self._buffer.pop(point.id, None)  # re-insert at the end: buffer order stays Kafka order
         self._buffer[point.id] = point
         if len(self._buffer) >= self._batch_size:
             self._upsert()
+
+    def _track_document(self, point: PointRecord) -> None:
+        """A text or chunk point of another version than the chunks buffered for its id drops those chunks."""
+        doc = str(point.payload.get("id"))
+        version, chunk_ids = self._buffered_chunks.get(doc, (point.source, []))
+        if version != point.source:
+            for stale in chunk_ids:
+                self._buffer.pop(stale, None)
+            version, chunk_ids = point.source, []
+        if point.payload.get("modality") == CHUNK_MODALITY:
+            chunk_ids.append(point.id)
+        self._buffered_chunks[doc] = (version, chunk_ids)
 
     def flush(self) -> tuple[int, list[DeadLetter]]:
         """Make the bundle's points (and touched video views) durable; the views written, and dead letters."""
@@ -133,16 +155,19 @@ class PointWriter:
         views = self._refresh_videos() if self._touched and self._fusion is not None else 0
         dead, self._dead = self._dead, []
         self._touched, self._ended, self._members, self._previous = set(), set(), {}, {}
-        self._deletions = []
+        self._deletions, self._buffered_chunks, self._chunks_written = [], {}, {}
         return views, dead
 
     def _upsert(self) -> None:
         if not self._buffer:
             return
         points = self._not_superseded(list(self._buffer.values()))
-        self._buffer = {}
+        self._buffer, self._buffered_chunks = {}, {}
         if not points:
             return
+        documents = [p for p in points if p.payload.get("modality") == "text"]
+        if documents:
+            self._remove_stale_chunks(documents)
         members = [p for p in points if p.payload.get("video_id") is not None]
         if members and self._fusion is not None:
             self._remember_previous(members)
@@ -157,7 +182,22 @@ class PointWriter:
             video_id = point.payload.get("video_id")
             if video_id is not None:
                 self._members.setdefault(str(video_id), {})[point.id] = point
+            elif point.payload.get("modality") == CHUNK_MODALITY:
+                doc = str(point.payload.get("id"))
+                self._chunks_written[doc] = max(self._chunks_written.get(doc, 0), int(point.payload["chunk"]) + 1)
         self._on_written(points)
+
+    def _remove_stale_chunks(self, documents: list[PointRecord]) -> None:
+        """Before texts are written over their ids: delete the chunks their previous versions had beyond theirs
+        (the stored document point's ``chunks``, and what this bundle wrote)."""
+        stored = {s.id: s.payload for s in self._store.retrieve([p.id for p in documents])}
+        stale: list[str] = []
+        for point in documents:
+            doc, keep = str(point.payload["id"]), int(point.payload.get("chunks") or 0)
+            before = max(int(stored.get(point.id, {}).get("chunks") or 0), self._chunks_written.get(doc, 0))
+            stale += [point_id(CHUNK_MODALITY, doc, index=i) for i in range(keep, before)]
+        if stale:
+            self._store.delete(stale)
 
     def _remember_previous(self, members: list[PointRecord]) -> None:
         """What the store holds for these members before this bundle first overwrites them (for view deltas)."""
@@ -193,27 +233,28 @@ class PointWriter:
         return written
 
     def _not_superseded(self, points: list[PointRecord]) -> list[PointRecord]:
-        """Replayed points older than what is stored for their id become ``superseded`` dead letters."""
+        """Replayed events older than what is stored for their ids become ``superseded`` dead letters, one per
+        event: all the points of such an event (a document's chunks too) are dropped."""
         replayed = {p.id for p in points if "replayed_from" in (p.payload.get("source") or {})}
         if not replayed:
             return points
         stored = {s.id: s for s in self._store.retrieve(sorted(replayed))}
-        kept = []
+        superseded: set[SourceRef | None] = set()
         for point in points:
             have = stored.get(point.id)
             if (
                 have is not None
                 and point.id in replayed
+                and point.source not in superseded
                 and is_newer(have.payload.get("source"), point.payload["source"])
             ):
+                superseded.add(point.source)
                 message = (
                     f"a newer version of {point.payload.get('id')!r} is stored (from {have.payload.get('source')}); "
                     f"this replay of {point.payload['source']} would overwrite it"
                 )
                 self._dead.append(_reference(point, Reason.SUPERSEDED, message, "upsert"))
-            else:
-                kept.append(point)
-        return kept
+        return [point for point in points if point.source not in superseded]
 
     def _refresh_videos(self) -> int:
         """Update every touched video's view (``video_views.refresh_views``), then make the views durable."""

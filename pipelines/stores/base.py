@@ -61,7 +61,9 @@ class Hit:
 @dataclass(frozen=True)
 class SearchRequest:
     """One search: by a dense vector in ``space``, or (``vector`` None) by the sparse one in ``sparse_space``.
-    Hybrid search asks for both in one batch and fuses them (``workers.fusion``)."""
+    Hybrid search asks for both in one batch and fuses them (``workers.fusion``). ``diversity`` (0..1): maximal
+    marginal relevance — each next hit chosen for being near the query and unlike the hits before it, towards
+    1 more for the latter (near-duplicates stop filling the first page)."""
 
     space: str
     vector: Sequence[float] | None
@@ -69,6 +71,12 @@ class SearchRequest:
     where: Where | None = None
     sparse: SparseVector | None = None
     sparse_space: str = "bm25"
+    diversity: float = 0.0  # dense only: MMR (Qdrant's) over ``mmr_candidates``; 0 = by relevance alone
+
+    @property
+    def mmr_candidates(self) -> int:
+        """The nearest points MMR re-ranks: enough that there is something unlike the top to choose."""
+        return min(max(self.limit * 5, 50), 1000)
 
 
 @dataclass(frozen=True)

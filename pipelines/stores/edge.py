@@ -211,8 +211,12 @@ class EdgeStore(KnowsSparseSpaces):
 
 
 def _query(request: SearchRequest) -> Any:
-    """By the dense vector, or (none given) by the sparse one."""
-    if request.vector is not None or request.sparse is None:
+    """By the dense vector (with MMR when ``diversity`` asks), or (none given) by the sparse one."""
+    query: Any
+    if request.vector is not None and request.diversity > 0:  # qdrant-edge's lambda: the weight of relevance
+        vector = [float(x) for x in request.vector]
+        query = qe.Mmr(vector, 1.0 - request.diversity, request.mmr_candidates, using=request.space)
+    elif request.vector is not None or request.sparse is None:
         query = qe.Query.Nearest([float(x) for x in request.vector or ()], using=request.space)
     else:
         sparse = qe.SparseVector(request.sparse.indices, request.sparse.values)

@@ -38,12 +38,16 @@ def _recorded(spaces: Sequence[SpaceSpec]) -> dict[str, Any]:
 
 
 def _query(request: SearchRequest) -> models.QueryRequest:
-    """By the dense vector, or (none given) by the sparse one."""
+    """By the dense vector (with MMR when ``diversity`` asks), or (none given) by the sparse one."""
     where = _filter(request.where)
     if request.vector is not None or request.sparse is None:
         dense = [float(x) for x in request.vector or ()]
+        query: Any = dense
+        if request.diversity > 0:
+            mmr = models.Mmr(diversity=request.diversity, candidates_limit=request.mmr_candidates)
+            query = models.NearestQuery(nearest=dense, mmr=mmr)
         return models.QueryRequest(
-            query=dense, using=request.space, limit=request.limit, filter=where, with_payload=True
+            query=query, using=request.space, limit=request.limit, filter=where, with_payload=True
         )
     sparse = models.SparseVector(indices=request.sparse.indices, values=request.sparse.values)
     return models.QueryRequest(

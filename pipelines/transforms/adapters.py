@@ -19,6 +19,7 @@ import numpy as np
 
 from embedstream.onnx_models.audio_encoder import AudioEncoder
 from embedstream.onnx_models.bm25 import BM25_SPACE, Bm25
+from embedstream.onnx_models.chunking import Chunker
 from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder
 from embedstream.onnx_models.manifest import ImageManifest
 from embedstream.onnx_models.registry import ModelKindError, load_manifest_of
@@ -27,6 +28,7 @@ from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.fetch import content_bytes
 from embedstream.pipelines.media.images import ORIGINAL_SIZE, decode_image
 from embedstream.pipelines.media.previews import sound_preview, thumbnail
+from embedstream.pipelines.transforms.documents import document_points
 from embedstream.pipelines.transforms.embed import ModalityAdapter, Prepared, Space
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.schemas.dead_letter import Reason
@@ -36,7 +38,9 @@ from embedstream.schemas.settings import MediaSettings, ModelSettings, PipelineS
 
 
 class TextAdapter(ModalityAdapter):
-    """Text events → the text model's space."""
+    """Text events → the text model's space (and ``bm25``). A text longer than the model reads is cut into
+    chunks (``model.chunking``): the event is then prepared in parts, one per chunk, and becomes chunk points
+    plus a document point (``transforms.documents``); with chunking off it is truncated, and says so."""
 
     modalities = frozenset({Modality.TEXT})
     stage = "text"
@@ -48,18 +52,46 @@ class TextAdapter(ModalityAdapter):
         self.max_batch_size = pipeline.max_batch_size
 
     def load(self) -> list[Space]:
-        self._encoder = TextEncoder.from_settings(self._model)
-        self._bm25 = Bm25() if self._model.bm25 else None
+        model = self._model
+        self._encoder = TextEncoder.from_settings(model)
+        self._bm25 = Bm25() if model.bm25 else None
+        self._chunker = None
+        if model.chunking != "off":
+            limit = self._encoder.max_tokens
+            size = min(model.chunk_tokens or limit, limit)
+            self._chunker = Chunker.from_file(self._encoder.tokenizer_file, size, model.chunk_overlap)
         return [Space(self._encoder.space, self._encoder.manifest.ref, self._encoder.dim)]
 
-    def sparse(self, event: ParsedEvent) -> dict[str, SparseVector]:
+    def sparse(self, text: str) -> dict[str, SparseVector]:
         if self._bm25 is None:
             return {}
-        return {BM25_SPACE: self._bm25.document(event.envelope.text or "")}
+        return {BM25_SPACE: self._bm25.document(text)}
 
     def prepare(self, events: list[ParsedEvent]) -> list[Prepared]:
-        tokens = self._encoder.prepare([event.envelope.text or "" for event in events])
-        return [Prepared(ids, len(ids)) for ids in tokens]
+        texts = [event.envelope.text or "" for event in events]
+        tokens = self._encoder.prepare(texts)
+        limit = self._encoder.max_tokens
+        return [
+            Prepared(ids, len(ids)) if len(ids) < limit else self._long(text, ids)
+            for text, ids in zip(texts, tokens, strict=True)
+        ]
+
+    def _long(self, text: str, ids: list[int]) -> Prepared:
+        """A text that filled the model's input: its chunks (when it has more than one), or it truncated."""
+        if self._chunker is None:
+            return Prepared(ids, len(ids), fields={"truncated": True})
+        chunks = self._chunker.chunks(text)
+        if len(chunks) <= 1:
+            return Prepared(ids, len(ids))
+        parts = self._encoder.prepare([chunk.text for chunk in chunks])
+        units = tuple(Prepared(p, len(p), {"chunk": c}) for p, c in zip(parts, chunks, strict=True))
+        return Prepared(None, sum(unit.cost for unit in units), parts=units)
+
+    def document(
+        self, event: ParsedEvent, prepared: Prepared, rows: list[dict[str, np.ndarray]], refs: dict[str, str], at: str
+    ) -> list[Any]:
+        chunks = [unit.facts["chunk"] for unit in prepared.parts]
+        return document_points(event, chunks, rows, refs, at, self.sparse)
 
     def encode(self, items: list[Any]) -> dict[str, np.ndarray]:
         return {self._encoder.space: self._encoder.embed_batch(items)}

@@ -55,12 +55,21 @@ from embedstream.schemas.point import SparseVector
 
 @dataclass(frozen=True)
 class Prepared:
-    """One event's model input (``item``), what it costs the encoder, and facts for its payload (a picture's
-    size, a sound's length)."""
+    """One event's model input (``item``), what it costs the encoder, facts for its payload (a picture's size,
+    a sound's length: under ``media``) and ``fields`` (top-level payload: a truncated text says so).
+
+    ``parts``: an event that is several model inputs (a long text cut into chunks, each part's ``facts``
+    holding its ``chunk``); ``item`` is unused then, and the adapter's ``document`` makes its points."""
 
     item: Any
     cost: int
     facts: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    parts: tuple[Prepared, ...] = ()
+
+    def units(self) -> tuple[Prepared, ...]:
+        """What the encoder runs for this event: its parts, or itself."""
+        return self.parts or (self,)
 
 
 @dataclass(frozen=True)
@@ -103,9 +112,15 @@ class ModalityAdapter(ABC):
     def encode(self, items: list[Any]) -> dict[str, np.ndarray]:
         """Every space's ``[len(items), dim]`` vectors for one batch of prepared items."""
 
-    def sparse(self, event: ParsedEvent) -> dict[str, SparseVector]:
-        """The event's sparse vectors (text: ``bm25``); none by default."""
+    def sparse(self, text: str) -> dict[str, SparseVector]:
+        """Sparse vectors of a text (text: ``bm25``); none by default."""
         return {}
+
+    def document(
+        self, event: ParsedEvent, prepared: Prepared, rows: list[dict[str, np.ndarray]], refs: dict[str, str], at: str
+    ) -> list[Any]:
+        """The points of an event prepared in ``parts`` (one vector row per part); only text makes parts."""
+        raise NotImplementedError(f"{self.stage} events are not prepared in parts")
 
 
 Queued = tuple[ParsedEvent, "Future[Prepared] | None"]
@@ -148,31 +163,43 @@ class Embed(beam.DoFn):
     # --- the loop ---
     def _flush(self, count: int) -> Iterator[Outcome]:
         taken = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
-        outcomes: list[Outcome | None] = [None] * len(taken)
+        outcomes: list[list[Outcome]] = [[] for _ in taken]
         prepared = self._prepared(taken, outcomes)
-        ready = [(i, p) for i, p in enumerate(prepared) if p is not None]
+        # An event is one unit, or several (a long text's chunks): batches are planned over units.
+        units = [(i, k, unit) for i, p in enumerate(prepared) if p is not None for k, unit in enumerate(p.units())]
+        rows: dict[int, list[dict[str, np.ndarray]]] = {
+            i: [{}] * len(p.units()) for i, p in enumerate(prepared) if p is not None
+        }  # one row a unit
+        failed_events: dict[int, str] = {}
         adapter = self.adapter
-        plan = plan_batches([p.cost for _, p in ready], adapter.max_batch_cost, adapter.max_batch_size)
-        ingested_at = datetime.now(UTC).isoformat()
+        plan = plan_batches([unit.cost for _, _, unit in units], adapter.max_batch_cost, adapter.max_batch_size)
         for planned in plan:
-            batch = [ready[j] for j in planned]
-            rows, failed = batch_or_each(self._encode, [p.item for _, p in batch], f"{adapter.stage} encoder")
-            for j, (i, p) in enumerate(batch):
-                event, row = taken[i][0], rows[j]
+            batch = [units[j] for j in planned]
+            got, failed = batch_or_each(self._encode, [unit.item for _, _, unit in batch], f"{adapter.stage} encoder")
+            for j, (i, k, _) in enumerate(batch):
+                row = got[j]
                 if row is None:
-                    outcomes[i] = dead(event, Reason.ENCODE_FAILED, failed.get(j, "encoder returned nothing"), "encode")
+                    failed_events.setdefault(i, failed.get(j, "encoder returned nothing"))
                 else:
-                    outcomes[i] = self._point(event, row, p, ingested_at)
+                    rows[i][k] = row
+        ingested_at = datetime.now(UTC).isoformat()
+        for i, p in enumerate(prepared):
+            if p is None:
+                continue
+            event = taken[i][0]
+            if i in failed_events:
+                outcomes[i] = [dead(event, Reason.ENCODE_FAILED, failed_events[i], "encode")]
+            else:
+                outcomes[i] = self._points(event, rows[i], p, ingested_at)
         for outcome in outcomes:
-            if outcome is not None:
-                yield outcome
+            yield from outcome
 
-    def _prepared(self, taken: list[Queued], outcomes: list[Outcome | None]) -> list[Prepared | None]:
+    def _prepared(self, taken: list[Queued], outcomes: list[list[Outcome]]) -> list[Prepared | None]:
         """Each taken event's prepared input (None where it failed: its dead letter is put in ``outcomes``)."""
         if self._pool is None:
             items, errors = batch_or_each(self.adapter.prepare, [event for event, _ in taken], self.adapter.preparer)
             for i, message in errors.items():
-                outcomes[i] = dead(taken[i][0], self.adapter.failed_reason, message, self.adapter.failed_stage)
+                outcomes[i] = [dead(taken[i][0], self.adapter.failed_reason, message, self.adapter.failed_stage)]
             return items
         prepared: list[Prepared | None] = []
         for i, (event, future) in enumerate(taken):
@@ -183,12 +210,12 @@ class Embed(beam.DoFn):
             except FutureTimeout:
                 self._abandon_hung_pool()
                 message = f"fetching and decoding took longer than {self.adapter.prepare_timeout_s}s"
-                outcomes[i] = dead(event, Reason.DECODE_TIMEOUT, message, "decode")
+                outcomes[i] = [dead(event, Reason.DECODE_TIMEOUT, message, "decode")]
             except MediaError as exc:
-                outcomes[i] = dead(event, exc.reason, str(exc), "decode")
+                outcomes[i] = [dead(event, exc.reason, str(exc), "decode")]
             except Exception as exc:  # a decoder bug must cost one event, not the bundle
                 message = f"{self.adapter.preparer}: {type(exc).__name__}: {exc}"
-                outcomes[i] = dead(event, self.adapter.failed_reason, message, self.adapter.failed_stage)
+                outcomes[i] = [dead(event, self.adapter.failed_reason, message, self.adapter.failed_stage)]
             prepared.append(None)
         return prepared
 
@@ -202,14 +229,21 @@ class Embed(beam.DoFn):
         INGEST.encoded(self.adapter.stage, len(items), time.perf_counter() - started)
         return [{name: matrix[i] for name, matrix in by_space.items()} for i in range(len(items))]
 
-    def _point(self, event: ParsedEvent, vectors: dict[str, np.ndarray], prepared: Prepared, at: str) -> Outcome:
-        for space in self._spaces:
-            problem = vector_problem(vectors[space.name], space.dim)
-            if problem is not None:
-                return dead(event, problem[0], problem[1], "quality")
-        point_vectors = {space.name: vectors[space.name] for space in self._spaces}
-        sparse = self.adapter.sparse(event)
-        return point_or_dead(event, point_vectors, self._refs, at, extra=prepared.facts or None, sparse=sparse)
+    def _points(
+        self, event: ParsedEvent, rows: list[dict[str, np.ndarray]], prepared: Prepared, at: str
+    ) -> list[Outcome]:
+        """The event's point(s), or its dead letter when any vector fails the quality gate."""
+        for row in rows:
+            for space in self._spaces:
+                problem = vector_problem(row[space.name], space.dim)
+                if problem is not None:
+                    return [dead(event, problem[0], problem[1], "quality")]
+        if prepared.parts:
+            return self.adapter.document(event, prepared, rows, self._refs, at)
+        vectors = {space.name: rows[0][space.name] for space in self._spaces}
+        sparse = self.adapter.sparse(event.envelope.text or "")
+        extra = prepared.facts or None
+        return [point_or_dead(event, vectors, self._refs, at, extra, sparse, prepared.fields or None)]
 
     # --- the prepare pool ---
     def _new_pool(self) -> ThreadPoolExecutor | None:

@@ -30,12 +30,14 @@ def to_point(
     ingested_at: str | None = None,
     extra: Mapping[str, Any] | None = None,
     sparse: Mapping[str, SparseVector] | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> PointRecord:
     """A point with one vector per space (``sparse``: and sparse ones) and the full payload; the text itself is
     kept, never stripped.
 
     ``ingested_at`` (ISO 8601) may be shared by a whole batch; by default it is now. ``extra`` adds facts the
-    decoder learned (a picture's size, a sound's length) under ``media``."""
+    decoder learned (a picture's size, a sound's length) under ``media``; ``fields`` adds top-level ones (a
+    document's ``doc_id`` and ``chunks``, a truncated text's ``truncated``)."""
     envelope, record = event.envelope, event.record
     video = envelope.video
     payload: dict[str, Any] = {
@@ -56,6 +58,8 @@ def to_point(
         payload["mime"] = envelope.mime
     if extra:
         payload["media"] = dict(extra)
+    if fields:
+        payload.update(fields)
     if video is not None:
         payload["video_id"] = video.video_id
         payload["video"] = video.model_dump(exclude_none=True)
@@ -83,10 +87,11 @@ def point_or_dead(
     ingested_at: str | None = None,
     extra: Mapping[str, Any] | None = None,
     sparse: Mapping[str, SparseVector] | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> PointRecord | DeadLetter:
     """``to_point``, or the event's dead letter if building its payload raised: one event, not its batch."""
     try:
-        return to_point(event, vectors, models, ingested_at, extra, sparse)
+        return to_point(event, vectors, models, ingested_at, extra, sparse, fields)
     except Exception as exc:
         message = f"building the point raised {type(exc).__name__}: {exc}"
         return DeadLetter.of(event.record, Reason.STAGE_FAILED, message, "payload", event.envelope.id)

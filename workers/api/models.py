@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from embedstream.schemas.defaults import MAX_TEXT_CHARS
+from embedstream.schemas.defaults import MAX_QUERY_CHARS
 from embedstream.workers.search import FILTER_KEY
 
 # Integers a JSON client and the store agree on exactly (2^53: JSON numbers are doubles to many clients)
@@ -34,11 +34,18 @@ class SearchOptions(BaseModel):
 class TextSearch(SearchOptions):
     """A text query, embedded into the space searched."""
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     mode: Literal["dense", "sparse", "hybrid"] = Field(
         default="dense",
-        description="dense: by meaning; sparse: BM25 keywords (names, codes, rare words); hybrid: both, fused by "
-        "reciprocal rank",
+        description="dense: by meaning; sparse: BM25 keywords (names, codes, rare words); hybrid: both, fused as "
+        "the server's api.hybrid_fusion says",
+    )
+    diversity: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="dense and hybrid: maximal marginal relevance; 0 ranks by relevance alone, towards 1 each next "
+        "hit is chosen more for being unlike those before it (near-duplicates give way)",
     )
 
 
@@ -74,6 +81,34 @@ class SearchResponse(BaseModel):
     space: str
     query: Literal["text", "image", "audio", "point", "recommend"]
     hits: list[HitOut]
+
+
+class DocumentSearch(TextSearch):
+    """A text query whose hits are grouped by document (a long text's chunks under it; a video's members)."""
+
+    per_document: int = Field(default=3, ge=1, le=20, description="best passages (chunks) shown per document")
+
+
+class PassageOut(BaseModel):
+    """A hit inside a document: a chunk, with ``payload.start``/``payload.end`` its characters in the document."""
+
+    id: uuid.UUID
+    score: float
+    payload: dict[str, Any]
+
+
+class DocumentOut(BaseModel):
+    kind: str = Field(description="document, video, or the modality of a point that is its own group")
+    id: str = Field(description="the document's (video's, point's) event id")
+    score: float = Field(description="its best hit's score")
+    point_id: uuid.UUID = Field(description="the document's own point")
+    payload: dict[str, Any] | None = Field(description="the document's point's payload (its full text); null if gone")
+    passages: list[PassageOut]
+
+
+class DocumentsResponse(BaseModel):
+    space: str
+    documents: list[DocumentOut]
 
 
 class PointOut(BaseModel):

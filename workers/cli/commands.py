@@ -117,8 +117,12 @@ def search(
     where: list[str],
     as_json: bool,
     mode: Literal["dense", "sparse", "hybrid"],
+    documents: bool = False,
+    per_document: int = 3,
+    diversity: float = 0.0,
 ) -> int:
-    from embedstream.workers.search import Query, parse_where, search_once
+    from embedstream.workers.grouping import snippet
+    from embedstream.workers.search import Query, parse_where, search_documents_once, search_once
 
     given = [q for q in (query, text, image, audio) if q]
     if len(given) != 1:
@@ -129,7 +133,15 @@ def search(
         asked = Query.of_audio(Path(audio).read_bytes())
     else:
         asked = Query.of_text(query or text or "")
-    hits = search_once(settings, asked, space, k, parse_where(where), modality, mode)
+    if documents:
+        from embedstream.workers.grouping import describe_groups, groups_as_json
+
+        groups = search_documents_once(
+            settings, asked, space, k, parse_where(where), modality, mode, per_document, diversity
+        )
+        print(json.dumps(groups_as_json(groups), ensure_ascii=False) if as_json else describe_groups(groups))
+        return 0
+    hits = search_once(settings, asked, space, k, parse_where(where), modality, mode, diversity)
     if as_json:
         print(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits], ensure_ascii=False))
         return 0
@@ -137,7 +149,7 @@ def search(
         print("no results")
     for rank, hit in enumerate(hits, start=1):
         payload = hit.payload
-        shown = payload.get("text") or payload.get("uri") or ""
+        shown = snippet(str(payload.get("text") or payload.get("uri") or ""), 200)
         print(f"{rank:>2}. {hit.score:.3f}  [{payload.get('modality', '?')}] {payload.get('id')}  {shown}")
     return 0
 

@@ -112,7 +112,21 @@ def parser() -> argparse.ArgumentParser:
         choices=["dense", "sparse", "hybrid"],
         default="dense",
         help="text queries: dense (meaning), sparse (BM25 keywords: names, codes, rare words) or hybrid (both, "
-        "fused by reciprocal rank)",
+        "fused as api.hybrid_fusion says)",
+    )
+    search.add_argument(
+        "--documents",
+        action="store_true",
+        help="text queries: hits grouped by document (a long text's chunks under it, a video's members under it), "
+        "each with its best passages and their character offsets",
+    )
+    search.add_argument("--per-document", type=int, default=3, metavar="N", help="passages shown per document")
+    search.add_argument(
+        "--diversity",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="0..1, dense and hybrid: maximal marginal relevance (near-duplicates give way to other relevant hits)",
     )
     search.set_defaults(run=cmd.search)
 

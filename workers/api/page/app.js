@@ -49,14 +49,64 @@ async function run(request, path = "/search") {
     $("results").replaceChildren();
     return;
   }
-  $("status").textContent = body.hits.length ? "" : "no results";
-  render(body);
+  const found = body.documents || body.hits;
+  $("status").textContent = found.length ? "" : "no results";
+  if (body.documents) renderDocuments(body); else render(body);
 }
 
 function searchText(text) {
   const mode = $("mode").value;
+  const byDocument = $("documents").checked;
   return run({ method: "POST", headers: { "content-type": "application/json" },
-               body: JSON.stringify({ text, mode, ...options() }) });
+               body: JSON.stringify({ text, mode, ...options(), ...(byDocument ? { k: 8 } : {}) }) },
+             byDocument ? "/search/documents" : "/search");
+}
+
+// A passage shown where it sits in its document: some text before it, the passage marked, some after.
+function located(documentText, passage, context = 90, longest = 420) {
+  const p = passage.payload, out = document.createElement("p");
+  out.className = "snippet";
+  if (typeof documentText !== "string" || p.start == null) { out.textContent = p.text || ""; return out; }
+  const before = documentText.slice(Math.max(0, p.start - context), p.start);
+  const body = documentText.slice(p.start, p.end);
+  const after = documentText.slice(p.end, p.end + context);
+  const mark = document.createElement("mark");
+  mark.textContent = body.length > longest ? body.slice(0, longest) + "…" : body;
+  const where = document.createElement("span");
+  where.className = "where";
+  where.textContent = ` chars ${p.start}–${p.end} · ${passage.score.toFixed(3)}`;
+  out.append((p.start > context ? "…" : "") + before, mark, after + "…", where);
+  return out;
+}
+
+function renderDocuments(body) {
+  const items = body.documents.map((doc) => {
+    const p = doc.payload || {};
+    const li = document.createElement("li");
+    li.className = "hit document";
+    li.dataset.id = doc.point_id;
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = doc.score.toFixed(3);
+    const text = document.createElement("div");
+    const kind = document.createElement("span");
+    kind.className = "kind";
+    kind.textContent = doc.kind + (p.chunks ? ` · ${p.chunks} chunks` : "");
+    const title = document.createElement("strong");
+    title.textContent = doc.id;
+    text.append(kind, title);
+    if (doc.passages.length) {
+      for (const passage of doc.passages) text.appendChild(located(p.text, passage));
+    } else if (p.text) {
+      const snippet = document.createElement("p");
+      snippet.className = "snippet";
+      snippet.textContent = p.text.length > 280 ? p.text.slice(0, 280) + "…" : p.text;
+      text.appendChild(snippet);
+    }
+    li.append(score, text);
+    return li;
+  });
+  $("results").replaceChildren(...items);
 }
 
 function searchPoint(pointId, space) {

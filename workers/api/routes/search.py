@@ -13,14 +13,19 @@ from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.workers.api.deps import SearcherDep, SettingsDep, requires
 from embedstream.workers.api.errors import FORM_TYPES, JSON_TYPES, ApiError, blocking
 from embedstream.workers.api.models import (
+    DocumentOut,
+    DocumentSearch,
+    DocumentsResponse,
     Filter,
     HitOut,
+    PassageOut,
     PointSearch,
     Problem,
     RecommendRequest,
     SearchRequest,
     SearchResponse,
 )
+from embedstream.workers.grouping import Group
 from embedstream.workers.search import Query, Searcher, SearchMode, check_filter
 
 router = APIRouter(tags=["search"], dependencies=[Depends(requires("read"))])
@@ -44,7 +49,40 @@ async def search(body: SearchRequest, searcher: SearcherDep) -> SearchResponse:
             space = await blocking(lambda: _default_space_of(searcher, point_id))
         hits = await blocking(lambda: searcher.like_point(point_id, space, body.k, body.where, body.modality))
         return SearchResponse(space=space, query="point", hits=_hits(hits))
-    return await _run(searcher, Query.of_text(body.text), body.space, body.k, body.where, body.modality, body.mode)
+    query = Query.of_text(body.text)
+    return await _run(searcher, query, body.space, body.k, body.where, body.modality, body.mode, body.diversity)
+
+
+@router.post(
+    "/search/documents",
+    response_model=DocumentsResponse,
+    responses=WRONG_TYPE,
+    openapi_extra={"x-accepts": list(JSON_TYPES)},
+)
+async def search_documents(body: DocumentSearch, searcher: SearcherDep) -> DocumentsResponse:
+    """A text → the best documents, each with its best passages (chunks located by character offsets)."""
+    query = Query.of_text(body.text)
+
+    def work() -> tuple[str, list[Group]]:
+        chosen = searcher.resolve("text", body.space)[0]
+        found = searcher.search_documents(
+            query, chosen, body.k, body.where, body.modality, body.mode, body.per_document, body.diversity
+        )
+        return chosen, found
+
+    chosen, groups = await blocking(work)
+    documents = [
+        DocumentOut(
+            kind=g.key[0],
+            id=g.key[1],
+            score=g.score,
+            point_id=uuid.UUID(g.owner_id),
+            payload=g.owner,
+            passages=[PassageOut(id=uuid.UUID(p.id), score=p.score, payload=p.payload) for p in g.passages],
+        )
+        for g in groups
+    ]
+    return DocumentsResponse(space=chosen, documents=documents)
 
 
 @router.post(
@@ -90,10 +128,11 @@ async def _run(
     where: Filter,
     modality: str | None,
     mode: SearchMode = "dense",
+    diversity: float = 0.0,
 ) -> SearchResponse:
     def work() -> tuple[str, list[Hit]]:
         chosen = searcher.resolve(query.kind, space)[0]
-        return chosen, searcher.search(query, chosen, k, where, modality, mode)
+        return chosen, searcher.search(query, chosen, k, where, modality, mode, diversity)
 
     chosen, hits = await blocking(work)
     return SearchResponse(space=chosen, query=query.kind, hits=_hits(hits))

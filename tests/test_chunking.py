@@ -1,0 +1,267 @@
+"""Long texts: cut into chunks by the encoder's tokenizer, stored as chunk points plus a document point, kept
+without orphans as documents change, and searched grouped by document."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embedstream.onnx_models.chunking import Chunker
+from embedstream.onnx_models.corpus import corpus_records
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
+from embedstream.pipelines.stores import open_store
+from embedstream.schemas.point import CHUNK_MODALITY, point_id
+from embedstream.workers.search import Query, Searcher, SearchMode
+from tests.helpers import read_topic, reset_group, send_raw, settings_env, text_event, watermarks
+from tests.long_documents import long_documents
+
+COMPARED: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
+CORPUS = [(str(r["metadata"]["topic"]), str(r["text"])) for r in corpus_records()]
+
+
+def document(words: int, seed: int = 1) -> str:
+    """A text of about ``words`` words from the corpus (no fact planted)."""
+    (doc,) = long_documents(CORPUS, count=1, seed=seed, min_words=words, max_words=words)
+    return doc.text.replace("\n", " ")
+
+
+@pytest.fixture(scope="module")
+def encoder(model_cache) -> TextEncoder:
+    return TextEncoder.load(model_cache, "minilm")
+
+
+@pytest.mark.parametrize("max_tokens,overlap", [(256, 32), (64, 8), (40, 0)])
+def test_chunks_fit_the_model_cover_the_text_and_cut_at_sentence_ends(encoder, max_tokens, overlap) -> None:
+    long_sentence = " ".join(f"word{i}" for i in range(300))  # no sentence end for 300 words
+    text = f"{document(700)}\n\nA heading line\n{long_sentence}. {document(200, seed=2)}"
+    chunker = Chunker.from_file(encoder.tokenizer_file, max_tokens, overlap)
+    chunks = chunker.chunks(text)
+    assert len(chunks) > 3 and [c.index for c in chunks] == list(range(len(chunks)))
+    covered = np.zeros(len(text), dtype=bool)
+    for chunk in chunks:
+        assert chunk.text == text[chunk.start : chunk.end]
+        # the model reads every chunk whole: its tokens, special ones included, fit
+        assert len(encoder.prepare([chunk.text])[0]) <= max_tokens
+        covered[chunk.start : chunk.end] = True
+    assert all(covered[i] for i, ch in enumerate(text) if not ch.isspace()), "every character is in some chunk"
+    starts = [c.start for c in chunks]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    # a chunk starts where a sentence starts, unless it is a piece of the 300-word sentence
+    inside = text.index(long_sentence), text.index(long_sentence) + len(long_sentence)
+    for chunk in chunks:
+        before = text[: chunk.start]
+        if chunk.start and not inside[0] < chunk.start < inside[1]:
+            assert before.rstrip()[-1] in ".!?" or "\n" in before[len(before.rstrip()) :], chunk
+    # neighbours share at most `overlap` tokens
+    for a, b in itertools.pairwise(chunks):
+        if b.start < a.end:
+            assert len(encoder.prepare([text[b.start : a.end]])[0]) - 2 <= overlap + 1
+    (short,) = chunker.chunks("Short.")
+    assert (short.start, short.end, short.text) == (0, 6, "Short.") and chunker.chunks("   ") == []
+
+
+def stored(settings) -> list:
+    store = open_store(settings.qdrant)
+    try:
+        return list(store.scroll(with_vectors=True))
+    finally:
+        store.close()
+
+
+def doc_state(settings, doc: str) -> tuple[list[int], dict | None]:
+    """The chunk indexes stored for ``doc`` and its own point's payload."""
+    points = [p for p in stored(settings) if p.payload.get("id") == doc]
+    chunks = sorted(int(p.payload["chunk"]) for p in points if p.payload["modality"] == CHUNK_MODALITY)
+    own = [p.payload for p in points if p.payload["modality"] == "text"]
+    return chunks, (own[0] if own else None)
+
+
+LONG, MEDIUM, SHORT = document(2400, seed=3), document(900, seed=4), "Now it is a single sentence."
+
+
+@pytest.mark.parametrize("bundle", [1000, 2], ids=["one-bundle", "many-bundles"])
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_a_document_is_chunks_plus_its_point_and_shrinking_it_leaves_no_orphan_chunk(make_settings, backend, bundle):
+    settings = make_settings(
+        kafka={"partitions": 1},
+        qdrant={"backend": backend},
+        pipeline={"max_records_per_bundle": bundle, "upsert_batch_size": 5},  # a document's points span batches
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(b"d", text_event("d", LONG, metadata={"topic": "mixed"}), [])])
+    run_ingest(settings)
+
+    points = {p.id: p for p in stored(settings)}
+    own = points[point_id("text", "d")]
+    chunk_points = sorted(
+        (p for p in points.values() if p.payload["modality"] == CHUNK_MODALITY), key=lambda p: p.payload["chunk"]
+    )
+    n = len(chunk_points)
+    assert n >= 8 and own.payload["chunks"] == n and own.payload["text"] == LONG and own.payload["doc_id"] == "d"
+    for i, chunk in enumerate(chunk_points):
+        payload = chunk.payload
+        assert chunk.id == point_id(CHUNK_MODALITY, "d", index=i)
+        assert (payload["doc_id"], payload["chunk"], payload["chunks"]) == ("d", i, n)
+        assert payload["text"] == LONG[payload["start"] : payload["end"]]
+        assert payload["metadata"] == {"topic": "mixed"}
+    mean = np.mean([c.vectors["minilm"] for c in chunk_points], axis=0)
+    assert np.allclose(own.vectors["minilm"], mean / np.linalg.norm(mean), atol=1e-6)
+
+    # shorter, then short, then long again and deleted — in one bundle or one event a bundle
+    send_raw(
+        settings,
+        [
+            (b"d", text_event("d", MEDIUM), []),
+            (b"e", text_event("e", LONG), []),
+            (b"e", text_event("e", MEDIUM), []),
+            (b"f", text_event("f", LONG), []),
+            (b"f", text_event("f", SHORT), []),
+            (b"g", text_event("g", MEDIUM), []),
+            (b"g", None, []),
+        ],
+    )
+    run_ingest(settings)
+
+    medium_chunks = len(
+        Chunker.from_file(TextEncoder.load(settings.model.cache_dir, "minilm").tokenizer_file, 256, 32).chunks(MEDIUM)
+    )
+    for doc in ("d", "e"):
+        chunks, own_payload = doc_state(settings, doc)
+        assert chunks == list(range(medium_chunks)) and own_payload is not None and own_payload["text"] == MEDIUM
+    chunks, own_payload = doc_state(settings, "f")
+    assert chunks == [] and own_payload is not None and own_payload["text"] == SHORT and "chunks" not in own_payload
+    assert doc_state(settings, "g") == ([], None)
+    before = sorted(p.id for p in stored(settings))
+    reset_group(settings)  # a replay of the whole topic leaves the same points
+    run_ingest(settings)
+    assert sorted(p.id for p in stored(settings)) == before
+    assert read_topic(settings, settings.kafka.dead_letter_topic) == []
+    assert committed_offsets(settings.kafka) == watermarks(settings)
+
+
+def test_chunking_off_truncates_and_says_so(make_settings):
+    settings = make_settings(kafka={"partitions": 1}, model={"chunking": "off"})
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(b"d", text_event("d", LONG), []), (b"s", text_event("s", SHORT), [])])
+    run_ingest(settings)
+    payloads = {p.payload["id"]: p.payload for p in stored(settings)}
+    assert set(payloads) == {"d", "s"} and payloads["d"]["truncated"] is True and "truncated" not in payloads["s"]
+    assert payloads["d"]["text"] == LONG
+
+
+@pytest.fixture(scope="module")
+def deep_questions(broker, model_cache, tmp_path_factory):
+    """200 documents of 1,000–5,000 words ingested twice through Kafka and Beam — chunked, and truncated
+    (chunking off) — and the 50 questions about a sentence deep inside one of them."""
+    from embedstream.schemas.settings import Settings
+
+    docs = long_documents(CORPUS)
+    folder = tmp_path_factory.mktemp("deep")
+    kafka = {
+        "bootstrap_servers": broker.bootstrap,
+        "topic": "deep.events",
+        "dead_letter_topic": "deep.dlq",
+        "partitions": 2,
+    }
+    runs = {}
+    for name, chunking in (("chunked", "sentences"), ("truncated", "off")):
+        settings = Settings.load(
+            kafka={**kafka, "group_id": f"deep.{name}"},
+            qdrant={"backend": "edge", "path": str(folder / name)},
+            model={"cache_dir": str(model_cache), "chunking": chunking},
+        )
+        runs[name] = settings
+    ensure_topics(runs["chunked"].kafka, ["deep.events", "deep.dlq"])
+    send_raw(runs["chunked"], [(d.doc_id.encode(), text_event(d.doc_id, d.text), []) for d in docs])
+    for settings in runs.values():
+        result = run_ingest(settings)
+        assert result.dead_letters == 0
+    return docs, runs
+
+
+def found_first(settings, docs, mode: SearchMode) -> float:
+    searcher = Searcher(settings)
+    try:
+        asked = [d for d in docs if d.question]
+        first = [
+            searcher.search_documents(Query.of_text(d.question or ""), limit=1, mode=mode)[0].key[1] for d in asked
+        ]
+        return sum(got == d.doc_id for got, d in zip(first, asked, strict=True)) / len(asked)
+    finally:
+        searcher.close()
+
+
+def test_a_question_about_a_sentence_deep_in_a_long_document_finds_the_document_when_chunked(deep_questions, capsys):
+    docs, runs = deep_questions
+    assert all(1000 <= len(d.text.split()) <= 5100 for d in docs) and sum(bool(d.question) for d in docs) == 50
+    rates = {(name, mode): found_first(settings, docs, mode) for name, settings in runs.items() for mode in COMPARED}
+    with capsys.disabled():
+        print("\ndocument found first (50 questions about a sentence deep inside one of 200 documents):")
+        for (name, mode), rate in rates.items():
+            print(f"  {name:>9} {mode:>6}: {rate:.0%}")
+    assert rates[("chunked", "hybrid")] >= 0.9
+    assert rates[("truncated", "dense")] < 0.5
+    # BM25 of a truncated text still sees all of it, so truncated hybrid finds some; chunks locate the passage
+    assert rates[("chunked", "hybrid")] >= rates[("truncated", "hybrid")] + 0.2
+
+
+def test_grouped_search_from_the_cli_and_the_api_gives_documents_with_located_passages(deep_questions):
+    docs, runs = deep_questions
+    settings = runs["chunked"]
+    target = next(d for d in docs if d.question)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedstream.workers.cli",
+            "search",
+            target.question,
+            "--documents",
+            "--mode",
+            "hybrid",
+            "-k",
+            "3",
+            "--json",
+        ],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    groups = json.loads(out.stdout)
+    assert groups[0]["id"] == target.doc_id and groups[0]["payload"]["text"] == target.text
+    best = groups[0]["passages"][0]["payload"]
+    assert (
+        best["start"] <= (target.fact_start or 0) < best["end"]
+        and target.text[best["start"] : best["end"]] == best["text"]
+    )
+    assert len({g["id"] for g in groups}) == len(groups) == 3
+
+    from fastapi.testclient import TestClient
+
+    from embedstream.workers.api.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            "/search/documents", json={"text": target.question, "mode": "hybrid", "k": 2, "per_document": 2}
+        )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    first = body["documents"][0]
+    assert first["id"] == target.doc_id and first["point_id"] == point_id("text", target.doc_id)
+    assert 1 <= len(first["passages"]) <= 2 and first["payload"]["chunks"] >= 2
+    text_out = subprocess.run(
+        [sys.executable, "-m", "embedstream.workers.cli", "search", target.question, "--documents", "--mode", "hybrid"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"[document] {target.doc_id}" in text_out.splitlines()[0] and "chars " in text_out

@@ -1,0 +1,140 @@
+"""Search results grouped by what they belong to: a document's chunks under the document, a video's frames and
+audio segments under the video.
+
+A long text is stored as chunk points and a document point (``pipelines.transforms.documents``), so a plain
+search can answer with five chunks of one document. Grouped search asks the store for more candidates
+(``candidates``: ``GROUP_DEPTH`` per group wanted, at least ``MIN_CANDIDATES``), groups them by their owner,
+ranks the groups by their best hit, and gives each group its owner's point (fetched when no hit was the owner
+itself) and its best passages — chunks with their character offsets in the document, which a reader
+highlights. The same rule on both stores (qdrant-edge
+has no group-by of its own; the server's ``query_points_groups`` would group the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from embedstream.pipelines.stores import Hit, StoredPoint
+from embedstream.schemas.point import CHUNK_MODALITY, point_id
+
+GROUP_DEPTH = 8  # candidates asked for per group wanted: a document's chunks may fill several places each
+MIN_CANDIDATES = 50  # even for one group: the passage that answers may rank low in one of hybrid's two lists
+MAX_CANDIDATES = 400
+
+
+def candidates(limit: int) -> int:
+    """How many hits a grouped search asks the store for, to fill ``limit`` groups."""
+    return min(max(limit * GROUP_DEPTH, MIN_CANDIDATES), MAX_CANDIDATES)
+
+
+PASSAGES = (CHUNK_MODALITY, "video_frame", "video_audio")  # the points that are parts of another
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A hit inside its owner: a chunk (with ``start``/``end``, characters in the document) or a video member."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+    @property
+    def start(self) -> int | None:
+        return self.payload.get("start")
+
+    @property
+    def end(self) -> int | None:
+        return self.payload.get("end")
+
+
+@dataclass
+class Group:
+    """One document (or video, or single point) and its best passages; ``score`` is its best hit's."""
+
+    key: tuple[str, str]
+    score: float
+    owner_id: str
+    owner: dict[str, Any] | None = None
+    passages: list[Passage] = field(default_factory=list)
+
+
+def owner_of(payload: dict[str, Any]) -> tuple[tuple[str, str], str | None]:
+    """A hit's group key, and the point id of the group's owner (None: the hit is its own group)."""
+    if payload.get("doc_id") is not None or payload.get("modality") == "text":
+        doc = str(payload.get("doc_id") or payload.get("id"))
+        return ("document", doc), point_id("text", doc)
+    if payload.get("video_id") is not None:
+        video = str(payload["video_id"])
+        return ("video", video), point_id("video", video)
+    return (str(payload.get("modality")), str(payload.get("id"))), None
+
+
+def group_hits(
+    hits: Sequence[Hit], limit: int, per_group: int, fetch: Callable[[list[str]], list[StoredPoint]]
+) -> list[Group]:
+    """The ``limit`` best groups of ``hits`` (best first), each with at most ``per_group`` passages (best
+    first); ``fetch`` retrieves the owners no hit was."""
+    groups: dict[tuple[str, str], Group] = {}
+    for hit in hits:
+        key, owner_id = owner_of(hit.payload)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = Group(key, hit.score, owner_id or hit.id)
+        group.score = max(group.score, hit.score)
+        if hit.id == group.owner_id:
+            group.owner = hit.payload
+        elif hit.payload.get("modality") in PASSAGES and len(group.passages) < per_group:
+            group.passages.append(Passage(hit.id, hit.score, hit.payload))
+    best = sorted(groups.values(), key=lambda g: g.score, reverse=True)[:limit]
+    missing = [g.owner_id for g in best if g.owner is None]
+    if missing:
+        found = {p.id: p.payload for p in fetch(missing)}
+        for group in best:
+            if group.owner is None:
+                group.owner = found.get(group.owner_id)
+    return best
+
+
+def snippet(text: str, width: int = 150) -> str:
+    """One line of at most ``width`` characters: white space folded, the rest cut with an ellipsis (a long
+    document's text is shown as its start)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def groups_as_json(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """The groups as the API's ``/search/documents`` gives them (``DocumentOut``)."""
+    return [
+        {
+            "kind": g.key[0],
+            "id": g.key[1],
+            "score": g.score,
+            "point_id": g.owner_id,
+            "payload": g.owner,
+            "passages": [{"id": p.id, "score": p.score, "payload": p.payload} for p in g.passages],
+        }
+        for g in groups
+    ]
+
+
+def describe_groups(groups: Sequence[Group], width: int = 150) -> str:
+    """Lines for a terminal: each group's rank, score, kind and id, then its passages with their character
+    offsets in the document and a snippet (or, without passages, the start of its text)."""
+    if not groups:
+        return "no results"
+    lines = []
+    for rank, group in enumerate(groups, start=1):
+        owner = group.owner or {}
+        text = owner.get("text") if isinstance(owner.get("text"), str) else None
+        facts = [f"{owner['chunks']} chunks"] if owner.get("chunks") else []
+        facts += [f"{len(text)} characters"] if text else []
+        about = f"  ({', '.join(facts)})" if facts else ""
+        lines.append(f"{rank:>2}. {group.score:.3f}  [{group.key[0]}] {group.key[1]}{about}")
+        if not group.passages and text:
+            lines.append(f"      {snippet(text, width)}")
+        for passage in group.passages:
+            where = f"chars {passage.start}–{passage.end}" if passage.start is not None else passage.payload.get("id")
+            lines.append(f"      {passage.score:.3f} {where}: {snippet(str(passage.payload.get('text') or ''), width)}")
+    return "\n".join(lines)
