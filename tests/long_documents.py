@@ -1,7 +1,7 @@
 """Long documents for chunking tests, assembled from the sample corpus, each hiding one fact deep inside.
 
-A document is 1,000–5,000 words of corpus sentences from two or three of the ten topics (in random order, as
-often as the length needs), with one ``FACTS`` sentence planted after its first quarter — past what one
+A document is 1,000–5,000 words of corpus sentences of one of the ten topics (in random order, as often as
+the length needs), with one ``FACTS`` sentence planted after its first quarter — past what one
 256-token vector sees. Only the fact's own chunk can answer the question about it: chunked search should find
 the document, a truncated vector cannot.
 """
