@@ -117,7 +117,9 @@ class KafkaSettings(BaseModel):
 
 
 class CollectionOptions(BaseModel):
-    """How a Qdrant *server* collection is laid out when embedstream creates it (None: the server's default).
+    """How a collection is laid out when embedstream creates it (None: the engine's default). Only
+    ``scalar_quantization`` (with its quantile and RAM placement) applies to the embedded store too; the rest
+    is for a Qdrant server.
 
     Sharding spreads a collection over a cluster's nodes (``shard_number``, a multiple of the node count);
     ``replication_factor`` keeps copies of each shard, ``write_consistency_factor`` is how many copies must

@@ -19,7 +19,7 @@ from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_top
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.point import CHUNK_MODALITY, point_id
 from embedstream.workers.search import Query, Searcher, SearchMode
-from tests.helpers import read_topic, reset_group, send_raw, settings_env, text_event, watermarks
+from tests.helpers import Message, read_topic, reset_group, send_raw, settings_env, text_event, watermarks
 from tests.long_documents import long_documents
 
 COMPARED: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
@@ -265,3 +265,57 @@ def test_grouped_search_from_the_cli_and_the_api_gives_documents_with_located_pa
         check=True,
     ).stdout
     assert f"[document] {target.doc_id}" in text_out.splitlines()[0] and "chars " in text_out
+
+
+def test_documents_that_grow_shrink_and_go_survive_kill_9_mid_stream_without_orphans(make_settings, tmp_path):
+    """120 versions of 12 documents (short, medium and long texts, and tombstones) streamed; the ingest is
+    killed with SIGKILL mid-topic and restarted: each id holds exactly its last version's chunks and point."""
+    import random
+    import signal
+
+    from tests.helpers import start_stream_ingest, wait_for
+
+    settings = make_settings(kafka={"partitions": 2}, media={"modalities": ["text"]})
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    rng = random.Random(5)
+    texts = [SHORT, document(300, seed=7), MEDIUM, document(1500, seed=8)]
+    messages: list[Message] = []
+    final: dict[str, str | None] = {}
+    for _ in range(120):
+        key = f"doc{rng.randrange(12)}"
+        if rng.random() < 0.15:
+            messages.append((key.encode(), None, []))
+            final[key] = None
+        else:
+            text = rng.choice(texts)
+            messages.append((key.encode(), text_event(key, text), []))
+            final[key] = text
+    send_raw(settings, messages)
+    bundles = {"EMBEDSTREAM_PIPELINE__MAX_RECORDS_PER_BUNDLE": "8", "EMBEDSTREAM_PIPELINE__UPSERT_BATCH_SIZE": "7"}
+
+    def committed() -> int:
+        return sum(v or 0 for v in committed_offsets(settings.kafka).values())
+
+    first = start_stream_ingest(settings, tmp_path / "first.log", bundles)
+    assert wait_for(lambda: committed() >= 30, 180), (tmp_path / "first.log").read_text()[-2000:]
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert committed() < 120, "the kill must land mid-topic"
+    second = start_stream_ingest(settings, tmp_path / "second.log", bundles)
+    marks = watermarks(settings)
+    assert wait_for(lambda: committed_offsets(settings.kafka) == marks, 300), (tmp_path / "second.log").read_text()[
+        -2000:
+    ]
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=90) == 0
+
+    chunker = Chunker.from_file(TextEncoder.load(settings.model.cache_dir, "minilm").tokenizer_file, 256, 32)
+    for key, last in final.items():
+        chunks, own = doc_state(settings, key)
+        if last is None:
+            assert (chunks, own) == ([], None), key
+            continue
+        expected = len(chunker.chunks(last))
+        assert own is not None and own["text"] == last, key
+        assert chunks == (list(range(expected)) if expected > 1 else []), (key, chunks, expected)
+    assert read_topic(settings, settings.kafka.dead_letter_topic) == []

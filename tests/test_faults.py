@@ -225,12 +225,13 @@ def test_store_refusing_writes_fails_the_run_commits_nothing_and_resume_complete
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 48 MB tmpfs, resizable while mounted: a disk that fills up (mounting needs root, as CI runs)."""
+    """A 56 MB tmpfs, resizable while mounted: a disk that fills up (mounting needs root, as CI runs). A new
+    shard takes ~28 MB of it (write-ahead log, segment pages, the four payload indexes)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root; CI runs as root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=56m", "tmpfs", str(disk)], check=True)
     try:
         yield disk
     finally:

@@ -8,7 +8,7 @@ from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import SearchRequest, SpaceSpec, StoreLockedError, StoreSchemaError, open_store
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
-from embedstream.schemas.settings import QdrantSettings
+from embedstream.schemas.settings import CollectionOptions, QdrantSettings
 from tests.helpers import read_topic, send_raw, text_event
 
 BACKENDS = ["edge", "local"]
@@ -102,3 +102,40 @@ def test_mismatched_collection_stops_ingest_before_any_write(make_settings):
         store.close()
     assert all(v is None for v in committed_offsets(settings.kafka).values())
     assert read_topic(settings, settings.kafka.dead_letter_topic) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scalar_quantization_is_set_when_the_collection_is_made_and_search_still_finds_the_nearest(backend, tmp_path):
+    """``collection_options.scalar_quantization``: the embedded engine records int8 quantization for the new
+    collection (a server gets it in create_collection), and after the index is built a search still returns
+    the exact nearest point first (rescored from the originals)."""
+    import json
+
+    import numpy as np
+
+    options = CollectionOptions(scalar_quantization=True, quantization_quantile=0.98)
+    settings = QdrantSettings(backend=backend, path=str(tmp_path / "store"), collection_options=options)
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((400, 32))
+    store = open_store(settings)
+    try:
+        store.ensure_spaces([SpaceSpec("minilm", 32, "minilm@1")])
+        store.upsert(
+            [
+                PointRecord(id=point_id("text", f"q{i}"), vectors={"minilm": v.tolist()}, payload={"id": f"q{i}"})
+                for i, v in enumerate(vectors)
+            ]
+        )
+        store.flush()
+        store.optimize()
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        for i in range(0, 400, 40):
+            query = vectors[i] + rng.normal(0, 0.3, 32)
+            exact = np.argsort(-(unit @ (query / np.linalg.norm(query))))[:3]
+            got = [h.payload["id"] for h in store.search("minilm", query.tolist(), limit=3)]
+            assert got[0] == f"q{exact[0]}", (got, exact)
+        if backend == "edge":  # (qdrant-client's local mode takes the option and keeps no quantization)
+            config = json.loads((tmp_path / "store" / "embeddings" / "edge_config.json").read_text())
+            assert config["quantization_config"]["scalar"] == {"type": "int8", "quantile": 0.98, "always_ram": True}
+    finally:
+        store.close()

@@ -29,6 +29,7 @@ from embedstream.pipelines.stores.base import (
     missing_sparse,
 )
 from embedstream.schemas.point import PointRecord
+from embedstream.schemas.settings import CollectionOptions
 
 SPACES_FILE = "embedstream.json"
 SCROLL_PAGE = 512
@@ -45,11 +46,24 @@ class EdgeStore(KnowsSparseSpaces):
     while the disk holding the store has less free space than that; the engine itself would die of SIGBUS on a
     full disk (it memory-maps its write-ahead log, and opening a shard writes to it)."""
 
-    def __init__(self, path: str, collection: str, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self, path: str, collection: str, min_free_bytes: int = 0, options: CollectionOptions | None = None
+    ) -> None:
         self.path = Path(path) / collection
         self.collection = collection
         self.min_free_bytes = min_free_bytes
+        self._options = options or CollectionOptions()
         self._shard: Any = None
+
+    def _quantization(self) -> Any:
+        """Int8 copies of the dense vectors for search (``collection_options.scalar_quantization``), set when the
+        shard is made; the engine rescores the best candidates with the originals."""
+        options = self._options
+        if not options.scalar_quantization:
+            return None
+        return qe.ScalarQuantizationConfig(
+            qe.ScalarType.Int8, quantile=options.quantization_quantile, always_ram=options.quantization_always_ram
+        )
 
     def _check_space(self, extra: int = 0) -> None:
         if not self.min_free_bytes:
@@ -80,9 +94,10 @@ class EdgeStore(KnowsSparseSpaces):
                     sparse_vectors={
                         s.name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for s in spaces if s.sparse
                     },
+                    quantization_config=self._quantization(),
                 )
                 self._shard = qe.EdgeShard.create(str(self.path), config)
-                for field in ("modality", "id", "video_id"):
+                for field in ("modality", "id", "video_id", "doc_id"):
                     self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
                 self._write_spaces(spaces)
             else:

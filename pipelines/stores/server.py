@@ -150,7 +150,7 @@ class ServerStore(KnowsSparseSpaces):
             metadata={METADATA_KEY: _recorded(spaces)},
         )
         if self._remote:  # local mode has no payload indexes (and warns if asked)
-            for field in ("modality", "id", "video_id"):
+            for field in ("modality", "id", "video_id", "doc_id"):
                 self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
     def _add_sparse(self, existing: dict[str, SpaceSpec], added: list[SpaceSpec]) -> None:
