@@ -26,7 +26,14 @@ import numpy as np
 from bench.common import run_phase
 
 REPORTS = Path(__file__).parent / "reports"
-CONFIGS = ("float32", "int8")
+# name → (collection options, qdrant.hnsw_ef): the defaults, then each with a wider HNSW search
+CONFIGS: dict[str, tuple[dict[str, Any], int | None]] = {
+    "float32": ({}, None),
+    "int8": ({"scalar_quantization": True}, None),
+    "float32, ef 128": ({}, 128),
+    "int8, ef 128": ({"scalar_quantization": True}, 128),
+}
+CACHE = Path(".embedstream") / "bench-cache"  # the embedded vectors, so a rerun skips the encoder
 
 
 def texts(count: int, seed: int) -> list[str]:
@@ -39,23 +46,42 @@ def texts(count: int, seed: int) -> list[str]:
 
 
 def embed(points: int, queries: int, folder: Path) -> None:
+    cached = CACHE / f"store_scale-{points}-{queries}.npz"
+    if cached.exists():
+        saved = np.load(cached)
+        np.save(folder / "points.npy", saved["points"])
+        np.save(folder / "queries.npy", saved["queries"])
+        return
+    from tqdm import tqdm
+
     from embedstream.onnx_models.text_encoder import TextEncoder
     from embedstream.schemas.settings import Settings
 
     encoder = TextEncoder.from_settings(Settings.load().model)
     drawn = texts(points + queries, seed=1)
     started = time.perf_counter()
-    vectors = encoder.embed(drawn)
+    step = 5000
+    parts = [
+        encoder.embed(drawn[at : at + step]) for at in tqdm(range(0, len(drawn), step), desc="embedding", unit="5k")
+    ]
+    vectors = np.concatenate(parts)
     print(f"embedded {len(drawn)} texts in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     np.save(folder / "points.npy", vectors[:points])
     np.save(folder / "queries.npy", vectors[points:])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cached, points=vectors[:points], queries=vectors[points:])
 
 
 def settings_for(folder: Path, config: str) -> Any:
     from embedstream.schemas.settings import Settings
 
-    options = {"scalar_quantization": config == "int8"}
-    return Settings.load(qdrant={"path": str(folder / config), "collection_options": options, "min_free_mb": 0})
+    options, ef = CONFIGS[config]
+    qdrant = {"path": str(folder / _slug(config)), "collection_options": options, "min_free_mb": 0, "hnsw_ef": ef}
+    return Settings.load(qdrant=qdrant)
+
+
+def _slug(config: str) -> str:
+    return config.replace(", ", "-").replace(" ", "")
 
 
 def build(folder: Path, config: str) -> dict[str, Any]:
@@ -79,7 +105,7 @@ def build(folder: Path, config: str) -> dict[str, Any]:
         built = time.perf_counter() - started
     finally:
         store.close()
-    disk = sum(f.stat().st_size for f in (folder / config).rglob("*") if f.is_file())
+    disk = sum(f.stat().st_size for f in (folder / _slug(config)).rglob("*") if f.is_file())
     return {"index_seconds": round(built, 1), "disk_mb": round(disk / 1e6, 1)}
 
 
@@ -128,7 +154,9 @@ def write_report(measured: dict[str, Any]) -> str:
         f"`python -m bench.store_scale` — real `minilm` vectors (384-d) of {measured['points']:,} distinct texts,",
         f"{measured['queries']} other texts as queries; recall@10 against exact search. Memory: what opening the",
         "store and answering the queries added to a fresh process (anonymous = heap, file = mapped segments).",
-        "Set with `qdrant.collection_options.scalar_quantization = true` when the collection is made.",
+        "int8: `qdrant.collection_options.scalar_quantization = true` when the collection is made; its searches",
+        "take 2× the hits by int8 and rescore them with the originals (`quantization_oversampling`). ef 128:",
+        "`qdrant.hnsw_ef = 128` (the engine's default explores fewer candidates).",
         "",
         "| vectors | recall@10 | p50 ms | p99 ms | RSS MB | anon MB | file MB | disk MB | index s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -139,6 +167,16 @@ def write_report(measured: dict[str, Any]) -> str:
             f"| {config} | {r['recall@10']:.4f} | {r['p50_ms']} | {r['p99_ms']} | {r['store_rss_mb']} | "
             f"{r['store_anon_mb']} | {r['store_file_mb']} | {r['disk_mb']} | {r['index_seconds']} |"
         )
+    lines += [
+        "",
+        "Read with the set in mind: every text is two of 520 corpus sentences, so each sentence recurs in hundreds",
+        "of texts and the 10th and 11th exact neighbours are near-ties (median score gap 0.003, a quarter under",
+        "0.001 on this seed); an approximate index swaps them, so recall@10 against the exact order stays near 0.9",
+        "whatever the search explores. What the rows compare: int8 with rescoring stays within a few hundredths",
+        "of float32's recall; its int8 copy of the vectors is heap (100k × 384 bytes ≈",
+        "38 MB) on top of the float32 originals, which stay memory-mapped file pages the OS can drop under",
+        "pressure (so the saving is in what must stay resident, not in RSS here); the index builds faster.",
+    ]
     text = "\n".join(lines) + "\n"
     (REPORTS / "store_scale.md").write_text(text)
     plot(measured, REPORTS / "store_scale.png")
@@ -152,14 +190,17 @@ def plot(measured: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = measured["results"]
-    fig, (memory_axis, recall_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
-    anon = [rows[c]["store_anon_mb"] for c in CONFIGS]
-    mapped = [rows[c]["store_file_mb"] for c in CONFIGS]
-    memory_axis.bar(CONFIGS, anon, label="anonymous (heap)")
-    memory_axis.bar(CONFIGS, mapped, bottom=anon, label="file pages (mapped)")
+    fig, (memory_axis, recall_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = list(CONFIGS)
+    anon = [rows[c]["store_anon_mb"] for c in names]
+    mapped = [rows[c]["store_file_mb"] for c in names]
+    memory_axis.bar(names, anon, label="anonymous (heap)")
+    memory_axis.bar(names, mapped, bottom=anon, label="file pages (mapped)")
+    memory_axis.tick_params(axis="x", labelsize=7)
     memory_axis.set(ylabel="MB", title=f"Store memory at {measured['points']:,} points")
     memory_axis.legend(fontsize=8)
-    recall_axis.bar(CONFIGS, [rows[c]["recall@10"] for c in CONFIGS], color="tab:green")
+    recall_axis.bar(names, [rows[c]["recall@10"] for c in names], color="tab:green")
+    recall_axis.tick_params(axis="x", labelsize=7)
     recall_axis.set(ylim=(0.8, 1.0), title="recall@10 vs exact search")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -138,6 +138,12 @@ class CollectionOptions(BaseModel):
     scalar_quantization: bool = False
     quantization_quantile: float = Field(default=0.99, gt=0.5, le=1.0)
     quantization_always_ram: bool = True
+    quantization_oversampling: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="a search of a quantized collection takes this many times the hits by int8, then rescores them "
+        "with the original vectors (measured: bench/reports/store_scale.md)",
+    )
 
 
 class QdrantSettings(BaseModel):
@@ -163,6 +169,12 @@ class QdrantSettings(BaseModel):
         "its files, and a write into a full disk kills the process); 0 turns the check off",
     )
     collection_options: CollectionOptions = Field(default_factory=CollectionOptions)
+    hnsw_ef: int | None = Field(
+        default=None,
+        ge=1,
+        description="candidates a dense search explores in the HNSW graph: higher = better recall, slower; None: the "
+        "engine's default (measured: bench/reports/store_scale.md)",
+    )
 
 
 class ModelSettings(BaseModel):

@@ -47,12 +47,20 @@ class EdgeStore(KnowsSparseSpaces):
     full disk (it memory-maps its write-ahead log, and opening a shard writes to it)."""
 
     def __init__(
-        self, path: str, collection: str, min_free_bytes: int = 0, options: CollectionOptions | None = None
+        self,
+        path: str,
+        collection: str,
+        min_free_bytes: int = 0,
+        options: CollectionOptions | None = None,
+        hnsw_ef: int | None = None,
     ) -> None:
         self.path = Path(path) / collection
         self.collection = collection
         self.min_free_bytes = min_free_bytes
         self._options = options or CollectionOptions()
+        # Dense searches: rescore int8 candidates with the originals (ignored where nothing is quantized).
+        quantization = qe.QuantizationSearchParams(rescore=True, oversampling=self._options.quantization_oversampling)
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=quantization)
         self._shard: Any = None
 
     def _quantization(self) -> Any:
@@ -172,7 +180,7 @@ class EdgeStore(KnowsSparseSpaces):
         return self.search_batch([SearchRequest(space, vector, limit, where)])[0]
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        queries = [_query(r) for r in requests]
+        queries = [_query(r, self._params) for r in requests]
         shard = self._open(None)
         answers = shard.query_batch(qe.QueryBatchRequest(queries)) if len(queries) > 1 else [shard.query(queries[0])]
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points] for points in answers]
@@ -225,8 +233,9 @@ class EdgeStore(KnowsSparseSpaces):
             self._shard = None
 
 
-def _query(request: SearchRequest) -> Any:
-    """By the dense vector (with MMR when ``diversity`` asks), or (none given) by the sparse one."""
+def _query(request: SearchRequest, params: Any) -> Any:
+    """By the dense vector (with MMR when ``diversity`` asks; ``params``: HNSW ef, quantized rescoring), or
+    (none given) by the sparse one."""
     query: Any
     if request.vector is not None and request.diversity > 0:  # qdrant-edge's lambda: the weight of relevance
         vector = [float(x) for x in request.vector]
@@ -236,7 +245,9 @@ def _query(request: SearchRequest) -> Any:
     else:
         sparse = qe.SparseVector(request.sparse.indices, request.sparse.values)
         query = qe.Query.Nearest(sparse, using=request.sparse_space)
-    return qe.QueryRequest(limit=request.limit, query=query, with_payload=True, filter=_filter(request.where))
+        params = None
+    where = _filter(request.where)
+    return qe.QueryRequest(limit=request.limit, query=query, with_payload=True, filter=where, params=params)
 
 
 def _vectors(point: PointRecord, sparse_spaces: frozenset[str]) -> dict[str, Any]:

@@ -37,8 +37,9 @@ def _recorded(spaces: Sequence[SpaceSpec]) -> dict[str, Any]:
     return {s.name: {"dim": s.dim, "model": s.model, **({"sparse": True} if s.sparse else {})} for s in spaces}
 
 
-def _query(request: SearchRequest) -> models.QueryRequest:
-    """By the dense vector (with MMR when ``diversity`` asks), or (none given) by the sparse one."""
+def _query(request: SearchRequest, params: models.SearchParams) -> models.QueryRequest:
+    """By the dense vector (with MMR when ``diversity`` asks; ``params``: HNSW ef, quantized rescoring), or
+    (none given) by the sparse one."""
     where = _filter(request.where)
     if request.vector is not None or request.sparse is None:
         dense = [float(x) for x in request.vector or ()]
@@ -47,7 +48,7 @@ def _query(request: SearchRequest) -> models.QueryRequest:
             mmr = models.Mmr(diversity=request.diversity, candidates_limit=request.mmr_candidates)
             query = models.NearestQuery(nearest=dense, mmr=mmr)
         return models.QueryRequest(
-            query=query, using=request.space, limit=request.limit, filter=where, with_payload=True
+            query=query, using=request.space, limit=request.limit, filter=where, with_payload=True, params=params
         )
     sparse = models.SparseVector(indices=request.sparse.indices, values=request.sparse.values)
     return models.QueryRequest(
@@ -67,6 +68,11 @@ class ServerStore(KnowsSparseSpaces):
     def __init__(self, settings: QdrantSettings) -> None:
         self.collection = settings.collection
         self._options = settings.collection_options
+        # Dense searches: rescore int8 candidates with the originals (ignored where nothing is quantized).
+        quantization = models.QuantizationSearchParams(
+            rescore=True, oversampling=self._options.quantization_oversampling
+        )
+        self._params = models.SearchParams(hnsw_ef=settings.hnsw_ef, quantization=quantization)
         self._remote = settings.backend == "server"
         try:
             if settings.backend == "local":
@@ -202,18 +208,10 @@ class ServerStore(KnowsSparseSpaces):
         """Nothing to do: ``upsert(wait=True)`` returns after the server's WAL has the points."""
 
     def search(self, space: str, vector: Sequence[float], limit: int = 10, where: Where | None = None) -> list[Hit]:
-        response = self._client.query_points(
-            self.collection,
-            query=[float(x) for x in vector],
-            using=space,
-            limit=limit,
-            query_filter=_filter(where),
-            with_payload=True,
-        )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return self.search_batch([SearchRequest(space, vector, limit, where)])[0]
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        batch = [_query(r) for r in requests]
+        batch = [_query(r, self._params) for r in requests]
         answers = self._client.query_batch_points(self.collection, requests=batch)
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in a.points] for a in answers]
 

@@ -79,15 +79,22 @@ function located(documentText, passage, context = 90, longest = 420) {
   return out;
 }
 
+// A result's list item, its score first.
+function hitItem(id, value, className) {
+  const li = document.createElement("li");
+  li.className = className;
+  li.dataset.id = id;
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = value.toFixed(3);
+  li.appendChild(score);
+  return li;
+}
+
 function renderDocuments(body) {
   const items = body.documents.map((doc) => {
     const p = doc.payload || {};
-    const li = document.createElement("li");
-    li.className = "hit document";
-    li.dataset.id = doc.point_id;
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = doc.score.toFixed(3);
+    const li = hitItem(doc.point_id, doc.score, "hit document");
     const text = document.createElement("div");
     const kind = document.createElement("span");
     kind.className = "kind";
@@ -103,7 +110,7 @@ function renderDocuments(body) {
       snippet.textContent = p.text.length > 280 ? p.text.slice(0, 280) + "…" : p.text;
       text.appendChild(snippet);
     }
-    li.append(score, text);
+    li.appendChild(text);
     return li;
   });
   $("results").replaceChildren(...items);
@@ -125,13 +132,7 @@ function searchFile(file) {
 function render(body) {
   const items = body.hits.map((hit) => {
     const p = hit.payload, media = p.media || {};
-    const li = document.createElement("li");
-    li.className = "hit";
-    li.dataset.id = hit.id;
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = hit.score.toFixed(3);
-    li.appendChild(score);
+    const li = hitItem(hit.id, hit.score, "hit");
     if (media.thumbnail) {
       const img = document.createElement("img");
       img.src = media.thumbnail;
