@@ -113,11 +113,13 @@ def test_scalar_quantization_is_set_when_the_collection_is_made_and_search_still
 
     import numpy as np
 
-    options = CollectionOptions(scalar_quantization=True, quantization_quantile=0.98)
-    settings = QdrantSettings(backend=backend, path=str(tmp_path / "store"), collection_options=options)
+    options = CollectionOptions(scalar_quantization=True, quantization_quantile=0.98, quantization_oversampling=3)
+    settings = QdrantSettings(backend=backend, path=str(tmp_path / "store"), collection_options=options, hnsw_ef=77)
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((400, 32))
     store = open_store(settings)
+    params = store._params  # type: ignore[attr-defined]  # what every dense search of this store passes
+    assert params.hnsw_ef == 77 and params.quantization.oversampling == 3 and params.quantization.rescore
     try:
         store.ensure_spaces([SpaceSpec("minilm", 32, "minilm@1")])
         store.upsert(

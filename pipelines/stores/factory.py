@@ -13,9 +13,8 @@ def open_store(settings: QdrantSettings) -> VectorStore:
     """The embedded qdrant-edge store by default; qdrant-client for ``server`` and ``local`` backends. Each
     call opens its own; a process that must use one embedded path from two places shares a ``SharedStore``."""
     if settings.backend == "edge":
-        return EdgeStore(
-            settings.path, settings.collection, settings.min_free_mb * 1_000_000, settings.collection_options
-        )
+        options, free = settings.collection_options, settings.min_free_mb * 1_000_000
+        return EdgeStore(settings.path, settings.collection, free, options, settings.hnsw_ef)
     # Imported here: qdrant-client takes ~1.4 s to import, which a run on the embedded store should not pay.
     from embedstream.pipelines.stores.server import ServerStore
 
