@@ -117,3 +117,23 @@ def test_diversity_lets_near_duplicates_give_way_on_both_stores(make_settings, b
             searcher.search(question, diversity=1.5)
     finally:
         searcher.close()
+
+
+def test_the_fusion_rules_each_setting_offers():
+    """``api.hybrid_fusion``: RRF (Qdrant's rule, 1/(60+rank) summed) ranks what both lists hold first; the
+    keyword weight is the squared share of the query's terms the best keyword hit holds; MMR over a fused list
+    keeps the best first and then prefers what is unlike it."""
+    from embedstream.pipelines.stores import Hit
+    from embedstream.workers.fusion import diversify, fuse_lists, keyword_weight
+
+    dense = [Hit("a", 0.9, {}), Hit("b", 0.8, {}), Hit("c", 0.7, {})]
+    sparse = [Hit("c", 12.0, {}), Hit("d", 5.0, {})]
+    fused = fuse_lists([dense, sparse], 4, "rrf")
+    assert fused[0].id == "c" and {h.id for h in fused} == {"a", "b", "c", "d"}
+    assert fused[0].score == pytest.approx(1 / 63 + 1 / 61)
+    assert [h.id for h in fuse_lists([dense, sparse], 4, "dbsf")] == ["c", "a", "b", "d"]  # Qdrant's DBSF
+    assert keyword_weight([1, 2, 3, 4], [1, 2, 9]) == pytest.approx(0.25)
+    assert keyword_weight([1, 2], [1, 2, 5]) == 1.0 and keyword_weight([], [1]) == 1.0
+    vectors = {"a": [1.0, 0.0], "b": [0.99, 0.01], "c": [0.0, 1.0]}
+    assert [h.id for h in diversify(dense, vectors, 2, 0.0)] == ["a", "b"]
+    assert [h.id for h in diversify(dense, vectors, 2, 0.7)] == ["a", "c"]

@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from embedstream.onnx_models.vectors import l2_normalize
 from embedstream.pipelines.stores import Hit
 
 Fusion = Literal["confidence", "rrf", "dbsf"]
@@ -86,8 +87,7 @@ def diversify(hits: Sequence[Hit], vectors: Mapping[str, Sequence[float]], limit
     scores = np.array([h.score for h in hits], dtype=np.float64)
     span = float(scores.max() - scores.min()) or 1.0
     relevance = (scores - scores.min()) / span
-    rows = [np.asarray(vectors[h.id], dtype=np.float64) if h.id in vectors else None for h in hits]
-    unit = [r / (np.linalg.norm(r) or 1.0) if r is not None else None for r in rows]
+    unit = [l2_normalize(np.asarray(vectors[h.id], dtype=np.float64)) if h.id in vectors else None for h in hits]
     chosen: list[int] = []
     left = list(range(len(hits)))
     while left and len(chosen) < limit:

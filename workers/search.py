@@ -35,6 +35,7 @@ from embedstream.pipelines.media.images import decode_image
 from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import Hit, SearchRequest, VectorStore, open_store
 from embedstream.schemas.errors import NotFoundError, UsageError
+from embedstream.schemas.point import SparseVector
 from embedstream.schemas.settings import Settings
 from embedstream.workers.fusion import diversify, fuse_lists, keyword_weight
 from embedstream.workers.grouping import Group, candidates, group_hits
@@ -259,22 +260,27 @@ class Searcher:
         dense = [w for w in batch if w.mode != "sparse"]
         embedded = iter(self.encoder(model_name).embed([w.text for w in dense]) if dense else ())
         requests: list[SearchRequest] = []
+        keywords: list[SparseVector | None] = []  # each search's query terms, computed once (hybrid weighs by them)
         for w in batch:  # the embedded rows are in the order of the dense searches, which keep the batch's order
             depth = w.limit * HYBRID_DEPTH if w.mode == "hybrid" else w.limit
             if w.mode != "sparse":  # hybrid diversifies the fused list, dense lets the store do it
                 diversity = w.diversity if w.mode == "dense" else 0.0
                 requests.append(SearchRequest(w.space, next(embedded).tolist(), depth, w.where, diversity=diversity))
-            if w.mode != "dense":
-                requests.append(SearchRequest(w.space, None, depth, w.where, self._bm25.query(w.text)))
+            keywords.append(self._bm25.query(w.text) if w.mode != "dense" else None)
+            if keywords[-1] is not None:
+                requests.append(SearchRequest(w.space, None, depth, w.where, keywords[-1]))
         lists = iter(self.store.search_batch(requests))
-        return [self._hybrid(w, next(lists), next(lists)) if w.mode == "hybrid" else next(lists) for w in batch]
+        return [
+            self._hybrid(w, next(lists), next(lists), terms) if w.mode == "hybrid" and terms else next(lists)
+            for w, terms in zip(batch, keywords, strict=True)
+        ]
 
-    def _hybrid(self, wanted: TextSearch, dense: list[Hit], sparse: list[Hit]) -> list[Hit]:
+    def _hybrid(self, wanted: TextSearch, dense: list[Hit], sparse: list[Hit], keywords: SparseVector) -> list[Hit]:
         """The two lists fused (``api.hybrid_fusion``), the keyword list weighed by how much of the query its
         best hit holds (``fusion.keyword_weight``); with ``diversity``, re-ranked by MMR over the fused
         candidates' dense vectors (``fusion.diversify``)."""
         depth = wanted.limit * HYBRID_DEPTH
-        weights = [1.0, self._keyword_weight(wanted.text, sparse)]
+        weights = [1.0, self._keyword_weight(keywords, sparse)]
         fusion = self.settings.api.hybrid_fusion
         if not wanted.diversity:
             return fuse_lists([dense, sparse], wanted.limit, fusion, depth, weights)
@@ -283,11 +289,11 @@ class Searcher:
         vectors = {p.id: p.vectors[wanted.space] for p in found if wanted.space in p.vectors}
         return diversify(fused, vectors, wanted.limit, wanted.diversity)
 
-    def _keyword_weight(self, text: str, sparse: list[Hit]) -> float:
+    def _keyword_weight(self, keywords: SparseVector, sparse: list[Hit]) -> float:
         if not sparse:
             return 1.0
         best = self._bm25.document(str(sparse[0].payload.get("text") or ""))
-        return keyword_weight(self._bm25.query(text).indices, best.indices)
+        return keyword_weight(keywords.indices, best.indices)
 
     def _text_batcher(self, model_name: str) -> QueryBatcher[TextSearch, list[Hit]]:
         """Concurrent text searches of one model: one encoder call and one store call (``query_batcher``)."""
