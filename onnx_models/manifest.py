@@ -109,6 +109,9 @@ class Quantization(BaseModel):
     per_channel: bool
     reduce_range: bool
     isa: str  # the instruction set it was built for: avx512_vnni, avx2, ...
+    # per_token: each token's activations have their own scale, so a text's vector does not depend on its batch
+    # mates (``export.per_token``); per_tensor: ORT's default, one scale per batch (builds before it)
+    activations: Literal["per_tensor", "per_token"] = "per_tensor"
 
 
 class VariantQuality(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +47,20 @@ def media_models(model_cache: Path) -> Path:
     return model_cache
 
 
+@pytest.fixture(scope="session")
+def int8_cache(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private cache holding the base minilm build and its int8 variant (the user's cache is left alone)."""
+    from embedstream.onnx_models.corpus import corpus_texts
+    from embedstream.onnx_models.export.quantize import build_int8
+    from embedstream.onnx_models.registry import load_manifest
+
+    cache = tmp_path_factory.mktemp("int8-cache")
+    base, folder = load_manifest(model_cache, "minilm")
+    shutil.copytree(folder, cache / "minilm" / base.version)
+    build_int8(cache, "minilm", texts=corpus_texts()[:260])
+    return cache
+
+
 @pytest.fixture
 def make_settings(broker: Broker, model_cache: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a fresh topic, dead-letter topic, group and store path; sections can be overridden."""
@@ -73,6 +88,7 @@ REAL_PARTS = {
     "broker",
     "make_settings",
     "model_cache",
+    "int8_cache",
     "media_models",
     "served",
     "media_settings",
