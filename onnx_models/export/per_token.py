@@ -30,25 +30,24 @@ CONSTANTS: dict[str, np.ndarray] = {
     ZERO_POINT: np.array(128, dtype=np.uint8),
     "per_token_eps": np.array(1e-8, dtype=np.float32),
     "per_token_127": np.array(127.0, dtype=np.float32),
-    "per_token_128": np.array(128.0, dtype=np.float32),
-    "per_token_0": np.array(0.0, dtype=np.float32),
-    "per_token_255": np.array(255.0, dtype=np.float32),
+    "per_token_128_5": np.array(128.5, dtype=np.float32),
     "per_token_axes": np.array([-1], dtype=np.int64),
 }
 
 
 def _quantize_per_token(x: str, quantized: str, zero_point: str, scale: str) -> list[onnx.NodeProto]:
+    """``scale = absmax(row) / 127``; ``quantized = uint8(x · 127 / absmax + 128.5)`` — the cast truncates, so
+    that is ``round(x / scale) + 128``, in [1, 255] by construction (no clip): few passes over the activations."""
     p = f"{quantized}_per_token_"
     return [
         helper.make_node("Abs", [x], [p + "abs"]),
         helper.make_node("ReduceMax", [p + "abs", "per_token_axes"], [p + "absmax"], keepdims=1),
         helper.make_node("Max", [p + "absmax", "per_token_eps"], [p + "absmax_eps"]),
         helper.make_node("Div", [p + "absmax_eps", "per_token_127"], [scale]),
-        helper.make_node("Div", [x, scale], [p + "scaled"]),
-        helper.make_node("Round", [p + "scaled"], [p + "rounded"]),
-        helper.make_node("Add", [p + "rounded", "per_token_128"], [p + "shifted"]),
-        helper.make_node("Clip", [p + "shifted", "per_token_0", "per_token_255"], [p + "clipped"]),
-        helper.make_node("Cast", [p + "clipped"], [quantized], to=TensorProto.UINT8),
+        helper.make_node("Div", ["per_token_127", p + "absmax_eps"], [p + "inverse"]),
+        helper.make_node("Mul", [x, p + "inverse"], [p + "scaled"]),
+        helper.make_node("Add", [p + "scaled", "per_token_128_5"], [p + "shifted"]),
+        helper.make_node("Cast", [p + "shifted"], [quantized], to=TensorProto.UINT8),
         helper.make_node("Identity", [ZERO_POINT], [zero_point]),
     ]
 
