@@ -16,8 +16,13 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
+
+if TYPE_CHECKING:  # only for annotations: the text encoder is not needed to cut texts
+    from embedstream.onnx_models.text_encoder import TextEncoder
+    from embedstream.schemas.settings import ModelSettings
 
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|\n")
 
@@ -128,3 +133,12 @@ class Chunker:
                 back -= 1
             a = back
         return spans
+
+
+def chunker_for(encoder: TextEncoder, model: ModelSettings) -> Chunker | None:
+    """The chunker an ingest with these settings cuts ``encoder``'s long texts with (None: ``chunking`` off):
+    chunks of ``chunk_tokens`` (0 = the model's limit, never more), neighbours sharing ``chunk_overlap``."""
+    if model.chunking == "off":
+        return None
+    limit = encoder.max_tokens
+    return Chunker.from_file(encoder.tokenizer_file, min(model.chunk_tokens or limit, limit), model.chunk_overlap)

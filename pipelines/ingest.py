@@ -102,7 +102,14 @@ def build_pipeline(
     for name, adapter in adapters:
         flowing = flowing | name >> beam.ParDo(Embed(adapter))
     deliver = Deliver(
-        settings.kafka, settings.qdrant, settings.pipeline, plan.spaces, plan.fusion, shared.progress, shared.store
+        settings.kafka,
+        settings.qdrant,
+        settings.pipeline,
+        plan.spaces,
+        plan.fusion,
+        shared.progress,
+        shared.store,
+        settings.model,
     )
     _ = flowing | "Deliver" >> beam.ParDo(deliver)
 

@@ -23,3 +23,7 @@ class NotFoundError(EmbedstreamError, LookupError):
 
 class SettingsError(EmbedstreamError, ValueError):
     """The settings (file, environment or overrides) do not validate; the message names the setting."""
+
+
+class ConflictError(EmbedstreamError):
+    """A request that clashes with work under way (a migration's backfill still running); retry once it ends."""

@@ -17,6 +17,7 @@ its own point with score 1.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -33,7 +34,7 @@ from embedstream.onnx_models.vectors import fuse
 from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.images import decode_image
 from embedstream.pipelines.plan import FUSED_SPACE
-from embedstream.pipelines.stores import Hit, SearchRequest, VectorStore, open_store
+from embedstream.pipelines.stores import Hit, SearchRequest, SpaceSpec, VectorStore, open_store
 from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.point import SparseVector
 from embedstream.schemas.settings import Settings
@@ -103,6 +104,7 @@ class Query:
 
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
+LAYOUT_TTL_S = 1.0  # how stale the searcher's view of a migration may be
 HYBRID_DEPTH = 4  # candidates each list of a hybrid search brings to the fusion, per result asked for
 
 
@@ -116,6 +118,7 @@ class TextSearch:
     where: Where | None
     mode: SearchMode = "dense"
     diversity: float = 0.0
+    vector_name: str | None = None  # the named vector searched, as resolved with the model (``Searcher.searched``)
 
 
 class Searcher:
@@ -130,6 +133,7 @@ class Searcher:
         self._text_batchers: dict[str, QueryBatcher[TextSearch, list[Hit]]] = {}
         self._bm25 = Bm25()
         self._has_sparse = False
+        self._layout: tuple[float, dict[str, SpaceSpec]] | None = None
 
     def encoder(self, name: str) -> AnyEncoder:
         if name not in self._encoders:
@@ -220,14 +224,34 @@ class Searcher:
             asked = SearchRequest(space, vector.tolist(), limit, conditions(where, modality), diversity=diversity)
             return self.store.search_batch([asked])[0]
         space, model_name = self.resolve("text", space)
+        vector_name, model_name = self.searched(space, model_name)
         if mode != "dense":
             self._check_sparse()
         if mode == "sparse" and diversity:
             raise UsageError("diversity re-ranks by vectors: use it with dense or hybrid search, not sparse")
-        wanted = TextSearch(query.text or "", space, limit, conditions(where, modality), mode, diversity)
+        where = conditions(where, modality)
+        wanted = TextSearch(query.text or "", space, limit, where, mode, diversity, vector_name)
         if self.settings.api.batch_queries:
             return self._text_batcher(model_name).answer(wanted)
         return self._text_searches(model_name, [wanted])[0]
+
+    def searched(self, space: str, model_name: str) -> tuple[str | None, str]:
+        """(named vector, model) a text search of ``space`` uses now. A migration (``pipelines.spaces``) may have
+        switched the space to another model's vectors: the store's record says, read at most once a second, so
+        the API and the CLI follow a switch without a restart. The pair is resolved together, so a query is
+        never embedded by one model and compared with another's vectors."""
+        now = time.monotonic()
+        if self._layout is None or now - self._layout[0] > LAYOUT_TTL_S:
+            self._layout = (now, self.store.spaces())
+        spec = self._layout[1].get(space)
+        if spec is None or not spec.model:
+            return None, model_name
+        vector, model, _ = spec.searched
+        return vector, model_name if self._manifest(model_name).ref == model else model
+
+    def forget_layout(self) -> None:
+        """Read the store's record again at the next search (a migration step was just taken here)."""
+        self._layout = None
 
     def search_documents(
         self,
@@ -265,7 +289,8 @@ class Searcher:
             depth = w.limit * HYBRID_DEPTH if w.mode == "hybrid" else w.limit
             if w.mode != "sparse":  # hybrid diversifies the fused list, dense lets the store do it
                 diversity = w.diversity if w.mode == "dense" else 0.0
-                requests.append(SearchRequest(w.space, next(embedded).tolist(), depth, w.where, diversity=diversity))
+                vector, name = next(embedded).tolist(), w.vector_name
+                requests.append(SearchRequest(w.space, vector, depth, w.where, diversity=diversity, vector_name=name))
             keywords.append(self._bm25.query(w.text) if w.mode != "dense" else None)
             if keywords[-1] is not None:
                 requests.append(SearchRequest(w.space, None, depth, w.where, keywords[-1]))

@@ -33,7 +33,7 @@ from embedstream.pipelines.transforms.parse import DeleteEvent, ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Modality
 from embedstream.schemas.point import PointRecord, SourceRef
-from embedstream.schemas.settings import KafkaSettings, PipelineSettings, QdrantSettings
+from embedstream.schemas.settings import KafkaSettings, ModelSettings, PipelineSettings, QdrantSettings
 
 
 class Deliver(beam.DoFn):
@@ -46,8 +46,10 @@ class Deliver(beam.DoFn):
         fusion: VideoFusion | None = None,
         progress: Handle[Progress] | None = None,
         store: Handle[VectorStore] | None = None,
+        model: ModelSettings | None = None,
     ) -> None:
         self._kafka = kafka
+        self._model = model
         self._qdrant = qdrant
         self._pipeline = pipeline
         self._spaces = spaces
@@ -67,7 +69,9 @@ class Deliver(beam.DoFn):
         self._progress = progress.get() if progress is not None and progress.available else Progress()
         self._store = self._store_handle.get() if self._store_handle is not None else open_store(self._qdrant)
         self._store.ensure_spaces(self._spaces)
-        self._writer = PointWriter(self._store, self._pipeline.upsert_batch_size, self._fusion, self._written)
+        self._writer = PointWriter(
+            self._store, self._pipeline.upsert_batch_size, self._fusion, self._written, self._model
+        )
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
 
     def teardown(self) -> None:

@@ -20,6 +20,9 @@ What can go wrong, and what happens:
   before its new document point is written, the chunks past its new count are deleted — the count the stored
   document point had, or the chunks this bundle already wrote. A document's older version still in the buffer
   loses its chunks when the newer one arrives. No orphan chunk survives, across batches and replays.
+* **A space is migrating to another model** (``embedstream spaces migrate``): each batch is laid out for the
+  store's spaces as they are now — both models' vectors, the one missing made from the payload — and written
+  again if a migration step landed meanwhile (``pipelines.spaces.dual_write``).
 * **A replayed event is older than what the store holds for its id** (``dlq replay`` after a newer version
   landed): it becomes a ``superseded`` dead letter instead of overwriting newer data. Versions compare by
   their origin position (same partition: offsets; otherwise Kafka timestamps); see ``KafkaRecord.origin``.
@@ -32,11 +35,13 @@ from collections.abc import Callable
 from typing import Any
 
 from embedstream.pipelines.plan import VideoFusion
+from embedstream.pipelines.spaces.dual_write import MigrationWrites
 from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
 from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Deletion
 from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SourceRef, point_id
+from embedstream.schemas.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StoreLockedError, StoreFullError, ConnectionError, TimeoutError)
@@ -70,8 +75,11 @@ class PointWriter:
         batch_size: int,
         fusion: VideoFusion | None,
         on_written: Callable[[list[PointRecord]], None],
+        model: ModelSettings | None = None,
     ) -> None:
+        """``model``: where a migrating space's other model loads from (``pipelines.spaces.dual_write``)."""
         self._store = store
+        self._migrations = MigrationWrites(store, model)
         self._batch_size = batch_size
         self._fusion = fusion
         self._on_written = on_written
@@ -171,13 +179,17 @@ class PointWriter:
         members = [p for p in points if p.payload.get("video_id") is not None]
         if members and self._fusion is not None:
             self._remember_previous(members)
+        laid = self._migrations.prepare(points)  # a migrating space gets both models' vectors
         try:
-            self._store.upsert(points)
+            self._store.upsert(laid)
         except UNAVAILABLE:
             raise  # the store itself, not a point: fail the bundle, commit nothing, let the run be retried
         except Exception as exc:
             log.warning("store refused a batch of %d (%s); retrying point by point", len(points), exc)
-            points = self._one_by_one(points, exc)
+            written = {p.id for p in self._one_by_one(laid, exc)}
+            points = [p for p in points if p.id in written]
+        if self._migrations.stale():  # a migration step landed while this batch was laid out: write it again
+            self._store.upsert(self._migrations.prepare(points))
         for point in points:
             video_id = point.payload.get("video_id")
             if video_id is not None:

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,14 +42,49 @@ class NoCollectionError(NotFoundError):
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """A space's next vectors while it migrates to another model (``pipelines.spaces``): the engine's named
+    vector holding them, their model and dimension, and whether searches use them yet (``spaces switch``)."""
+
+    vector: str
+    model: str
+    dim: int
+    searched: bool = False
+
+
+@dataclass(frozen=True)
 class SpaceSpec:
-    """A named vector: its dimension and the model (name@version) whose vectors it holds. ``sparse``: a sparse
-    vector (``bm25``; no dimension), weighted by the store's IDF modifier."""
+    """A space: its dimension and the model (name@version) whose vectors it holds. ``sparse``: a sparse vector
+    (``bm25``; no dimension), weighted by the store's IDF modifier.
+
+    ``vector``: the engine's named vector holding it ("" = the space's own name; another one once a migration
+    has dropped the old vectors). ``shadow``: the vectors of the model it is migrating to, written beside."""
 
     name: str
     dim: int
     model: str
     sparse: bool = False
+    vector: str = ""
+    shadow: Shadow | None = None
+
+    @property
+    def engine_name(self) -> str:
+        """The named vector this space's own (primary) vectors live in."""
+        return self.vector or self.name
+
+    @property
+    def searched(self) -> tuple[str, str, int]:
+        """(named vector, model, dimension) that searches of this space use."""
+        if self.shadow is not None and self.shadow.searched:
+            return self.shadow.vector, self.shadow.model, self.shadow.dim
+        return self.engine_name, self.model, self.dim
+
+    def written(self) -> dict[str, str]:
+        """Named vector → the model whose vectors it must get: the primary, and the shadow while migrating."""
+        out = {self.engine_name: self.model}
+        if self.shadow is not None:
+            out[self.shadow.vector] = self.shadow.model
+        return out
 
 
 @dataclass(frozen=True)
@@ -72,6 +108,9 @@ class SearchRequest:
     sparse: SparseVector | None = None
     sparse_space: str = "bm25"
     diversity: float = 0.0  # dense only: MMR (Qdrant's) over ``mmr_candidates``; 0 = by relevance alone
+    # The engine's named vector to search, as the caller resolved it with the model that embedded the query
+    # (``SpaceSpec.searched``); None: the store resolves ``space`` itself.
+    vector_name: str | None = None
 
     @property
     def mmr_candidates(self) -> int:
@@ -104,11 +143,26 @@ class VectorStore(Protocol):
         """Several searches in one call to the engine; the hits of each, in order."""
         ...
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]: ...
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        """These points (missing ones left out); with vectors, each space's searched vector under the space's
+        name (a migrating space's other one left out)."""
+        ...
 
-    def scroll(self, with_vectors: bool = False, where: Where | None = None) -> Iterator[StoredPoint]: ...
+    def scroll(
+        self,
+        with_vectors: bool = False,
+        where: Where | None = None,
+        having: str | None = None,
+        lacking: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StoredPoint]:
+        """Every point (matching ``where``; with the named vector ``having``, without ``lacking``), or the first
+        ``limit`` of them."""
+        ...
 
-    def count(self, where: Where | None = None) -> int: ...
+    def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
+        """How many points match ``where`` (and hold the named vector ``having``, lack ``lacking``)."""
+        ...
 
     def count_vectors(self, space: str) -> int:
         """How many points carry a vector in ``space``."""
@@ -122,27 +176,131 @@ class VectorStore(Protocol):
         """Build indexes (HNSW) now if the engine leaves that to the caller; True when something was done."""
         ...
 
-    def spaces(self) -> dict[str, SpaceSpec]: ...
+    def spaces(self) -> dict[str, SpaceSpec]:
+        """The collection's spaces as recorded now (read afresh: a migration may have changed them)."""
+        ...
+
+    def add_vector(self, name: str, dim: int) -> None:
+        """A new dense named vector (cosine) in the existing collection; its points get it by ``update_vectors``."""
+        ...
+
+    def drop_vector(self, name: str) -> None:
+        """Remove a dense named vector and every point's vector in it."""
+        ...
+
+    def record_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        """Record the spaces (models, named vectors, migrations) the collection holds: the fence every run reads."""
+        ...
+
+    def update_vectors(self, vectors: VectorUpdates, lacking: str) -> None:
+        """Set these named vectors on these points (point id → name → vector), leaving their other vectors and
+        payload alone, on the points that still exist and still lack the named vector ``lacking``: a point
+        written meanwhile (which carries it) is not overwritten with vectors of its older text."""
+        ...
 
     def close(self) -> None: ...
 
 
-class KnowsSparseSpaces:
-    """What both backends share: which of the collection's named vectors are sparse, read once (an upsert
-    converts those to the engine's sparse type). ``_forget_sparse`` after the schema changed."""
+class KnowsLayout:
+    """What both backends share: the recorded spaces, read at most once a second for the engine's named vectors
+    (a point's vectors and a search name spaces; after a migration a space's vectors live in another named
+    vector, ``SpaceSpec.engine_name``) and which of them are sparse. ``_forget_layout`` after a change."""
 
-    _sparse: frozenset[str] | None = None
+    LAYOUT_TTL_S = 1.0
+    _layout_read: tuple[float, dict[str, SpaceSpec]] | None = None
 
     def spaces(self) -> dict[str, SpaceSpec]:
         raise NotImplementedError
 
-    def _sparse_spaces(self) -> frozenset[str]:
-        if self._sparse is None:
-            self._sparse = frozenset(name for name, spec in self.spaces().items() if spec.sparse)
-        return self._sparse
+    def _layout(self) -> dict[str, SpaceSpec]:
+        now = time.monotonic()
+        if self._layout_read is None or now - self._layout_read[0] > self.LAYOUT_TTL_S:
+            self._layout_read = (now, self.spaces())
+        return self._layout_read[1]
 
-    def _forget_sparse(self) -> None:
-        self._sparse = None
+    def _forget_layout(self) -> None:
+        self._layout_read = None
+
+    def _sparse_spaces(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self._layout().items() if spec.sparse)
+
+    def _to_engine(self, vectors: Mapping[str, Any]) -> dict[str, Any]:
+        """A point's vectors keyed by the named vectors that hold them (a space's name → its primary vector)."""
+        layout = self._layout()
+        return {(layout[k].engine_name if k in layout else k): v for k, v in vectors.items()}
+
+    def _searched_name(self, request: SearchRequest) -> str:
+        if request.vector_name:
+            return request.vector_name
+        spec = self._layout().get(request.space)
+        return spec.searched[0] if spec is not None else request.space
+
+    def _from_engine(self, vectors: Mapping[str, Any]) -> dict[str, Any]:
+        """Stored vectors keyed by space: each space's searched vector under the space's name (a migrating
+        space's other vector is left out: what readers compare with queries is what searches use)."""
+        names: dict[str, str | None] = {}
+        for name, spec in self._layout().items():
+            names.update(dict.fromkeys(spec.written(), None))
+            names[spec.searched[0]] = name
+        out: dict[str, Any] = {}
+        for key, vector in vectors.items():
+            space = names.get(key, key)
+            if space is not None:
+                out[space] = vector
+        return out
+
+
+VectorUpdates = Mapping[str, Mapping[str, Sequence[float]]]
+
+
+def update_existing(
+    update: Callable[[VectorUpdates], None], held: Callable[[list[str]], set[str]], vectors: VectorUpdates
+) -> None:
+    """``update(vectors)``; if the engine refused the batch because some point is gone (deleted since it was
+    read: both engines refuse the whole batch then), again with the points that are still there."""
+    try:
+        update(vectors)
+    except Exception:
+        remaining = {pid: named for pid, named in vectors.items() if pid in held(list(vectors))}
+        if len(remaining) == len(vectors):
+            raise
+        if remaining:
+            update(remaining)
+
+
+def record_of(spaces: Sequence[SpaceSpec]) -> dict[str, Any]:
+    """The spaces as the fence records them (edge sidecar, server collection metadata)."""
+    record: dict[str, Any] = {}
+    for s in spaces:
+        entry: dict[str, Any] = {"dim": s.dim, "model": s.model}
+        if s.sparse:
+            entry["sparse"] = True
+        if s.vector:
+            entry["vector"] = s.vector
+        if s.shadow is not None:
+            shadow = s.shadow
+            entry["shadow"] = {"vector": shadow.vector, "model": shadow.model, "dim": shadow.dim}
+            entry["shadow"]["searched"] = shadow.searched
+        record[s.name] = entry
+    return record
+
+
+def spaces_of(record: Mapping[str, Any]) -> dict[str, SpaceSpec]:
+    """``record_of`` read back."""
+    spaces: dict[str, SpaceSpec] = {}
+    for name, v in record.items():
+        shadow = v.get("shadow")
+        spaces[name] = SpaceSpec(
+            name,
+            int(v.get("dim", 0)),
+            str(v.get("model", "")),
+            bool(v.get("sparse")),
+            str(v.get("vector", "")),
+            Shadow(str(shadow["vector"]), str(shadow["model"]), int(shadow["dim"]), bool(shadow.get("searched")))
+            if shadow
+            else None,
+        )
+    return spaces
 
 
 def missing_sparse(existing: Mapping[str, SpaceSpec], wanted: Sequence[SpaceSpec]) -> list[SpaceSpec]:
@@ -167,6 +325,9 @@ def check_spaces(existing: Mapping[str, SpaceSpec], wanted: Sequence[SpaceSpec],
                 f"collection {collection!r} has no named vector {space.name!r} (it has {sorted(existing)}); "
                 "write to a new collection (EMBEDSTREAM_QDRANT__COLLECTION) or migrate this one"
             )
+        shadow = have.shadow
+        if shadow is not None and shadow.model == space.model and shadow.dim == space.dim:
+            continue  # migrating to this run's model: the writer fills the old vectors beside (pipelines.spaces)
         if have.dim != space.dim:
             raise StoreSchemaError(
                 f"collection {collection!r}: named vector {space.name!r} has dimension {have.dim} but model "
@@ -175,5 +336,6 @@ def check_spaces(existing: Mapping[str, SpaceSpec], wanted: Sequence[SpaceSpec],
         if have.model and have.model != space.model:
             raise StoreSchemaError(
                 f"collection {collection!r}: named vector {space.name!r} holds vectors of {have.model}, this "
-                f"run uses {space.model}; mixing versions corrupts search: use a new collection or migrate"
+                f"run uses {space.model}; mixing versions corrupts search: use a new collection, or migrate it "
+                f"(embedstream spaces migrate {space.name} --to {space.model})"
             )

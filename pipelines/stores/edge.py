@@ -17,16 +17,20 @@ import qdrant_edge as qe
 
 from embedstream.pipelines.stores.base import (
     Hit,
-    KnowsSparseSpaces,
+    KnowsLayout,
     NoCollectionError,
     SearchRequest,
     SpaceSpec,
     StoredPoint,
     StoreFullError,
     StoreLockedError,
+    VectorUpdates,
     Where,
     check_spaces,
     missing_sparse,
+    record_of,
+    spaces_of,
+    update_existing,
 )
 from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import CollectionOptions
@@ -35,13 +39,16 @@ SPACES_FILE = "embedstream.json"
 SCROLL_PAGE = 512
 
 
-def _filter(where: Where | None) -> qe.Filter | None:
-    if not where:
+def _filter(where: Where | None, having: str | None = None, lacking: str | None = None) -> qe.Filter | None:
+    must: list[Any] = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (where or {}).items()]
+    must += [qe.HasVectorCondition(having)] if having else []
+    must_not: list[Any] | None = [qe.HasVectorCondition(lacking)] if lacking else None
+    if not must and not must_not:
         return None
-    return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in where.items()])
+    return qe.Filter(must=must or None, must_not=must_not)
 
 
-class EdgeStore(KnowsSparseSpaces):
+class EdgeStore(KnowsLayout):
     """qdrant-edge at ``path/collection``. ``min_free_bytes``: opening and writing are refused (``StoreFullError``)
     while the disk holding the store has less free space than that; the engine itself would die of SIGBUS on a
     full disk (it memory-maps its write-ahead log, and opening a shard writes to it)."""
@@ -122,17 +129,19 @@ class EdgeStore(KnowsSparseSpaces):
         return self._shard
 
     def _write_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
-        record = {s.name: {"dim": s.dim, "model": s.model, **({"sparse": True} if s.sparse else {})} for s in spaces}
-        (self.path / SPACES_FILE).write_text(json.dumps({"collection": self.collection, "spaces": record}))
+        """Written to a temporary file and renamed over the sidecar, so a crash leaves the old record or the new."""
+        sidecar = self.path / SPACES_FILE
+        draft = sidecar.with_suffix(".tmp")
+        draft.write_text(json.dumps({"collection": self.collection, "spaces": record_of(spaces)}))
+        draft.replace(sidecar)
+        self._forget_layout()
+
+    record_spaces = _write_spaces
 
     def spaces(self) -> dict[str, SpaceSpec]:
         sidecar = self.path / SPACES_FILE
         if sidecar.exists():
-            record = json.loads(sidecar.read_text())["spaces"]
-            return {
-                k: SpaceSpec(k, int(v["dim"]), str(v.get("model", "")), bool(v.get("sparse")))
-                for k, v in record.items()
-            }
+            return spaces_of(json.loads(sidecar.read_text())["spaces"])
         config_file = self.path / "edge_config.json"
         if config_file.exists():
             config = json.loads(config_file.read_text())
@@ -143,7 +152,7 @@ class EdgeStore(KnowsSparseSpaces):
     def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
         """Check an existing shard from its files (opening it is left to the first read or write, so a
         preflight check costs no shard load), or create a new one; add a missing sparse space."""
-        self._forget_sparse()  # read again after this
+        self._forget_layout()  # read again after this
         existing = self.spaces()
         if not existing:
             self._open(spaces)
@@ -162,7 +171,8 @@ class EdgeStore(KnowsSparseSpaces):
         self._check_space()
         shard = self._open(None)
         sparse = self._sparse_spaces()
-        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p, sparse), p.payload) for p in points]))
+        points_in = [qe.Point(p.id, self._to_engine(_vectors(p, sparse)), p.payload) for p in points]
+        shard.update(qe.UpdateOperation.upsert_points(points_in))
 
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
         shard = self._open(None)
@@ -180,33 +190,46 @@ class EdgeStore(KnowsSparseSpaces):
         return self.search_batch([SearchRequest(space, vector, limit, where)])[0]
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        queries = [_query(r, self._params) for r in requests]
+        queries = [_query(r, self._searched_name(r), self._params) for r in requests]
         shard = self._open(None)
         answers = shard.query_batch(qe.QueryBatchRequest(queries)) if len(queries) > 1 else [shard.query(queries[0])]
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points] for points in answers]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._open(None).retrieve(list(ids), True, with_vectors)
-        return [_stored(r, with_vectors) for r in records]
+        return [self._stored(r, with_vectors) for r in records]
 
-    def scroll(self, with_vectors: bool = False, where: Where | None = None) -> Iterator[StoredPoint]:
+    def scroll(
+        self,
+        with_vectors: bool = False,
+        where: Where | None = None,
+        having: str | None = None,
+        lacking: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StoredPoint]:
         shard = self._open(None)
-        offset = None
-        while True:
+        offset, left = None, limit
+        while left is None or left > 0:
             request = qe.ScrollRequest(
                 offset=offset,
-                limit=SCROLL_PAGE,
-                filter=_filter(where),
+                limit=SCROLL_PAGE if left is None else min(SCROLL_PAGE, left),
+                filter=_filter(where, having, lacking),
                 with_payload=True,
                 with_vector=with_vectors,
             )
             records, offset = shard.scroll(request)
-            yield from (_stored(r, with_vectors) for r in records)
+            yield from (self._stored(r, with_vectors) for r in records)
+            left = None if left is None else left - len(records)
             if offset is None:
                 return
 
-    def count(self, where: Where | None = None) -> int:
-        return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where))))
+    def _stored(self, record: Any, with_vectors: bool) -> StoredPoint:
+        vectors = dict(record.vector or {}) if with_vectors else {}
+        dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay stored
+        return StoredPoint(str(record.id), dict(record.payload or {}), self._from_engine(dense))
+
+    def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
+        return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where, having, lacking))))
 
     def optimize(self) -> bool:
         """qdrant-edge searches new points by brute force until ``optimize`` builds the HNSW index (measured at
@@ -224,8 +247,28 @@ class EdgeStore(KnowsSparseSpaces):
             self._open(None).update(qe.UpdateOperation.set_payload(list(ids), payload))
 
     def count_vectors(self, space: str) -> int:
-        request = qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(space)]))
+        spec = self._layout().get(space)
+        name = spec.searched[0] if spec is not None else space
+        request = qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(name)]))
         return int(self._open(None).count(request))
+
+    def add_vector(self, name: str, dim: int) -> None:
+        self._open(None).update(qe.UpdateOperation.create_dense_vector(name, dim, qe.Distance.Cosine))
+
+    def drop_vector(self, name: str) -> None:
+        self._open(None).update(qe.UpdateOperation.delete_vector_name(name))
+
+    def update_vectors(self, vectors: VectorUpdates, lacking: str) -> None:
+        if not vectors:
+            return
+        self._check_space()
+        shard = self._open(None)
+        condition = _filter(None, lacking=lacking)
+
+        def update(batch: VectorUpdates) -> None:
+            shard.update(qe.UpdateOperation.update_vectors(_point_vectors(batch), condition))
+
+        update_existing(update, lambda ids: {str(r.id) for r in shard.retrieve(ids, False, False)}, vectors)
 
     def close(self) -> None:
         if self._shard is not None:
@@ -233,15 +276,15 @@ class EdgeStore(KnowsSparseSpaces):
             self._shard = None
 
 
-def _query(request: SearchRequest, params: Any) -> Any:
+def _query(request: SearchRequest, name: str, params: Any) -> Any:
     """By the dense vector (with MMR when ``diversity`` asks; ``params``: HNSW ef, quantized rescoring), or
     (none given) by the sparse one."""
     query: Any
     if request.vector is not None and request.diversity > 0:  # qdrant-edge's lambda: the weight of relevance
         vector = [float(x) for x in request.vector]
-        query = qe.Mmr(vector, 1.0 - request.diversity, request.mmr_candidates, using=request.space)
+        query = qe.Mmr(vector, 1.0 - request.diversity, request.mmr_candidates, using=name)
     elif request.vector is not None or request.sparse is None:
-        query = qe.Query.Nearest([float(x) for x in request.vector or ()], using=request.space)
+        query = qe.Query.Nearest([float(x) for x in request.vector or ()], using=name)
     else:
         sparse = qe.SparseVector(request.sparse.indices, request.sparse.values)
         query = qe.Query.Nearest(sparse, using=request.sparse_space)
@@ -250,15 +293,13 @@ def _query(request: SearchRequest, params: Any) -> Any:
     return qe.QueryRequest(limit=request.limit, query=query, with_payload=True, filter=where, params=params)
 
 
+def _point_vectors(vectors: VectorUpdates) -> list[Any]:
+    return [qe.PointVectors(pid, {k: [float(x) for x in v] for k, v in each.items()}) for pid, each in vectors.items()]
+
+
 def _vectors(point: PointRecord, sparse_spaces: frozenset[str]) -> dict[str, Any]:
     vectors: dict[str, Any] = dict(point.vectors)
     for name, sparse in point.sparse.items():
         if name in sparse_spaces:
             vectors[name] = qe.SparseVector(sparse.indices, sparse.values)
     return vectors
-
-
-def _stored(record: Any, with_vectors: bool) -> StoredPoint:
-    vectors = dict(record.vector or {}) if with_vectors else {}
-    dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay in the store
-    return StoredPoint(str(record.id), dict(record.payload or {}), dense)

@@ -15,14 +15,18 @@ from qdrant_client import QdrantClient, models
 
 from embedstream.pipelines.stores.base import (
     Hit,
-    KnowsSparseSpaces,
+    KnowsLayout,
     SearchRequest,
     SpaceSpec,
     StoredPoint,
     StoreLockedError,
+    VectorUpdates,
     Where,
     check_spaces,
     missing_sparse,
+    record_of,
+    spaces_of,
+    update_existing,
 )
 from embedstream.schemas.errors import UsageError
 from embedstream.schemas.point import PointRecord
@@ -33,11 +37,7 @@ SCROLL_PAGE = 512
 METADATA_KEY = "embedstream_spaces"
 
 
-def _recorded(spaces: Sequence[SpaceSpec]) -> dict[str, Any]:
-    return {s.name: {"dim": s.dim, "model": s.model, **({"sparse": True} if s.sparse else {})} for s in spaces}
-
-
-def _query(request: SearchRequest, params: models.SearchParams) -> models.QueryRequest:
+def _query(request: SearchRequest, name: str, params: models.SearchParams) -> models.QueryRequest:
     """By the dense vector (with MMR when ``diversity`` asks; ``params``: HNSW ef, quantized rescoring), or
     (none given) by the sparse one."""
     where = _filter(request.where)
@@ -48,7 +48,7 @@ def _query(request: SearchRequest, params: models.SearchParams) -> models.QueryR
             mmr = models.Mmr(diversity=request.diversity, candidates_limit=request.mmr_candidates)
             query = models.NearestQuery(nearest=dense, mmr=mmr)
         return models.QueryRequest(
-            query=query, using=request.space, limit=request.limit, filter=where, with_payload=True, params=params
+            query=query, using=name, limit=request.limit, filter=where, with_payload=True, params=params
         )
     sparse = models.SparseVector(indices=request.sparse.indices, values=request.sparse.values)
     return models.QueryRequest(
@@ -56,15 +56,16 @@ def _query(request: SearchRequest, params: models.SearchParams) -> models.QueryR
     )
 
 
-def _filter(where: Where | None) -> models.Filter | None:
-    if not where:
+def _filter(where: Where | None, having: str | None = None, lacking: str | None = None) -> models.Filter | None:
+    must: list[Any] = [models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in (where or {}).items()]
+    must += [models.HasVectorCondition(has_vector=having)] if having else []
+    must_not: list[Any] | None = [models.HasVectorCondition(has_vector=lacking)] if lacking else None
+    if not must and not must_not:
         return None
-    return models.Filter(
-        must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in where.items()]
-    )
+    return models.Filter(must=must or None, must_not=must_not)
 
 
-class ServerStore(KnowsSparseSpaces):
+class ServerStore(KnowsLayout):
     def __init__(self, settings: QdrantSettings) -> None:
         self.collection = settings.collection
         self._options = settings.collection_options
@@ -99,6 +100,8 @@ class ServerStore(KnowsSparseSpaces):
         info = self._client.get_collection(self.collection)
         vectors = info.config.params.vectors
         recorded = (info.config.metadata or {}).get(METADATA_KEY, {}) if info.config.metadata else {}
+        if recorded:
+            return spaces_of(recorded)
         if not isinstance(vectors, dict):
             return {}
         dense = {
@@ -112,7 +115,7 @@ class ServerStore(KnowsSparseSpaces):
         return dense | sparse
 
     def ensure_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
-        self._forget_sparse()  # read again after this
+        self._forget_layout()  # read again after this
         existing = self.spaces()
         if existing:
             check_spaces(existing, spaces, self.collection)
@@ -153,7 +156,7 @@ class ServerStore(KnowsSparseSpaces):
             on_disk_payload=options.on_disk_payload,
             hnsw_config=hnsw,
             quantization_config=quantization,
-            metadata={METADATA_KEY: _recorded(spaces)},
+            metadata={METADATA_KEY: record_of(spaces)},
         )
         if self._remote:  # local mode has no payload indexes (and warns if asked)
             for field in ("modality", "id", "video_id", "doc_id"):
@@ -168,8 +171,9 @@ class ServerStore(KnowsSparseSpaces):
             self._client.update_collection(
                 self.collection,
                 sparse_vectors_config={s.name: models.SparseVectorParams(modifier=models.Modifier.IDF) for s in added},
-                metadata={METADATA_KEY: _recorded([*existing.values(), *added])},
+                metadata={METADATA_KEY: record_of([*existing.values(), *added])},
             )
+            self._forget_layout()
         except Exception as exc:
             log.warning(
                 "collection %r has no sparse vector %s and it cannot be added (%s): points are written without "
@@ -193,7 +197,7 @@ class ServerStore(KnowsSparseSpaces):
 
         self._client.upsert(
             self.collection,
-            points=[models.PointStruct(id=p.id, vector=vectors(p), payload=p.payload) for p in points],
+            points=[models.PointStruct(id=p.id, vector=self._to_engine(vectors(p)), payload=p.payload) for p in points],
             wait=True,
         )
 
@@ -211,31 +215,46 @@ class ServerStore(KnowsSparseSpaces):
         return self.search_batch([SearchRequest(space, vector, limit, where)])[0]
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        batch = [_query(r, self._params) for r in requests]
+        batch = [_query(r, self._searched_name(r), self._params) for r in requests]
         answers = self._client.query_batch_points(self.collection, requests=batch)
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in a.points] for a in answers]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._client.retrieve(self.collection, list(ids), with_payload=True, with_vectors=with_vectors)
-        return [_stored(r, with_vectors) for r in records]
+        return [self._stored(r, with_vectors) for r in records]
 
-    def scroll(self, with_vectors: bool = False, where: Where | None = None) -> Iterator[StoredPoint]:
+    def scroll(
+        self,
+        with_vectors: bool = False,
+        where: Where | None = None,
+        having: str | None = None,
+        lacking: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StoredPoint]:
         offset: Any = None
-        while True:
+        left = limit
+        while left is None or left > 0:
             records, offset = self._client.scroll(
                 self.collection,
-                scroll_filter=_filter(where),
-                limit=SCROLL_PAGE,
+                scroll_filter=_filter(where, having, lacking),
+                limit=SCROLL_PAGE if left is None else min(SCROLL_PAGE, left),
                 offset=offset,
                 with_payload=True,
                 with_vectors=with_vectors,
             )
-            yield from (_stored(r, with_vectors) for r in records)
+            yield from (self._stored(r, with_vectors) for r in records)
+            left = None if left is None else left - len(records)
             if offset is None:
                 return
 
-    def count(self, where: Where | None = None) -> int:
-        return int(self._client.count(self.collection, count_filter=_filter(where), exact=True).count)
+    def _stored(self, record: Any, with_vectors: bool) -> StoredPoint:
+        vectors = dict(record.vector or {}) if with_vectors and isinstance(record.vector, dict) else {}
+        dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay stored
+        return StoredPoint(str(record.id), dict(record.payload or {}), self._from_engine(dense))
+
+    def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
+        condition = _filter(where, having, lacking)
+        return int(self._client.count(self.collection, count_filter=condition, exact=True).count)
 
     def optimize(self) -> bool:
         """A Qdrant server (and local mode) indexes in the background: nothing to do here."""
@@ -246,14 +265,37 @@ class ServerStore(KnowsSparseSpaces):
             self._client.set_payload(self.collection, payload=payload, points=list(ids), wait=True)
 
     def count_vectors(self, space: str) -> int:
-        condition = models.Filter(must=[models.HasVectorCondition(has_vector=space)])
+        spec = self._layout().get(space)
+        condition = _filter(None, having=spec.searched[0] if spec is not None else space)
         return int(self._client.count(self.collection, count_filter=condition, exact=True).count)
+
+    def add_vector(self, name: str, dim: int) -> None:
+        config = models.DenseVectorConfig(size=dim, distance=models.Distance.COSINE)
+        self._client.create_vector_name(self.collection, name, models.DenseVectorNameConfig(dense=config))
+
+    def drop_vector(self, name: str) -> None:
+        self._client.delete_vector_name(self.collection, name)
+
+    def record_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        self._client.update_collection(self.collection, metadata={METADATA_KEY: record_of(spaces)})
+        self._forget_layout()
+
+    def update_vectors(self, vectors: VectorUpdates, lacking: str) -> None:
+        if not vectors:
+            return
+        condition = _filter(None, lacking=lacking)
+
+        def update(batch: VectorUpdates) -> None:
+            points = [
+                models.PointVectors(id=pid, vector={k: [float(x) for x in v] for k, v in named.items()})
+                for pid, named in batch.items()
+            ]
+            self._client.update_vectors(self.collection, points, update_filter=condition, wait=True)
+
+        def held(ids: list[str]) -> set[str]:
+            return {str(r.id) for r in self._client.retrieve(self.collection, ids, with_payload=False)}
+
+        update_existing(update, held, vectors)
 
     def close(self) -> None:
         self._client.close()
-
-
-def _stored(record: Any, with_vectors: bool) -> StoredPoint:
-    vectors = dict(record.vector or {}) if with_vectors and isinstance(record.vector, dict) else {}
-    dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay in the store
-    return StoredPoint(str(record.id), dict(record.payload or {}), dense)

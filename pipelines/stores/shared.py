@@ -14,7 +14,15 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from embedstream.pipelines.stores.base import Hit, SearchRequest, SpaceSpec, StoredPoint, VectorStore, Where
+from embedstream.pipelines.stores.base import (
+    Hit,
+    SearchRequest,
+    SpaceSpec,
+    StoredPoint,
+    VectorStore,
+    VectorUpdates,
+    Where,
+)
 from embedstream.schemas.point import PointRecord
 
 
@@ -50,13 +58,20 @@ class SharedStore:
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         return list(self._call(self._inner.retrieve, ids, with_vectors))
 
-    def scroll(self, with_vectors: bool = False, where: Where | None = None) -> Iterator[StoredPoint]:
+    def scroll(
+        self,
+        with_vectors: bool = False,
+        where: Where | None = None,
+        having: str | None = None,
+        lacking: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StoredPoint]:
         with self._lock:  # materialized under the lock: a scroll must not interleave with writes
-            points = list(self._inner.scroll(with_vectors, where))
+            points = list(self._inner.scroll(with_vectors, where, having, lacking, limit))
         return iter(points)
 
-    def count(self, where: Where | None = None) -> int:
-        return int(self._call(self._inner.count, where))
+    def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
+        return int(self._call(self._inner.count, where, having, lacking))
 
     def count_vectors(self, space: str) -> int:
         return int(self._call(self._inner.count_vectors, space))
@@ -69,6 +84,18 @@ class SharedStore:
 
     def spaces(self) -> dict[str, SpaceSpec]:
         return dict(self._call(self._inner.spaces))
+
+    def add_vector(self, name: str, dim: int) -> None:
+        self._call(self._inner.add_vector, name, dim)
+
+    def drop_vector(self, name: str) -> None:
+        self._call(self._inner.drop_vector, name)
+
+    def record_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
+        self._call(self._inner.record_spaces, spaces)
+
+    def update_vectors(self, vectors: VectorUpdates, lacking: str) -> None:
+        self._call(self._inner.update_vectors, vectors, lacking)
 
     def close(self) -> None:
         """Shared: its owner closes it with ``close_owned``."""

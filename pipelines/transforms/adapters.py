@@ -19,7 +19,7 @@ import numpy as np
 
 from embedstream.onnx_models.audio_encoder import AudioEncoder
 from embedstream.onnx_models.bm25 import BM25_SPACE, Bm25
-from embedstream.onnx_models.chunking import Chunker
+from embedstream.onnx_models.chunking import chunker_for
 from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder
 from embedstream.onnx_models.manifest import ImageManifest
 from embedstream.onnx_models.registry import ModelKindError, load_manifest_of
@@ -55,11 +55,7 @@ class TextAdapter(ModalityAdapter):
         model = self._model
         self._encoder = TextEncoder.from_settings(model)
         self._bm25 = Bm25() if model.bm25 else None
-        self._chunker = None
-        if model.chunking != "off":
-            limit = self._encoder.max_tokens
-            size = min(model.chunk_tokens or limit, limit)
-            self._chunker = Chunker.from_file(self._encoder.tokenizer_file, size, model.chunk_overlap)
+        self._chunker = chunker_for(self._encoder, model)
         return [Space(self._encoder.space, self._encoder.manifest.ref, self._encoder.dim)]
 
     def sparse(self, text: str) -> dict[str, SparseVector]:

@@ -41,8 +41,9 @@ from embedstream.schemas.settings import Settings
 from embedstream.workers.api.auth import Gate
 from embedstream.workers.api.errors import install_handlers, problem
 from embedstream.workers.api.models import Problem
-from embedstream.workers.api.routes import ops, points, search
+from embedstream.workers.api.routes import ops, points, search, spaces
 from embedstream.workers.search import Searcher
+from embedstream.workers.spaces import BackfillJobs
 
 PAGE = Path(__file__).parent / "page"
 
@@ -79,6 +80,7 @@ def create_app(
         # Requests run on a thread pool, so store calls go through SharedStore's lock either way.
         shared = store if store is not None else SharedStore(open_store(settings.qdrant))
         app.state.searcher = Searcher(settings, store=shared)
+        app.state.backfills = BackfillJobs(shared, settings)
         try:
             yield
         finally:
@@ -136,7 +138,7 @@ def create_app(
         return response
 
     install_handlers(app)
-    for router in (search.router, points.router, ops.router):
+    for router in (search.router, points.router, spaces.router, spaces.admin, ops.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -3,7 +3,8 @@
 Keys are configured as SHA-256 hashes (``api.keys``), so a leaked configuration does not leak a key; a request
 presents the key as ``Authorization: Bearer KEY`` or ``api-key: KEY`` (Qdrant's header), and its hash is
 compared with every configured hash in constant time. Scopes: ``read`` (search, recommend, points, spaces)
-and ``admin`` (``read`` plus what writes or reveals configuration; today ``/metrics`` when it is not public).
+and ``admin`` (``read`` plus what writes or reveals configuration: ``/metrics`` when it is not public, and the
+migration steps ``POST /spaces/{space}/…``, checked by their routes).
 Without keys there is no authentication, which is why ``serve`` refuses a non-loopback address then unless
 told ``--insecure``. With ``api.rate_per_s``, each key (each client address when keys are off) has a token
 bucket; a request over it gets 429 with ``Retry-After``. Keys never appear in logs or error bodies.

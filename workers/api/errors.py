@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.stores import NoCollectionError
-from embedstream.schemas.errors import EmbedstreamError, NotFoundError, UsageError
+from embedstream.schemas.errors import ConflictError, EmbedstreamError, NotFoundError, UsageError
 from embedstream.workers.api.models import Problem
 
 log = logging.getLogger("embedstream.workers.api")
@@ -53,6 +53,8 @@ def blocking(work: Callable[[], T]) -> Awaitable[T]:
             raise ApiError(503, str(exc), "no_collection") from exc
         except NotFoundError as exc:
             raise ApiError(404, str(exc)) from exc
+        except ConflictError as exc:
+            raise ApiError(409, str(exc)) from exc
         except UsageError as exc:
             raise ApiError(400, str(exc)) from exc
         except EmbedstreamError as exc:  # a model not built, a store locked or closed: not servable now

@@ -118,11 +118,36 @@ class PointOut(BaseModel):
     vectors: dict[str, list[float]] | None = None
 
 
+class BackfillOut(BaseModel):
+    """A migration's backfill running on the server: points filled so far, and how it ended (``error``)."""
+
+    to: str
+    filled: int
+    running: bool
+    error: str | None = None
+
+
 class SpaceOut(BaseModel):
+    """A space: the model fenced to it and its points; while it migrates (``state`` migrating or switched), the
+    new model, how many points hold its vectors, which model searches use, and the server's backfill if any."""
+
     name: str
     dim: int
     model: str
     points: int
+    state: Literal["steady", "migrating", "switched"] = "steady"
+    searched_model: str = ""
+    to_model: str | None = None
+    backfilled: int | None = None
+    backfill: BackfillOut | None = None
+
+
+class MigrateRequest(BaseModel):
+    """Move a space to ``to`` (NAME or NAME@VERSION, built where the server runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(min_length=1, max_length=200)
 
 
 class SpacesResponse(BaseModel):

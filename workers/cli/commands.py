@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from embedstream.schemas.errors import UsageError
 from embedstream.schemas.settings import Settings
+
+if TYPE_CHECKING:
+    from embedstream.pipelines.stores import SpaceSpec, VectorStore
 
 
 def broker(
@@ -245,6 +249,46 @@ def cluster(
         for text in group.nearest:
             print(f"      · {text[:110]}")
     print(f"labels written to payload key cluster_{report.space}; picture: {report.plot}")
+    return 0
+
+
+def spaces(
+    settings: Settings,
+    action: Literal["list", "migrate", "switch", "rollback", "drop-old", "cancel"],
+    space: str | None,
+    to: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> int:
+    from dataclasses import asdict
+
+    from embedstream.pipelines.spaces import migration
+    from embedstream.workers.spaces import migrate_here, run_step
+
+    if action == "list":
+        states = run_step(settings, migration.space_states)
+        if as_json:
+            print(json.dumps([asdict(s) for s in states], indent=2))
+        for s in [] if as_json else states:
+            moving = f" → {s.to_model}: {s.state}, {s.backfilled}/{s.points} filled" if s.to_model else ""
+            print(f"{s.name:<12} {s.model or '-':<20} {s.points:>8} points, searched with {s.searched_model}{moving}")
+        return 0
+    if space is None:
+        raise UsageError(f"spaces {action} needs the SPACE (see `embedstream spaces list`)")
+    if action == "migrate":
+        if not to:
+            raise UsageError("spaces migrate needs --to MODEL (NAME or NAME@VERSION, built with `models build`)")
+        filled = migrate_here(settings, space, to, progress=not quiet)
+        print(f"space {space!r}: {filled} points filled with {to}; next: embedstream spaces switch {space}")
+        return 0
+    steps: dict[str, Callable[[VectorStore], SpaceSpec]] = {
+        "switch": lambda store: migration.switch(store, settings.model, space),
+        "rollback": lambda store: migration.rollback(store, space),
+        "drop-old": lambda store: migration.drop_old(store, space),
+        "cancel": lambda store: migration.cancel(store, space),
+    }
+    spec = run_step(settings, steps[action])
+    print(f"space {space!r}: {action} done; searches use {spec.searched[1]}")
     return 0
 
 

@@ -180,6 +180,21 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")
     models.set_defaults(run=cmd.models)
 
+    spaces = sub.add_parser(
+        "spaces",
+        help="the collection's spaces, and moving one to another model with no downtime",
+        description="list: each space's model, points and migration state. migrate SPACE --to MODEL: add the new "
+        "model's vectors beside the old and fill them (resumable; ingests write both meanwhile). switch: searches "
+        "use the new vectors. rollback: back to the old. drop-old: remove the old vectors. cancel: abandon a "
+        "migration before its switch.",
+    )
+    spaces.add_argument("action", choices=["list", "migrate", "switch", "rollback", "drop-old", "cancel"])
+    spaces.add_argument("space", nargs="?", help="the space (see `spaces list`); every action but list needs it")
+    spaces.add_argument("--to", help="migrate: the new model, NAME or NAME@VERSION, built here")
+    spaces.add_argument("--json", action="store_true", dest="as_json", help="list: as JSON")
+    spaces.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    spaces.set_defaults(run=cmd.spaces)
+
     dlq = sub.add_parser("dlq", help="dead letters: counts by reason, or replay them to the events topic")
     dlq.add_argument("action", choices=["stats", "replay"])
     dlq.add_argument("--reason", action="append", default=[], help="replay only this reason code (repeatable)")
