@@ -175,6 +175,10 @@ class QdrantSettings(BaseModel):
         description="candidates a dense search explores in the HNSW graph: higher = better recall, slower; None: the "
         "engine's default (measured: bench/reports/store_scale.md)",
     )
+    snapshot_dir: str = Field(
+        default=".embedstream/snapshots",
+        description="where `serve` writes the snapshots POST /store/snapshot asks for (the CLI takes any path)",
+    )
 
 
 class ModelSettings(BaseModel):

@@ -99,6 +99,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "EMBEDSTREAM_QDRANT__BACKEND": settings.qdrant.backend,
             "EMBEDSTREAM_QDRANT__PATH": settings.qdrant.path,
             "EMBEDSTREAM_QDRANT__MIN_FREE_MB": str(settings.qdrant.min_free_mb),
+            "EMBEDSTREAM_QDRANT__SNAPSHOT_DIR": settings.qdrant.snapshot_dir,
             "EMBEDSTREAM_MODEL__CACHE_DIR": str(settings.model.cache_dir),
             # whole sections as JSON (nested EMBEDSTREAM_PIPELINE__X variables still win over them)
             "EMBEDSTREAM_PIPELINE": settings.pipeline.model_dump_json(),

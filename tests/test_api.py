@@ -117,7 +117,17 @@ def test_recommend_points_and_spaces(served):
     by_name = {s["name"]: s for s in spaces["spaces"]}
     articles = article_points(settings)
     assert spaces["points"] == 520 + articles + 6 + 6
-    assert by_name["minilm"] == {"name": "minilm", "dim": 384, "model": "minilm@1", "points": 520 + articles + 6}
+    assert by_name["minilm"] == {
+        "name": "minilm",
+        "dim": 384,
+        "model": "minilm@1",
+        "points": 520 + articles + 6,
+        "state": "steady",  # no migration (tests/test_migration.py)
+        "searched_model": "minilm@1",
+        "to_model": None,
+        "backfilled": None,
+        "backfill": None,
+    }
     assert by_name["effnet"]["points"] == 6 and by_name["voice"]["points"] == 6 and by_name["fused"]["dim"] == 1536
 
 

@@ -81,8 +81,8 @@ def run_step(settings: Settings, step: Callable[[VectorStore], T]) -> T:
         store = open_store(settings.qdrant)
     except StoreLockedError as exc:
         raise StoreLockedError(
-            f"{exc}. If `embedstream serve` holds it, take the step through its API instead (POST "
-            "/spaces/SPACE/migrate, /switch, /rollback, /drop-old, /cancel with an admin key)"
+            f"{exc}. If `embedstream serve` holds it, go through its API instead, with an admin key: POST "
+            "/spaces/SPACE/migrate (/switch, /rollback, /drop-old, /cancel), POST /store/snapshot"
         ) from exc
     try:
         return step(store)

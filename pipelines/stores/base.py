@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from embedstream.schemas.errors import EmbedstreamError, NotFoundError
@@ -190,6 +191,11 @@ class VectorStore(Protocol):
 
     def record_spaces(self, spaces: Sequence[SpaceSpec]) -> None:
         """Record the spaces (models, named vectors, migrations) the collection holds: the fence every run reads."""
+        ...
+
+    def files(self) -> Path:
+        """The folder holding the store's files (for a snapshot, after ``flush``); ``UsageError`` where the store
+        keeps none here (a server: it snapshots itself; ``:memory:``)."""
         ...
 
     def update_vectors(self, vectors: VectorUpdates, lacking: str) -> None:

@@ -252,6 +252,10 @@ class EdgeStore(KnowsLayout):
         request = qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(name)]))
         return int(self._open(None).count(request))
 
+    def files(self) -> Path:
+        self._open(None)
+        return self.path
+
     def add_vector(self, name: str, dim: int) -> None:
         self._open(None).update(qe.UpdateOperation.create_dense_vector(name, dim, qe.Distance.Cosine))
 

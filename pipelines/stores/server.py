@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient, models
@@ -75,6 +76,7 @@ class ServerStore(KnowsLayout):
         )
         self._params = models.SearchParams(hnsw_ef=settings.hnsw_ef, quantization=quantization)
         self._remote = settings.backend == "server"
+        self._path = settings.path
         try:
             if settings.backend == "local":
                 location = settings.path
@@ -268,6 +270,15 @@ class ServerStore(KnowsLayout):
         spec = self._layout().get(space)
         condition = _filter(None, having=spec.searched[0] if spec is not None else space)
         return int(self._client.count(self.collection, count_filter=condition, exact=True).count)
+
+    def files(self) -> Path:
+        if self._remote or self._path == ":memory:":
+            raise UsageError(
+                "a Qdrant server snapshots its own collections (POST /collections/NAME/snapshots); embedstream's "
+                "record of the spaces is in the collection's metadata, so it travels inside; an in-memory store "
+                "has no files"
+            )
+        return Path(self._path)
 
     def add_vector(self, name: str, dim: int) -> None:
         config = models.DenseVectorConfig(size=dim, distance=models.Distance.COSINE)

@@ -10,8 +10,10 @@ store does nothing, because the owner closes it (``close_owned``) once both user
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from embedstream.pipelines.stores.base import (
@@ -84,6 +86,15 @@ class SharedStore:
 
     def spaces(self) -> dict[str, SpaceSpec]:
         return dict(self._call(self._inner.spaces))
+
+    def files(self) -> Path:
+        return Path(self._call(self._inner.files))
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Nothing else uses the store until the block ends (a snapshot: flush, count, copy)."""
+        with self._lock:
+            yield
 
     def add_vector(self, name: str, dim: int) -> None:
         self._call(self._inner.add_vector, name, dim)

@@ -42,6 +42,7 @@ from embedstream.workers.api.auth import Gate
 from embedstream.workers.api.errors import install_handlers, problem
 from embedstream.workers.api.models import Problem
 from embedstream.workers.api.routes import ops, points, search, spaces
+from embedstream.workers.api.routes import store as store_routes
 from embedstream.workers.search import Searcher
 from embedstream.workers.spaces import BackfillJobs
 
@@ -138,7 +139,7 @@ def create_app(
         return response
 
     install_handlers(app)
-    for router in (search.router, points.router, spaces.router, spaces.admin, ops.router):
+    for router in (search.router, points.router, spaces.router, spaces.admin, store_routes.admin, ops.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -142,6 +142,24 @@ class SpaceOut(BaseModel):
     backfill: BackfillOut | None = None
 
 
+class SnapshotRequest(BaseModel):
+    """A snapshot's file name, without the ``.tar`` (letters, digits, ``.``, ``_``, ``-``; no path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class SnapshotOut(BaseModel):
+    """A snapshot written: where, of what, and the sha256 of each model its vectors come from."""
+
+    path: str
+    collection: str
+    points: int
+    models: dict[str, str]
+    taken_at: str
+
+
 class MigrateRequest(BaseModel):
     """Move a space to ``to`` (NAME or NAME@VERSION, built where the server runs)."""
 

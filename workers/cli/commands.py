@@ -292,6 +292,19 @@ def spaces(
     return 0
 
 
+def store(settings: Settings, action: Literal["snapshot", "restore"], path: str) -> int:
+    from embedstream.pipelines.stores import snapshot
+    from embedstream.workers.spaces import run_step
+
+    if action == "snapshot":
+        info = run_step(settings, lambda opened: snapshot.take(opened, settings, Path(path)))
+    else:
+        info = snapshot.restore(settings, Path(path))
+    models = ", ".join(info.models) or "none"
+    print(f"{action}: {path} — collection {info.collection!r}, {info.points} points, models {models}")
+    return 0
+
+
 def dlq(settings: Settings, action: Literal["stats", "replay"], reason: list[str], to_topic: str | None) -> int:
     from embedstream.workers import dlq as dead_letters
 

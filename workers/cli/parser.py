@@ -195,6 +195,18 @@ def parser() -> argparse.ArgumentParser:
     spaces.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     spaces.set_defaults(run=cmd.spaces)
 
+    store = sub.add_parser(
+        "store",
+        help="snapshot the store into one file, or restore one into a new path",
+        description="snapshot PATH: the store's files and what its vectors mean (spaces, models' sha256) in one tar "
+        "file; restore PATH: unpack it as the store the settings name (never over an existing one), refused if its "
+        "models are not built here with the same weights. While `serve` holds the embedded store, snapshot through "
+        "its API (POST /store/snapshot).",
+    )
+    store.add_argument("action", choices=["snapshot", "restore"])
+    store.add_argument("path", help="the snapshot file (.tar)")
+    store.set_defaults(run=cmd.store)
+
     dlq = sub.add_parser("dlq", help="dead letters: counts by reason, or replay them to the events topic")
     dlq.add_argument("action", choices=["stats", "replay"])
     dlq.add_argument("--reason", action="append", default=[], help="replay only this reason code (repeatable)")
