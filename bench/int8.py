@@ -1,0 +1,225 @@
+"""The int8 text model: ORT's per-tensor dynamic quantization vs embedstream's per-token variant vs fp32.
+
+    python -m bench.int8
+
+Side by side in one run, on the sample corpus (520 sentences) and on a held-out-style corpus built here from
+the Python standard library's docstrings (other vocabulary, other lengths): texts/s (each model timed
+alternately, the median of rounds), speed-up over fp32, agreement with fp32 (mean and minimum cosine,
+recall@10 of fp32's nearest neighbours, each text a query), and batch dependence — how far a text's vector
+moves when it is embedded alone instead of in a batch (what a replay or a migration's backfill would see).
+Writes ``bench/reports/int8.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from embedstream.onnx_models.corpus import corpus_texts
+from embedstream.onnx_models.export.per_token import per_token_activations
+from embedstream.onnx_models.export.quantize import cpu_isa, recall_at_k
+from embedstream.onnx_models.manifest import TextManifest
+from embedstream.onnx_models.registry import load_manifest_of
+from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.schemas.settings import ModelSettings
+
+REPORTS = Path(__file__).parent / "reports"
+ROUNDS = 5
+STDLIB = (
+    "json",
+    "pathlib",
+    "collections",
+    "itertools",
+    "functools",
+    "re",
+    "os",
+    "shutil",
+    "tarfile",
+    "zipfile",
+    "typing",
+    "asyncio",
+    "datetime",
+    "decimal",
+    "fractions",
+    "statistics",
+    "string",
+    "textwrap",
+    "logging",
+    "argparse",
+    "csv",
+    "sqlite3",
+    "socket",
+    "subprocess",
+    "threading",
+    "unittest",
+    "inspect",
+    "email.message",
+    "http.client",
+    "urllib.parse",
+    "random",
+    "heapq",
+    "bisect",
+    "contextlib",
+    "dataclasses",
+    "enum",
+    "io",
+)
+
+
+def docstrings(limit: int = 520) -> list[str]:
+    """The first paragraph of the docstrings of some standard-library modules' functions and classes."""
+    texts: list[str] = []
+    for name in STDLIB:
+        module = importlib.import_module(name)
+        for _, member in sorted(inspect.getmembers(module)):
+            doc = inspect.getdoc(member) if inspect.isfunction(member) or inspect.isclass(member) else None
+            first = (doc or "").split("\n\n")[0].replace("\n", " ").strip()
+            if len(first) >= 40 and first not in texts:
+                texts.append(first)
+    return texts[:limit]
+
+
+def encoders(folder: Path) -> dict[str, TextEncoder]:
+    """fp32, int8 per-tensor (``quantize_dynamic`` as ORT makes it) and int8 per-token, one tokenizer."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    base, base_folder = load_manifest_of(TextManifest, ModelSettings().cache_dir, "minilm")
+    reduce_range = cpu_isa() not in ("avx512_vnni", "avx_vnni")
+    tensor, token = folder / "per_tensor", folder / "per_token"
+    for variant in (tensor, token):  # the base's tokenizer beside each graph: only the graph differs
+        variant.mkdir()
+        shutil.copy(base_folder / base.tokenizer.file, variant / base.tokenizer.file)
+    quantize_dynamic(
+        base_folder / base.onnx_file,
+        tensor / base.onnx_file,
+        per_channel=True,
+        reduce_range=reduce_range,
+        weight_type=QuantType.QInt8,
+    )
+    graph = onnx.load(tensor / base.onnx_file)
+    per_token_activations(graph)
+    onnx.save(graph, token / base.onnx_file)
+    return {
+        "fp32": TextEncoder.from_folder(base, base_folder),
+        "int8 per-tensor (ORT)": TextEncoder.from_folder(base, tensor),
+        "int8 per-token": TextEncoder.from_folder(base, token),
+    }
+
+
+def measure_corpus(models: dict[str, TextEncoder], texts: list[str]) -> dict[str, Any]:
+    vectors = {name: encoder.embed(texts) for name, encoder in models.items()}  # also warms up
+    timings: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(ROUNDS):
+        for name, encoder in models.items():
+            started = time.perf_counter()
+            encoder.embed(texts)
+            timings[name].append(time.perf_counter() - started)
+    reference = vectors["fp32"]
+    out: dict[str, Any] = {}
+    for name, encoder in models.items():
+        cosine = (reference * vectors[name]).sum(axis=1)
+        alone = np.stack([encoder.embed([text])[0] for text in texts[:128]])
+        out[name] = {
+            "texts_per_s": len(texts) / float(np.median(timings[name])),
+            "speedup": float(np.median(timings["fp32"]) / np.median(timings[name])),
+            "mean_cosine": float(cosine.mean()),
+            "min_cosine": float(cosine.min()),
+            "recall_at_10": recall_at_k(reference, vectors[name], 10),
+            "batch_dependence": float(np.abs(vectors[name][:128] - alone).max()),
+        }
+    return out
+
+
+def measure() -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="int8-"))
+    try:
+        models = encoders(folder)
+        corpora = {"sample corpus": corpus_texts(), "stdlib docstrings": docstrings()}
+        return {
+            "machine": f"{platform.processor() or platform.machine()}, {cpu_isa()}",
+            "corpora": {name: len(texts) for name, texts in corpora.items()},
+            "results": {name: measure_corpus(models, texts) for name, texts in corpora.items()},
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_report(measured: dict[str, Any]) -> str:
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "int8.json").write_text(json.dumps(measured, indent=1))
+    lines = [
+        "# The int8 text model: per-tensor (ORT) vs per-token activations vs fp32",
+        "",
+        f"`python -m bench.int8` — minilm, measured side by side in one run on {measured['machine']}.",
+        "",
+        "| corpus | model | texts/s | × fp32 | mean cosine | min cosine | recall@10 | batch dependence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for corpus, models in measured["results"].items():
+        for name, m in models.items():
+            lines.append(
+                f"| {corpus} ({measured['corpora'][corpus]}) | {name} | {m['texts_per_s']:.0f} | {m['speedup']:.2f} | "
+                f"{m['mean_cosine']:.4f} | {m['min_cosine']:.4f} | {m['recall_at_10']:.3f} | "
+                f"{m['batch_dependence']:.1e} |"
+            )
+    lines += [
+        "",
+        "*recall@10*: of each text's 10 nearest neighbours by fp32, how many the variant also ranks in its 10.",
+        "*batch dependence*: the largest change of a vector component between a text embedded in its batch and",
+        "alone. ORT's dynamic quantization scales each MatMul's input by the largest value of the whole batch, so a",
+        "text's int8 vector depends on its neighbours: a replay, a re-ingest or a migration's backfill does not",
+        "reproduce it. Per-token scales (`onnx_models/export/per_token.py`, what `models build --quantize` makes)",
+        "remove that and agree better with fp32, for a slower int8 model: the extra passes over the activations",
+        "(a reduction and a scale per token before each quantized MatMul) cost part of int8's gain. The issue's",
+        "goal (≥ 1.8× with recall@10 ≥ 0.98) is met by neither: per-tensor has the speed, per-token comes closer",
+        "on agreement; the remaining levers (leaving the most sensitive MatMuls in fp32, static calibration) are",
+        "not tried yet.",
+    ]
+    text = "\n".join(lines) + "\n"
+    (REPORTS / "int8.md").write_text(text)
+    plot(measured["results"], REPORTS / "int8.png")
+    return text
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(7, 4.2))
+    markers = {"sample corpus": "o", "stdlib docstrings": "s"}
+    for corpus, models in results.items():
+        for n, (name, m) in enumerate(models.items()):
+            axis.scatter(m["speedup"], m["recall_at_10"], marker=markers.get(corpus, "o"), color=f"C{n}", s=60)
+            axis.annotate(
+                f"{name}\n({corpus})",
+                (m["speedup"], m["recall_at_10"]),
+                fontsize=7,
+                xytext=(5, -10),
+                textcoords="offset points",
+            )
+    axis.axvline(1.8, color="grey", linestyle=":", linewidth=1)
+    axis.axhline(0.98, color="grey", linestyle=":", linewidth=1)
+    axis.set(xlabel="speed-up over fp32", ylabel="recall@10 agreement with fp32", title="int8 variants of minilm")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    print(write_report(measure()))
+
+
+if __name__ == "__main__":
+    main()
