@@ -64,7 +64,7 @@ def cluster_space(
 ) -> ClusterReport:
     store = open_store(settings.qdrant)
     try:
-        ids, vectors, payloads = _read(store, space, where, progress)
+        ids, vectors, payloads = read_vectors(store, space, where, progress)
         if len(ids) < 3:
             raise UsageError(f"space {space!r} has {len(ids)} point(s) to cluster; need at least 3")
         unit = l2_normalize(vectors)
@@ -81,9 +81,10 @@ def cluster_space(
     return report
 
 
-def _read(
+def read_vectors(
     store: Any, space: str, where: Mapping[str, str | int | bool] | None, progress: bool
 ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    """Ids, vectors (rows) and payloads of the points with a vector in ``space`` (matching ``where``)."""
     ids, rows, payloads = [], [], []
     total = store.count_vectors(space)
     for point in tqdm(

@@ -41,7 +41,7 @@ from embedstream.schemas.settings import Settings
 from embedstream.workers.api.auth import Gate
 from embedstream.workers.api.errors import install_handlers, problem
 from embedstream.workers.api.models import Problem
-from embedstream.workers.api.routes import ops, points, search, spaces
+from embedstream.workers.api.routes import classify, ops, points, search, spaces
 from embedstream.workers.api.routes import store as store_routes
 from embedstream.workers.search import Searcher
 from embedstream.workers.spaces import BackfillJobs
@@ -139,7 +139,15 @@ def create_app(
         return response
 
     install_handlers(app)
-    for router in (search.router, points.router, spaces.router, spaces.admin, store_routes.admin, ops.router):
+    for router in (
+        search.router,
+        classify.router,
+        points.router,
+        spaces.router,
+        spaces.admin,
+        store_routes.admin,
+        ops.router,
+    ):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

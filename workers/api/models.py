@@ -142,6 +142,34 @@ class SpaceOut(BaseModel):
     backfill: BackfillOut | None = None
 
 
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class ClassifyRequest(BaseModel):
+    """A new text to label: by ``labels`` (label → what it means: zero-shot), by the labelled points near it
+    (``examples``: the payload field holding their label; kNN over the ``k`` nearest), or both (prototypes).
+    ``margin``: a best label not ahead of the second by this much answers ``none``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    space: str | None = None
+    labels: dict[LabelName, Annotated[str, StringConstraints(min_length=1, max_length=2000)]] | None = Field(
+        default=None, max_length=200
+    )
+    examples: Annotated[str, StringConstraints(pattern=FILTER_KEY)] | None = None
+    k: int = Field(default=5, ge=1, le=50, strict=True)
+    margin: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class ClassifyOut(BaseModel):
+    space: str
+    method: Literal["zero-shot", "knn", "prototypes"]
+    label: str
+    score: float
+    margin: float
+
+
 class SnapshotRequest(BaseModel):
     """A snapshot's file name, without the ``.tar`` (letters, digits, ``.``, ``_``, ``-``; no path)."""
 

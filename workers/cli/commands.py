@@ -252,6 +252,49 @@ def cluster(
     return 0
 
 
+def classify(
+    settings: Settings,
+    space: str,
+    labels: str | None,
+    examples: str | None,
+    k: int,
+    margin: float,
+    where: list[str],
+    as_json: bool,
+    quiet: bool,
+) -> int:
+    from embedstream.workers.classify import classify_space
+    from embedstream.workers.search import parse_where
+
+    described = None
+    if labels:
+        try:
+            described = json.loads(Path(labels).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--labels {labels}: not a readable JSON file ({exc})") from exc
+        if not isinstance(described, dict) or not all(isinstance(v, str) and v for v in described.values()):
+            raise UsageError(f'--labels {labels}: expected a JSON object {{"label": "what it means", ...}}')
+    report = classify_space(settings, space, described, examples, k, margin, parse_where(where), not quiet)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "space": space,
+                    "method": report.method,
+                    "points": report.points,
+                    "examples": report.examples,
+                    "counts": dict(report.counts),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{report.points} points of {space!r} labelled ({report.method}; {report.examples} examples)")
+    for label, count in report.counts.most_common():
+        print(f"  {label:<24} {count}")
+    return 0
+
+
 def spaces(
     settings: Settings,
     action: Literal["list", "migrate", "switch", "rollback", "drop-old", "cancel"],

@@ -165,6 +165,21 @@ def parser() -> argparse.ArgumentParser:
     cluster.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     cluster.set_defaults(run=cmd.cluster)
 
+    classify = sub.add_parser(
+        "classify",
+        help="label a space's points by label descriptions (zero-shot), labelled examples (kNN), or both",
+        description="Writes class_<space> = {label, method, score} into each point's payload; examples keep theirs.",
+    )
+    classify.add_argument("--space", required=True, help="the space whose points to label (see `spaces list`)")
+    classify.add_argument("--labels", metavar="FILE", help='a JSON object {"label": "what it means", ...}')
+    classify.add_argument("--examples", metavar="FIELD", help="the payload field holding the examples' labels")
+    classify.add_argument("-k", type=int, default=5, help="kNN: the nearest examples that vote")
+    classify.add_argument("--margin", type=float, default=0.0, help="below this lead over the second: none")
+    classify.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only these points")
+    classify.add_argument("--json", action="store_true", dest="as_json", help="counts and method as JSON")
+    classify.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    classify.set_defaults(run=cmd.classify)
+
     models = sub.add_parser("models", help="list, build or inspect encoders")
     models.add_argument("action", choices=["list", "build", "info", "verify", "export", "import-vectors"])
     models.add_argument("name", nargs="?", default="minilm")
