@@ -37,6 +37,7 @@ from embedstream.schemas.settings import ModelSettings
 
 BACKFILL_PAGE = 128
 State = Literal["steady", "migrating", "switched"]
+Step = Literal["switch", "rollback", "drop-old", "cancel"]
 
 
 class MigrationError(UsageError):
@@ -188,6 +189,15 @@ def backfill(
             progress(len(updates))
     store.flush()
     return filled
+
+
+def take_step(store: VectorStore, model: ModelSettings, space: str, step: Step) -> SpaceSpec:
+    """One of the steps after ``start`` and ``backfill``, by name (the CLI's and the API's)."""
+    if step == "switch":
+        return switch(store, model, space)
+    if step == "rollback":
+        return rollback(store, space)
+    return drop_old(store, space) if step == "drop-old" else cancel(store, space)
 
 
 def switch(store: VectorStore, model: ModelSettings, space: str) -> SpaceSpec:

@@ -19,6 +19,7 @@ from embedstream.schemas.errors import EmbedstreamError, NotFoundError
 from embedstream.schemas.point import PointRecord, SparseVector
 
 Where = Mapping[str, str | int | bool]
+SCROLL_PAGE = 512
 
 
 class StoreSchemaError(EmbedstreamError):
@@ -241,6 +242,12 @@ class KnowsLayout:
         spec = self._layout().get(request.space)
         return spec.searched[0] if spec is not None else request.space
 
+    def _stored(self, point_id: Any, payload: Mapping[str, Any] | None, vectors: Any) -> StoredPoint:
+        """A record as callers see it: string id, its dense vectors keyed by space (sparse ones stay stored)."""
+        named = vectors if isinstance(vectors, Mapping) else {}
+        dense = {k: list(v) for k, v in named.items() if not hasattr(v, "indices")}
+        return StoredPoint(str(point_id), dict(payload or {}), self._from_engine(dense))
+
     def _from_engine(self, vectors: Mapping[str, Any]) -> dict[str, Any]:
         """Stored vectors keyed by space: each space's searched vector under the space's name (a migrating
         space's other vector is left out: what readers compare with queries is what searches use)."""
@@ -257,6 +264,18 @@ class KnowsLayout:
 
 
 VectorUpdates = Mapping[str, Mapping[str, Sequence[float]]]
+
+
+def paged(fetch: Callable[[Any, int], tuple[Sequence[Any], Any]], limit: int | None) -> Iterator[Any]:
+    """Records page by page — ``fetch(offset, n)`` gives a page and the next offset (None: the end) — up to
+    ``limit`` of them (None: all): both engines' scroll."""
+    offset, left = None, limit
+    while left is None or left > 0:
+        records, offset = fetch(offset, SCROLL_PAGE if left is None else min(SCROLL_PAGE, left))
+        yield from records
+        left = None if left is None else left - len(records)
+        if offset is None:
+            return
 
 
 def update_existing(

@@ -28,6 +28,7 @@ from embedstream.pipelines.stores.base import (
     Where,
     check_spaces,
     missing_sparse,
+    paged,
     record_of,
     spaces_of,
     update_existing,
@@ -36,7 +37,6 @@ from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import CollectionOptions
 
 SPACES_FILE = "embedstream.json"
-SCROLL_PAGE = 512
 
 
 def _filter(where: Where | None, having: str | None = None, lacking: str | None = None) -> qe.Filter | None:
@@ -197,7 +197,7 @@ class EdgeStore(KnowsLayout):
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._open(None).retrieve(list(ids), True, with_vectors)
-        return [self._stored(r, with_vectors) for r in records]
+        return [self._stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
 
     def scroll(
         self,
@@ -207,26 +207,16 @@ class EdgeStore(KnowsLayout):
         lacking: str | None = None,
         limit: int | None = None,
     ) -> Iterator[StoredPoint]:
-        shard = self._open(None)
-        offset, left = None, limit
-        while left is None or left > 0:
-            request = qe.ScrollRequest(
-                offset=offset,
-                limit=SCROLL_PAGE if left is None else min(SCROLL_PAGE, left),
-                filter=_filter(where, having, lacking),
-                with_payload=True,
-                with_vector=with_vectors,
-            )
-            records, offset = shard.scroll(request)
-            yield from (self._stored(r, with_vectors) for r in records)
-            left = None if left is None else left - len(records)
-            if offset is None:
-                return
+        shard, condition = self._open(None), _filter(where, having, lacking)
 
-    def _stored(self, record: Any, with_vectors: bool) -> StoredPoint:
-        vectors = dict(record.vector or {}) if with_vectors else {}
-        dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay stored
-        return StoredPoint(str(record.id), dict(record.payload or {}), self._from_engine(dense))
+        def fetch(offset: Any, size: int) -> Any:
+            request = qe.ScrollRequest(
+                offset=offset, limit=size, filter=condition, with_payload=True, with_vector=with_vectors
+            )
+            return shard.scroll(request)
+
+        for record in paged(fetch, limit):
+            yield self._stored(record.id, record.payload, record.vector if with_vectors else None)
 
     def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
         return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where, having, lacking))))

@@ -25,6 +25,7 @@ from embedstream.pipelines.stores.base import (
     Where,
     check_spaces,
     missing_sparse,
+    paged,
     record_of,
     spaces_of,
     update_existing,
@@ -34,7 +35,6 @@ from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import QdrantSettings
 
 log = logging.getLogger(__name__)
-SCROLL_PAGE = 512
 METADATA_KEY = "embedstream_spaces"
 
 
@@ -223,7 +223,7 @@ class ServerStore(KnowsLayout):
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._client.retrieve(self.collection, list(ids), with_payload=True, with_vectors=with_vectors)
-        return [self._stored(r, with_vectors) for r in records]
+        return [self._stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
 
     def scroll(
         self,
@@ -233,26 +233,20 @@ class ServerStore(KnowsLayout):
         lacking: str | None = None,
         limit: int | None = None,
     ) -> Iterator[StoredPoint]:
-        offset: Any = None
-        left = limit
-        while left is None or left > 0:
-            records, offset = self._client.scroll(
+        condition = _filter(where, having, lacking)
+
+        def fetch(offset: Any, size: int) -> Any:
+            return self._client.scroll(
                 self.collection,
-                scroll_filter=_filter(where, having, lacking),
-                limit=SCROLL_PAGE if left is None else min(SCROLL_PAGE, left),
+                scroll_filter=condition,
+                limit=size,
                 offset=offset,
                 with_payload=True,
                 with_vectors=with_vectors,
             )
-            yield from (self._stored(r, with_vectors) for r in records)
-            left = None if left is None else left - len(records)
-            if offset is None:
-                return
 
-    def _stored(self, record: Any, with_vectors: bool) -> StoredPoint:
-        vectors = dict(record.vector or {}) if with_vectors and isinstance(record.vector, dict) else {}
-        dense = {k: list(v) for k, v in vectors.items() if not hasattr(v, "indices")}  # sparse ones stay stored
-        return StoredPoint(str(record.id), dict(record.payload or {}), self._from_engine(dense))
+        for record in paged(fetch, limit):
+            yield self._stored(record.id, record.payload, record.vector if with_vectors else None)
 
     def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
         condition = _filter(where, having, lacking)

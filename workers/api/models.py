@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from embedstream.schemas.defaults import MAX_QUERY_CHARS
 from embedstream.workers.search import FILTER_KEY
@@ -148,18 +148,35 @@ LabelName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 class ClassifyRequest(BaseModel):
     """A new text to label: by ``labels`` (label → what it means: zero-shot), by the labelled points near it
     (``examples``: the payload field holding their label; kNN over the ``k`` nearest), or both (prototypes).
-    ``margin``: a best label not ahead of the second by this much answers ``none``."""
+    ``margin``: a best label not ahead of the second by this much answers ``none``. One of ``labels`` and
+    ``examples`` at least (the schema says so too)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["labels"], "properties": {"labels": {"type": "object", "minProperties": 1}}},
+                {"required": ["examples"], "properties": {"examples": {"type": "string"}}},
+            ]
+        },
+    )
 
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     space: str | None = None
     labels: dict[LabelName, Annotated[str, StringConstraints(min_length=1, max_length=2000)]] | None = Field(
-        default=None, max_length=200
+        default=None, min_length=1, max_length=200
     )
     examples: Annotated[str, StringConstraints(pattern=FILTER_KEY)] | None = None
-    k: int = Field(default=5, ge=1, le=50, strict=True)
+    k: int = Field(default=5, ge=1, le=50)
     margin: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _labels_or_examples(self) -> ClassifyRequest:
+        if not self.labels and not self.examples:
+            raise ValueError(
+                "give labels (label → description), examples (the payload field of labelled points), or both"
+            )
+        return self
 
 
 class ClassifyOut(BaseModel):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,7 +18,7 @@ from embedstream.schemas.errors import UsageError
 from embedstream.schemas.settings import Settings
 
 if TYPE_CHECKING:
-    from embedstream.pipelines.stores import SpaceSpec, VectorStore
+    pass
 
 
 def broker(
@@ -170,6 +169,7 @@ def models(
     no_normalize: bool,
     file: str | None,
     binary: bool,
+    arch: Literal["vgg11", "vgg16", "resnet50"] | None,
 ) -> int:
     from embedstream.workers import models_cmd
 
@@ -185,6 +185,8 @@ def models(
     if action == "export":
         if not source:
             raise UsageError("models export needs --source (a model folder, or an id already in the local HF cache)")
+        if arch:
+            return models_cmd.export_checkpoint(cache, name, Path(source), arch, normalize=not no_normalize)
         return models_cmd.export(cache, name, source, pooling=pooling, normalize=not no_normalize)
     if not file:
         raise UsageError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
@@ -324,13 +326,8 @@ def spaces(
         filled = migrate_here(settings, space, to, progress=not quiet)
         print(f"space {space!r}: {filled} points filled with {to}; next: embedstream spaces switch {space}")
         return 0
-    steps: dict[str, Callable[[VectorStore], SpaceSpec]] = {
-        "switch": lambda store: migration.switch(store, settings.model, space),
-        "rollback": lambda store: migration.rollback(store, space),
-        "drop-old": lambda store: migration.drop_old(store, space),
-        "cancel": lambda store: migration.cancel(store, space),
-    }
-    spec = run_step(settings, steps[action])
+    step: migration.Step = action
+    spec = run_step(settings, lambda store: migration.take_step(store, settings.model, space, step))
     print(f"space {space!r}: {action} done; searches use {spec.searched[1]}")
     return 0
 

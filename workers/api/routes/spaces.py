@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from embedstream.pipelines.spaces import migration
-from embedstream.pipelines.stores import SpaceSpec, VectorStore
+from embedstream.pipelines.stores import VectorStore
 from embedstream.workers.api.deps import SearcherDep, SettingsDep, requires
 from embedstream.workers.api.errors import blocking
 from embedstream.workers.api.models import BackfillOut, MigrateRequest, SpaceOut, SpacesResponse
@@ -72,48 +72,22 @@ async def migrate(space: str, body: MigrateRequest, request: Request) -> Backfil
     return out
 
 
-async def _step(request: Request, space: str, step: str) -> SpaceOut:
+@admin.post("/spaces/{space}/{step}", response_model=SpaceOut)
+async def step(space: str, step: migration.Step, request: Request) -> SpaceOut:
+    """``switch``: searches use the new model's vectors (after a last backfill pass); ``rollback``: the old ones
+    again; ``drop-old``: the space keeps the new model's vectors only; ``cancel``: abandon a migration before its
+    switch (the new vectors are removed)."""
     jobs = _jobs(request)
     searcher = request.app.state.searcher
     store: VectorStore = searcher.store
     settings = request.app.state.settings
-    steps = {
-        "switch": lambda: migration.switch(store, settings.model, space),
-        "rollback": lambda: migration.rollback(store, space),
-        "drop-old": lambda: migration.drop_old(store, space),
-        "cancel": lambda: migration.cancel(store, space),
-    }
 
     def work() -> SpaceOut:
         jobs.check_idle(space)
-        spec: SpaceSpec = steps[step]()
+        spec = migration.take_step(store, settings.model, space, step)
         searcher.forget_layout()  # this server's searches follow at once (another process's within a second)
         state = next(s for s in migration.space_states(store) if s.name == spec.name)
         return _space_out(state, jobs)
 
     result: SpaceOut = await blocking(work)
     return result
-
-
-@admin.post("/spaces/{space}/switch", response_model=SpaceOut)
-async def switch(space: str, request: Request) -> SpaceOut:
-    """Searches of the space use the new model's vectors (after a last backfill pass)."""
-    return await _step(request, space, "switch")
-
-
-@admin.post("/spaces/{space}/rollback", response_model=SpaceOut)
-async def rollback(space: str, request: Request) -> SpaceOut:
-    """Searches use the old model's vectors again."""
-    return await _step(request, space, "rollback")
-
-
-@admin.post("/spaces/{space}/drop-old", response_model=SpaceOut)
-async def drop_old(space: str, request: Request) -> SpaceOut:
-    """The space keeps the new model's vectors only."""
-    return await _step(request, space, "drop-old")
-
-
-@admin.post("/spaces/{space}/cancel", response_model=SpaceOut)
-async def cancel(space: str, request: Request) -> SpaceOut:
-    """Abandon a migration before its switch: the new vectors are removed."""
-    return await _step(request, space, "cancel")
