@@ -54,6 +54,13 @@ def export(
     return 0
 
 
+def export_checkpoint(cache: Path, name: str, weights: Path, arch: str, normalize: bool = True) -> int:
+    from embedstream.onnx_models.export.torchvision_cnn import export_torchvision
+
+    _report(export_torchvision(weights, arch, name, cache, normalize=normalize), cache)
+    return 0
+
+
 def import_vectors(cache: Path, name: str, path: Path, binary: bool | None = None) -> int:
     from embedstream.onnx_models.export.word_vectors import import_word_vectors
 

@@ -18,6 +18,7 @@ from embedstream.onnx_models.export.hf_text import torch_parity
 from embedstream.onnx_models.export.hf_vision_audio import audio_parity, image_parity
 from embedstream.onnx_models.export.parity import PARITY_MIN_COSINE, Parity
 from embedstream.onnx_models.export.sentence_transformers import sentence_transformer_parity
+from embedstream.onnx_models.export.torchvision_cnn import ARCHS, torchvision_parity
 from embedstream.onnx_models.export.voice import voice_parity
 from embedstream.onnx_models.export.word_vectors import word_vectors_parity
 from embedstream.onnx_models.manifest import ModelManifest, ParityReport, TextManifest, VariantQuality, as_kind
@@ -35,6 +36,7 @@ PARITY: dict[str, Parity] = {
     "clip_text": text_tower_parity,
     "clip_image": image_tower_parity,
     "word_vectors": word_vectors_parity,
+    **{f"torchvision_{arch}": torchvision_parity for arch in ARCHS},
 }
 
 # a variant may lose this much cosine against what its build recorded before verify calls it changed

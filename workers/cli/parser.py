@@ -191,6 +191,11 @@ def parser() -> argparse.ArgumentParser:
         "--pooling", choices=["mean", "cls", "last_token"], default="mean", help="export: pooling (text, vision)"
     )
     models.add_argument("--no-normalize", action="store_true", help="export: keep vectors unnormalized")
+    models.add_argument(
+        "--arch",
+        choices=["vgg11", "vgg16", "resnet50"],
+        help="export: --source is a torchvision checkpoint (.pth) of this architecture (torchvision not needed)",
+    )
     models.add_argument("--file", help="import-vectors: a word2vec (text or .bin) or GloVe file")
     models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")
     models.set_defaults(run=cmd.models)
