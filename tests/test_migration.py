@@ -249,3 +249,38 @@ def test_serve_with_ingest_migrates_while_it_streams_and_answers(make_settings, 
     assert server.process.returncode == 0, output[-3000:]
     fresh = fresh_ingest(settings, tmp_path)
     assert_same_vectors(vectors(settings), vectors(fresh))
+
+
+def test_a_picture_written_into_a_migrating_text_space_keeps_its_own_vector(make_settings, int8_cache):
+    """A ConSE picture's text-space vector is the run's text model's, as the plan fences it, whatever model its
+    payload names: the writer keeps it for the old vectors, and has no text to make the new one from (so the
+    switch will refuse until it is dealt with), instead of dropping it."""
+    from embedstream.pipelines.spaces.dual_write import MigrationWrites
+    from embedstream.pipelines.stores import Shadow, SpaceSpec
+    from embedstream.schemas.point import PointRecord, point_id
+
+    settings = make_settings(model={"cache_dir": str(int8_cache)})
+    store = open_store(settings.qdrant)
+    try:
+        store.ensure_spaces([SpaceSpec(SPACE, 384, "minilm@1")])
+        store.add_vector(f"{SPACE}~2", 384)
+        store.record_spaces([SpaceSpec(SPACE, 384, "minilm@1", shadow=Shadow(f"{SPACE}~2", NEW, 384))])
+        picture = [1.0] + [0.0] * 383
+        text = "the comet was visible low in the western sky"
+        points = [
+            PointRecord(
+                id=point_id("image", "p"),
+                vectors={SPACE: picture},
+                payload={"id": "p", "modality": "image", "models": {SPACE: "effnet-conse@1"}},
+            ),
+            PointRecord(
+                id=point_id("text", "t"),
+                vectors={SPACE: [0.0, 1.0] + [0.0] * 382},
+                payload={"id": "t", "modality": "text", "text": text, "models": {SPACE: "minilm@1"}},
+            ),
+        ]
+        laid = MigrationWrites(store, settings.model, {SPACE: "minilm@1"}).prepare(points)
+    finally:
+        store.close()
+    assert laid[0].vectors == {SPACE: picture}  # kept, no new-model vector invented
+    assert laid[1].vectors[SPACE] == points[1].vectors[SPACE] and len(laid[1].vectors[f"{SPACE}~2"]) == 384

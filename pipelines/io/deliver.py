@@ -70,7 +70,12 @@ class Deliver(beam.DoFn):
         self._store = self._store_handle.get() if self._store_handle is not None else open_store(self._qdrant)
         self._store.ensure_spaces(self._spaces)
         self._writer = PointWriter(
-            self._store, self._pipeline.upsert_batch_size, self._fusion, self._written, self._model
+            self._store,
+            self._pipeline.upsert_batch_size,
+            self._fusion,
+            self._written,
+            self._model,
+            {space.name: space.model for space in self._spaces if not space.sparse},
         )
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
 

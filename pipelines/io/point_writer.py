@@ -31,7 +31,7 @@ What can go wrong, and what happens:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from embedstream.pipelines.plan import VideoFusion
@@ -76,10 +76,12 @@ class PointWriter:
         fusion: VideoFusion | None,
         on_written: Callable[[list[PointRecord]], None],
         model: ModelSettings | None = None,
+        made_by: Mapping[str, str] | None = None,
     ) -> None:
-        """``model``: where a migrating space's other model loads from (``pipelines.spaces.dual_write``)."""
+        """``model``: where a migrating space's other model loads from; ``made_by``: space → the model the run
+        writes it with, as fenced (``pipelines.spaces.dual_write``)."""
         self._store = store
-        self._migrations = MigrationWrites(store, model)
+        self._migrations = MigrationWrites(store, model, made_by)
         self._batch_size = batch_size
         self._fusion = fusion
         self._on_written = on_written

@@ -4,7 +4,9 @@ The ingest embeds with the model its settings name. A space may hold another lay
 keeps the old model's vectors and the new one's (``SpaceSpec.shadow``), and after ``drop-old`` the space holds
 only the new model's, in another named vector. ``MigrationWrites.prepare`` turns the points the ingest made into
 the points the store must get: each named vector the space keeps (``SpaceSpec.written``) receives the point's
-own vector when its model made it, or one made again from the payload (``reembed``). So a migration started,
+own vector when the run's model for that space is the one it holds, or one made again from the payload
+(``reembed``). The run's model for a space is what its plan fences the space to (``made_by``: a ConSE picture
+in the text space counts as the text model's), else what the point's payload says made it. So a migration started,
 switched or finished while an ingest runs needs no restart of it, and nothing it writes misses a vector.
 
 The layout is read before every batch (the store's record: a file for the embedded store, the collection's
@@ -15,7 +17,7 @@ with the new one (``stale``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -36,9 +38,12 @@ class MigrationWrites:
     """Lays points out for the store's current spaces (module docstring). ``model``: where the other models
     load from and with which runtime settings; each is loaded on first need."""
 
-    def __init__(self, store: VectorStore, model: ModelSettings | None) -> None:
+    def __init__(
+        self, store: VectorStore, model: ModelSettings | None, made_by: Mapping[str, str] | None = None
+    ) -> None:
         self._store = store
         self._model = model
+        self._made_by = dict(made_by or {})
         self._reembedders: dict[str, Reembedder] = {}
         self._layout: dict[str, SpaceSpec] = {}
 
@@ -49,7 +54,7 @@ class MigrationWrites:
             return list(points)
         wanted: dict[str, list[int]] = {}  # model → the points needing a vector of it
         for i, point in enumerate(points):
-            made = point.payload.get("models") or {}
+            made = self._made(point)
             for name in spaces.keys() & point.vectors.keys():
                 for model in spaces[name].written().values():
                     if model != made.get(name):
@@ -58,7 +63,7 @@ class MigrationWrites:
         out: list[PointRecord] = []
         for i, point in enumerate(points):
             vectors = {k: v for k, v in point.vectors.items() if k not in spaces}
-            made = point.payload.get("models") or {}
+            made = self._made(point)
             for name in spaces.keys() & point.vectors.keys():
                 for engine, model in spaces[name].written().items():
                     vector = point.vectors[name] if model == made.get(name) else remade[model][i]
@@ -68,6 +73,10 @@ class MigrationWrites:
                     vectors[engine] = vector if isinstance(vector, list) else vector.tolist()
             out.append(point.model_copy(update={"vectors": vectors}))
         return out
+
+    def _made(self, point: PointRecord) -> dict[str, str]:
+        """Space → the model (as the fence names it) whose vector the point carries."""
+        return {**(point.payload.get("models") or {}), **self._made_by}
 
     def stale(self) -> bool:
         """Did the layout change since ``prepare`` read it (then the batch must be written again)?"""
