@@ -53,14 +53,14 @@ def test_a_trickle_is_committed_as_it_comes_not_when_a_clock_runs_out(make_setti
         send_raw(settings, [(None, text_event("warm", "the pipeline has started"), [])])
         assert wait_for(lambda: committed_offsets(settings.kafka).get(0) == 1, 120), "the warm-up never committed"
         seen: set[int] = set()
-        for i in range(60):  # 20 events/s for 3 s
+        for i in range(120):  # 20 events/s for 6 s: a bundle's round trip here is ~1 s, so ~6 commits at least
             send_raw(settings, [(None, text_event(f"t{i}", f"trickle event {i}"), [])])
             offset = committed_offsets(settings.kafka).get(0)
             if offset is not None:
                 seen.add(offset)
             time.sleep(0.05)
-        assert wait_for(lambda: committed_offsets(settings.kafka).get(0) == 61, 30)
-    during = sorted(offset for offset in seen if 1 < offset < 61)
+        assert wait_for(lambda: committed_offsets(settings.kafka).get(0) == 121, 30)
+    during = sorted(offset for offset in seen if 1 < offset < 121)
     assert len(during) >= 5, f"while the trickle lasted the committed offset moved only through {during}"
 
 
