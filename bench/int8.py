@@ -3,10 +3,10 @@
     python -m bench.int8
 
 Side by side in one run, on the sample corpus (520 sentences) and on a held-out-style corpus built here from
-the Python standard library's docstrings (other vocabulary, other lengths): texts/s (each model timed
-alternately, the median of rounds), speed-up over fp32, agreement with fp32 (mean and minimum cosine,
-recall@10 of fp32's nearest neighbours, each text a query), and batch dependence — how far a text's vector
-moves when it is embedded alone instead of in a batch (what a replay or a migration's backfill would see).
+the Python standard library's docstrings (other vocabulary, other lengths): speed-up over fp32 and agreement
+with fp32 as ``models build --quantize`` records them (``quantize.compare_variant``: timed alternately; mean
+and minimum cosine, recall@10 of fp32's nearest neighbours, each text a query), and batch dependence — how far
+a text's vector moves when it is embedded alone instead of in a batch (what a replay or a backfill would see).
 Writes ``bench/reports/int8.{md,json,png}``.
 """
 
@@ -18,7 +18,6 @@ import json
 import platform
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,14 @@ import onnx
 
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.export.per_token import per_token_activations
-from embedstream.onnx_models.export.quantize import cpu_isa, recall_at_k
+from embedstream.onnx_models.export.quantize import compare_variant, cpu_isa
 from embedstream.onnx_models.manifest import TextManifest
 from embedstream.onnx_models.registry import load_manifest_of
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.schemas.settings import ModelSettings
 
 REPORTS = Path(__file__).parent / "reports"
-ROUNDS = 5
+QUALITY = ("speedup", "mean_cosine", "min_cosine", "recall_at_10")
 STDLIB = (
     "json",
     "pathlib",
@@ -117,25 +116,21 @@ def encoders(folder: Path) -> dict[str, TextEncoder]:
 
 
 def measure_corpus(models: dict[str, TextEncoder], texts: list[str]) -> dict[str, Any]:
-    vectors = {name: encoder.embed(texts) for name, encoder in models.items()}  # also warms up
-    timings: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(ROUNDS):
-        for name, encoder in models.items():
-            started = time.perf_counter()
-            encoder.embed(texts)
-            timings[name].append(time.perf_counter() - started)
-    reference = vectors["fp32"]
+    """Each int8 variant against fp32 as the build measures it (``quantize.compare_variant``: timed alternately,
+    cosine, recall@10), and every model's batch dependence."""
     out: dict[str, Any] = {}
+    base = models["fp32"]
     for name, encoder in models.items():
-        cosine = (reference * vectors[name]).sum(axis=1)
+        together = encoder.embed(texts[:128])
         alone = np.stack([encoder.embed([text])[0] for text in texts[:128]])
+        dependence = {"batch_dependence": float(np.abs(together - alone).max())}
+        if encoder is base:
+            out[name] = {**dict.fromkeys(QUALITY, 1.0), **dependence}
+            continue
+        quality = compare_variant(base, encoder, texts)
         out[name] = {
-            "texts_per_s": len(texts) / float(np.median(timings[name])),
-            "speedup": float(np.median(timings["fp32"]) / np.median(timings[name])),
-            "mean_cosine": float(cosine.mean()),
-            "min_cosine": float(cosine.min()),
-            "recall_at_10": recall_at_k(reference, vectors[name], 10),
-            "batch_dependence": float(np.abs(vectors[name][:128] - alone).max()),
+            **quality.model_dump(include={"speedup", "mean_cosine", "min_cosine", "recall_at_10"}),
+            **dependence,
         }
     return out
 
@@ -162,13 +157,13 @@ def write_report(measured: dict[str, Any]) -> str:
         "",
         f"`python -m bench.int8` — minilm, measured side by side in one run on {measured['machine']}.",
         "",
-        "| corpus | model | texts/s | × fp32 | mean cosine | min cosine | recall@10 | batch dependence |",
-        "|---|---|---|---|---|---|---|---|",
+        "| corpus | model | × fp32 | mean cosine | min cosine | recall@10 | batch dependence |",
+        "|---|---|---|---|---|---|---|",
     ]
     for corpus, models in measured["results"].items():
         for name, m in models.items():
             lines.append(
-                f"| {corpus} ({measured['corpora'][corpus]}) | {name} | {m['texts_per_s']:.0f} | {m['speedup']:.2f} | "
+                f"| {corpus} ({measured['corpora'][corpus]}) | {name} | {m['speedup']:.2f} | "
                 f"{m['mean_cosine']:.4f} | {m['min_cosine']:.4f} | {m['recall_at_10']:.3f} | "
                 f"{m['batch_dependence']:.1e} |"
             )

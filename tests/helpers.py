@@ -17,11 +17,13 @@ import httpx
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from embedstream.onnx_models.corpus import corpus_texts, documents_path
 from embedstream.pipelines.io.kafka_clients import assign_readable, partitions_of, records_until
 from embedstream.pipelines.io.kafka_clients import topic_watermarks as kafka_topic_watermarks
 from embedstream.schemas.envelope import Envelope, envelope_to_binary
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import Broker, free_port
+from embedstream.workers.search import Query, Searcher
 
 
 def text_event(event_id: str, text: str, **extra: Any) -> bytes:
@@ -191,3 +193,32 @@ def start_stream_ingest(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+QUERIES = [  # sample-corpus questions (astronomy, cooking, railways) whose answers stay put
+    "which planets can I see without a telescope",
+    "how long should bread dough rise",
+    "a train timetable",
+]
+
+
+def documents() -> list[bytes]:
+    return [text_event(d["id"], d["text"]) for d in map(json.loads, documents_path().read_text().splitlines())]
+
+
+def fill(settings: Settings, count: int) -> None:
+    """``count`` corpus sentences (ids ``s<i>``, several rounds of the corpus if needed) and the long articles."""
+    texts = corpus_texts()
+    events = [
+        text_event(f"s{i}", f"{texts[i % len(texts)]}" + (f" ({i // len(texts)})" if i >= len(texts) else ""))
+        for i in range(count)
+    ]
+    send_raw(settings, [(None, value, []) for value in [*events, *documents()]])
+
+
+def answers(settings: Settings) -> list[list[tuple[str, float]]]:
+    searcher = Searcher(settings)
+    try:
+        return [[(h.id, round(h.score, 4)) for h in searcher.search(Query.of_text(q), limit=5)] for q in QUERIES]
+    finally:
+        searcher.close()

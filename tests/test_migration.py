@@ -7,7 +7,6 @@ ingest of the same topic with the new model writes; rollback gives back the old 
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -20,40 +19,15 @@ import httpx
 import numpy as np
 import pytest
 
-from embedstream.onnx_models.corpus import corpus_texts, documents_path
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.spaces import migration
 from embedstream.pipelines.stores import StoreSchemaError, open_store
 from embedstream.schemas.settings import Settings
-from embedstream.workers.search import Query, Searcher
 from embedstream.workers.spaces import migrate_here, run_step
-from tests.helpers import Server, send_raw, settings_env, text_event, watermarks
+from tests.helpers import QUERIES, Server, answers, fill, send_raw, settings_env, text_event, watermarks
 
 SPACE, NEW = "minilm", "minilm@1-int8"
-QUERIES = ["which planets can I see without a telescope", "how long should bread dough rise", "a train timetable"]
-
-
-def documents() -> list[bytes]:
-    return [text_event(d["id"], d["text"]) for d in map(json.loads, documents_path().read_text().splitlines())]
-
-
-def fill(settings: Settings, count: int) -> None:
-    """``count`` corpus sentences (ids ``s<i>``, several rounds of the corpus if needed) and the long articles."""
-    texts = corpus_texts()
-    events = [
-        text_event(f"s{i}", f"{texts[i % len(texts)]}" + (f" ({i // len(texts)})" if i >= len(texts) else ""))
-        for i in range(count)
-    ]
-    send_raw(settings, [(None, value, []) for value in [*events, *documents()]])
-
-
-def answers(settings: Settings) -> list[list[tuple[str, float]]]:
-    searcher = Searcher(settings)
-    try:
-        return [[(h.id, round(h.score, 4)) for h in searcher.search(Query.of_text(q), limit=5)] for q in QUERIES]
-    finally:
-        searcher.close()
 
 
 def vectors(settings: Settings) -> dict[str, np.ndarray]:

@@ -17,8 +17,7 @@ from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.settings import Settings
-from tests.helpers import Server, send_raw, settings_env, text_event, watermarks
-from tests.test_migration import answers, fill
+from tests.helpers import Server, answers, fill, send_raw, settings_env, text_event, watermarks
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,6 @@ its own point with score 1.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -34,7 +33,7 @@ from embedstream.onnx_models.vectors import fuse
 from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.images import decode_image
 from embedstream.pipelines.plan import FUSED_SPACE
-from embedstream.pipelines.stores import Hit, SearchRequest, SpaceSpec, VectorStore, open_store
+from embedstream.pipelines.stores import Hit, SearchRequest, VectorStore, open_store
 from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.point import SparseVector
 from embedstream.schemas.settings import Settings
@@ -104,7 +103,6 @@ class Query:
 
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
-LAYOUT_TTL_S = 1.0  # how stale the searcher's view of a migration may be
 HYBRID_DEPTH = 4  # candidates each list of a hybrid search brings to the fusion, per result asked for
 
 
@@ -133,7 +131,6 @@ class Searcher:
         self._text_batchers: dict[str, QueryBatcher[TextSearch, list[Hit]]] = {}
         self._bm25 = Bm25()
         self._has_sparse = False
-        self._layout: tuple[float, dict[str, SpaceSpec]] | None = None
 
     def encoder(self, name: str) -> AnyEncoder:
         if name not in self._encoders:
@@ -237,21 +234,15 @@ class Searcher:
 
     def searched(self, space: str, model_name: str) -> tuple[str | None, str]:
         """(named vector, model) a text search of ``space`` uses now. A migration (``pipelines.spaces``) may have
-        switched the space to another model's vectors: the store's record says, read at most once a second, so
-        the API and the CLI follow a switch without a restart. The pair is resolved together, so a query is
-        never embedded by one model and compared with another's vectors."""
-        now = time.monotonic()
-        if self._layout is None or now - self._layout[0] > LAYOUT_TTL_S:
-            self._layout = (now, self.store.spaces())
-        spec = self._layout[1].get(space)
+        switched the space to another model's vectors: the store's record says (``VectorStore.layout``: at most a
+        second old, at once after a step this process took), so the API and the CLI follow a switch without a
+        restart. The pair is resolved together, so a query is never embedded by one model and compared with
+        another's vectors."""
+        spec = self.store.layout().spaces.get(space)
         if spec is None or not spec.model:
             return None, model_name
         vector, model, _ = spec.searched
         return vector, model_name if self._manifest(model_name).ref == model else model
-
-    def forget_layout(self) -> None:
-        """Read the store's record again at the next search (a migration step was just taken here)."""
-        self._layout = None
 
     def search_documents(
         self,

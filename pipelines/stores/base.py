@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -194,6 +195,15 @@ class VectorStore(Protocol):
         """Record the spaces (models, named vectors, migrations) the collection holds: the fence every run reads."""
         ...
 
+    def layout(self) -> Layout:
+        """The recorded spaces at most a second old (at once after this process changed them): what searches and
+        reads resolve names with. ``spaces()`` reads afresh."""
+        ...
+
+    def holding(self) -> contextlib.AbstractContextManager[None]:
+        """Keep the store to the caller for a block (a snapshot): other users of a shared store wait."""
+        ...
+
     def files(self) -> Path:
         """The folder holding the store's files (for a snapshot, after ``flush``); ``UsageError`` where the store
         keeps none here (a server: it snapshots itself; ``:memory:``)."""
@@ -208,59 +218,87 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The recorded spaces and what the stores derive from them, once per read: where a space's points are
+    written (``writes``: space → its primary named vector), what a stored named vector is read back as
+    (``reads``: the searched one → its space, a migrating space's other one → None: left out), the sparse ones."""
+
+    spaces: dict[str, SpaceSpec]
+    writes: dict[str, str]
+    reads: dict[str, str | None]
+    sparse: frozenset[str]
+
+    @classmethod
+    def of(cls, spaces: dict[str, SpaceSpec]) -> Layout:
+        reads: dict[str, str | None] = {}
+        for name, spec in spaces.items():
+            reads.update(dict.fromkeys(spec.written(), None))
+            reads[spec.searched[0]] = name
+        writes = {name: spec.engine_name for name, spec in spaces.items()}
+        return cls(spaces, writes, reads, frozenset(n for n, spec in spaces.items() if spec.sparse))
+
+
 class KnowsLayout:
-    """What both backends share: the recorded spaces, read at most once a second for the engine's named vectors
-    (a point's vectors and a search name spaces; after a migration a space's vectors live in another named
-    vector, ``SpaceSpec.engine_name``) and which of them are sparse. ``_forget_layout`` after a change."""
+    """What both backends share: the recorded spaces (``layout``), read at most once a second and again at once
+    after this process changed them (``_forget_layout``): a point's vectors and a search name spaces, and after
+    a migration a space's vectors live in another named vector (``SpaceSpec.engine_name``)."""
 
     LAYOUT_TTL_S = 1.0
-    _layout_read: tuple[float, dict[str, SpaceSpec]] | None = None
+    _layout_read: tuple[float, Layout] | None = None
 
     def spaces(self) -> dict[str, SpaceSpec]:
         raise NotImplementedError
 
-    def _layout(self) -> dict[str, SpaceSpec]:
+    def layout(self) -> Layout:
         now = time.monotonic()
         if self._layout_read is None or now - self._layout_read[0] > self.LAYOUT_TTL_S:
-            self._layout_read = (now, self.spaces())
+            self._layout_read = (now, Layout.of(self.spaces()))
         return self._layout_read[1]
 
     def _forget_layout(self) -> None:
         self._layout_read = None
 
-    def _sparse_spaces(self) -> frozenset[str]:
-        return frozenset(name for name, spec in self._layout().items() if spec.sparse)
-
-    def _to_engine(self, vectors: Mapping[str, Any]) -> dict[str, Any]:
-        """A point's vectors keyed by the named vectors that hold them (a space's name → its primary vector)."""
-        layout = self._layout()
-        return {(layout[k].engine_name if k in layout else k): v for k, v in vectors.items()}
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Nothing else uses the store until the block ends: one opener here (``SharedStore`` locks)."""
+        yield
 
     def _searched_name(self, request: SearchRequest) -> str:
         if request.vector_name:
             return request.vector_name
-        spec = self._layout().get(request.space)
+        spec = self.layout().spaces.get(request.space)
         return spec.searched[0] if spec is not None else request.space
 
-    def _stored(self, point_id: Any, payload: Mapping[str, Any] | None, vectors: Any) -> StoredPoint:
-        """A record as callers see it: string id, its dense vectors keyed by space (sparse ones stay stored)."""
-        named = vectors if isinstance(vectors, Mapping) else {}
-        dense = {k: list(v) for k, v in named.items() if not hasattr(v, "indices")}
-        return StoredPoint(str(point_id), dict(payload or {}), self._from_engine(dense))
+    def _writer(self, make_sparse: Callable[[SparseVector], Any]) -> Callable[[PointRecord], dict[str, Any]]:
+        """A point's vectors as the engine takes them — each under the named vector its space is written to, sparse
+        ones (those the collection has) as ``make_sparse`` builds them — with the layout read once for a batch."""
+        layout = self.layout()
 
-    def _from_engine(self, vectors: Mapping[str, Any]) -> dict[str, Any]:
-        """Stored vectors keyed by space: each space's searched vector under the space's name (a migrating
-        space's other vector is left out: what readers compare with queries is what searches use)."""
-        names: dict[str, str | None] = {}
-        for name, spec in self._layout().items():
-            names.update(dict.fromkeys(spec.written(), None))
-            names[spec.searched[0]] = name
-        out: dict[str, Any] = {}
-        for key, vector in vectors.items():
-            space = names.get(key, key)
-            if space is not None:
-                out[space] = vector
-        return out
+        def vectors(point: PointRecord) -> dict[str, Any]:
+            out: dict[str, Any] = {layout.writes.get(k, k): v for k, v in point.vectors.items()}
+            for name, sparse in point.sparse.items():
+                if name in layout.sparse:
+                    out[layout.writes.get(name, name)] = make_sparse(sparse)
+            return out
+
+        return vectors
+
+    def _reader(self) -> Callable[[Any, Mapping[str, Any] | None, Any], StoredPoint]:
+        """Records as callers see them — string id, dense vectors keyed by space (sparse ones stay stored) —
+        with the layout read once for all of them."""
+        reads = self.layout().reads
+
+        def stored(point_id: Any, payload: Mapping[str, Any] | None, vectors: Any) -> StoredPoint:
+            named = vectors if isinstance(vectors, Mapping) else {}
+            dense: dict[str, list[float]] = {}
+            for key, vector in named.items():
+                space = reads.get(key, key)
+                if space is not None and not hasattr(vector, "indices"):
+                    dense[space] = list(vector)
+            return StoredPoint(str(point_id), dict(payload or {}), dense)
+
+        return stored
 
 
 VectorUpdates = Mapping[str, Mapping[str, Sequence[float]]]

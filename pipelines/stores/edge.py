@@ -170,8 +170,8 @@ class EdgeStore(KnowsLayout):
             return
         self._check_space()
         shard = self._open(None)
-        sparse = self._sparse_spaces()
-        points_in = [qe.Point(p.id, self._to_engine(_vectors(p, sparse)), p.payload) for p in points]
+        vectors = self._writer(lambda v: qe.SparseVector(v.indices, v.values))
+        points_in = [qe.Point(p.id, vectors(p), p.payload) for p in points]
         shard.update(qe.UpdateOperation.upsert_points(points_in))
 
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
@@ -197,7 +197,8 @@ class EdgeStore(KnowsLayout):
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._open(None).retrieve(list(ids), True, with_vectors)
-        return [self._stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
+        stored = self._reader()
+        return [stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
 
     def scroll(
         self,
@@ -215,8 +216,9 @@ class EdgeStore(KnowsLayout):
             )
             return shard.scroll(request)
 
+        stored = self._reader()
         for record in paged(fetch, limit):
-            yield self._stored(record.id, record.payload, record.vector if with_vectors else None)
+            yield stored(record.id, record.payload, record.vector if with_vectors else None)
 
     def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
         return int(self._open(None).count(qe.CountRequest(exact=True, filter=_filter(where, having, lacking))))
@@ -237,7 +239,7 @@ class EdgeStore(KnowsLayout):
             self._open(None).update(qe.UpdateOperation.set_payload(list(ids), payload))
 
     def count_vectors(self, space: str) -> int:
-        spec = self._layout().get(space)
+        spec = self.layout().spaces.get(space)
         name = spec.searched[0] if spec is not None else space
         request = qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(name)]))
         return int(self._open(None).count(request))
@@ -289,11 +291,3 @@ def _query(request: SearchRequest, name: str, params: Any) -> Any:
 
 def _point_vectors(vectors: VectorUpdates) -> list[Any]:
     return [qe.PointVectors(pid, {k: [float(x) for x in v] for k, v in each.items()}) for pid, each in vectors.items()]
-
-
-def _vectors(point: PointRecord, sparse_spaces: frozenset[str]) -> dict[str, Any]:
-    vectors: dict[str, Any] = dict(point.vectors)
-    for name, sparse in point.sparse.items():
-        if name in sparse_spaces:
-            vectors[name] = qe.SparseVector(sparse.indices, sparse.values)
-    return vectors

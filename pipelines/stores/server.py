@@ -188,18 +188,10 @@ class ServerStore(KnowsLayout):
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
-        sparse = self._sparse_spaces()
-
-        def vectors(point: PointRecord) -> dict[str, Any]:
-            out: dict[str, Any] = dict(point.vectors)
-            for name, vector in point.sparse.items():
-                if name in sparse:
-                    out[name] = models.SparseVector(indices=vector.indices, values=vector.values)
-            return out
-
+        vectors = self._writer(lambda v: models.SparseVector(indices=v.indices, values=v.values))
         self._client.upsert(
             self.collection,
-            points=[models.PointStruct(id=p.id, vector=self._to_engine(vectors(p)), payload=p.payload) for p in points],
+            points=[models.PointStruct(id=p.id, vector=vectors(p), payload=p.payload) for p in points],
             wait=True,
         )
 
@@ -223,7 +215,8 @@ class ServerStore(KnowsLayout):
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         records = self._client.retrieve(self.collection, list(ids), with_payload=True, with_vectors=with_vectors)
-        return [self._stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
+        stored = self._reader()
+        return [stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
 
     def scroll(
         self,
@@ -245,8 +238,9 @@ class ServerStore(KnowsLayout):
                 with_vectors=with_vectors,
             )
 
+        stored = self._reader()
         for record in paged(fetch, limit):
-            yield self._stored(record.id, record.payload, record.vector if with_vectors else None)
+            yield stored(record.id, record.payload, record.vector if with_vectors else None)
 
     def count(self, where: Where | None = None, having: str | None = None, lacking: str | None = None) -> int:
         condition = _filter(where, having, lacking)
@@ -261,7 +255,7 @@ class ServerStore(KnowsLayout):
             self._client.set_payload(self.collection, payload=payload, points=list(ids), wait=True)
 
     def count_vectors(self, space: str) -> int:
-        spec = self._layout().get(space)
+        spec = self.layout().spaces.get(space)
         condition = _filter(None, having=spec.searched[0] if spec is not None else space)
         return int(self._client.count(self.collection, count_filter=condition, exact=True).count)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from embedstream.pipelines.stores.base import (
     Hit,
+    Layout,
     SearchRequest,
     SpaceSpec,
     StoredPoint,
@@ -86,6 +87,9 @@ class SharedStore:
 
     def spaces(self) -> dict[str, SpaceSpec]:
         return dict(self._call(self._inner.spaces))
+
+    def layout(self) -> Layout:
+        return self._inner.layout()  # a cached read of the record: no engine call to serialize
 
     def files(self) -> Path:
         return Path(self._call(self._inner.files))

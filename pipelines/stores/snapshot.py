@@ -16,7 +16,6 @@ in the collection's metadata, so it travels inside such a snapshot: ``snapshot``
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import tarfile
@@ -28,7 +27,6 @@ from typing import Any
 from embedstream.onnx_models.bm25 import BM25_REF
 from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest
 from embedstream.pipelines.stores.base import SpaceSpec, VectorStore, record_of, spaces_of
-from embedstream.pipelines.stores.shared import SharedStore
 from embedstream.schemas.errors import EmbedstreamError, UsageError
 from embedstream.schemas.settings import Settings
 
@@ -96,7 +94,7 @@ def describe(settings: Settings, spaces: dict[str, SpaceSpec], points: int) -> S
 def take(store: VectorStore, settings: Settings, target: Path) -> SnapshotInfo:
     """Snapshot ``store`` into the tar ``target``: flushed, described and copied while nothing else uses it (a
     ``SharedStore``'s lock is held throughout: ``serve --ingest``'s pipeline waits, then carries on)."""
-    with store.holding() if isinstance(store, SharedStore) else contextlib.nullcontext():
+    with store.holding():
         store.flush()
         folder = store.files()
         info = describe(settings, store.spaces(), store.count())

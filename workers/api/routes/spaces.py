@@ -85,7 +85,6 @@ async def step(space: str, step: migration.Step, request: Request) -> SpaceOut:
     def work() -> SpaceOut:
         jobs.check_idle(space)
         spec = migration.take_step(store, settings.model, space, step)
-        searcher.forget_layout()  # this server's searches follow at once (another process's within a second)
         state = next(s for s in migration.space_states(store) if s.name == spec.name)
         return _space_out(state, jobs)
 
