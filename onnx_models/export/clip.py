@@ -13,6 +13,8 @@ go through torch.onnx here. Parity: each tower against PyTorch, texts one at a t
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 from embedstream.onnx_models.manifest import (
     ImageManifest,
+    ImageSpec,
     ManifestBase,
     ModelManifest,
     Origin,
@@ -79,11 +82,48 @@ def image_tower_parity(any_manifest: ModelManifest, folder: Path) -> ParityRepor
 
 def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True) -> list[ModelManifest]:
     """Both towers of the CLIP model at ``source`` → ``[<name>-text@1, <name>-image@1]`` in space ``name``."""
-    import torch
     from transformers import CLIPModel
 
     config = hf_config(source)
-    model = CLIPModel.from_pretrained(source, local_files_only=True).eval()
+    return export_towers(
+        CLIPModel.from_pretrained(source, local_files_only=True).eval(),
+        Towers(
+            name=name,
+            source=source,
+            tokenizer=lambda path: save_tokenizer(source, path),
+            tokenizer_spec=TokenizerSpec(
+                max_length=int(config.text_config.max_position_embeddings), pad_id=pad_id(source)
+            ),
+            image=image_spec(processor_config(source)),
+            recipe="clip",
+            described=f"CLIP model from {source}",
+        ),
+        cache_dir,
+        normalize,
+    )
+
+
+@dataclass(frozen=True)
+class Towers:
+    """What a CLIP-layout model's towers are exported with, besides the model: the tokenizer (written into the
+    text tower's folder), how texts are padded and cut, the picture preprocessing, and the recipe the manifests
+    record (``<recipe>_text`` / ``<recipe>_image``, whose parity functions ``models verify`` re-runs)."""
+
+    name: str
+    source: str
+    tokenizer: Callable[[Path], object]  # writes tokenizer.json at the path given
+    tokenizer_spec: TokenizerSpec
+    image: ImageSpec
+    recipe: str
+    described: str
+
+
+def export_towers(model: Any, towers: Towers, cache_dir: Path, normalize: bool = True) -> list[ModelManifest]:
+    """The text and image towers of ``model`` (a transformers ``CLIPModel``) as two models in one space, each
+    installed only if its recipe's parity reaches the bar."""
+    import torch
+
+    from embedstream.onnx_models.export.verify import PARITY
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -103,20 +143,21 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             features: torch.Tensor = self.clip.get_image_features(pixel_values=pixel_values)
             return features
 
+    name = towers.name
     text_name, image_name = f"{name}-text", f"{name}-image"
     common: dict[str, Any] = {
         "version": "1",
         "space": name,
         "space_model": f"{text_name}@1",
-        "dim": int(config.projection_dim),
+        "dim": int(model.config.projection_dim),
         "pooled_in_graph": True,
         "normalize": normalize,
         "normalized_in_graph": False,
-        "source": f"CLIP model from {source}",
+        "source": towers.described,
         "license": "as the source model's",
         "built_with": versions("torch", "onnxruntime", "transformers"),
     }
-    spec = image_spec(processor_config(source))
+    spec = towers.image
     built = []
     with tempfile.TemporaryDirectory(prefix=f"embedstream-{name}-") as tmp:
         text_dir, image_dir = Path(tmp) / "text", Path(tmp) / "image"
@@ -131,7 +172,7 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             "text_embeds",
             {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
         )
-        save_tokenizer(source, text_dir / "tokenizer.json")
+        towers.tokenizer(text_dir / "tokenizer.json")
         text_draft = make_manifest(
             name=text_name,
             modality="text",
@@ -139,11 +180,11 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             inputs=["input_ids", "attention_mask"],
             output="text_embeds",
             pooling="last_token",
-            tokenizer=TokenizerSpec(max_length=int(config.text_config.max_position_embeddings), pad_id=pad_id(source)),
-            origin=Origin(recipe="clip_text", source=source),
+            tokenizer=towers.tokenizer_spec,
+            origin=Origin(recipe=f"{towers.recipe}_text", source=towers.source),
             **common,
         )
-        built.append(install(text_draft, text_dir, cache_dir, text_tower_parity))
+        built.append(install(text_draft, text_dir, cache_dir, PARITY[f"{towers.recipe}_text"]))
         export_torch(
             ImageTower(),
             (torch.zeros(1, 3, spec.crop, spec.crop),),
@@ -160,8 +201,8 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             output="image_embeds",
             pooling="cls",
             image=spec,
-            origin=Origin(recipe="clip_image", source=source),
+            origin=Origin(recipe=f"{towers.recipe}_image", source=towers.source),
             **common,
         )
-        built.append(install(image_draft, image_dir, cache_dir, image_tower_parity))
+        built.append(install(image_draft, image_dir, cache_dir, PARITY[f"{towers.recipe}_image"]))
     return built

@@ -1,6 +1,7 @@
 """``embedstream models export``: one entry point for any local Hugging Face encoder, routed by what it is.
 
-CLIP-style dual encoders → two tower models in one space; a model whose processor config has image statistics →
+CLIP-style dual encoders (Hugging Face format, or a native OpenCLIP checkpoint: ``open_clip_config.json`` beside its
+weights) → two tower models in one space; a model whose processor config has image statistics →
 a vision encoder; one with a sampling rate → a speech encoder; anything else → a text encoder. The source is a
 model folder, or a model id already in the local Hugging Face cache: nothing is downloaded.
 """
@@ -18,9 +19,12 @@ Pooling = Literal["mean", "cls", "last_token"]
 DUAL_ENCODERS = ("clip",)
 
 
-def modality_of(source: str) -> Literal["dual", "image", "audio", "text"]:
+def modality_of(source: str) -> Literal["open_clip", "dual", "image", "audio", "text"]:
     from embedstream.onnx_models.export.hf_vision_audio import processor_config
+    from embedstream.onnx_models.export.open_clip import is_open_clip
 
+    if is_open_clip(source):
+        return "open_clip"
     if getattr(hf_config(source), "model_type", "") in DUAL_ENCODERS:
         return "dual"
     try:
@@ -40,6 +44,10 @@ def export_model(
     """Export ``source`` as model(s) named ``name`` into ``cache_dir``; each is installed only if its parity
     against PyTorch reaches ``PARITY_MIN_COSINE``."""
     kind = modality_of(source)
+    if kind == "open_clip":
+        from embedstream.onnx_models.export.open_clip import export_open_clip
+
+        return export_open_clip(source, name, cache_dir, normalize=normalize)
     if kind == "dual":
         from embedstream.onnx_models.export.clip import export_clip
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from embedstream.onnx_models.export.checkpoints import load_strictly, read_state
 from embedstream.onnx_models.export.drafts import versions
 from embedstream.onnx_models.export.graphs import export_torch, staging_dir
 from embedstream.onnx_models.export.parity import compare, install
@@ -141,30 +142,7 @@ def build_module(arch: str) -> Any:
 
 def load_checkpoint(arch: str, weights: Path) -> Any:
     """``build_module(arch)`` with the checkpoint's tensors, loaded strictly (the message names what differs)."""
-    import torch
-
-    module = build_module(arch)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise UsageError(f"{weights}: not a readable torch checkpoint ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    wanted = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = [k for k in wanted if k not in state]
-    unexpected = [k for k in state if k not in wanted]
-    wrong = [
-        f"{k} {tuple(v.shape)} ≠ {wanted[k]}"
-        for k, v in state.items()
-        if wanted.get(k, tuple(v.shape)) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong:
-        raise UsageError(
-            f"{weights} is not a torchvision {arch} checkpoint: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"other shapes {wrong[:5]}"
-        )
-    module.load_state_dict(state, strict=True)
-    return module.eval()
+    return load_strictly(build_module(arch), read_state(weights), f"{weights} is not a torchvision {arch} checkpoint")
 
 
 def _arch_of(manifest: ModelManifest) -> str:

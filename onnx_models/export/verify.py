@@ -16,6 +16,8 @@ from embedstream.onnx_models.export.conse import conse_parity
 from embedstream.onnx_models.export.efficientnet import efficientnet_parity
 from embedstream.onnx_models.export.hf_text import torch_parity
 from embedstream.onnx_models.export.hf_vision_audio import audio_parity, image_parity
+from embedstream.onnx_models.export.open_clip import image_parity as open_clip_image_parity
+from embedstream.onnx_models.export.open_clip import text_parity as open_clip_text_parity
 from embedstream.onnx_models.export.parity import PARITY_MIN_COSINE, Parity
 from embedstream.onnx_models.export.sentence_transformers import sentence_transformer_parity
 from embedstream.onnx_models.export.torchvision_cnn import ARCHS, torchvision_parity
@@ -35,6 +37,8 @@ PARITY: dict[str, Parity] = {
     "hf_audio": audio_parity,
     "clip_text": text_tower_parity,
     "clip_image": image_tower_parity,
+    "open_clip_text": open_clip_text_parity,
+    "open_clip_image": open_clip_image_parity,
     "word_vectors": word_vectors_parity,
     **{f"torchvision_{arch}": torchvision_parity for arch in ARCHS},
 }

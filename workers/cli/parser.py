@@ -186,7 +186,10 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
     models.add_argument("--quantize", action="store_true", help="also build the int8 variant NAME@<version>-int8")
     models.add_argument("--per-tensor", action="store_true", help="with --quantize: per-tensor, not per-channel")
-    models.add_argument("--source", help="export: a Hugging Face model folder (or an id in the local HF cache)")
+    models.add_argument(
+        "--source",
+        help="export: a Hugging Face model folder (or an id in the local HF cache), or an OpenCLIP checkpoint folder",
+    )
     models.add_argument(
         "--pooling", choices=["mean", "cls", "last_token"], default="mean", help="export: pooling (text, vision)"
     )
