@@ -94,10 +94,25 @@ def test_five_examples_a_topic_by_knn_and_with_the_descriptions(corpus):
     both = classify_space(corpus, "minilm", LABELS, examples="label", progress=False)
     assert both.method == "prototypes"
     both_right, _ = accuracy(corpus, skip_examples=True)
-    print(f"5 examples a topic: kNN (k=5) {knn_right:.3f}, with the descriptions {both_right:.3f}")
-    # The issue asks 0.95 of kNN; minilm on this corpus gives 0.86-0.92 over example draws (measured), and the
-    # descriptions with the examples 0.93-0.96: asserted as measured, not as asked.
+
+    command = [sys.executable, "-m", "embedstream.workers.cli", "classify", "--space", "minilm", "--examples"]
+    done = subprocess.run(
+        [*command, "label", "--spread", "--json", "-q"],
+        env=settings_env(corpus),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["method"] == "spread"
+    spread_right, unreached = accuracy(corpus, skip_examples=True)
+    print(
+        f"5 examples a topic: kNN (k=5) {knn_right:.3f}, spread {spread_right:.3f}, with descriptions {both_right:.3f}"
+    )
+    # The issue asks 0.95 from 5 examples a topic. The kNN vote gives 0.86-0.92 over example draws with minilm
+    # (measured), spreading 0.94-0.96 (ten draws, mean 0.952), the descriptions with the examples 0.93-0.96.
     assert knn_right >= 0.85 and both_right >= 0.93 and both_right > knn_right
+    assert spread_right >= 0.94 and spread_right > knn_right and unreached == 0
 
 
 def test_post_classify_labels_a_new_text(corpus):
@@ -116,3 +131,23 @@ def test_post_classify_labels_a_new_text(corpus):
         assert httpx.post(url, json={"text": text, "labels": LABELS, "k": 0}, timeout=60).status_code == 422
     finally:
         server.stop()
+
+
+def test_spreading_needs_examples_alone_and_labels_only_what_it_reaches():
+    from embedstream.schemas.errors import UsageError
+    from embedstream.workers.classify import Classifier
+
+    rng = np.random.default_rng(1)
+    examples = (rng.normal(size=(4, 8)), ["a", "a", "b", "b"])
+    with pytest.raises(UsageError, match="without --labels"):
+        Classifier({"a": np.ones(8)}, examples, spread=True)
+    with pytest.raises(UsageError, match="give --examples"):
+        Classifier({"a": np.ones(8)}, None, spread=True)
+    # two tight groups, each around one example pair: every point takes its group's label; a point whose only
+    # neighbours are negative-cosine ones gets no share of any label, so "none"
+    centre_a, centre_b = np.eye(8)[0], np.eye(8)[1]
+    group = lambda centre, n: centre + rng.normal(scale=0.05, size=(n, 8))  # noqa: E731
+    known = (np.vstack([group(centre_a, 2), group(centre_b, 2)]), ["a", "a", "b", "b"])
+    points = np.vstack([group(centre_a, 5), group(centre_b, 5), [-(centre_a + centre_b)]])
+    labels = [p.label for p in Classifier(None, known, k=3, spread=True).predict(points)]
+    assert labels == ["a"] * 5 + ["b"] * 5 + [NONE]

@@ -264,6 +264,7 @@ def classify(
     where: list[str],
     as_json: bool,
     quiet: bool,
+    spread: bool,
 ) -> int:
     from embedstream.workers.classify import classify_space
     from embedstream.workers.search import parse_where
@@ -276,7 +277,9 @@ def classify(
             raise UsageError(f"--labels {labels}: not a readable JSON file ({exc})") from exc
         if not isinstance(described, dict) or not all(isinstance(v, str) and v for v in described.values()):
             raise UsageError(f'--labels {labels}: expected a JSON object {{"label": "what it means", ...}}')
-    report = classify_space(settings, space, described, examples, k, margin, parse_where(where), not quiet)
+    report = classify_space(
+        settings, space, described, examples, k, margin, parse_where(where), not quiet, spread=spread
+    )
     if as_json:
         print(
             json.dumps(

@@ -173,7 +173,10 @@ def parser() -> argparse.ArgumentParser:
     classify.add_argument("--space", required=True, help="the space whose points to label (see `spaces list`)")
     classify.add_argument("--labels", metavar="FILE", help='a JSON object {"label": "what it means", ...}')
     classify.add_argument("--examples", metavar="FIELD", help="the payload field holding the examples' labels")
-    classify.add_argument("-k", type=int, default=5, help="kNN: the nearest examples that vote")
+    classify.add_argument("-k", type=int, default=5, help="kNN: the nearest examples that vote; --spread: neighbours")
+    classify.add_argument(
+        "--spread", action="store_true", help="with --examples: spread their labels along the neighbourhood graph"
+    )
     classify.add_argument("--margin", type=float, default=0.0, help="below this lead over the second: none")
     classify.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="only these points")
     classify.add_argument("--json", action="store_true", dest="as_json", help="counts and method as JSON")
