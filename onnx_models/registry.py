@@ -136,6 +136,18 @@ def publish(staging: Path, manifest: ModelManifest, cache_dir: Path) -> Path:
     return target
 
 
+def retarget(cache_dir: Path, manifest: ModelManifest, space: str) -> ModelManifest:
+    """The built model made to write ``space`` instead of the space it was built for: how a new model (a
+    fine-tune, another architecture) is made to take over an existing space (``spaces migrate``). Only the
+    manifest changes, written whole and then moved into place; the graph and its sha256 stay."""
+    moved = manifest.model_copy(update={"space": space})
+    folder = model_dir(cache_dir, manifest.name, manifest.version)
+    staged = folder / f"{MANIFEST_FILE}.tmp"
+    staged.write_text(moved.model_dump_json(indent=2))
+    staged.replace(folder / MANIFEST_FILE)
+    return moved
+
+
 def built_versions(cache_dir: Path, name: str) -> list[ModelManifest]:
     """Every built version of ``name`` (base and variants), oldest first."""
     paths = sorted((Path(cache_dir) / name).glob(f"*/{MANIFEST_FILE}"), key=lambda p: p.stat().st_mtime)

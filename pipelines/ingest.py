@@ -47,6 +47,7 @@ from embedstream.pipelines.observability import LagWatcher, ProbeServer
 from embedstream.pipelines.plan import IngestPlan, plan_ingest
 from embedstream.pipelines.progress import Progress
 from embedstream.pipelines.runners import check_runner, workers_see_stop
+from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoreFullError, VectorStore, open_store, wait_until_released
 from embedstream.pipelines.transforms.adapters import AudioAdapter, ImageAdapter, TextAdapter
 from embedstream.pipelines.transforms.embed import Embed, ModalityAdapter
@@ -109,7 +110,7 @@ def build_pipeline(
         plan.fusion,
         shared.progress,
         shared.store,
-        settings.model,
+        RemakeFrom.of(settings),
     )
     _ = flowing | "Deliver" >> beam.ParDo(deliver)
 

@@ -22,6 +22,7 @@ import pytest
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.spaces import migration
+from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoreSchemaError, open_store
 from embedstream.schemas.settings import Settings
 from embedstream.workers.spaces import migrate_here, run_step
@@ -73,7 +74,7 @@ def test_a_space_migrates_switches_rolls_back_and_drops_the_old_on_both_stores(
     assert points > 63  # 60 sentences, 3 documents and their chunks
 
     with pytest.raises(migration.MigrationError, match="already holds"):
-        run_step(settings, lambda store: migration.start(store, settings.model, SPACE, "minilm@1"))
+        run_step(settings, lambda store: migration.start(store, RemakeFrom.of(settings), SPACE, "minilm@1"))
     assert migrate_here(settings, SPACE, NEW, progress=False) == points
     now = state(settings)
     assert (now.state, now.to_model, now.backfilled, now.searched_model) == ("migrating", NEW, points, "minilm@1")
@@ -81,14 +82,14 @@ def test_a_space_migrates_switches_rolls_back_and_drops_the_old_on_both_stores(
     assert migrate_here(settings, SPACE, NEW, progress=False) == 0  # resumed: nothing left to do
 
     fresh = fresh_ingest(settings, tmp_path)
-    run_step(settings, lambda store: migration.switch(store, settings.model, SPACE))
+    run_step(settings, lambda store: migration.switch(store, RemakeFrom.of(settings), SPACE))
     assert state(settings).state == "switched"
     assert_same_vectors(vectors(settings), vectors(fresh))
     assert answers(settings) == answers(fresh)  # a search embeds with the new model and searches its vectors
 
     run_step(settings, lambda store: migration.rollback(store, SPACE))
     assert answers(settings) == before
-    run_step(settings, lambda store: migration.switch(store, settings.model, SPACE))
+    run_step(settings, lambda store: migration.switch(store, RemakeFrom.of(settings), SPACE))
     moved = run_step(settings, lambda store: migration.drop_old(store, SPACE))
     assert (moved.model, moved.engine_name, moved.shadow) == (NEW, f"{SPACE}~2", None)
     assert_same_vectors(vectors(settings), vectors(fresh))
@@ -108,9 +109,9 @@ def test_a_migration_refuses_what_it_cannot_do_and_cancels(make_settings, int8_c
     fill(settings, 10)
     run_ingest(settings)
     with pytest.raises(migration.MigrationError, match="sparse"):
-        run_step(settings, lambda store: migration.start(store, settings.model, "bm25", NEW))
+        run_step(settings, lambda store: migration.start(store, RemakeFrom.of(settings), "bm25", NEW))
     with pytest.raises(migration.MigrationError, match="not migrating"):
-        run_step(settings, lambda store: migration.switch(store, settings.model, SPACE))
+        run_step(settings, lambda store: migration.switch(store, RemakeFrom.of(settings), SPACE))
     migrate_here(settings, SPACE, NEW, progress=False)
     with pytest.raises(migration.MigrationError, match="not switched"):
         run_step(settings, lambda store: migration.drop_old(store, SPACE))
@@ -119,7 +120,7 @@ def test_a_migration_refuses_what_it_cannot_do_and_cancels(make_settings, int8_c
     assert (after.state, after.to_model, after.model) == ("steady", None, "minilm@1")
     assert run_step(settings, lambda store: store.spaces()[SPACE].shadow) is None
     # the next migration takes the next generation's name: the cancelled one's vector is gone
-    spec = run_step(settings, lambda store: migration.start(store, settings.model, SPACE, NEW))
+    spec = run_step(settings, lambda store: migration.start(store, RemakeFrom.of(settings), SPACE, NEW))
     assert spec.shadow is not None and spec.shadow.vector == f"{SPACE}~2"
 
 
@@ -148,7 +149,7 @@ def test_a_backfill_killed_with_minus_9_resumes_and_ends_as_a_fresh_ingest(make_
     assert f"{total - (killed.backfilled or 0)} points filled" in rerun.stdout
     assert state(settings).backfilled == total
     fresh = fresh_ingest(settings, tmp_path)
-    run_step(settings, lambda store: migration.switch(store, settings.model, SPACE))
+    run_step(settings, lambda store: migration.switch(store, RemakeFrom.of(settings), SPACE))
     assert_same_vectors(vectors(settings), vectors(fresh))
 
 
@@ -253,7 +254,7 @@ def test_a_picture_written_into_a_migrating_text_space_keeps_its_own_vector(make
                 payload={"id": "t", "modality": "text", "text": text, "models": {SPACE: "minilm@1"}},
             ),
         ]
-        laid = MigrationWrites(store, settings.model, {SPACE: "minilm@1"}).prepare(points)
+        laid = MigrationWrites(store, RemakeFrom.of(settings), {SPACE: "minilm@1"}).prepare(points)
     finally:
         store.close()
     assert laid[0].vectors == {SPACE: picture}  # kept, no new-model vector invented

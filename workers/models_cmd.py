@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.registry import retarget
 
 
 def _figure(manifest: ModelManifest) -> str:
@@ -45,19 +46,27 @@ def build(cache: Path, name: str, force: bool = False, quantize: bool = False, p
 
 
 def export(
-    cache: Path, name: str, source: str, pooling: Literal["mean", "cls", "last_token"] = "mean", normalize: bool = True
+    cache: Path,
+    name: str,
+    source: str,
+    pooling: Literal["mean", "cls", "last_token"] = "mean",
+    normalize: bool = True,
+    space: str | None = None,
 ) -> int:
     from embedstream.onnx_models.export.hf import export_model
 
     for manifest in export_model(source, name, cache, pooling=pooling, normalize=normalize):
-        _report(manifest, cache)
+        _report(retarget(cache, manifest, space) if space else manifest, cache)
     return 0
 
 
-def export_checkpoint(cache: Path, name: str, weights: Path, arch: str, normalize: bool = True) -> int:
+def export_checkpoint(
+    cache: Path, name: str, weights: Path, arch: str, normalize: bool = True, space: str | None = None
+) -> int:
     from embedstream.onnx_models.export.torchvision_cnn import export_torchvision
 
-    _report(export_torchvision(weights, arch, name, cache, normalize=normalize), cache)
+    manifest = export_torchvision(weights, arch, name, cache, normalize=normalize)
+    _report(retarget(cache, manifest, space) if space else manifest, cache)
     return 0
 
 

@@ -171,7 +171,21 @@ class Searcher:
 
     def vector(self, query: Query, space: str | None = None) -> tuple[str, np.ndarray]:
         """The query embedded into ``space`` (default: the query kind's own space) → (space, vector)."""
+        space, _, vector = self.embedded(query, space)
+        return space, vector
+
+    def embedded(self, query: Query, space: str | None = None) -> tuple[str, str | None, np.ndarray]:
+        """(space, named vector, vector): the query embedded by the model ``space`` is searched with now (after a
+        migration's switch, the new one: ``searched``), and the named vector that model's vectors are in."""
         space, model_name = self.resolve(query.kind, space)
+        vector_name = None
+        if space != FUSED_SPACE:
+            vector_name, model_name = self.searched(space, model_name)
+            if self._manifest(model_name).modality != query.kind:
+                raise UsageError(
+                    f"space {space!r} is searched with {model_name} now (a migration switched it): a {query.kind} "
+                    "query has no model into it"
+                )
         encoder = self.encoder(model_name)
         media = self.settings.media
         if isinstance(encoder, ImageEncoder):
@@ -191,7 +205,7 @@ class Searcher:
             if fused is None:
                 raise UsageError(f"the fused weights {self.settings.media.fused_weights} give a {query.kind} no weight")
             vector = fused
-        return space, vector
+        return space, vector_name, vector
 
     def _manifest(self, name: str) -> ModelManifest:
         if name not in self._manifests:
@@ -217,8 +231,9 @@ class Searcher:
         if query.kind != "text":
             if mode != "dense":
                 raise UsageError(f"{mode} search needs a text query (keywords); a {query.kind} query is dense only")
-            space, vector = self.vector(query, space)
-            asked = SearchRequest(space, vector.tolist(), limit, conditions(where, modality), diversity=diversity)
+            space, vector_name, vector = self.embedded(query, space)
+            where = conditions(where, modality)
+            asked = SearchRequest(space, vector.tolist(), limit, where, diversity=diversity, vector_name=vector_name)
             return self.store.search_batch([asked])[0]
         space, model_name = self.resolve("text", space)
         vector_name, model_name = self.searched(space, model_name)
@@ -233,16 +248,17 @@ class Searcher:
         return self._text_searches(model_name, [wanted])[0]
 
     def searched(self, space: str, model_name: str) -> tuple[str | None, str]:
-        """(named vector, model) a text search of ``space`` uses now. A migration (``pipelines.spaces``) may have
-        switched the space to another model's vectors: the store's record says (``VectorStore.layout``: at most a
-        second old, at once after a step this process took), so the API and the CLI follow a switch without a
-        restart. The pair is resolved together, so a query is never embedded by one model and compared with
-        another's vectors."""
+        """(named vector, model) a search of ``space`` with a query for ``model_name`` uses now. A migration
+        (``pipelines.spaces``) may have switched the space to another model's vectors: the store's record says
+        (``VectorStore.layout``: at most a second old, at once after a step this process took), so the API and the
+        CLI follow a switch without a restart. The pair is resolved together, so a query is never embedded by one
+        model and compared with another's vectors. ``model_name`` stays when its vectors are the ones searched
+        (``space_ref``: a ConSE picture query into the text space it maps into, too)."""
         spec = self.store.layout().spaces.get(space)
         if spec is None or not spec.model:
             return None, model_name
         vector, model, _ = spec.searched
-        return vector, model_name if self._manifest(model_name).ref == model else model
+        return vector, model_name if self._manifest(model_name).space_ref == model else model
 
     def search_documents(
         self,

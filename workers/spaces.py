@@ -13,6 +13,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from embedstream.pipelines.spaces import migration
+from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoreLockedError, VectorStore, open_store
 from embedstream.schemas.errors import ConflictError
 from embedstream.schemas.settings import Settings
@@ -53,7 +54,7 @@ class BackfillJobs:
     def start(self, space: str, to: str) -> Backfill:
         with self._lock:
             self.check_idle(space)
-            spec = migration.start(self._store, self._settings.model, space, to)
+            spec = migration.start(self._store, RemakeFrom.of(self._settings), space, to)
             assert spec.shadow is not None
             job = self._jobs[space] = Backfill(spec.shadow.model)
         threading.Thread(target=self._run, args=(space, job), name=f"backfill-{space}", daemon=True).start()
@@ -64,7 +65,7 @@ class BackfillJobs:
             job.filled += count
 
         try:
-            migration.backfill(self._store, self._settings.model, space, advance)
+            migration.backfill(self._store, RemakeFrom.of(self._settings), space, advance)
         except Exception as exc:  # reported through GET /spaces; a rerun of migrate resumes
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -94,10 +95,10 @@ def migrate_here(settings: Settings, space: str, to: str, progress: bool = True)
     """``spaces migrate`` in this process: add the shadow (or resume), backfill with a progress bar."""
 
     def step(store: VectorStore) -> int:
-        spec = migration.start(store, settings.model, space, to)
+        spec = migration.start(store, RemakeFrom.of(settings), space, to)
         assert spec.shadow is not None
         left = store.count(having=spec.engine_name, lacking=spec.shadow.vector)
         with tqdm(total=left, desc=f"backfilling {space} with {spec.shadow.model}", disable=not progress) as bar:
-            return migration.backfill(store, settings.model, space, bar.update)
+            return migration.backfill(store, RemakeFrom.of(settings), space, bar.update)
 
     return run_step(settings, step)

@@ -28,12 +28,13 @@ from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.progress import Progress
+from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import SpaceSpec, VectorStore, open_store
 from embedstream.pipelines.transforms.parse import DeleteEvent, ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Modality
 from embedstream.schemas.point import PointRecord, SourceRef
-from embedstream.schemas.settings import KafkaSettings, ModelSettings, PipelineSettings, QdrantSettings
+from embedstream.schemas.settings import KafkaSettings, PipelineSettings, QdrantSettings
 
 
 class Deliver(beam.DoFn):
@@ -46,10 +47,10 @@ class Deliver(beam.DoFn):
         fusion: VideoFusion | None = None,
         progress: Handle[Progress] | None = None,
         store: Handle[VectorStore] | None = None,
-        model: ModelSettings | None = None,
+        remake: RemakeFrom | None = None,
     ) -> None:
         self._kafka = kafka
-        self._model = model
+        self._remake = remake
         self._qdrant = qdrant
         self._pipeline = pipeline
         self._spaces = spaces
@@ -74,7 +75,7 @@ class Deliver(beam.DoFn):
             self._pipeline.upsert_batch_size,
             self._fusion,
             self._written,
-            self._model,
+            self._remake,
             {space.name: space.model for space in self._spaces if not space.sparse},
         )
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)

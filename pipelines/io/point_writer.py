@@ -36,12 +36,12 @@ from typing import Any
 
 from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.spaces.dual_write import MigrationWrites
+from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
 from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Deletion
 from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SourceRef, point_id
-from embedstream.schemas.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StoreLockedError, StoreFullError, ConnectionError, TimeoutError)
@@ -75,13 +75,13 @@ class PointWriter:
         batch_size: int,
         fusion: VideoFusion | None,
         on_written: Callable[[list[PointRecord]], None],
-        model: ModelSettings | None = None,
+        remake: RemakeFrom | None = None,
         made_by: Mapping[str, str] | None = None,
     ) -> None:
-        """``model``: where a migrating space's other model loads from; ``made_by``: space → the model the run
-        writes it with, as fenced (``pipelines.spaces.dual_write``)."""
+        """``remake``: where a migrating space's other model loads from and media bytes come back from;
+        ``made_by``: space → the model the run writes it with, as fenced (``pipelines.spaces.dual_write``)."""
         self._store = store
-        self._migrations = MigrationWrites(store, model, made_by)
+        self._migrations = MigrationWrites(store, remake, made_by)
         self._batch_size = batch_size
         self._fusion = fusion
         self._on_written = on_written

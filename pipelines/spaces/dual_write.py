@@ -4,10 +4,12 @@ The ingest embeds with the model its settings name. A space may hold another lay
 keeps the old model's vectors and the new one's (``SpaceSpec.shadow``), and after ``drop-old`` the space holds
 only the new model's, in another named vector. ``MigrationWrites.prepare`` turns the points the ingest made into
 the points the store must get: each named vector the space keeps (``SpaceSpec.written``) receives the point's
-own vector when the run's model for that space is the one it holds, or one made again from the payload
-(``reembed``). The run's model for a space is what its plan fences the space to (``made_by``: a ConSE picture
-in the text space counts as the text model's), else what the point's payload says made it. So a migration started,
-switched or finished while an ingest runs needs no restart of it, and nothing it writes misses a vector.
+own vector when the run's model for that space is the one it holds, or one made again from what the point
+keeps (``reembed``: its text; a picture's or sound's bytes from its ``uri``, or its event read again from the
+topic it was just read from). The run's model for a space is what its plan fences the space to (``made_by``:
+a ConSE picture in the text space counts as the text model's), else what the point's payload says made it. So a
+migration started, switched or finished while an ingest runs needs no restart of it, and nothing it writes misses
+a vector.
 
 The layout is read before every batch (the store's record: a file for the embedded store, the collection's
 metadata on a server) and again after it: if a migration changed it meanwhile, the batch is written again
@@ -21,10 +23,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from embedstream.pipelines.spaces.reembed import Reembedder
+from embedstream.pipelines.spaces.reembed import Reembedder, RemakeFrom, reembedder
 from embedstream.pipelines.stores import SpaceSpec, VectorStore
 from embedstream.schemas.point import PointRecord
-from embedstream.schemas.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,12 @@ def moving(spaces: dict[str, SpaceSpec]) -> dict[str, SpaceSpec]:
 
 
 class MigrationWrites:
-    """Lays points out for the store's current spaces (module docstring). ``model``: where the other models
-    load from and with which runtime settings; each is loaded on first need."""
+    """Lays points out for the store's current spaces (module docstring). ``remake``: where the other models
+    load from (each on first need) and where media bytes come back from."""
 
-    def __init__(
-        self, store: VectorStore, model: ModelSettings | None, made_by: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, store: VectorStore, remake: RemakeFrom | None, made_by: Mapping[str, str] | None = None) -> None:
         self._store = store
-        self._model = model
+        self._remake_from = remake
         self._made_by = dict(made_by or {})
         self._reembedders: dict[str, Reembedder] = {}
         self._layout: dict[str, SpaceSpec] = {}
@@ -88,7 +87,7 @@ class MigrationWrites:
 
     def _reembedder(self, ref: str) -> Reembedder:
         if ref not in self._reembedders:
-            if self._model is None:
+            if self._remake_from is None:
                 raise RuntimeError(f"a migration needs model {ref}, and this writer was given no model settings")
-            self._reembedders[ref] = Reembedder(self._model, ref)
+            self._reembedders[ref] = reembedder(self._remake_from, ref)
         return self._reembedders[ref]

@@ -7,7 +7,8 @@ watch, stop and undo:
 1. ``start`` adds a *shadow* named vector for the new model beside the space's own, and records it. From then
    on every point any ingest writes gets both models' vectors (``dual_write``), whichever model it runs.
 2. ``backfill`` fills the shadow of the points already stored, from what the store keeps (``reembed``: a text
-   from its payload, a document cut into its chunks again), a page at a time, with progress. It writes a vector
+   from its payload, a document cut into its chunks again, a picture or sound from its ``uri`` or from its event
+   read again from the topic), a page at a time, with progress. It writes a vector
    only where the point still lacks it (``VectorStore.update_vectors``): a point written meanwhile keeps the
    ingest's newer vector, and a backfill killed at any moment resumes where it stopped, doing nothing twice.
 3. ``switch`` makes searches use the shadow (the searcher follows the record, no restart); ``rollback`` returns
@@ -15,8 +16,11 @@ watch, stop and undo:
 4. ``drop_old`` removes the old vectors: the space now holds the new model only (in the shadow's named vector).
    ``cancel`` instead removes the shadow, before a switch.
 
-Only text spaces move this way, for now: their vectors can be made again from the payload. A space holding
-pictures (ConSE maps them into the text space) or video views is refused at ``start``, with the count.
+A space moves only if every point in it can be made again by the new model: a text space of texts and chunks,
+a picture space of pictures and video frames, a sound space of sounds. A text space holding pictures (ConSE maps
+them into it) or a space holding video views is refused at ``start``, with the count. A picture whose bytes
+cannot be had again (its topic no longer retains its event, its URI is gone) stops the backfill with its id:
+cancel, or bring the bytes back (the topic, the files) and resume.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Literal
 
 from embedstream.onnx_models.manifest import TextManifest, as_kind
 from embedstream.onnx_models.registry import load_manifest
-from embedstream.pipelines.spaces.reembed import TEXT_MODALITIES, Reembedder
+from embedstream.pipelines.spaces.reembed import REMADE, RemakeFrom, reembedder
 from embedstream.pipelines.stores import Shadow, SpaceSpec, VectorStore
 from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.point import CHUNK_MODALITY
@@ -101,11 +105,12 @@ def _record(store: VectorStore, changed: SpaceSpec) -> None:
     store.record_spaces(list(spaces.values()))
 
 
-def start(store: VectorStore, model: ModelSettings, space: str, to: str) -> SpaceSpec:
+def start(store: VectorStore, remake: RemakeFrom, space: str, to: str) -> SpaceSpec:
     """Add the shadow for model ``to`` (``name`` or ``name@version``, built here) and record it; a migration to
     the same model already under way is returned as it is (``backfill`` then resumes it)."""
+    model = remake.model
     spec = _space(store, space)
-    target = as_kind(load_manifest(model.cache_dir, to)[0], TextManifest)
+    target = load_manifest(model.cache_dir, to)[0]
     if spec.shadow is not None:
         if spec.shadow.model == target.ref:
             return spec
@@ -118,18 +123,22 @@ def start(store: VectorStore, model: ModelSettings, space: str, to: str) -> Spac
     if target.space != space:
         raise MigrationError(
             f"{target.ref} writes space {target.space!r}, not {space!r}: a migration keeps the space's name, so a "
-            "model built for another space cannot take it over (ingest into a new collection instead)"
+            f"model built for another space cannot take it over (export it with --space {space}, or ingest into a "
+            "new collection)"
         )
-    current = as_kind(load_manifest(model.cache_dir, spec.model)[0], TextManifest)  # dual writes need it too
-    texts = sum(store.count({"modality": m}) for m in TEXT_MODALITIES)
-    others = store.count_vectors(space) - texts
+    current = load_manifest(model.cache_dir, spec.model)[0]  # dual writes need it too
+    if current.modality != target.modality:
+        raise MigrationError(f"{target.ref} embeds {target.modality}, the space holds {current.modality} vectors")
+    remade = REMADE[target.modality]
+    others = store.count_vectors(space) - sum(store.count({"modality": m}) for m in remade)
     if others > 0:
         raise MigrationError(
-            f"space {space!r} holds {others} points that are not texts (pictures, video views): their vectors "
-            "cannot be made again from what the store keeps, so this space cannot migrate in place yet; ingest "
-            "into a new collection with the new model"
+            f"space {space!r} holds {others} points that {target.ref} cannot make again (it makes "
+            f"{', '.join(sorted(remade))}; e.g. pictures in a text space, video views): this space cannot migrate "
+            "in place; ingest into a new collection with the new model"
         )
-    if store.count({"modality": CHUNK_MODALITY}) and _cutting(model, current) != _cutting(model, target):
+    chunked = target.modality == "text" and store.count({"modality": CHUNK_MODALITY})
+    if chunked and _cutting(model, as_kind(current, TextManifest)) != _cutting(model, as_kind(target, TextManifest)):
         raise MigrationError(
             f"{target.ref} cuts long texts differently from {current.ref} (tokenizer or length), so the stored "
             "documents' chunks would not match it: ingest into a new collection with the new model"
@@ -159,7 +168,7 @@ def _cutting(model: ModelSettings, manifest: TextManifest) -> tuple[str, int]:
 
 def backfill(
     store: VectorStore,
-    model: ModelSettings,
+    remake: RemakeFrom,
     space: str,
     progress: Callable[[int], None] | None = None,
     page: int = BACKFILL_PAGE,
@@ -170,18 +179,20 @@ def backfill(
     if spec.shadow is None:
         raise MigrationError(f"space {space!r} is not migrating (embedstream spaces migrate {space} --to MODEL)")
     shadow = spec.shadow
-    reembedder = Reembedder(model, shadow.model)
+    remaker = reembedder(remake, shadow.model)
     filled = 0
     while True:
         points = list(store.scroll(having=spec.engine_name, lacking=shadow.vector, limit=page))
         if not points:
             break
-        vectors = reembedder.vectors([p.payload for p in points])
+        vectors = remaker.vectors([p.payload for p in points])
         updates = {p.id: {shadow.vector: v.tolist()} for p, v in zip(points, vectors, strict=True) if v is not None}
         if not updates:
             raise MigrationError(
-                f"{len(points)} points of space {space!r} cannot be embedded again from their payload (e.g. "
-                f"{points[0].id}, modality {points[0].payload.get('modality')!r}); cancel the migration"
+                f"{len(points)} points of space {space!r} cannot be embedded again from what the store keeps (e.g. "
+                f"{points[0].id}, modality {points[0].payload.get('modality')!r}: a text that no longer cuts into its "
+                "chunks, a picture or sound whose URI or event is gone; the log says which): cancel the migration, "
+                "or bring the bytes back and resume"
             )
         store.update_vectors(updates, lacking=shadow.vector)
         filled += len(updates)
@@ -191,19 +202,19 @@ def backfill(
     return filled
 
 
-def take_step(store: VectorStore, model: ModelSettings, space: str, step: Step) -> SpaceSpec:
+def take_step(store: VectorStore, remake: RemakeFrom, space: str, step: Step) -> SpaceSpec:
     """One of the steps after ``start`` and ``backfill``, by name (the CLI's and the API's)."""
     if step == "switch":
-        return switch(store, model, space)
+        return switch(store, remake, space)
     if step == "rollback":
         return rollback(store, space)
     return drop_old(store, space) if step == "drop-old" else cancel(store, space)
 
 
-def switch(store: VectorStore, model: ModelSettings, space: str) -> SpaceSpec:
+def switch(store: VectorStore, remake: RemakeFrom, space: str) -> SpaceSpec:
     """Searches use the new vectors. A last backfill pass first catches points written by an ingest that read
     the layout just before the migration began; then every point of the space must hold the new vector."""
-    backfill(store, model, space)
+    backfill(store, remake, space)
     spec = _space(store, space)
     assert spec.shadow is not None  # backfill refused otherwise
     if store.count(having=spec.engine_name, lacking=spec.shadow.vector):

@@ -170,6 +170,7 @@ def models(
     file: str | None,
     binary: bool,
     arch: Literal["vgg11", "vgg16", "resnet50"] | None,
+    space: str | None,
 ) -> int:
     from embedstream.workers import models_cmd
 
@@ -186,8 +187,8 @@ def models(
         if not source:
             raise UsageError("models export needs --source (a model folder, or an id already in the local HF cache)")
         if arch:
-            return models_cmd.export_checkpoint(cache, name, Path(source), arch, normalize=not no_normalize)
-        return models_cmd.export(cache, name, source, pooling=pooling, normalize=not no_normalize)
+            return models_cmd.export_checkpoint(cache, name, Path(source), arch, not no_normalize, space)
+        return models_cmd.export(cache, name, source, pooling, not no_normalize, space)
     if not file:
         raise UsageError("models import-vectors needs --file PATH (word2vec text/binary or GloVe)")
     return models_cmd.import_vectors(cache, name, Path(file), binary=binary or None)
@@ -311,6 +312,7 @@ def spaces(
     from dataclasses import asdict
 
     from embedstream.pipelines.spaces import migration
+    from embedstream.pipelines.spaces.reembed import RemakeFrom
     from embedstream.workers.spaces import migrate_here, run_step
 
     if action == "list":
@@ -330,7 +332,7 @@ def spaces(
         print(f"space {space!r}: {filled} points filled with {to}; next: embedstream spaces switch {space}")
         return 0
     step: migration.Step = action
-    spec = run_step(settings, lambda store: migration.take_step(store, settings.model, space, step))
+    spec = run_step(settings, lambda store: migration.take_step(store, RemakeFrom.of(settings), space, step))
     print(f"space {space!r}: {action} done; searches use {spec.searched[1]}")
     return 0
 

@@ -202,6 +202,11 @@ def parser() -> argparse.ArgumentParser:
         choices=["vgg11", "vgg16", "resnet50"],
         help="export: --source is a torchvision checkpoint (.pth) of this architecture (torchvision not needed)",
     )
+    models.add_argument(
+        "--space",
+        help="export: the space the model writes (default: NAME); name an existing space to take it over with "
+        "`spaces migrate SPACE --to NAME`",
+    )
     models.add_argument("--file", help="import-vectors: a word2vec (text or .bin) or GloVe file")
     models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")
     models.set_defaults(run=cmd.models)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from embedstream.pipelines.spaces import migration
+from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import VectorStore
 from embedstream.workers.api.deps import SearcherDep, SettingsDep, requires
 from embedstream.workers.api.errors import blocking
@@ -84,7 +85,7 @@ async def step(space: str, step: migration.Step, request: Request) -> SpaceOut:
 
     def work() -> SpaceOut:
         jobs.check_idle(space)
-        spec = migration.take_step(store, settings.model, space, step)
+        spec = migration.take_step(store, RemakeFrom.of(settings), space, step)
         state = next(s for s in migration.space_states(store) if s.name == spec.name)
         return _space_out(state, jobs)
 
