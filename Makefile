@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python -m bench.ingest_text
 	$(BIN)/python -m bench.ort_threads
 	$(BIN)/python -m bench.int8
+	$(BIN)/python -m bench.int8_levers
 	$(BIN)/python -m bench.ingest_media
 	$(BIN)/python -m bench.serve_load
 	$(BIN)/python -m bench.freshness
