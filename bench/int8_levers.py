@@ -95,7 +95,7 @@ class Builder:
         tokenizer.no_padding()
         inputs = self.base.inputs
 
-        class Texts(CalibrationDataReader):
+        class Texts(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no types
             def __init__(self) -> None:
                 self._feeds = iter([self._feed(t) for t in texts])
 

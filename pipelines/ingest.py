@@ -111,8 +111,19 @@ def build_pipeline(
         shared.progress,
         shared.store,
         RemakeFrom.of(settings),
+        _index_when_quiet(settings),
     )
     _ = flowing | "Deliver" >> beam.ParDo(deliver)
+
+
+def _index_when_quiet(settings: Settings) -> tuple[float, int] | None:
+    """Stream mode on the embedded store builds its HNSW index at quiet moments (``io.quiet_indexer``); a drain
+    run optimizes once when it ends, and a server indexes by itself."""
+    qdrant = settings.qdrant
+    streaming = settings.pipeline.mode == "stream"
+    if not streaming or qdrant.backend != "edge" or qdrant.index_when_quiet_s is None:
+        return None
+    return qdrant.index_when_quiet_s, qdrant.index_min_vectors
 
 
 def pipeline_options(settings: Settings, beam_args: Sequence[str]) -> PipelineOptions:

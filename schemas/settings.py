@@ -144,6 +144,12 @@ class CollectionOptions(BaseModel):
         description="a search of a quantized collection takes this many times the hits by int8, then rescores them "
         "with the original vectors (measured: bench/reports/store_scale.md)",
     )
+    indexing_threshold_kb: int | None = Field(
+        default=None,
+        ge=1,
+        description="a segment's vectors (KB) before the engine builds its HNSW index (Qdrant's optimizers "
+        "indexing_threshold); below it searches are exact. Applies to the embedded store too",
+    )
 
 
 class QdrantSettings(BaseModel):
@@ -174,6 +180,19 @@ class QdrantSettings(BaseModel):
         ge=1,
         description="candidates a dense search explores in the HNSW graph: higher = better recall, slower; None: the "
         "engine's default (measured: bench/reports/store_scale.md)",
+    )
+    index_when_quiet_s: float | None = Field(
+        default=5.0,
+        gt=0,
+        description="edge, stream mode: once the stream has written nothing for this long, build the HNSW index of "
+        "what awaits it (the embedded engine searches new vectors by brute force until then, and the build holds "
+        "the process, so it waits for a quiet moment); None: only after a drain run",
+    )
+    index_min_vectors: int = Field(
+        default=20_000,
+        ge=1,
+        description="edge, stream mode: ...and at least this many vectors await the index (below it brute force is "
+        "about as fast: ~1.5 ms a search at 20k 384-d vectors)",
     )
     snapshot_dir: str = Field(
         default=".embedstream/snapshots",
@@ -373,7 +392,9 @@ class ApiSettings(BaseModel):
 class Settings(BaseSettings):
     """The root of all configuration."""
 
-    model_config = SettingsConfigDict(env_prefix="EMBEDSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="EMBEDSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True, env_parse_none_str="null"
+    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)

@@ -24,6 +24,7 @@ from apache_beam.metrics.metric import Metrics
 from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
 from embedstream.pipelines.io.point_writer import PointWriter
+from embedstream.pipelines.io.quiet_indexer import QuietIndexer
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.plan import VideoFusion
@@ -48,9 +49,13 @@ class Deliver(beam.DoFn):
         progress: Handle[Progress] | None = None,
         store: Handle[VectorStore] | None = None,
         remake: RemakeFrom | None = None,
+        index_when_quiet: tuple[float, int] | None = None,
     ) -> None:
+        """``index_when_quiet``: (quiet seconds, minimum vectors) for a ``QuietIndexer`` beside the writer
+        (stream mode on the embedded store)."""
         self._kafka = kafka
         self._remake = remake
+        self._index_when_quiet = index_when_quiet
         self._qdrant = qdrant
         self._pipeline = pipeline
         self._spaces = spaces
@@ -79,13 +84,20 @@ class Deliver(beam.DoFn):
             {space.name: space.model for space in self._spaces if not space.sparse},
         )
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
+        self._indexer = QuietIndexer(self._store, *self._index_when_quiet) if self._index_when_quiet else None
+        if self._indexer is not None:
+            self._indexer.start()
 
     def teardown(self) -> None:
+        if self._indexer is not None:
+            self._indexer.stop()  # before the store closes: a build may be running
         self._publisher.close()
         if self._store_handle is None:  # a shared store is closed by its owner
             self._store.close()
 
     def _written(self, points: list[PointRecord]) -> None:
+        if self._indexer is not None:
+            self._indexer.wrote()
         self._points.inc(len(points))
         self._progress.add(points=len(points))
         INGEST.events.labels("point").inc(len(points))
@@ -110,6 +122,8 @@ class Deliver(beam.DoFn):
             record = element.record
             at = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
             self._writer.delete(element.deletion, at)
+            if self._indexer is not None:
+                self._indexer.wrote()
             self._deletions.inc()
             self._progress.add(deletions=1)
             INGEST.events.labels("deleted").inc()

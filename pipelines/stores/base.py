@@ -179,6 +179,10 @@ class VectorStore(Protocol):
         """Build indexes (HNSW) now if the engine leaves that to the caller; True when something was done."""
         ...
 
+    def awaiting_index(self) -> int:
+        """Vectors searched by brute force until ``optimize`` runs (0 where the engine indexes by itself)."""
+        ...
+
     def spaces(self) -> dict[str, SpaceSpec]:
         """The collection's spaces as recorded now (read afresh: a migration may have changed them)."""
         ...

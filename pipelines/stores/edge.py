@@ -80,6 +80,10 @@ class EdgeStore(KnowsLayout):
             qe.ScalarType.Int8, quantile=options.quantization_quantile, always_ram=options.quantization_always_ram
         )
 
+    def _optimizers(self) -> Any:
+        threshold = self._options.indexing_threshold_kb
+        return None if threshold is None else qe.EdgeOptimizersConfig(indexing_threshold=threshold)
+
     def _check_space(self, extra: int = 0) -> None:
         if not self.min_free_bytes:
             return
@@ -110,6 +114,7 @@ class EdgeStore(KnowsLayout):
                         s.name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for s in spaces if s.sparse
                     },
                     quantization_config=self._quantization(),
+                    optimizers=self._optimizers(),
                 )
                 self._shard = qe.EdgeShard.create(str(self.path), config)
                 for field in ("modality", "id", "video_id", "doc_id"):
@@ -230,6 +235,14 @@ class EdgeStore(KnowsLayout):
         shard = self._open(None)
         self._check_space(extra=self._size_on_disk())
         return bool(shard.optimize())
+
+    def awaiting_index(self) -> int:
+        """Vectors a search still reads by brute force: every named vector's count, less what the engine has
+        indexed (sparse vectors are indexed as they are written)."""
+        shard = self._open(None)
+        names = {name for spec in self.spaces().values() for name in spec.written()}
+        held = sum(self.count(having=name) for name in names)
+        return max(0, held - int(shard.info().indexed_vectors_count))
 
     def _size_on_disk(self) -> int:
         return sum(p.stat().st_blocks * 512 for p in self.path.rglob("*") if p.is_file())

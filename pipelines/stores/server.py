@@ -157,6 +157,11 @@ class ServerStore(KnowsLayout):
             write_consistency_factor=options.write_consistency_factor,
             on_disk_payload=options.on_disk_payload,
             hnsw_config=hnsw,
+            optimizers_config=(
+                models.OptimizersConfigDiff(indexing_threshold=options.indexing_threshold_kb)
+                if options.indexing_threshold_kb is not None
+                else None
+            ),
             quantization_config=quantization,
             metadata={METADATA_KEY: record_of(spaces)},
         )
@@ -249,6 +254,9 @@ class ServerStore(KnowsLayout):
     def optimize(self) -> bool:
         """A Qdrant server (and local mode) indexes in the background: nothing to do here."""
         return False
+
+    def awaiting_index(self) -> int:
+        return 0
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:

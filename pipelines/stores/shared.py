@@ -82,6 +82,9 @@ class SharedStore:
     def optimize(self) -> bool:
         return bool(self._call(self._inner.optimize))
 
+    def awaiting_index(self) -> int:
+        return int(self._call(self._inner.awaiting_index))
+
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         self._call(self._inner.set_payload, ids, payload)
 
