@@ -46,7 +46,12 @@ def session_for(path: Path, runtime: ModelSettings | None = None) -> OrtSession:
     """A session configured by the ``[model]`` settings (providers, threads, arena); defaults when None."""
     runtime = runtime or ModelSettings()
     return create_session(
-        path, runtime.providers, runtime.intra_op_threads, runtime.inter_op_threads, runtime.cpu_mem_arena
+        path,
+        runtime.providers,
+        runtime.intra_op_threads,
+        runtime.inter_op_threads,
+        runtime.cpu_mem_arena,
+        runtime.intra_op_spinning,
     )
 
 
@@ -56,10 +61,14 @@ def create_session(
     intra_op_threads: int = 0,
     inter_op_threads: int = 1,
     cpu_mem_arena: bool = True,
+    spinning: bool | None = None,
 ) -> OrtSession:
     """An inference session with all graph optimizations, sequential execution and the given threads.
 
     ``intra_op_threads=0`` keeps ONNX Runtime's default (one per physical core), measured best on 2 cores.
+    ``spinning=False``: ORT's worker threads sleep between runs instead of spinning, leaving the cores to the
+    threads that decode pictures and sounds beside the encoder (``bench/reports/ingest_media.md``); None: ORT's
+    default (spinning).
     """
     available = ort.get_available_providers()
     usable = [p for p in providers if p in available]
@@ -77,6 +86,8 @@ def create_session(
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.enable_cpu_mem_arena = cpu_mem_arena
+    if spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), sess_options=options, providers=usable)
     log.info("loaded %s on %s (intra_op_threads=%s)", path.name, session.get_providers()[0], intra_op_threads)

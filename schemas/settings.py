@@ -226,6 +226,12 @@ class ModelSettings(BaseModel):
     chunk_overlap: int = Field(default=32, ge=0, description="tokens neighbouring chunks may share")
     intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default (physical cores)")
     inter_op_threads: int = Field(default=1, ge=0, description="only matters for parallel graph execution")
+    intra_op_spinning: bool | None = Field(
+        default=None,
+        description="ORT's threads spin between runs (on) or sleep, leaving the cores to other threads (off). None: "
+        "off for the ingest's picture and sound models, whose decoders share the cores (measured: 0.77 -> 0.88-1.0 "
+        "of the shared-core ceiling for pictures, bench/reports/ingest_media.md); ORT's default (on) elsewhere",
+    )
     cpu_mem_arena: bool = Field(
         default=True, description="ONNX Runtime's CPU memory arena (bench/reports/ort_threads.md)"
     )
