@@ -30,35 +30,7 @@ from embedstream.workers.sample_media import sample_photos, sample_voices
 from embedstream.workers.search import Query, Searcher
 from embedstream.workers.spaces import migrate_here, run_step
 from tests.helpers import b64, send_raw, settings_env
-
-
-def tiny_vision_model(folder: Path) -> None:
-    """A random ResNet in Hugging Face's layout (its own preprocessing: 64-px crop)."""
-    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetModel
-
-    config = ResNetConfig(embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic")
-    ResNetModel(config).save_pretrained(folder)
-    ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875).save_pretrained(folder)
-
-
-def tiny_speech_model(folder: Path) -> None:
-    """A random wav2vec2 (waveform in, mean over frames), where the space's model is resemblyzer (mel partials)."""
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    config = Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        vocab_size=10,
-    )
-    Wav2Vec2Model(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(sampling_rate=16_000, do_normalize=True).save_pretrained(folder)
+from tests.test_hf_media_export import tiny_resnet, tiny_wav2vec2  # ResNet: its own 64-px crop; wav2vec2
 
 
 @dataclass(frozen=True)
@@ -75,8 +47,8 @@ class Kind:
 
 
 KINDS = {
-    "image": Kind("image", "effnet", "pics", "image_model", tiny_vision_model, sample_photos, Query.of_image),
-    "audio": Kind("audio", "voice", "sounds", "audio_model", tiny_speech_model, sample_voices, Query.of_audio),
+    "image": Kind("image", "effnet", "pics", "image_model", tiny_resnet, sample_photos, Query.of_image),
+    "audio": Kind("audio", "voice", "sounds", "audio_model", tiny_wav2vec2, sample_voices, Query.of_audio),
 }
 
 
