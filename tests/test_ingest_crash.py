@@ -84,7 +84,7 @@ def test_sigterm_during_a_media_batch_exits_cleanly_and_loses_nothing(make_setti
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=92)
         photos.append((name, buffer.getvalue()))
-    total = 120
+    total = 400  # enough that the stop lands mid-run (~80 pictures/s here, ORT threads sleeping between runs)
     send_raw(
         settings,
         [
