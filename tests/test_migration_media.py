@@ -170,3 +170,34 @@ def test_a_media_space_migrates_from_uris_and_from_the_topic(make_settings, medi
 
     run_step(settings, lambda store: migration.rollback(store, space))
     assert nearest(settings, kind, files[2]) == before
+
+
+def test_bytes_come_back_only_from_the_same_event(make_settings, tmp_path):
+    """``MediaSources.fetch`` reads an inline picture again at its stored offset, and refuses a record that is
+    another event (other id) or the same id with other bytes (a later version at that place is impossible in
+    Kafka, but a payload can be stale or edited)."""
+    import hashlib
+
+    from embedstream.pipelines.spaces.event_bytes import MediaSources
+
+    settings = make_settings(kafka={"partitions": 1})
+    ensure_topics(settings.kafka, [settings.kafka.topic])
+    files = list(sample_photos().values())[:2]
+    send_raw(settings, [(None, value, []) for value in media_events(KINDS["image"], files, set())])
+    topic = settings.kafka.topic
+
+    def payload(file: Path, offset: int, data: bytes | None = None) -> dict[str, object]:
+        digest = hashlib.sha256(data or file.read_bytes()).hexdigest()
+        source = {"topic": topic, "partition": 0, "offset": offset}
+        return {"id": file.stem, "modality": "image", "source": source, "content_sha256": digest}
+
+    sources = MediaSources(settings.media, settings.kafka, settings.pipeline.max_event_bytes)
+    found = sources.fetch(
+        [
+            payload(files[0], 0),  # its own event
+            payload(files[1], 1),  # its own event
+            payload(files[1], 0),  # the other event's place: another id
+            payload(files[0], 0, b"other bytes"),  # its place, but the payload says other bytes made it
+        ]
+    )
+    assert found == [files[0].read_bytes(), files[1].read_bytes(), None, None]
