@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bench.common import pyplot, save_figure
 from embedstream.onnx_models.bm25 import BM25_REF, BM25_SPACE, Bm25
 from embedstream.onnx_models.chunking import Chunker
 from embedstream.onnx_models.corpus import corpus_records
@@ -155,10 +156,7 @@ def write_report(measured: dict[str, Any]) -> str:
 
 
 def plot(measured: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     names = list(measured["results"])
@@ -170,9 +168,7 @@ def plot(measured: dict[str, Any], path: Path) -> None:
     axis.set_xticks(np.arange(len(names)) + width * (len(MODES) - 1) / 2, names)
     axis.set(ylabel="document found first", ylim=(0, 1.05), title="A sentence deep inside a long document")
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

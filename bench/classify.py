@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import pyplot, save_figure
 from embedstream.onnx_models.corpus import corpus_records
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.schemas.settings import ModelSettings
@@ -76,10 +77,7 @@ def write_report(measured: dict[str, Any]) -> str:
 
 
 def plot(draws: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axis = plt.subplots(figsize=(7, 3.8))
     for method in METHODS:
@@ -87,9 +85,7 @@ def plot(draws: list[dict[str, float]], path: Path) -> None:
     axis.axhline(0.95, color="grey", linestyle=":", linewidth=1)
     axis.set(xlabel="draw of the examples (seed)", ylabel="accuracy", title="5 examples a topic, minilm")
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import run_phase
+from bench.common import pyplot, run_phase, save_figure
 from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
@@ -477,10 +477,7 @@ def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for row in results["rates"]:
@@ -493,8 +490,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_title("Freshness (stream mode, max_latency_ms = 500)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import run_phase
+from bench.common import pyplot, run_phase, save_figure
 from embedstream.schemas.defaults import MEDIA_BATCH_SIZE
 from embedstream.schemas.settings import Settings
 
@@ -346,10 +346,7 @@ def write_report(results: dict[str, list[dict[str, Any]]], counts: dict[str, int
 
 
 def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     kinds = list(results)
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.8))
@@ -365,8 +362,7 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
         axis.set_title(f"{kind}: items/s (median of {len(rounds)} rounds)")
         for x, value in enumerate(values.values()):
             axis.text(x, value, f"{value:.0f}", ha="center", va="bottom")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import run_phase
+from bench.common import pyplot, run_phase, save_figure
 from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
@@ -270,10 +270,7 @@ def write_report(rounds: list[dict[str, Any]], events: int) -> None:
 
 
 def plot(median: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = ["naive loop\n(batch 1)", "pipeline\n(Kafka → Qdrant)", "bare ORT\n(sorted batches)"]
     values = [median["naive"], median["pipeline"], median["bare"]]
@@ -284,9 +281,7 @@ def plot(median: dict[str, float], path: Path) -> None:
     ax.set_xlabel("text events per second (median of rounds)")
     ax.set_xlim(0, max(values) * 1.2)
     ax.set_title("minilm on 2 CPU cores")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

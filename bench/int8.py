@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from bench.common import pyplot, save_figure
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.export.per_token import per_token_activations
 from embedstream.onnx_models.export.quantize import compare_variant, cpu_isa
@@ -187,10 +188,7 @@ def write_report(measured: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axis = plt.subplots(figsize=(7, 4.2))
     markers = {"sample corpus": "o", "stdlib docstrings": "s"}
@@ -207,9 +205,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axis.axvline(1.8, color="grey", linestyle=":", linewidth=1)
     axis.axhline(0.98, color="grey", linestyle=":", linewidth=1)
     axis.set(xlabel="speed-up over fp32", ylabel="recall@10 agreement with fp32", title="int8 variants of minilm")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

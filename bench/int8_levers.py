@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from bench.common import pyplot, save_figure
 from bench.int8 import QUALITY, docstrings
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.export.per_token import per_token_activations
@@ -243,10 +244,7 @@ def write_report(measured: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Speed-up against agreement: a colour a variant, a marker a corpus, the fp32-MatMul curve joined up."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axis = plt.subplots(figsize=(9, 4.8))
     markers = dict(zip(results, ("o", "s"), strict=False))
@@ -265,9 +263,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     axis.title.set_fontsize(9)
     axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

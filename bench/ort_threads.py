@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import pyplot, save_figure
 from bench.ingest_text import REPORTS, corpus_texts, peak_rss_mb
 from embedstream.schemas.settings import Settings
 
@@ -120,10 +121,7 @@ def write_report(results: dict[str, list[dict[str, Any]]], events: int, rounds: 
 
 
 def plot(median: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(median)
     fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -134,9 +132,7 @@ def plot(median: dict[str, float], path: Path) -> None:
     ax.set_xlabel("events per second (median of rounds)")
     ax.set_xlim(0, max(median.values()) * 1.2)
     ax.set_title("minilm fp32, ONNX Runtime threads / arena")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

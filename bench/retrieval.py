@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.common import pyplot, save_figure
 from embedstream.onnx_models.bm25 import BM25_REF, BM25_SPACE, Bm25
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.text_encoder import TextEncoder
@@ -100,10 +101,7 @@ def write_report(measured: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     sets = list(results["confidence"])
@@ -117,9 +115,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axis.set_xticks(np.arange(len(sets)) + width * (len(bars) - 1) / 2, sets)
     axis.set(ylabel="MRR", ylim=(0, 1.05), title="Mean reciprocal rank by query set")
     axis.legend(fontsize=8, ncols=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

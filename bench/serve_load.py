@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import pyplot, save_figure
+
 REPORTS = Path(__file__).parent / "reports"
 QUERIES = (
     "which planets can I see without a telescope",
@@ -229,10 +231,7 @@ def write_report(rows: list[dict[str, Any]], points: int) -> None:
 
 
 def plot(rows: list[dict[str, Any]], points: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for kind, marker in (("text alone", "o"), ("text batched", "^"), ("point", "s")):
@@ -245,8 +244,7 @@ def plot(rows: list[dict[str, Any]], points: int, path: Path) -> None:
     right.set(title="latency", xlabel="concurrent clients", ylabel="ms", xscale="log", yscale="log")
     left.legend()
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from bench.common import pyplot, save_figure
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.export import build
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics, topic_watermarks
@@ -407,10 +408,7 @@ embedded store's memory-mapped files, which grow with the store; the heap (RssAn
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     samples = result["samples"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
@@ -430,9 +428,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for axis in (top, bottom):
             axis.axvline(fault["t_s"] / 60, color=color, linestyle="--", linewidth=0.8)
     top.set_title("Soak: lag and memory (grey: ingest kill -9; red: broker kill -9 + restart)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

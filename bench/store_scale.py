@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import run_phase
+from bench.common import pyplot, run_phase, save_figure
 
 REPORTS = Path(__file__).parent / "reports"
 # name → (collection options, qdrant.hnsw_ef): the defaults, then each with a wider HNSW search
@@ -185,10 +185,7 @@ def write_report(measured: dict[str, Any]) -> str:
 
 
 def plot(measured: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = measured["results"]
     fig, (memory_axis, recall_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -203,9 +200,7 @@ def plot(measured: dict[str, Any], path: Path) -> None:
     recall_axis.bar(names, [rows[c]["recall@10"] for c in names], color="tab:green")
     recall_axis.tick_params(axis="x", labelsize=7)
     recall_axis.set(ylim=(0.8, 1.0), title="recall@10 vs exact search")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

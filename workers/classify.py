@@ -106,14 +106,18 @@ class Classifier:
             return self._vote(unit)
         if self.method == "spread":
             return self._spread(unit)
-        similarity = unit @ self._prototypes.T
-        order = np.argsort(-similarity, axis=1)
+        return self._ranked(unit @ self._prototypes.T, self._names)
+
+    def _ranked(self, scores: np.ndarray, names: list[str], reached_only: bool = False) -> list[Prediction]:
+        """Each row's best label (``scores``: one column a label), ``none`` when not ahead of the second by the
+        margin — or, with ``reached_only``, when no label scored at all (spreading that never reached the point)."""
         out = []
-        for row, ranked in zip(similarity, order, strict=True):
+        for row in scores:
+            ranked = np.argsort(-row)
             best = float(row[ranked[0]])
             ahead = best - float(row[ranked[1]]) if len(ranked) > 1 else best
-            label = self._names[ranked[0]] if ahead >= self.margin else NONE
-            out.append(Prediction(label, best, ahead))
+            reached = best > 0.0 or not reached_only
+            out.append(Prediction(names[ranked[0]] if reached and ahead >= self.margin else NONE, best, ahead))
         return out
 
     def _vote(self, unit: np.ndarray) -> list[Prediction]:
@@ -139,14 +143,7 @@ class Classifier:
         names = sorted(set(labels))
         seeds = np.asarray([names.index(label) for label in labels] + [-1] * len(unit))
         shares = label_spreading.spread(np.vstack([examples, unit]), seeds, len(names), self.k)[len(labels) :]
-        out = []
-        for row in shares:
-            ranked = np.argsort(-row)
-            best = float(row[ranked[0]])
-            ahead = best - (float(row[ranked[1]]) if len(ranked) > 1 else 0.0)
-            reached = best > 0.0 and ahead >= self.margin
-            out.append(Prediction(names[ranked[0]] if reached else NONE, best, ahead))
-        return out
+        return self._ranked(shares, names, reached_only=True)
 
 
 def embed_descriptions(

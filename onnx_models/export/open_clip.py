@@ -351,9 +351,9 @@ def export_open_clip(source: str, name: str, cache_dir: Path, normalize: bool = 
             f"{folder}: no tokenizer.json beside the checkpoint (the text tower's tokenizer, in "
             "Hugging Face format; OpenCLIP releases ship one)"
         )
-    config, _ = load_reference(folder)  # strict: every tensor used, every shape as the config says
+    config, reference = load_reference(folder)  # strict: every tensor used, every shape as the config says
     return export_towers(
-        to_hf(config, read_state(weights_of(folder))),
+        to_hf(config, reference.state_dict()),  # the checkpoint's tensors, read once
         Towers(
             name=name,
             source=str(folder.resolve()),

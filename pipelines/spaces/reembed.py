@@ -63,9 +63,6 @@ class RemakeFrom:
 
 
 class Reembedder(Protocol):
-    ref: str
-    modalities: frozenset[str]
-
     def vectors(self, payloads: Sequence[Mapping[str, Any]]) -> list[np.ndarray | None]:
         """Each payload's vector, in order; None where it cannot be made."""
         ...
@@ -75,20 +72,17 @@ def reembedder(remake: RemakeFrom, ref: str) -> Reembedder:
     """The re-embedder for model ``ref`` (by its modality)."""
     encoder = load_encoder(remake.model.cache_dir, ref, remake.model)
     if isinstance(encoder, TextEncoder):
-        return TextReembedder(remake.model, ref, encoder)
+        return TextReembedder(remake.model, encoder)
     if isinstance(encoder, ImageEncoder | AudioEncoder):
-        return MediaReembedder(remake, ref, encoder)
+        return MediaReembedder(remake, encoder)
     raise UsageError(f"{ref} is not a text, image or audio model: its vectors cannot be made again")
 
 
 class TextReembedder:
     """One text model's vectors for stored text points (module docstring)."""
 
-    modalities = TEXT_MODALITIES
-
-    def __init__(self, model: ModelSettings, ref: str, encoder: TextEncoder | None = None) -> None:
-        self.ref = ref
-        self.encoder = encoder or TextEncoder.load(model.cache_dir, ref, model)
+    def __init__(self, model: ModelSettings, encoder: TextEncoder) -> None:
+        self.encoder = encoder
         self._chunker = chunker_for(self.encoder, model)
 
     def vectors(self, payloads: Sequence[Mapping[str, Any]]) -> list[np.ndarray | None]:
@@ -117,8 +111,7 @@ class TextReembedder:
 class MediaReembedder:
     """One image or audio model's vectors for stored pictures or sounds (module docstring)."""
 
-    def __init__(self, remake: RemakeFrom, ref: str, encoder: ImageEncoder | AudioEncoder) -> None:
-        self.ref = ref
+    def __init__(self, remake: RemakeFrom, encoder: ImageEncoder | AudioEncoder) -> None:
         self.encoder = encoder
         self.modalities = REMADE["image" if isinstance(encoder, ImageEncoder) else "audio"]
         self._sources = remake.sources

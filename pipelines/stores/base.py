@@ -269,10 +269,12 @@ class KnowsLayout:
         yield
 
     def _searched_name(self, request: SearchRequest) -> str:
-        if request.vector_name:
-            return request.vector_name
-        spec = self.layout().spaces.get(request.space)
-        return spec.searched[0] if spec is not None else request.space
+        return request.vector_name or self._searched_vector(request.space)
+
+    def _searched_vector(self, space: str) -> str:
+        """The named vector searches of ``space`` read now (its own name for a space not recorded)."""
+        spec = self.layout().spaces.get(space)
+        return spec.searched[0] if spec is not None else space
 
     def _writer(self, make_sparse: Callable[[SparseVector], Any]) -> Callable[[PointRecord], dict[str, Any]]:
         """A point's vectors as the engine takes them — each under the named vector its space is written to, sparse

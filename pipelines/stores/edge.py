@@ -240,7 +240,7 @@ class EdgeStore(KnowsLayout):
         """Vectors a search still reads by brute force: every named vector's count, less what the engine has
         indexed (sparse vectors are indexed as they are written)."""
         shard = self._open(None)
-        names = {name for spec in self.spaces().values() for name in spec.written()}
+        names = {name for spec in self.layout().spaces.values() for name in spec.written()}
         held = sum(self.count(having=name) for name in names)
         return max(0, held - int(shard.info().indexed_vectors_count))
 
@@ -252,10 +252,7 @@ class EdgeStore(KnowsLayout):
             self._open(None).update(qe.UpdateOperation.set_payload(list(ids), payload))
 
     def count_vectors(self, space: str) -> int:
-        spec = self.layout().spaces.get(space)
-        name = spec.searched[0] if spec is not None else space
-        request = qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(name)]))
-        return int(self._open(None).count(request))
+        return self.count(having=self._searched_vector(space))
 
     def files(self) -> Path:
         self._open(None)

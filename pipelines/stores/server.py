@@ -263,9 +263,7 @@ class ServerStore(KnowsLayout):
             self._client.set_payload(self.collection, payload=payload, points=list(ids), wait=True)
 
     def count_vectors(self, space: str) -> int:
-        spec = self.layout().spaces.get(space)
-        condition = _filter(None, having=spec.searched[0] if spec is not None else space)
-        return int(self._client.count(self.collection, count_filter=condition, exact=True).count)
+        return self.count(having=self._searched_vector(space))
 
     def files(self) -> Path:
         if self._remote or self._path == ":memory:":
