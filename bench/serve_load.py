@@ -1,6 +1,6 @@
 """Load on the search API: concurrent clients on loopback against ``embedstream serve`` over 100k points.
 
-    python -m bench.serve_load [--points 100000] [--seconds 12] [--concurrency 1 4 16]
+    python -m bench.serve_load [--points 100000] [--seconds 12] [--concurrency 1 4 16] [--baseline REV]
 
 The store is the embedded one (qdrant-edge), indexed with ``optimize`` as a drain leaves it. Its 100k
 ``minilm`` points are the 520 sample-corpus vectors (really encoded), each repeated with small Gaussian jitter and
@@ -8,9 +8,14 @@ re-normalized: the distribution of real text vectors at the size asked for, with
 Two kinds of request, each at every concurrency level, for ``--seconds`` each:
 
 * ``text``: ``POST /search {"text": …, "k": 10}`` — the query is encoded by ``minilm`` (ONNX Runtime) then searched,
-  run twice: with ``api.batch_queries`` off (each query encoded and searched alone) and on (the default: the
-  queries that arrive together are encoded in one model call and searched in one store call), side by side;
+  run three times, side by side: as before batching (``api.batch_queries`` off, each query encoded and searched
+  alone, ORT's threads spinning between runs as is its default), alone with the threads sleeping (the query
+  encoders' default now), and batched (the default: the queries that arrive together are encoded in one model
+  call and searched in one store call);
 * ``point``: ``POST /search {"point_id": …, "k": 10}`` — no encoding: the store's search alone.
+
+``--baseline REV`` (a git revision of this repository) also runs that revision's server, unbatched, first: the
+code as it was, in the same run, on the same store and the same Python environment.
 
 Clients are threads with keep-alive connections, in this process; the server is its own process. On a 2-core
 machine clients and server share the CPU, so the numbers are a floor. Writes ``bench/reports/serve_load.*``.
@@ -86,7 +91,34 @@ def fill_store(path: str, points: int) -> list[str]:
     return ids
 
 
-def start_server(path: str, batch_queries: bool) -> tuple[subprocess.Popen[str], str]:
+# Server configurations compared: the environment each server starts with, and the query kinds driven at it.
+CONFIGURATIONS: tuple[tuple[dict[str, str], list[tuple[str, str]]], ...] = (
+    (
+        {"EMBEDSTREAM_API__BATCH_QUERIES": "false", "EMBEDSTREAM_MODEL__INTRA_OP_SPINNING": "true"},
+        [("text", "text alone, spinning")],
+    ),
+    ({"EMBEDSTREAM_API__BATCH_QUERIES": "false"}, [("text", "text alone")]),
+    ({"EMBEDSTREAM_API__BATCH_QUERIES": "true"}, [("text", "text batched"), ("point", "point")]),
+)
+BEFORE, AFTER = "text alone, spinning", "text batched"
+
+
+def checkout(revision: str, into: Path) -> dict[str, str]:
+    """``revision``'s packages under ``into``, and the environment that makes a server import them (ahead of
+    this checkout's editable install: ``PYTHONPATH`` comes before the install's import hook)."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", revision], check=True, capture_output=True).stdout
+    source = into / "source"
+    source.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    package = into / "path" / "embedstream"
+    package.mkdir(parents=True)
+    for name in ("onnx_models", "pipelines", "schemas", "workers"):
+        (package / name).symlink_to(source / name)
+    return {"PYTHONPATH": str(into / "path")}
+
+
+def start_server(path: str, environment: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     import httpx
 
     from embedstream.workers.broker import free_port
@@ -96,7 +128,7 @@ def start_server(path: str, batch_queries: bool) -> tuple[subprocess.Popen[str],
         os.environ,
         EMBEDSTREAM_QDRANT__PATH=path,
         EMBEDSTREAM_QDRANT__BACKEND="edge",
-        EMBEDSTREAM_API__BATCH_QUERIES=str(batch_queries).lower(),
+        **environment,
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "embedstream.workers.cli", "serve", "--port", str(port)],
@@ -166,16 +198,19 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--baseline", help="a git revision whose server also runs, unbatched (its code as it was)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="embedstream-load-") as tmp:
         ids = fill_store(tmp, args.points)
-        # one server at a time (one process may hold the embedded store): each alone, then batched (and points)
-        for batch_queries, kinds in (
-            (False, [("text", "text alone")]),
-            (True, [("text", "text batched"), ("point", "point")]),
-        ):
-            server, url = start_server(tmp, batch_queries)
+        configurations = list(CONFIGURATIONS)
+        if args.baseline:
+            old = checkout(args.baseline, Path(tmp) / "baseline")
+            off = {"EMBEDSTREAM_API__BATCH_QUERIES": "false"}
+            configurations.insert(0, ({**old, **off}, [("text", f"text alone @{args.baseline}")]))
+        # one server at a time (one process may hold the embedded store)
+        for environment, kinds in configurations:
+            server, url = start_server(tmp, environment)
             try:
                 for kind, label in kinds:
                     drive(url, kind, 2, 2.0, ids)  # warm-up: sessions, caches, connection pools
@@ -209,32 +244,46 @@ def write_report(rows: list[dict[str, Any]], points: int) -> None:
             f"| {row['kind']} | {row['clients']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.1f} | "
             f"{row['p99_ms']:.1f} | {row['errors']} |"
         )
-    alone = {r["clients"]: r for r in rows if r["kind"] == "text alone"}
-    batched = {r["clients"]: r for r in rows if r["kind"] == "text batched"}
-    lines += ["", "Batched text queries against each alone, same run:", ""]
-    for clients in sorted(set(alone) & set(batched)):
-        a, b = alone[clients], batched[clients]
-        lines.append(
-            f"- {clients} clients: {b['requests_per_s'] / a['requests_per_s']:.2f}x requests/s; "
-            f"p99 {b['p99_ms']:.1f} ms batched vs {a['p99_ms']:.1f} ms alone; "
-            f"p50 {b['p50_ms']:.1f} vs {a['p50_ms']:.1f} ms"
-        )
+    baselines = sorted({r["kind"] for r in rows if "@" in r["kind"]})
+    for before, label in (
+        *((kind, f"the server at {kind.split('@')[1]} (unbatched)") for kind in baselines),
+        (BEFORE, "as before batching (one at a time, spinning)"),
+        ("text alone", "alone"),
+    ):
+        lines += ["", f"Batched text queries against each {label}, same run:", ""]
+        lines += comparison(rows, before, AFTER)
     lines += [
         "",
         "*text* = encode the query with minilm, then search (*alone*: `api.batch_queries = false`, one model call",
-        "and one store call per query; *batched*: the default, queries that arrive together share both); *point* =",
-        "search by a stored point's vector (no encoding): the difference is the encoder's share.",
+        "and one store call per query; *spinning*: ORT's threads spin between runs, its default and the query",
+        "encoders' before they were told to sleep; *batched*: the default, queries that arrive together share",
+        "both calls); *point* = search by a stored point's vector (no encoding): the difference is the encoder's",
+        "share. Every row but a baseline's (*@REV*: that revision's code) runs the ASGI middlewares, uvloop and",
+        "httptools: only batching and spinning are toggled.",
     ]
     (REPORTS / "serve_load.md").write_text("\n".join(lines) + "\n")
     plot(rows, points, REPORTS / "serve_load.png")
     print("\n".join(lines))
 
 
+def comparison(rows: list[dict[str, Any]], before: str, after: str) -> list[str]:
+    """One line per client count: ``after``'s requests/s over ``before``'s, and both latencies."""
+    was = {r["clients"]: r for r in rows if r["kind"] == before}
+    now = {r["clients"]: r for r in rows if r["kind"] == after}
+    return [
+        f"- {clients} clients: {now[clients]['requests_per_s'] / was[clients]['requests_per_s']:.2f}x requests/s; "
+        f"p99 {now[clients]['p99_ms']:.1f} ms vs {was[clients]['p99_ms']:.1f} ms; "
+        f"p50 {now[clients]['p50_ms']:.1f} vs {was[clients]['p50_ms']:.1f} ms"
+        for clients in sorted(set(was) & set(now))
+    ]
+
+
 def plot(rows: list[dict[str, Any]], points: int, path: Path) -> None:
     plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for kind, marker in (("text alone", "o"), ("text batched", "^"), ("point", "s")):
+    kinds = [*sorted({r["kind"] for r in rows if "@" in r["kind"]}), BEFORE, "text alone", "text batched", "point"]
+    for kind, marker in zip(kinds, "dxo^s"[-len(kinds) :], strict=True):
         mine = [r for r in rows if r["kind"] == kind]
         clients = [r["clients"] for r in mine]
         left.plot(clients, [r["requests_per_s"] for r in mine], marker=marker, label=kind)

@@ -230,12 +230,18 @@ class ModelSettings(BaseModel):
         default=None,
         description="ORT's threads spin between runs (on) or sleep, leaving the cores to other threads (off). None: "
         "off for the ingest's picture and sound models, whose decoders share the cores (measured: 0.77 -> 0.88-1.0 "
-        "of the shared-core ceiling for pictures, bench/reports/ingest_media.md); ORT's default (on) elsewhere",
+        "of the shared-core ceiling for pictures, bench/reports/ingest_media.md), and for the query encoders, "
+        "which share them with the API's threads (bench/reports/serve_load.md); ORT's default (on) elsewhere",
     )
     cpu_mem_arena: bool = Field(
         default=True, description="ONNX Runtime's CPU memory arena (bench/reports/ort_threads.md)"
     )
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+
+    def sleeping_unless_set(self) -> ModelSettings:
+        """These settings with ORT's threads sleeping between runs unless ``intra_op_spinning`` is set: for a
+        session whose runs alternate with other work on the same cores (decoders, an HTTP server's threads)."""
+        return self if self.intra_op_spinning is not None else self.model_copy(update={"intra_op_spinning": False})
 
 
 class PipelineSettings(BaseModel):

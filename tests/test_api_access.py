@@ -63,7 +63,12 @@ def test_keys_and_scopes(api_settings: Callable[..., Settings]) -> None:
         assert unknown_point.status_code == 404  # past the gate, the API's own answers
         metrics = httpx.get(f"{server.url}/metrics", headers={"api-key": READ_KEY}, timeout=10)
         assert metrics.status_code == 403 and "admin" in metrics.json()["detail"]
-        assert httpx.get(f"{server.url}/metrics", headers={"api-key": ADMIN_KEY}, timeout=10).status_code == 200
+        counted = httpx.get(f"{server.url}/metrics", headers={"api-key": ADMIN_KEY}, timeout=10)
+        assert counted.status_code == 200
+        # every answer is counted, the gate's own denials (before any route matched) too
+        assert 'embedstream_http_requests_total{endpoint="unmatched",status="401"} 2.0' in counted.text
+        assert 'embedstream_http_requests_total{endpoint="/spaces",status="200"} 2.0' in counted.text
+        assert 'endpoint="/points/{point_id}",status="404"} 1.0' in counted.text
     finally:
         output = server.stop()
     assert READ_KEY not in output and ADMIN_KEY not in output

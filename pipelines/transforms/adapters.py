@@ -103,8 +103,7 @@ class MediaAdapter(ModalityAdapter):
 
     def __init__(self, model: ModelSettings, media: MediaSettings, pipeline: PipelineSettings) -> None:
         # ORT's threads sleep between runs unless told otherwise: spinning, they take the cores the decoders need
-        unset = model.intra_op_spinning is None
-        self._model = model.model_copy(update={"intra_op_spinning": False}) if unset else model
+        self._model = model.sleeping_unless_set()
         self._media = media
         self._max_event_bytes = pipeline.max_event_bytes
         self.window = media.batch_size

@@ -7,7 +7,7 @@ picture or sound file), ``POST /recommend``, ``GET /points/{id}``, ``GET /spaces
 
 Access (``auth.py``): with ``api.keys`` configured every operation but ``/healthz`` and the page's files needs
 a key (401 without one, 403 for a key of too small a scope, 429 over ``api.rate_per_s``), all as ``Problem``
-bodies. The ``Gate`` middleware decides before a body is read; each router also declares the scope it needs
+bodies. The gate (``middleware.py``) decides before a body is read; each router also declares the scope it needs
 (``deps.requires``), which puts the security schemes in the schema. CORS is off unless ``api.cors_origins``
 lists origins.
 
@@ -22,14 +22,12 @@ calls are serialized (``SharedStore``), which also makes the API safe beside an 
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -39,7 +37,8 @@ from embedstream.pipelines.stores import open_store
 from embedstream.pipelines.stores.shared import SharedStore
 from embedstream.schemas.settings import Settings
 from embedstream.workers.api.auth import Gate
-from embedstream.workers.api.errors import install_handlers, problem
+from embedstream.workers.api.errors import install_handlers
+from embedstream.workers.api.middleware import GateMiddleware, MetricsMiddleware
 from embedstream.workers.api.models import Problem
 from embedstream.workers.api.routes import classify, ops, points, search, spaces
 from embedstream.workers.api.routes import store as store_routes
@@ -108,35 +107,15 @@ def create_app(
     app.state.gate = gate = Gate(settings.api)
     app.state.metrics = metrics = ApiMetrics()
 
-    @app.middleware("http")
-    async def authorize(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        client = request.client.host if request.client else "unknown"
-        denial = gate.check(request.url.path, request.headers, client)
-        if denial is None:
-            return await call_next(request)
-        headers = {}
-        if denial.status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        if denial.retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(denial.retry_after_s)))
-        return problem(denial.status, denial.detail, headers=headers)
-
-    if settings.api.cors_origins:  # outside the gate: it answers preflights, which carry no key
+    app.add_middleware(GateMiddleware, gate=gate)  # innermost of the three: CORS preflights carry no key
+    if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "api-key", "content-type"],
         )
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        endpoint = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        return response
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     install_handlers(app)
     for router in (
