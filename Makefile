@@ -73,6 +73,7 @@ bench: setup
 	$(BIN)/python -m bench.int8_levers
 	$(BIN)/python -m bench.ingest_media
 	$(BIN)/python -m bench.serve_load
+	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.freshness
 
 clean:

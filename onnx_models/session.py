@@ -3,12 +3,22 @@
 Requested providers are checked against ``onnxruntime.get_available_providers()``: none available is an
 error that names the available ones; some missing is a logged fallback. The provider actually used is
 logged, so a silently CPU-bound "GPU" deployment shows up in the first lines of the log.
+
+Sessions can be built ahead (``preload_sessions``): ONNX Runtime builds a session without holding the GIL, so
+a launcher that knows which models its steps will open starts them on a background thread while it does the
+rest of its start-up (broker round trips, building the pipeline, starting the runner), and ``session_for``
+then takes the one built for the same file and the same runtime settings instead of building it again. Only
+the timing changes: it is the session ``session_for`` would have built. Each preloaded session is taken once
+(a second caller builds its own, as without a preload); one whose build failed is built again by the caller,
+which then reports the failure as usual; ``discard_preloaded`` drops what nobody took.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -42,9 +52,62 @@ class OrtSession(Protocol):
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+_preload_lock = threading.Lock()
+_preloaded: dict[tuple[str, int, int, str], Future[OrtSession]] = {}
+
+
+def _preload_key(path: Path, runtime: ModelSettings) -> tuple[str, int, int, str] | None:
+    """The file (by path, size and modification time: a rebuilt model is another file) and the settings."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # not built: whoever opens it reports that
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns, runtime.model_dump_json()
+
+
+def preload_sessions(sessions: Iterable[tuple[Path, ModelSettings]]) -> None:
+    """Start building these sessions, in order, on one background thread (see the module docstring)."""
+    builder = ThreadPoolExecutor(1, thread_name_prefix="session-preload")
+    with _preload_lock:
+        for path, runtime in sessions:
+            key = _preload_key(path, runtime)
+            if key is not None and key not in _preloaded:
+                _preloaded[key] = builder.submit(_build, path, runtime)
+    builder.shutdown(wait=False)
+
+
+def discard_preloaded() -> list[str]:
+    """Drop the preloaded sessions nobody took; their files' names (a launcher that preloaded what its steps
+    never opened wasted start-up time: worth a warning)."""
+    with _preload_lock:
+        left = list(_preloaded.items())
+        _preloaded.clear()
+    for _, future in left:
+        future.cancel()
+    return [Path(key[0]).name for key, _ in left]
+
+
+def _take_preloaded(path: Path, runtime: ModelSettings) -> OrtSession | None:
+    key = _preload_key(path, runtime)
+    with _preload_lock:
+        future = _preloaded.pop(key, None) if key is not None else None
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:  # built again by the caller, which reports the failure where it belongs
+        return None
+
+
 def session_for(path: Path, runtime: ModelSettings | None = None) -> OrtSession:
-    """A session configured by the ``[model]`` settings (providers, threads, arena); defaults when None."""
+    """A session configured by the ``[model]`` settings (providers, threads, arena); defaults when None. The one
+    ``preload_sessions`` built for this file and these settings, when there is one."""
     runtime = runtime or ModelSettings()
+    preloaded = _take_preloaded(path, runtime)
+    return preloaded if preloaded is not None else _build(path, runtime)
+
+
+def _build(path: Path, runtime: ModelSettings) -> OrtSession:
     return create_session(
         path,
         runtime.providers,

@@ -27,6 +27,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
+from embedstream.onnx_models.session import discard_preloaded, preload_sessions
 from embedstream.pipelines.beam_fixes import keep_runner_metrics_flat
 from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.deliver import Deliver
@@ -44,7 +45,7 @@ from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions
 from embedstream.pipelines.io.partition_owner import new_owner_id
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.observability import LagWatcher, ProbeServer
-from embedstream.pipelines.plan import IngestPlan, plan_ingest
+from embedstream.pipelines.plan import IngestPlan, model_sessions, plan_ingest
 from embedstream.pipelines.progress import Progress
 from embedstream.pipelines.runners import check_runner, workers_see_stop
 from embedstream.pipelines.spaces.reembed import RemakeFrom
@@ -281,6 +282,8 @@ def run_ingest(
     ensure_topics(kafka, [kafka.dead_letter_topic], dead_letter_limit(settings.pipeline.max_event_bytes))
     plan = plan_ingest(settings)
     log.info("embedding %s into %s", ", ".join(plan.groups), ", ".join(s.name for s in plan.spaces))
+    if workers_see_stop(options):  # the steps run here: their sessions build while the rest starts up
+        preload_sessions(model_sessions(settings, plan))
     with _opened(settings, store) as opened:
         opened.ensure_spaces(plan.spaces)
     stop = stop if stop is not None else threading.Event()
@@ -292,6 +295,9 @@ def run_ingest(
         with _stop_on_signals(stop), _observed(settings, plan, live):
             while True:
                 cycle = _run_cycle(settings, options, plan, stop, live, Shared(progress=progress, store=store))
+                unused = discard_preloaded()
+                if unused and cycle.partitions:
+                    log.warning("models loaded ahead that no step opened (start-up time wasted): %s", unused)
                 unmeasured = unmeasured or cycle.counters is None
                 for name, value in (cycle.counters or {}).items():
                     counters[name] = counters.get(name, 0) + value

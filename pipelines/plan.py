@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from embedstream.onnx_models.bm25 import BM25_REF, BM25_SPACE
-from embedstream.onnx_models.manifest import ModelManifest
+from embedstream.onnx_models.manifest import ImageManifest, ModelManifest
 from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest
 from embedstream.pipelines.stores import SpaceSpec, StoreSchemaError
 from embedstream.schemas.envelope import Modality
-from embedstream.schemas.settings import Settings
+from embedstream.schemas.settings import ModelSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,34 @@ def plan_ingest(settings: Settings) -> IngestPlan:
     if model.bm25 and Modality.TEXT in modalities:
         spaces.append(SpaceSpec(BM25_SPACE, 0, BM25_REF, sparse=True))
     return IngestPlan(tuple(groups), modalities, spaces, fusion)
+
+
+def model_sessions(settings: Settings, plan: IngestPlan) -> list[tuple[Path, ModelSettings]]:
+    """The ONNX files the run's embedding steps open and the runtime settings each opens them with, text first:
+    what a launcher can build ahead (``onnx_models.session.preload_sessions``). The same choices as the
+    adapters (``transforms.adapters``) make: text as configured; pictures (and video frames) and sounds with
+    ORT's threads sleeping unless set; the picture-to-text model by its head graph when it has one for this
+    image model. A drift between the two only wastes the preload, and the ingest warns of it."""
+    model = settings.model
+    media = model.sleeping_unless_set()
+
+    def onnx(name: str) -> tuple[ModelManifest, Path]:
+        manifest, folder = load_manifest(model.cache_dir, name, verify=False)
+        return manifest, folder / manifest.onnx_file
+
+    found = [(onnx(model.text_model)[1], model)]
+    if {"image", "video"} & set(plan.groups):
+        backbone, path = onnx(model.image_model)
+        found.append((path, media))
+        if model.image_text_model:
+            bridge, bridge_path = onnx(model.image_text_model)
+            head = bridge.head if isinstance(bridge, ImageManifest) else None
+            if head is not None and head.input_model == backbone.ref:
+                bridge_path = bridge_path.parent / head.file
+            found.append((bridge_path, media))
+    if {"audio", "video"} & set(plan.groups):
+        found.append((onnx(model.audio_model)[1], media))
+    return found
 
 
 def _fusion(image: list[ModelManifest], audio: ModelManifest, weights: tuple[float, float]) -> VideoFusion:
