@@ -77,13 +77,14 @@ def preload_sessions(sessions: Iterable[tuple[Path, ModelSettings]]) -> None:
 
 
 def discard_preloaded() -> list[str]:
-    """Drop the preloaded sessions nobody took; their files' names (a launcher that preloaded what its steps
-    never opened wasted start-up time: worth a warning)."""
+    """Drop the preloaded sessions nobody took (waiting for one still building); their files' names (a launcher
+    that preloaded what its steps never opened wasted start-up time: worth a warning)."""
     with _preload_lock:
         left = list(_preloaded.items())
         _preloaded.clear()
     for _, future in left:
-        future.cancel()
+        if not future.cancel():  # already building: let it end, so no build outlives the discard
+            future.exception()
     return [Path(key[0]).name for key, _ in left]
 
 

@@ -36,15 +36,17 @@ def test_a_preloaded_session_is_taken_once_and_only_for_its_settings(
     caplog.set_level(logging.INFO, logger="embedstream.onnx_models.session")
 
     preload_sessions([(path, one_thread), (path, two_threads)])
-    taken = session_for(path, one_thread)
-    again = session_for(path, one_thread)
+    try:
+        taken = session_for(path, one_thread)  # waits for the preload's first build
+        again = session_for(path, one_thread)
+    finally:
+        left = discard_preloaded()
 
-    loads = _loads(caplog)
-    assert [_ahead(r) for r in loads].count(True) == 2  # both built ahead
-    assert [_ahead(r) for r in loads].count(False) == 1  # `again`: built anew
-    assert taken is not again
-    assert discard_preloaded() == [path.name]  # the two-thread one: other settings, not taken
+    assert left == [path.name]  # the two-thread one: other settings, not taken (built or not by now)
     assert discard_preloaded() == []
+    one_thread_loads = [r for r in _loads(caplog) if "intra_op_threads=1" in r.getMessage()]
+    assert [_ahead(r) for r in one_thread_loads] == [True, False]  # taken: built ahead; `again`: built anew
+    assert taken is not again
     feed = {i.name: np.ones((1, 5), dtype=np.int64) for i in taken.get_inputs()}
     np.testing.assert_allclose(taken.run(None, feed)[0], again.run(None, feed)[0], atol=1e-6)
 
@@ -54,6 +56,7 @@ def test_an_ingest_opens_every_session_it_built_ahead(
 ) -> None:
     """Default settings, every model built: the text, picture, picture-to-text head and sound sessions are built
     by the preload while the run starts, and no step builds one again or leaves one unused."""
+    discard_preloaded()  # nothing left from another test
     settings = make_settings()
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
     send_raw(settings, [(b"one", text_event("one", "a first event to encode"), [])])
