@@ -201,3 +201,15 @@ def test_bytes_come_back_only_from_the_same_event(make_settings, tmp_path):
         ]
     )
     assert found == [files[0].read_bytes(), files[1].read_bytes(), None, None]
+
+    # A caller that fetches again and again (the ingest's dual writes: once per batch) keeps one consumer.
+    reader = sources.reader()
+    try:
+        for _ in range(3):
+            assert sources.fetch([payload(files[1], 1), payload(files[0], 0)], reader) == [
+                files[1].read_bytes(),
+                files[0].read_bytes(),
+            ]
+        assert reader.opened == 1
+    finally:
+        reader.close()

@@ -92,6 +92,7 @@ class Deliver(beam.DoFn):
         if self._indexer is not None:
             self._indexer.stop()  # before the store closes: a build may be running
         self._publisher.close()
+        self._writer.close()
         if self._store_handle is None:  # a shared store is closed by its owner
             self._store.close()
 

@@ -87,6 +87,10 @@ class PointWriter:
         self._on_written = on_written
         self.start()
 
+    def close(self) -> None:
+        """Release what the dual writes hold open (their Kafka reader); the store is its owner's to close."""
+        self._migrations.close()
+
     def start(self) -> None:
         self._buffer: dict[str, PointRecord] = {}
         self._touched: set[str] = set()

@@ -85,6 +85,12 @@ class MigrationWrites:
         """Vectors of ``model`` for the points at these positions, made from their payloads."""
         return dict(zip(at, self._reembedder(model).vectors([points[i].payload for i in at]), strict=True))
 
+    def close(self) -> None:
+        """Release the re-embedders' open readers (the writer's owner calls this at teardown)."""
+        for remaker in self._reembedders.values():
+            remaker.close()
+        self._reembedders.clear()
+
     def _reembedder(self, ref: str) -> Reembedder:
         if ref not in self._reembedders:
             if self._remake_from is None:

@@ -11,6 +11,9 @@ writing both models' vectors meanwhile) needs them back:
   retains (older than its earliest, after retention or compaction), a record that is not the same event (its id
   and ``content_sha256`` must match the payload's) or a broker that does not answer in ``READ_TIMEOUT_S`` leaves
   the point without bytes (None) and says why in the log; the caller reports what it could not make.
+
+A caller that fetches again and again (the ingest's dual writes, one call per batch; a backfill, one per page)
+holds an ``EventReader``: one consumer for all its calls instead of a bootstrap and a close per call.
 """
 
 from __future__ import annotations
@@ -42,8 +45,13 @@ class MediaSources:
     kafka: KafkaSettings | None = None
     max_event_bytes: int = MAX_EVENT_BYTES
 
-    def fetch(self, payloads: Sequence[Mapping[str, Any]]) -> list[bytes | None]:
-        """Each payload's bytes, in order; None where they cannot be had (module docstring)."""
+    def reader(self) -> EventReader:
+        """A consumer for repeated ``fetch`` calls, opened on first need; the holder closes it."""
+        return EventReader(self.kafka, self.max_event_bytes)
+
+    def fetch(self, payloads: Sequence[Mapping[str, Any]], reader: EventReader | None = None) -> list[bytes | None]:
+        """Each payload's bytes, in order; None where they cannot be had (module docstring). ``reader``: the
+        caller's, kept open; without one a consumer is opened for this call and closed after it."""
         out: list[bytes | None] = [None] * len(payloads)
         wanted: dict[tuple[str, int], dict[int, list[int]]] = {}  # (topic, partition) → offset → payload indexes
         for i, payload in enumerate(payloads):
@@ -63,7 +71,13 @@ class MediaSources:
                     sum(len(v) for offsets in wanted.values() for v in offsets.values()),
                 )
             else:
-                self._read_again(wanted, payloads, out)
+                own = reader is None
+                reader = reader if reader is not None else self.reader()
+                try:
+                    self._read_again(wanted, payloads, out, reader)
+                finally:
+                    if own:
+                        reader.close()
         return out
 
     def _read_again(
@@ -71,40 +85,31 @@ class MediaSources:
         wanted: dict[tuple[str, int], dict[int, list[int]]],
         payloads: Sequence[Mapping[str, Any]],
         out: list[bytes | None],
+        events: EventReader,
     ) -> None:
         from kafka import TopicPartition
 
-        from embedstream.pipelines.io.kafka_clients import consumer
-
-        assert self.kafka is not None
         limits = Limits(max_event_bytes=self.max_event_bytes)
-        reader = consumer(self.kafka, self.max_event_bytes)
-        try:
-            for (topic, partition), offsets in wanted.items():
-                tp = TopicPartition(topic, partition)
-                reader.assign([tp])
-                earliest = reader.beginning_offsets([tp]).get(tp, 0)
-                gone = [o for o in offsets if o < earliest]
-                if gone:
-                    log.warning(
-                        "%s/%d no longer retains offsets %s (earliest %d)", topic, partition, gone[:5], earliest
-                    )
-                pending = sorted(o for o in offsets if o >= earliest)
-                deadline = time.monotonic() + READ_TIMEOUT_S
-                while pending and time.monotonic() < deadline:
-                    reader.seek(tp, pending[0])
-                    batch = reader.poll(timeout_ms=500).get(tp, [])
-                    for record in batch:
-                        for i in offsets.get(record.offset, ()):
-                            out[i] = self._same_event(record, payloads[i], limits)
-                    if batch:
-                        pending = [o for o in pending if o > batch[-1].offset]
-                if pending:
-                    log.warning(
-                        "%s/%d: offsets %s not read back in %.0f s", topic, partition, pending[:5], READ_TIMEOUT_S
-                    )
-        finally:
-            reader.close()
+        reader = events.consumer()
+        for (topic, partition), offsets in wanted.items():
+            tp = TopicPartition(topic, partition)
+            reader.assign([tp])
+            earliest = reader.beginning_offsets([tp]).get(tp, 0)
+            gone = [o for o in offsets if o < earliest]
+            if gone:
+                log.warning("%s/%d no longer retains offsets %s (earliest %d)", topic, partition, gone[:5], earliest)
+            pending = sorted(o for o in offsets if o >= earliest)
+            deadline = time.monotonic() + READ_TIMEOUT_S
+            while pending and time.monotonic() < deadline:
+                reader.seek(tp, pending[0])
+                batch = reader.poll(timeout_ms=500).get(tp, [])
+                for record in batch:
+                    for i in offsets.get(record.offset, ()):
+                        out[i] = self._same_event(record, payloads[i], limits)
+                if batch:
+                    pending = [o for o in pending if o > batch[-1].offset]
+            if pending:
+                log.warning("%s/%d: offsets %s not read back in %.0f s", topic, partition, pending[:5], READ_TIMEOUT_S)
 
     @staticmethod
     def _same_event(record: Any, payload: Mapping[str, Any], limits: Limits) -> bytes | None:
@@ -139,3 +144,27 @@ class MediaSources:
             )
             return None
         return event.data
+
+
+class EventReader:
+    """One Kafka consumer for many ``MediaSources.fetch`` calls: made on the first read, closed by ``close``
+    (then made again if read once more). Not for concurrent use, like the consumer it holds."""
+
+    def __init__(self, kafka: KafkaSettings | None, max_event_bytes: int) -> None:
+        self._kafka, self._max_event_bytes = kafka, max_event_bytes
+        self._client: Any = None
+        self.opened = 0  # consumers made so far (one for the reader's life unless closed between reads)
+
+    def consumer(self) -> Any:
+        from embedstream.pipelines.io.kafka_clients import consumer
+
+        if self._client is None:
+            assert self._kafka is not None, "fetch reads events again only with a broker configured"
+            self._client = consumer(self._kafka, self._max_event_bytes)
+            self.opened += 1
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

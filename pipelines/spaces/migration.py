@@ -180,26 +180,29 @@ def backfill(
         raise MigrationError(f"space {space!r} is not migrating (embedstream spaces migrate {space} --to MODEL)")
     shadow = spec.shadow
     remaker = reembedder(remake, shadow.model)
-    filled = 0
-    while True:
-        points = list(store.scroll(having=spec.engine_name, lacking=shadow.vector, limit=page))
-        if not points:
-            break
-        vectors = remaker.vectors([p.payload for p in points])
-        updates = {p.id: {shadow.vector: v.tolist()} for p, v in zip(points, vectors, strict=True) if v is not None}
-        if not updates:
-            raise MigrationError(
-                f"{len(points)} points of space {space!r} cannot be embedded again from what the store keeps (e.g. "
-                f"{points[0].id}, modality {points[0].payload.get('modality')!r}: a text that no longer cuts into its "
-                "chunks, a picture or sound whose URI or event is gone; the log says which): cancel the migration, "
-                "or bring the bytes back and resume"
-            )
-        store.update_vectors(updates, lacking=shadow.vector)
-        filled += len(updates)
-        if progress is not None:
-            progress(len(updates))
-    store.flush()
-    return filled
+    try:
+        filled = 0
+        while True:
+            points = list(store.scroll(having=spec.engine_name, lacking=shadow.vector, limit=page))
+            if not points:
+                break
+            vectors = remaker.vectors([p.payload for p in points])
+            updates = {p.id: {shadow.vector: v.tolist()} for p, v in zip(points, vectors, strict=True) if v is not None}
+            if not updates:
+                raise MigrationError(
+                    f"{len(points)} points of space {space!r} cannot be embedded again from what the store keeps "
+                    f"(e.g. {points[0].id}, modality {points[0].payload.get('modality')!r}: a text that no longer "
+                    "cuts into its chunks, a picture or sound whose URI or event is gone; the log says which): "
+                    "cancel the migration, or bring the bytes back and resume"
+                )
+            store.update_vectors(updates, lacking=shadow.vector)
+            filled += len(updates)
+            if progress is not None:
+                progress(len(updates))
+        store.flush()
+        return filled
+    finally:
+        remaker.close()  # its Kafka reader, when it read inline events again
 
 
 def take_step(store: VectorStore, remake: RemakeFrom, space: str, step: Step) -> SpaceSpec:

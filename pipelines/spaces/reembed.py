@@ -67,6 +67,10 @@ class Reembedder(Protocol):
         """Each payload's vector, in order; None where it cannot be made."""
         ...
 
+    def close(self) -> None:
+        """Release what it holds open between calls (a media re-embedder's Kafka consumer)."""
+        ...
+
 
 def reembedder(remake: RemakeFrom, ref: str) -> Reembedder:
     """The re-embedder for model ``ref`` (by its modality)."""
@@ -107,6 +111,9 @@ class TextReembedder:
             out[i] = mean_vector(list(rows[start:end])) if document else rows[start]
         return out
 
+    def close(self) -> None:
+        """Nothing held open: texts come from the payloads."""
+
 
 class MediaReembedder:
     """One image or audio model's vectors for stored pictures or sounds (module docstring)."""
@@ -115,11 +122,15 @@ class MediaReembedder:
         self.encoder = encoder
         self.modalities = REMADE["image" if isinstance(encoder, ImageEncoder) else "audio"]
         self._sources = remake.sources
+        self._reader = remake.sources.reader()  # one consumer for every call that reads inline events again
+
+    def close(self) -> None:
+        self._reader.close()
 
     def vectors(self, payloads: Sequence[Mapping[str, Any]]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = [None] * len(payloads)
         mine = [i for i, p in enumerate(payloads) if p.get("modality") in self.modalities]
-        found = self._sources.fetch([payloads[i] for i in mine])
+        found = self._sources.fetch([payloads[i] for i in mine], self._reader)
         at, items = [], []
         for i, data in zip(mine, found, strict=True):
             if data is None:
