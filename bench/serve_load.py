@@ -148,6 +148,18 @@ def start_server(path: str, environment: dict[str, str]) -> tuple[subprocess.Pop
     raise RuntimeError("the server did not start")
 
 
+def batched(url: str) -> tuple[float, float]:
+    """(queries, batches) the server's ``embedstream_query_batch_size`` histogram has counted so far."""
+    import httpx
+
+    found = {"sum": 0.0, "count": 0.0}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        for part in found:
+            if line.startswith(f"embedstream_query_batch_size_{part} "):
+                found[part] = float(line.split()[1])
+    return found["sum"], found["count"]
+
+
 def drive(url: str, kind: str, clients: int, seconds: float, ids: list[str], label: str = "") -> dict[str, Any]:
     import httpx
 
@@ -174,6 +186,7 @@ def drive(url: str, kind: str, clients: int, seconds: float, ids: list[str], lab
                     else:
                         errors[0] += 1
 
+    queries, batches = batched(url)
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -181,8 +194,10 @@ def drive(url: str, kind: str, clients: int, seconds: float, ids: list[str], lab
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    queries_after, batches_after = batched(url)
     ms = np.asarray(latencies) * 1000
     return {
+        "mean_batch": (queries_after - queries) / (batches_after - batches) if batches_after > batches else None,
         "kind": label or kind,
         "clients": clients,
         "requests": len(latencies),
@@ -236,13 +251,14 @@ def write_report(rows: list[dict[str, Any]], points: int) -> None:
         "",
         "`python -m bench.serve_load` — client threads (keep-alive) and the server share this machine's cores.",
         "",
-        "| query | clients | requests/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
+        "| query | clients | requests/s | p50 ms | p99 ms | errors | queries per encoder call |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        batch = f"{row['mean_batch']:.1f}" if row.get("mean_batch") else ""
         lines.append(
             f"| {row['kind']} | {row['clients']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {row['errors']} |"
+            f"{row['p99_ms']:.1f} | {row['errors']} | {batch} |"
         )
     baselines = sorted({r["kind"] for r in rows if "@" in r["kind"]})
     for before, label in (

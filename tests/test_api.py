@@ -168,9 +168,18 @@ def test_openapi_is_valid_and_metrics_count_requests(served):
     assert {"bearer", "apiKey"} <= set(schema["components"]["securitySchemes"])
     assert "security" in schema["paths"]["/spaces"]["get"] and "security" not in schema["paths"]["/healthz"]["get"]
     httpx.get(f"{server.url}/healthz")
+    before = _batched_queries(httpx.get(f"{server.url}/metrics").text)
+    assert httpx.post(f"{server.url}/search", json={"text": "planets", "k": 1}).status_code == 200
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'embedstream_http_requests_total{endpoint="/healthz",status="200"}' in metrics
     assert "embedstream_http_request_seconds_bucket" in metrics
+    assert _batched_queries(metrics) == before + 1  # the text query went through the batcher, and was counted
+
+
+def _batched_queries(metrics: str) -> float:
+    """The sum of the query batch size histogram: how many text queries were answered in batches."""
+    found = re.search(r"^embedstream_query_batch_size_sum (\S+)$", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
 
 
 def test_bad_requests_get_a_4xx_with_a_reason_never_a_500(served):

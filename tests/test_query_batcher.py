@@ -26,7 +26,8 @@ def test_concurrent_requests_share_batches_and_a_lone_one_runs_at_once() -> None
         time.sleep(0.05)  # a model call
         return [2 * i for i in items]
 
-    batcher = QueryBatcher(run, max_batch=8)
+    observed: list[int] = []
+    batcher = QueryBatcher(run, max_batch=8, on_batch=observed.append)
     started = time.monotonic()
     assert batcher.answer(21) == 42 and sizes == [1]
     assert time.monotonic() - started < 0.2  # no wait for company that is not coming
@@ -36,6 +37,7 @@ def test_concurrent_requests_share_batches_and_a_lone_one_runs_at_once() -> None
     assert answers == [2 * i for i in range(96)]
     assert max(sizes) > 1 and max(sizes) <= 8, sizes  # batched, within the cap
     assert sum(sizes) == 97
+    assert observed == sizes
 
 
 def test_a_bad_request_fails_alone() -> None:

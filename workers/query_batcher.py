@@ -7,6 +7,9 @@ that arrive while a batch is being answered wait for the next one, and answers t
 No timer: the first request of an idle batcher runs at once (one client sees no added latency), and the batch
 that follows holds whatever arrived meanwhile — the busier the server, the larger the batches (at most
 ``max_batch``). If a batch fails, each of its requests is run alone, so one bad request fails only itself.
+
+Each waiting thread has its own wake-up, set once: when its answer is in, or when it is handed the lead. (One
+condition notified to all made every waiting request thread contend for the GIL after every batch.)
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ R = TypeVar("R")
 @dataclass
 class _Waiting(Generic[T, R]):
     item: T
+    woken: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
     leads: bool = False
     result: R | None = None
@@ -37,10 +41,17 @@ class QueryBatcher(Generic[T, R]):
     One waiting thread at a time leads: it answers batches until its own request is answered, then hands the
     lead to the oldest request still waiting (so no thread answers others' requests for ever)."""
 
-    def __init__(self, run: Callable[[Sequence[T]], Sequence[R]], max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        run: Callable[[Sequence[T]], Sequence[R]],
+        max_batch: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """``on_batch``: told each batch's size (the API's ``embedstream_query_batch_size`` histogram)."""
         self._run = run
         self._max_batch = max_batch
-        self._changed = threading.Condition()
+        self._on_batch = on_batch
+        self._lock = threading.Lock()
         self._pending: list[_Waiting[T, R]] = []
         self._running = False
         self.batches: list[int] = []  # sizes of the last 100 batches answered (for tests and the benchmark)
@@ -48,12 +59,12 @@ class QueryBatcher(Generic[T, R]):
 
     def answer(self, item: T) -> R:
         me: _Waiting[T, R] = _Waiting(item)
-        with self._changed:
+        with self._lock:
             self._pending.append(me)
             if not self._running:
                 self._running = me.leads = True
-            while not (me.finished or me.leads):
-                self._changed.wait()
+        if not me.leads:
+            me.woken.wait()  # answered, or handed the lead
         if not me.finished:
             self._lead(me)
         if me.error is not None:
@@ -62,20 +73,24 @@ class QueryBatcher(Generic[T, R]):
 
     def _lead(self, me: _Waiting[T, R]) -> None:
         while not me.finished:  # me is in the pending list: a batch answers it
-            with self._changed:
+            with self._lock:
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             self._answer(batch)
-            with self._changed:
-                self._changed.notify_all()
-        with self._changed:
+            for waiting in batch:
+                if waiting is not me:
+                    waiting.woken.set()
+        with self._lock:
             if self._pending:
-                self._pending[0].leads = True
+                successor = self._pending[0]
+                successor.leads = True
+                successor.woken.set()
             else:
                 self._running = False
-            self._changed.notify_all()
 
     def _answer(self, batch: list[_Waiting[T, R]]) -> None:
         self.batches = [*self.batches[-99:], len(batch)]
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         try:
             results = list(self._run([w.item for w in batch]))
             if len(results) != len(batch):

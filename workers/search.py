@@ -17,7 +17,7 @@ its own point with score 1.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,8 +122,12 @@ class TextSearch:
 class Searcher:
     """Holds encoders (loaded on first use) and the store open for many queries."""
 
-    def __init__(self, settings: Settings, store: VectorStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: VectorStore | None = None, on_batch: Callable[[int], None] | None = None
+    ) -> None:
+        """``on_batch``: told the size of each batch of concurrent text queries encoded together."""
         self.settings = settings
+        self._on_batch = on_batch
         self.store = store if store is not None else open_store(settings.qdrant)
         self._encoders: dict[str, AnyEncoder] = {}
         self._manifests: dict[str, ModelManifest] = {}
@@ -333,7 +337,9 @@ class Searcher:
     def _text_batcher(self, model_name: str) -> QueryBatcher[TextSearch, list[Hit]]:
         """Concurrent text searches of one model: one encoder call and one store call (``query_batcher``)."""
         if model_name not in self._text_batchers:
-            self._text_batchers[model_name] = QueryBatcher(lambda batch: self._text_searches(model_name, batch))
+            self._text_batchers[model_name] = QueryBatcher(
+                lambda batch: self._text_searches(model_name, batch), on_batch=self._on_batch
+            )
         return self._text_batchers[model_name]
 
     def like_point(

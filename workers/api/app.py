@@ -66,6 +66,12 @@ class ApiMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.points = Gauge("embedstream_points", "points in the collection", registry=self.registry)
+        self.query_batch = Histogram(
+            "embedstream_query_batch_size",
+            "concurrent text queries encoded and searched together (api.batch_queries)",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32),
+        )
 
 
 def create_app(
@@ -79,7 +85,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Requests run on a thread pool, so store calls go through SharedStore's lock either way.
         shared = store if store is not None else SharedStore(open_store(settings.qdrant))
-        app.state.searcher = Searcher(settings, store=shared)
+        app.state.searcher = Searcher(settings, store=shared, on_batch=metrics.query_batch.observe)
         app.state.backfills = BackfillJobs(shared, settings)
         try:
             yield
