@@ -16,7 +16,7 @@ from PIL import Image
 
 from embedstream.onnx_models.encoder import OnnxEncoder
 from embedstream.onnx_models.manifest import ImageManifest, ImageSpec
-from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest_of, sha256_of
+from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest_of, matches_sha256
 from embedstream.onnx_models.session import OrtSession, session_for
 from embedstream.onnx_models.vectors import pool_features
 from embedstream.schemas.defaults import MEDIA_BATCH_SIZE
@@ -87,7 +87,7 @@ class FeatureHead:
         if manifest.head is None:
             raise ModelNotBuiltError(f"model {manifest.ref} has no head graph")
         path = folder / manifest.head.file
-        if sha256_of(path) != manifest.head.sha256:
+        if not matches_sha256(path, manifest.head.sha256):  # hashed once, then remembered by size and mtime
             raise ModelNotBuiltError(f"{path} does not match its manifest's sha256; rebuild {manifest.name}")
         self.manifest = manifest
         self.head = manifest.head
