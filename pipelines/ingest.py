@@ -315,6 +315,7 @@ def run_ingest(
             }
     finally:
         progress.release()
+        discard_preloaded()  # a run that failed before its steps opened them leaves nothing behind
     return IngestResult(
         points_upserted=int(counters.get("points_upserted", 0)),
         dead_letters=int(counters.get("dead_letters", 0)),
