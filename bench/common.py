@@ -1,4 +1,5 @@
-"""What the benchmarks share: running one phase in its own subprocess (so its peak RSS and its imports are its own)."""
+"""What the benchmarks share: one phase in its own subprocess (so its peak RSS and its imports are its own), the
+plot set-up and ending, an earlier revision checked out to run beside this one."""
 
 from __future__ import annotations
 
@@ -34,3 +35,19 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def checkout(revision: str, into: Path) -> dict[str, str]:
+    """``revision``'s packages under ``into``, and the environment that makes a process import them (ahead of
+    this checkout's editable install: ``PYTHONPATH`` comes before the install's import hook): an earlier
+    revision measured side by side with this one, in the same run and the same Python environment."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", revision], check=True, capture_output=True).stdout
+    source = into / "source"
+    source.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    package = into / "path" / "embedstream"
+    package.mkdir(parents=True)
+    for name in ("onnx_models", "pipelines", "schemas", "workers"):
+        (package / name).symlink_to(source / name)
+    return {"PYTHONPATH": str(into / "path")}

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import pyplot, save_figure
+from bench.common import checkout, pyplot, save_figure
 
 REPORTS = Path(__file__).parent / "reports"
 QUERIES = (
@@ -101,21 +101,6 @@ CONFIGURATIONS: tuple[tuple[dict[str, str], list[tuple[str, str]]], ...] = (
     ({"EMBEDSTREAM_API__BATCH_QUERIES": "true"}, [("text", "text batched"), ("point", "point")]),
 )
 BEFORE, AFTER = "text alone, spinning", "text batched"
-
-
-def checkout(revision: str, into: Path) -> dict[str, str]:
-    """``revision``'s packages under ``into``, and the environment that makes a server import them (ahead of
-    this checkout's editable install: ``PYTHONPATH`` comes before the install's import hook)."""
-    root = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(root), "archive", revision], check=True, capture_output=True).stdout
-    source = into / "source"
-    source.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
-    package = into / "path" / "embedstream"
-    package.mkdir(parents=True)
-    for name in ("onnx_models", "pipelines", "schemas", "workers"):
-        (package / name).symlink_to(source / name)
-    return {"PYTHONPATH": str(into / "path")}
 
 
 def start_server(path: str, environment: dict[str, str]) -> tuple[subprocess.Popen[str], str]:

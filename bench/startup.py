@@ -1,11 +1,12 @@
 """Start-up to the first encode, and whole-process text ingest against bare ONNX Runtime, each a fresh process.
 
-    python -m bench.startup [--runs 5] [--events 4000]
+    python -m bench.startup [--runs 5] [--events 4000] [--baseline REV]
 
 1. **Start-up**: ``embedstream ingest --mode drain`` on a topic holding one text event, in a fresh process;
    seconds from launching it to its first encode (the launched process stamps the clock when its text encoder
    first runs; the launch time is passed in) and to its exit. Twice: with the default settings (every modality
    whose models are built: four models load) and with ``media.modalities=[text]``. Median of ``--runs``.
+   ``--baseline REV`` also runs that git revision's code with the default settings, alternating with this one.
 2. **Whole process on natural-length texts**: ``--events`` first paragraphs of standard-library docstrings
    (``bench.int8.docstrings``, cycled: 20-80 tokens, not the sample corpus's short sentences) produced to a
    topic; ``embedstream ingest --mode drain`` from launch to exit, against bare ONNX Runtime in the same run:
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, save_figure
+from bench.common import checkout, pyplot, save_figure
 
 REPORTS = Path(__file__).parent / "reports"
 
@@ -79,9 +80,13 @@ def launch(code: str, *args: str, env: dict[str, str] | None = None) -> tuple[fl
     return wall, out.stdout, out.stderr
 
 
-def ingest(bootstrap: str, topic: str, store: str, text_only: bool) -> dict[str, float]:
+def ingest(
+    bootstrap: str, topic: str, store: str, text_only: bool, code: dict[str, str] | None = None
+) -> dict[str, float]:
+    """``embedstream ingest --mode drain`` in a fresh process; ``code``: the environment of another revision's."""
     env = dict(
         os.environ,
+        **(code or {}),
         EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
         EMBEDSTREAM_KAFKA__TOPIC=topic,
         EMBEDSTREAM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
@@ -132,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--baseline", help="a git revision whose start-up also runs, alternating with this one's")
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -146,13 +152,20 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="embedstream-startup-") as tmp:
             result["parts"] = parts(args.runs)
-            starts: dict[str, list[dict[str, float]]] = {"default settings": [], "text only": []}
-            with tqdm(total=2 * args.runs, desc="start-ups", unit="run") as bar:
+            variants: list[tuple[str, bool, dict[str, str] | None]] = [
+                ("default settings", False, None),
+                ("text only", True, None),
+            ]
+            if args.baseline:
+                old = checkout(args.baseline, Path(tmp) / "baseline")
+                variants.insert(0, (f"default settings @{args.baseline}", False, old))
+            starts: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in variants}
+            with tqdm(total=len(variants) * args.runs, desc="start-ups", unit="run") as bar:
                 for run in range(args.runs):
-                    for label, text_only in (("default settings", False), ("text only", True)):
-                        topic = f"startup-{run}-{int(text_only)}-{time.time_ns()}"
+                    for label, text_only, code in variants:
+                        topic = f"startup-{run}-{len(starts[label])}-{time.time_ns()}"
                         produce(broker.bootstrap, topic, texts[:1])
-                        starts[label].append(ingest(broker.bootstrap, topic, f"{tmp}/s-{topic}", text_only))
+                        starts[label].append(ingest(broker.bootstrap, topic, f"{tmp}/s-{topic}", text_only, code))
                         bar.update(1)
             result["startup"] = {
                 label: {key: statistics.median(r[key] for r in rows) for key in ("first_encode_s", "exit_s")}
@@ -234,7 +247,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         runs = result["startup"][label]["first_encode_all_s"]
         left.scatter([i] * len(runs), runs, alpha=0.6)
     left.axhline(1.0, linestyle=":", color="grey", label="goal: 1 s")
-    left.set(title="launch → first encode", xticks=range(len(labels)), xticklabels=labels, ylabel="seconds")
+    ticks = [label.replace(" @", "\n@") for label in labels]
+    left.set(title="launch → first encode", xticks=range(len(labels)), xticklabels=ticks, ylabel="seconds")
     left.legend()
     names = list(result["parts"])
     right.barh(names, [result["parts"][n] for n in names])
