@@ -192,19 +192,19 @@ def test_bytes_come_back_only_from_the_same_event(make_settings, tmp_path):
         return {"id": file.stem, "modality": "image", "source": source, "content_sha256": digest}
 
     sources = MediaSources(settings.media, settings.kafka, settings.pipeline.max_event_bytes)
-    found = sources.fetch(
-        [
-            payload(files[0], 0),  # its own event
-            payload(files[1], 1),  # its own event
-            payload(files[1], 0),  # the other event's place: another id
-            payload(files[0], 0, b"other bytes"),  # its place, but the payload says other bytes made it
-        ]
-    )
-    assert found == [files[0].read_bytes(), files[1].read_bytes(), None, None]
-
-    # A caller that fetches again and again (the ingest's dual writes: once per batch) keeps one consumer.
     reader = sources.reader()
     try:
+        found = sources.fetch(
+            [
+                payload(files[0], 0),  # its own event
+                payload(files[1], 1),  # its own event
+                payload(files[1], 0),  # the other event's place: another id
+                payload(files[0], 0, b"other bytes"),  # its place, but the payload says other bytes made it
+            ],
+            reader,
+        )
+        assert found == [files[0].read_bytes(), files[1].read_bytes(), None, None]
+        # A caller that fetches again and again (the ingest's dual writes: once per batch) keeps one consumer.
         for _ in range(3):
             assert sources.fetch([payload(files[1], 1), payload(files[0], 0)], reader) == [
                 files[1].read_bytes(),

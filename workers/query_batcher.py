@@ -47,14 +47,13 @@ class QueryBatcher(Generic[T, R]):
         max_batch: int = 32,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        """``on_batch``: told each batch's size (the API's ``embedstream_query_batch_size`` histogram)."""
+        """``on_batch``: told each batch's size (the API's ``embedstream_query_batch_size`` histogram, tests)."""
         self._run = run
         self._max_batch = max_batch
         self._on_batch = on_batch
         self._lock = threading.Lock()
         self._pending: list[_Waiting[T, R]] = []
         self._running = False
-        self.batches: list[int] = []  # sizes of the last 100 batches answered (for tests and the benchmark)
         self.split = 0  # batches that failed and were answered one request at a time
 
     def answer(self, item: T) -> R:
@@ -88,7 +87,6 @@ class QueryBatcher(Generic[T, R]):
                 self._running = False
 
     def _answer(self, batch: list[_Waiting[T, R]]) -> None:
-        self.batches = [*self.batches[-99:], len(batch)]
         if self._on_batch is not None:
             self._on_batch(len(batch))
         try:

@@ -12,8 +12,8 @@ writing both models' vectors meanwhile) needs them back:
   and ``content_sha256`` must match the payload's) or a broker that does not answer in ``READ_TIMEOUT_S`` leaves
   the point without bytes (None) and says why in the log; the caller reports what it could not make.
 
-A caller that fetches again and again (the ingest's dual writes, one call per batch; a backfill, one per page)
-holds an ``EventReader``: one consumer for all its calls instead of a bootstrap and a close per call.
+A caller holds an ``EventReader`` (``MediaSources.reader``) for all its fetches — the ingest's dual writes call
+once per batch, a backfill once per page — so a consumer bootstraps once, not once per call.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ class MediaSources:
         """A consumer for repeated ``fetch`` calls, opened on first need; the holder closes it."""
         return EventReader(self.kafka, self.max_event_bytes)
 
-    def fetch(self, payloads: Sequence[Mapping[str, Any]], reader: EventReader | None = None) -> list[bytes | None]:
+    def fetch(self, payloads: Sequence[Mapping[str, Any]], reader: EventReader) -> list[bytes | None]:
         """Each payload's bytes, in order; None where they cannot be had (module docstring). ``reader``: the
-        caller's, kept open; without one a consumer is opened for this call and closed after it."""
+        caller's (``reader()``), which it keeps for its next calls and closes."""
         out: list[bytes | None] = [None] * len(payloads)
         wanted: dict[tuple[str, int], dict[int, list[int]]] = {}  # (topic, partition) → offset → payload indexes
         for i, payload in enumerate(payloads):
@@ -71,13 +71,7 @@ class MediaSources:
                     sum(len(v) for offsets in wanted.values() for v in offsets.values()),
                 )
             else:
-                own = reader is None
-                reader = reader if reader is not None else self.reader()
-                try:
-                    self._read_again(wanted, payloads, out, reader)
-                finally:
-                    if own:
-                        reader.close()
+                self._read_again(wanted, payloads, out, reader)
         return out
 
     def _read_again(
