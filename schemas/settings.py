@@ -392,6 +392,13 @@ class ApiSettings(BaseModel):
         description="text searches that arrive together are encoded in one model call and searched in one store "
         "call (no added wait: a lone query runs at once)",
     )
+    query_runners: int = Field(
+        default=1,
+        ge=1,
+        description="batches of text searches answered at once, each on its own thread (api.batch_queries); a "
+        "second one encodes a batch while another is in the model or the store: more requests/s at moderate load on "
+        "machines with cores to spare, a slower lone query on 2 cores (bench/reports/serve_load.md)",
+    )
     hybrid_fusion: Literal["confidence", "rrf", "dbsf"] = Field(
         default="confidence",
         description="how hybrid search fuses its dense and keyword lists: confidence (each list weighed by how far "

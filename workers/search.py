@@ -16,6 +16,7 @@ its own point with score 1.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -107,8 +108,22 @@ HYBRID_DEPTH = 4  # candidates each list of a hybrid search brings to the fusion
 
 
 @dataclass(frozen=True)
+class TextQuery:
+    """One text search as asked (``Searcher.search``, ``search_text``): what waits in the text batcher until a
+    runner resolves it (``Searcher._resolved``) with the others of its batch."""
+
+    text: str
+    space: str | None
+    limit: int
+    where: Where | None
+    modality: str | None
+    mode: SearchMode
+    diversity: float
+
+
+@dataclass(frozen=True)
 class TextSearch:
-    """One text search waiting to be answered with others (``Searcher.search``)."""
+    """One text search resolved: the space, filters and named vector it is searched with."""
 
     text: str
     space: str
@@ -132,7 +147,7 @@ class Searcher:
         self._encoders: dict[str, AnyEncoder] = {}
         self._manifests: dict[str, ModelManifest] = {}
         self._routes: dict[str, dict[str, str]] = {}
-        self._text_batchers: dict[str, QueryBatcher[TextSearch, list[Hit]]] = {}
+        self._texts = QueryBatcher(self._answer_texts, runners=settings.api.query_runners, on_batch=on_batch)
         self._bm25 = Bm25()
         self._has_sparse = False
 
@@ -233,26 +248,35 @@ class Searcher:
         (BM25 keywords: names, codes, rare words) or ``hybrid`` (both, fused: ``api.hybrid_fusion``).
         ``diversity`` (0..1, dense and hybrid): maximal marginal relevance on the dense list — near-duplicates
         give way to other relevant points."""
-        if not 0.0 <= diversity <= 1.0:
-            raise UsageError(f"diversity {diversity} is not between 0 and 1")
         if query.kind != "text":
+            _check_diversity(diversity)
             if mode != "dense":
                 raise UsageError(f"{mode} search needs a text query (keywords); a {query.kind} query is dense only")
             space, vector_name, vector = self.embedded(query, space)
             where = conditions(where, modality)
             asked = SearchRequest(space, vector.tolist(), limit, where, diversity=diversity, vector_name=vector_name)
             return self.store.search_batch([asked])[0]
-        space, model_name = self.resolve("text", space)
-        vector_name, model_name = self.searched(space, model_name)
-        if mode != "dense":
-            self._check_sparse()
-        if mode == "sparse" and diversity:
-            raise UsageError("diversity re-ranks by vectors: use it with dense or hybrid search, not sparse")
-        where = conditions(where, modality)
-        wanted = TextSearch(query.text or "", space, limit, where, mode, diversity, vector_name)
+        text = TextQuery(query.text or "", space, limit, where, modality, mode, diversity)
+        return (self._texts.answer(text) if self.settings.api.batch_queries else self._text_alone(text))[1]
+
+    async def search_text(
+        self,
+        text: str,
+        space: str | None = None,
+        limit: int = 5,
+        where: Where | None = None,
+        modality: str | None = None,
+        mode: SearchMode = "dense",
+        diversity: float = 0.0,
+    ) -> tuple[str, list[Hit]]:
+        """(the space searched, its hits): ``search`` of a text, awaited on an event loop (the API's path). With
+        ``api.batch_queries`` the request waits for its batch without holding a thread, and everything that may
+        read the store (the space's resolution included) runs on the batcher's threads, never on the loop;
+        without, it runs alone on a worker thread."""
+        asked = TextQuery(text, space, limit, where, modality, mode, diversity)
         if self.settings.api.batch_queries:
-            return self._text_batcher(model_name).answer(wanted)
-        return self._text_searches(model_name, [wanted])[0]
+            return await self._texts.answer_async(asked)
+        return await asyncio.to_thread(self._text_alone, asked)
 
     def searched(self, space: str, model_name: str) -> tuple[str | None, str]:
         """(named vector, model) a search of ``space`` with a query for ``model_name`` uses now. A migration
@@ -291,6 +315,43 @@ class Searcher:
                     "keyword search or with model.bm25 off; ingest into a new collection to search by keywords"
                 )
             self._has_sparse = True
+
+    def _resolved(self, asked: TextQuery) -> tuple[str, TextSearch]:
+        """(model, search): the space a text search asked for (or the default) resolved with the model and named
+        vector searched now, its filters built, its mode checked."""
+        _check_diversity(asked.diversity)
+        space, model_name = self.resolve("text", asked.space)
+        vector_name, model_name = self.searched(space, model_name)
+        if asked.mode != "dense":
+            self._check_sparse()
+        if asked.mode == "sparse" and asked.diversity:
+            raise UsageError("diversity re-ranks by vectors: use it with dense or hybrid search, not sparse")
+        where = conditions(asked.where, asked.modality)
+        return model_name, TextSearch(asked.text, space, asked.limit, where, asked.mode, asked.diversity, vector_name)
+
+    def _text_alone(self, asked: TextQuery) -> tuple[str, list[Hit]]:
+        outcome = self._answer_texts([asked])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _answer_texts(self, batch: Sequence[TextQuery]) -> list[tuple[str, list[Hit]] | Exception]:
+        """Text searches answered together, one outcome each: every search resolved on its own (one that asks
+        for a space it cannot search fails alone), then one encoder call and one store call per model."""
+        outcomes: dict[int, tuple[str, list[Hit]] | Exception] = {}
+        by_model: dict[str, list[tuple[int, TextSearch]]] = {}
+        for index, asked in enumerate(batch):
+            try:
+                model_name, wanted = self._resolved(asked)
+            except Exception as exc:  # this search's own fault (or the store's, which each then meets alike)
+                outcomes[index] = exc
+                continue
+            by_model.setdefault(model_name, []).append((index, wanted))
+        for model_name, group in by_model.items():
+            found = self._text_searches(model_name, [wanted for _, wanted in group])
+            for (index, wanted), hits in zip(group, found, strict=True):
+                outcomes[index] = (wanted.space, hits)
+        return [outcomes[index] for index in range(len(batch))]
 
     def _text_searches(self, model_name: str, batch: Sequence[TextSearch]) -> list[list[Hit]]:
         """Text searches answered together: one encoder call for those that need a dense vector, one store call
@@ -334,14 +395,6 @@ class Searcher:
         best = self._bm25.document(str(sparse[0].payload.get("text") or ""))
         return keyword_weight(keywords.indices, best.indices)
 
-    def _text_batcher(self, model_name: str) -> QueryBatcher[TextSearch, list[Hit]]:
-        """Concurrent text searches of one model: one encoder call and one store call (``query_batcher``)."""
-        if model_name not in self._text_batchers:
-            self._text_batchers[model_name] = QueryBatcher(
-                lambda batch: self._text_searches(model_name, batch), on_batch=self._on_batch
-            )
-        return self._text_batchers[model_name]
-
     def like_point(
         self,
         point_id: str,
@@ -380,7 +433,13 @@ class Searcher:
         return [hit for hit in hits if hit.id not in examples][:limit]
 
     def close(self) -> None:
+        self._texts.close()
         self.store.close()
+
+
+def _check_diversity(diversity: float) -> None:
+    if not 0.0 <= diversity <= 1.0:
+        raise UsageError(f"diversity {diversity} is not between 0 and 1")
 
 
 def search_once(

@@ -25,12 +25,14 @@ BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", description="Authori
 API_KEY = APIKeyHeader(name="api-key", auto_error=False, scheme_name="apiKey", description="api-key: KEY (Qdrant's)")
 
 
-def _searcher(request: Request) -> Searcher:
+# The dependencies are coroutines although they only read app state: FastAPI runs a plain ``def`` dependency on
+# its thread pool, a thread hop per request for an attribute read (serve_load: most of the event loop's time).
+async def _searcher(request: Request) -> Searcher:
     found: Searcher = request.app.state.searcher
     return found
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     found: Settings = request.app.state.settings
     return found
 

@@ -1,14 +1,16 @@
 """Errors as the API answers them: a ``Problem`` body with a 4xx status for anything the caller can fix,
 503 for what is not servable now, and 500 only for a fault of ours.
 
-``blocking`` runs store and encoder work on the thread pool and maps the project's own errors
-(``EmbedstreamError`` and kin) to their status; any other exception is a bug and becomes a 500.
+``blocking`` runs store and encoder work on the thread pool, ``answered`` awaits work that waits without a
+thread (batched text searches); both map the project's own errors (``EmbedstreamError`` and kin) to their
+status; any other exception is a bug and becomes a 500.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -45,22 +47,35 @@ def blocking(work: Callable[[], T]) -> Awaitable[T]:
     """``work`` on the thread pool, with every deliberate failure mapped to its status."""
 
     def guarded() -> T:
-        try:
+        with mapped_errors():
             return work()
-        except MediaError as exc:
-            raise ApiError(422, str(exc), exc.reason.value) from exc
-        except NoCollectionError as exc:  # no collection yet (serve --ingest before its first write): not ready
-            raise ApiError(503, str(exc), "no_collection") from exc
-        except NotFoundError as exc:
-            raise ApiError(404, str(exc)) from exc
-        except ConflictError as exc:
-            raise ApiError(409, str(exc)) from exc
-        except UsageError as exc:
-            raise ApiError(400, str(exc)) from exc
-        except EmbedstreamError as exc:  # a model not built, a store locked or closed: not servable now
-            raise ApiError(503, str(exc)) from exc
 
     return run_in_threadpool(guarded)
+
+
+async def answered(work: Awaitable[T]) -> T:
+    """``work`` awaited (no thread of its own: ``Searcher.search_text``), its failures mapped as ``blocking``'s."""
+    with mapped_errors():
+        return await work
+
+
+@contextlib.contextmanager
+def mapped_errors() -> Iterator[None]:
+    """The project's deliberate failures as the statuses they answer with; anything else passes (a bug: 500)."""
+    try:
+        yield
+    except MediaError as exc:
+        raise ApiError(422, str(exc), exc.reason.value) from exc
+    except NoCollectionError as exc:  # no collection yet (serve --ingest before its first write): not ready
+        raise ApiError(503, str(exc), "no_collection") from exc
+    except NotFoundError as exc:
+        raise ApiError(404, str(exc)) from exc
+    except ConflictError as exc:
+        raise ApiError(409, str(exc)) from exc
+    except UsageError as exc:
+        raise ApiError(400, str(exc)) from exc
+    except EmbedstreamError as exc:  # a model not built, a store locked or closed: not servable now
+        raise ApiError(503, str(exc)) from exc
 
 
 def validation_message(exc: ValidationError | RequestValidationError) -> str:

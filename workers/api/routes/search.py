@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from embedstream.pipelines.stores import Hit
 from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.workers.api.deps import SearcherDep, SettingsDep, requires
-from embedstream.workers.api.errors import FORM_TYPES, JSON_TYPES, ApiError, blocking
+from embedstream.workers.api.errors import FORM_TYPES, JSON_TYPES, ApiError, answered, blocking
 from embedstream.workers.api.models import (
     DocumentOut,
     DocumentSearch,
@@ -134,7 +134,11 @@ async def _run(
         chosen = searcher.resolve(query.kind, space)[0]
         return chosen, searcher.search(query, chosen, k, where, modality, mode, diversity)
 
-    chosen, hits = await blocking(work)
+    if query.kind == "text":  # waits for its batch without a thread (Searcher.search_text)
+        text = query.text or ""
+        chosen, hits = await answered(searcher.search_text(text, space, k, where, modality, mode, diversity))
+    else:
+        chosen, hits = await blocking(work)
     return SearchResponse(space=chosen, query=query.kind, hits=_hits(hits))
 
 
