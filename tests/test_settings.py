@@ -37,9 +37,9 @@ def test_toml_then_env_then_init(config_file, monkeypatch):
     assert settings.kafka.bootstrap_servers == "toml-host:9092" and settings.pipeline.max_batch_tokens == 2048
 
     monkeypatch.setenv("EMBEDSTREAM_KAFKA__TOPIC", "from-env")
-    monkeypatch.setenv("EMBEDSTREAM_PIPELINE__MAX_BATCH_TOKENS", "1024")
+    monkeypatch.setenv("EMBEDSTREAM_PIPELINE__MAX_BATCH_TOKENS", "1536")
     settings = Settings.load(config_file)
-    assert settings.kafka.topic == "from-env" and settings.pipeline.max_batch_tokens == 1024
+    assert settings.kafka.topic == "from-env" and settings.pipeline.max_batch_tokens == 1536
     assert settings.kafka.bootstrap_servers == "toml-host:9092"  # untouched fields still come from TOML
 
     settings = Settings.load(config_file, pipeline={"max_batch_tokens": 512})
