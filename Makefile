@@ -69,6 +69,7 @@ typecheck: $(STAMP)
 bench: setup
 	$(BIN)/python -m bench.ingest_text
 	$(BIN)/python -m bench.ort_threads
+	$(BIN)/python -m bench.text_batches
 	$(BIN)/python -m bench.int8
 	$(BIN)/python -m bench.int8_levers
 	$(BIN)/python -m bench.ingest_media
