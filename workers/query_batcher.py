@@ -41,7 +41,6 @@ class _Waiting(Generic[T, R]):
     item: T
     woken: threading.Event | None = None
     future: asyncio.Future[R] | None = None
-    loop: asyncio.AbstractEventLoop | None = None
     finished: bool = False
     result: R | None = None
     error: BaseException | None = None
@@ -83,9 +82,8 @@ class QueryBatcher(Generic[T, R]):
 
     async def answer_async(self, item: T) -> R:
         """``item``'s answer, awaited on the running loop (no thread waits for it)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self._enqueue(_Waiting(item, future=future, loop=loop))
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Waiting(item, future=future))
         return await future
 
     def close(self) -> None:
@@ -149,8 +147,8 @@ def _wake(batch: list[_Waiting[T, R]]) -> None:
     for waiting in batch:
         if waiting.woken is not None:
             waiting.woken.set()
-        elif waiting.loop is not None:
-            loops.setdefault(waiting.loop, []).append(waiting)
+        elif waiting.future is not None:
+            loops.setdefault(waiting.future.get_loop(), []).append(waiting)
     for loop, waiters in loops.items():
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody awaits these any more
             loop.call_soon_threadsafe(_settle, waiters)

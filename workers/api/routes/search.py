@@ -130,14 +130,15 @@ async def _run(
     mode: SearchMode = "dense",
     diversity: float = 0.0,
 ) -> SearchResponse:
-    def work() -> tuple[str, list[Hit]]:
-        chosen = searcher.resolve(query.kind, space)[0]
-        return chosen, searcher.search(query, chosen, k, where, modality, mode, diversity)
-
     if query.kind == "text":  # waits for its batch without a thread (Searcher.search_text)
         text = query.text or ""
         chosen, hits = await answered(searcher.search_text(text, space, k, where, modality, mode, diversity))
     else:
+
+        def work() -> tuple[str, list[Hit]]:
+            chosen = searcher.resolve(query.kind, space)[0]
+            return chosen, searcher.search(query, chosen, k, where, modality, mode, diversity)
+
         chosen, hits = await blocking(work)
     return SearchResponse(space=chosen, query=query.kind, hits=_hits(hits))
 
