@@ -3,17 +3,47 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := lock/requirements.lock
+SHELL  := /bin/bash
 
-.PHONY: setup models browser docker image demo test test-fast test-infra lint typecheck bench clean
+.PHONY: setup lock test-latest models browser docker image demo test test-fast test-infra lint typecheck bench clean
 
 setup: $(STAMP) models
 
-$(STAMP): pyproject.toml
+# Installs come from the lock (lock/requirements.lock: every package of the export, dev and bench extras, pinned
+# with hashes); pyproject.toml keeps ranges for those who install embedstream as a library. The venv's pip installs
+# uv (locked in lock/bootstrap.lock), uv syncs the venv to exactly the lock, then embedstream itself goes in
+# editable, without dependencies (they are all in the lock).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[export,dev,bench]'
-	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r lock/bootstrap.lock
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolves the lock files from pyproject.toml's ranges and lock/requirements.in, keeping every pin that still
+# fits (`make lock UPGRADE=1`: the newest versions the ranges admit, what `make test-latest` has just tested).
+# lock/runtime.lock (the package without extras, for the container image) is the same versions, a subset.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes $(if $(UPGRADE),--upgrade)
+lock: $(STAMP)
+	$(UV_COMPILE) pyproject.toml lock/requirements.in --extra export --extra dev --extra bench \
+		--override lock/overrides.txt -o $(LOCK)
+	$(UV_COMPILE) pyproject.toml -c $(LOCK) -o lock/runtime.lock
+	$(UV_COMPILE) lock/bootstrap.in -c $(LOCK) -o lock/bootstrap.lock
+
+# Drift is caught here, not by users: a separate venv with the newest versions pyproject.toml's ranges admit today,
+# running the quick tests plus the smoke tests (a real `ingest --mode drain` and a `serve --ingest` start). Run it
+# before refreshing the lock (`make lock UPGRADE=1`) and whenever a dependency has released. A few minutes.
+LATEST := .venv-latest
+test-latest: $(STAMP) models
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --refresh --resolution highest \
+		--override lock/overrides.txt -e '.[export,dev,bench]' -r lock/requirements.in
+	@echo "newest versions that differ from the lock:"
+	@comm -13 <(sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\).*/\1/p' $(LOCK) | sort) \
+		<($(BIN)/uv pip freeze --python $(LATEST)/bin/python --exclude-editable | sort)
+	$(LATEST)/bin/python -m pytest -m "unit or smoke" -q -p no:cacheprovider
 
 # Builds the ONNX encoders from pip-shipped weights into the model cache (skipped when already built).
 models: $(STAMP)
@@ -48,9 +78,10 @@ image: setup
 test: setup browser docker lint typecheck
 	$(BIN)/python -m pytest
 
-# The tests that need no broker, model build or browser (tests/conftest.py marks them): seconds, not minutes.
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m unit -q
+# The tests that need no broker, model build or browser (tests/conftest.py marks them `unit`), plus the smoke tests:
+# one real `ingest --mode drain` from the CLI and one `serve --ingest` start, so a broken dependency shows at once.
+test-fast: setup
+	$(BIN)/python -m pytest -m "unit or smoke" -q
 
 # infra/ alone: validators, the image built and run, compose.ci.yaml, the Dataflow template (~4 min).
 test-infra: setup docker

@@ -325,6 +325,15 @@ def run_ingest(
     )
 
 
+def _release_after_failure(kafka: KafkaSettings, partitions: list[PartitionSpec], run_id: str) -> None:
+    """Zero this run's claims after its pipeline failed; the failure itself is what propagates, so a broker that
+    cannot be reached now only costs the next run the lease wait (logged), never the original error."""
+    try:
+        finish_partitions(kafka, partitions, run_id, completed=False)
+    except Exception as exc:
+        log.warning("could not release a failed run's partition claims (%s); the next run waits out the lease", exc)
+
+
 @dataclass
 class _Cycle:
     partitions: list[PartitionSpec]
@@ -381,16 +390,20 @@ def _run_cycle(
     if not bounded:
         threading.Thread(target=_watch_broker, args=(settings.kafka, halt), name="broker-watch", daemon=True).start()
     halting = Handle.register(halt, "stop signal")
+    ended = False
     try:
         pipeline = beam.Pipeline(runner=_runner(options), options=options)
         build_pipeline(pipeline, settings, partitions, plan, run_id, replace(shared, stop=halting))
         result = pipeline.run()
         grace_s = 4 * pipeline_settings.max_bundle_seconds if workers_see_stop(options) else 0.0
         cancelled = _await(result, halt, grace_s)
+        ended = True
     finally:
         halt.set()
         halting.release()
         watcher.join(10)
+        if not ended:  # a failed build or run: release the claims, so that a rerun need not wait out the lease
+            _release_after_failure(kafka, partitions, run_id)
     finish_partitions(kafka, partitions, run_id, completed=bounded and not stop.is_set())
     if cancelled:
         log.info("job cancelled; its workers release the store when their runner tears them down")

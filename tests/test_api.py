@@ -227,6 +227,7 @@ def test_bad_requests_get_a_4xx_with_a_reason_never_a_500(served):
     assert httpx.get(f"{server.url}/points/{point_id('text', 'never-sent')}").status_code == 404
 
 
+@pytest.mark.smoke
 def test_serve_with_ingest_answers_while_it_ingests(make_settings, media_models):
     """The embedded store is single-process: serve --ingest runs both in one process, sharing the store."""
     settings = make_settings()

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.pipelines.stores import SpaceSpec, open_store
 from embedstream.schemas.settings import Settings
@@ -36,6 +38,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.smoke
 def test_produce_ingest_search_round_trip(make_settings, tmp_path):
     settings = make_settings()
     env = settings_env(settings)

@@ -4,6 +4,7 @@ good, a replay neither loses, duplicates nor overwrites newer data, and one read
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from apache_beam.io.restriction_trackers import OffsetRange
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from embedstream.pipelines import ingest
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics, plan_partitions
@@ -260,6 +262,26 @@ def test_a_dead_readers_claim_is_taken_over(make_settings):
     client.commit({TopicPartition(settings.kafka.topic, 0): OffsetAndMetadata(ghost, "", -1)})
     client.close()
     assert run_ingest(settings).points_upserted == 1
+
+
+def test_a_run_that_fails_after_claiming_releases_its_partitions(make_settings, monkeypatch, caplog):
+    """A start that fails once it holds its claims (as Beam 2.78 refusing a DoFn's hints did) must not make the
+    next run wait out the lease: the claims are zeroed on the way out, and the failure itself still shows."""
+    settings = make_settings(kafka={"partitions": 2}, pipeline={"reader_heartbeat_s": 5.0})
+    ensure_topics(settings.kafka, [settings.kafka.topic])
+    send_raw(settings, [(b"a", text_event("a", "waiting for a run that starts"), [])])
+
+    def refused(*args, **kwargs):
+        raise ValueError("Return value not iterable: Deliver: <class 'NoneType'> is not iterable")
+
+    monkeypatch.setattr(ingest, "build_pipeline", refused)
+    with pytest.raises(ValueError, match="not iterable"):
+        run_ingest(settings)
+    assert all(c is not None and c.beat == 0 for c in committed_claims(settings).values())
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="embedstream.pipelines.io.partition_owner"):
+        assert run_ingest(settings).points_upserted == 1
+    assert "claimed by another reader lately" not in caplog.text
 
 
 def test_latest_reset_commits_its_start_before_reading(make_settings):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -109,7 +110,12 @@ class Deliver(beam.DoFn):
         self._writer.start()
         self._arrivals: list[int] = []  # Kafka timestamps (ms) of the events this bundle delivers
 
-    def process(self, element: Any) -> None:
+    def process(self, element: Any) -> Iterable[None]:
+        """Writes, deletes or dead-letters one element; the last step, so it emits nothing.
+
+        Annotated as an (empty) iterable because Beam reads ``process``'s hints: from 2.78 it refuses a
+        ``-> None`` DoFn at construction ("Return value not iterable").
+        """
         if isinstance(element, PointRecord):
             self._writer.add(element)
             stamp = element.payload.get("source", {}).get("ts_ms")
@@ -137,6 +143,7 @@ class Deliver(beam.DoFn):
         else:
             kind = type(element).__name__
             raise TypeError(f"Deliver got a {kind}; the chain passes points, deletions and dead letters")
+        return ()
 
     def finish_bundle(self) -> None:
         views, dead = self._writer.flush()
