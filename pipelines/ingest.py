@@ -113,6 +113,7 @@ def build_pipeline(
         shared.store,
         RemakeFrom.of(settings),
         _index_when_quiet(settings),
+        run_id,
     )
     _ = flowing | "Deliver" >> beam.ParDo(deliver)
 

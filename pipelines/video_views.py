@@ -30,8 +30,12 @@ from embedstream.onnx_models.vectors import fuse
 from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
 from embedstream.pipelines.stores import StoredPoint, VectorStore
 from embedstream.schemas.point import PointRecord, point_id
+from embedstream.schemas.version import Version, is_tombstone
 
 MEMBER_MODALITIES = ("video_frame", "video_audio")
+# A view's payload key for the version of the last whole-video delete ({"ver", "ver_tie"}): members older than it
+# are not written (``io.point_writer``), though the view replaced the delete's tombstone.
+FLOOR_KEY = "floor"
 
 
 def member_key(payload: Mapping[str, Any]) -> str:
@@ -152,8 +156,11 @@ class ViewState:
         }
 
 
-def view_point(video_id: str, state: ViewState, fusion: VideoFusion, ended: bool) -> PointRecord | None:
-    """The video's point from its state (``None`` when it has no usable vector yet and has not ended)."""
+def view_point(
+    video_id: str, state: ViewState, fusion: VideoFusion, ended: bool, floor: Version | None = None
+) -> PointRecord | None:
+    """The video's point from its state (``None`` when it has no usable vector yet and has not ended); ``floor``:
+    the version of the last whole-video delete, kept for members that arrive late."""
     visual, audio = state.mean(fusion.visual_space), state.mean(fusion.audio_space)
     if visual is None and audio is None and not ended:
         return None
@@ -185,6 +192,8 @@ def view_point(video_id: str, state: ViewState, fusion: VideoFusion, ended: bool
     }
     if state.thumbnail:
         payload["media"] = {"thumbnail": state.thumbnail}
+    if floor is not None:
+        payload[FLOOR_KEY] = floor.fields()
     return PointRecord.model_construct(id=point_id("video", video_id), vectors=vectors, payload=payload, source=None)
 
 
@@ -206,12 +215,18 @@ def refresh_views(
     members, or rebuilt from all its stored members when a delta cannot apply. ``ended``: videos whose
     ``video_end`` this bundle saw. The caller upserts the views and makes them durable."""
     ids = {video_id: point_id("video", video_id) for video_id in touched}
-    stored = {s.id: s for s in store.retrieve(sorted(ids.values()))}
+    stored = {s.id: s for s in store.retrieve(sorted(ids.values()), tombstones=True)}
     views = []
     for video_id in sorted(touched):
         previous_view = stored.get(ids[video_id])
+        deleted = previous_view is not None and is_tombstone(previous_view.payload)
+        if deleted:  # a whole-video delete, then newer members: rebuilt from what is stored (members it left)
+            floor, previous_view = Version.stored(stored[ids[video_id]].payload), None
+        else:
+            floor = Version.stored(previous_view.payload.get(FLOOR_KEY)) if previous_view is not None else None
         is_ended = video_id in ended or bool(previous_view and previous_view.payload.get("ended"))
         state = ViewState.of_payload(previous_view.payload) if previous_view is not None else ViewState()
+        state = None if deleted else state
         try:
             if state is None:
                 raise StaleViewError("the view has no state")
@@ -224,7 +239,7 @@ def refresh_views(
                 if m.payload.get("modality") != "video"
             ]
             state = ViewState.of_members(stored_members, fusion)
-        view = view_point(video_id, state, fusion, is_ended)
+        view = view_point(video_id, state, fusion, is_ended, floor)
         if view is not None:
             views.append(view)
     return views

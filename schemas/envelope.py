@@ -41,6 +41,7 @@ from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, REPLAY_HEADER_PRE
 from embedstream.schemas.defaults import MAX_EVENT_BYTES, MAX_TEXT_CHARS
 from embedstream.schemas.point import point_id
 from embedstream.schemas.records import KafkaRecord
+from embedstream.schemas.version import MAX_DECLARED
 
 SCHEMA_VERSION = 1
 HEADER_PREFIX = "es-"
@@ -106,6 +107,9 @@ class Envelope(BaseModel):
     video: VideoRef | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     op: Literal["upsert", "delete"] = "upsert"
+    # The event's version for its id (docs/contracts.md "Versions"): an integer the producer guarantees grows per
+    # id. Absent, the record's Kafka timestamp stands in. Send it for every event of an id, or for none.
+    version: int | None = Field(default=None, ge=0, le=MAX_DECLARED)
 
     @field_validator("data", mode="before")
     @classmethod
@@ -165,6 +169,7 @@ class Deletion:
 
     id: str
     modality: Modality | None = None
+    version: int | None = None  # the delete event's declared version (a Kafka tombstone has none)
 
     @property
     def whole_video(self) -> bool:
@@ -318,7 +323,7 @@ def _from_headers(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:
     fields: dict[str, Any] = {"schema": headers.get("schema", str(SCHEMA_VERSION))}
     if fields["schema"].isdigit():
         fields["schema"] = int(fields["schema"])
-    for name in ("id", "modality", "mime", "ts", "uri", "op"):
+    for name in ("id", "modality", "mime", "ts", "uri", "op", "version"):
         if name in headers:
             fields[name] = headers[name]
     for name in ("video", "metadata"):
@@ -355,7 +360,7 @@ def parse_event(record: KafkaRecord, limits: Limits | None = None) -> Envelope |
         return _tombstone(record.key)
     result = _parsed(record, limits)
     if isinstance(result, Envelope) and result.op == "delete":
-        return Deletion(result.id, result.modality)
+        return Deletion(result.id, result.modality, result.version)
     return result
 
 
@@ -421,6 +426,8 @@ def envelope_to_binary(envelope: Envelope) -> tuple[list[tuple[str, bytes]], byt
         headers.append(("es-video", envelope.video.model_dump_json(exclude_none=True).encode("utf-8")))
     if envelope.op != "upsert":
         headers.append(("es-op", envelope.op.encode()))
+    if envelope.version is not None:
+        headers.append(("es-version", str(envelope.version).encode()))
     if envelope.metadata:
         headers.append(("es-metadata", json.dumps(envelope.metadata, ensure_ascii=False).encode("utf-8")))
     if envelope.text is not None:

@@ -273,7 +273,15 @@ class PipelineSettings(BaseModel):
         "fails uncommitted (a rerun reads its records again)",
     )
     reader_heartbeat_s: float = Field(
-        default=5.0, gt=0, description="an idle partition's reader renews its ownership claim this often"
+        default=5.0, gt=0, description="a reader renews its partitions' ownership claims this often, mid-bundle too"
+    )
+    tombstone_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description=(
+            "how long a delete's tombstone is kept (the replay horizon): an event older than a delete that arrives "
+            "within it loses to the delete; after it, such a replay could re-create what was deleted"
+        ),
     )
     shard: str = Field(
         default="0/1",

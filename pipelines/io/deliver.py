@@ -24,6 +24,7 @@ from apache_beam.metrics.metric import Metrics
 
 from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
+from embedstream.pipelines.io.partition_owner import Fence
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.io.quiet_indexer import QuietIndexer
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
@@ -37,6 +38,9 @@ from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Modality
 from embedstream.schemas.point import PointRecord, SourceRef
 from embedstream.schemas.settings import KafkaSettings, PipelineSettings, QdrantSettings
+from embedstream.schemas.version import Version
+
+COMPACT_EVERY_S = 3600.0  # tombstones past their retention are removed this often (and at a worker's first bundle)
 
 
 class Deliver(beam.DoFn):
@@ -51,9 +55,12 @@ class Deliver(beam.DoFn):
         store: Handle[VectorStore] | None = None,
         remake: RemakeFrom | None = None,
         index_when_quiet: tuple[float, int] | None = None,
+        run_id: str | None = None,
     ) -> None:
         """``index_when_quiet``: (quiet seconds, minimum vectors) for a ``QuietIndexer`` beside the writer
-        (stream mode on the embedded store)."""
+        (stream mode on the embedded store); ``run_id``: the run whose partition claims every write is fenced by
+        (``partition_owner.Fence``; None: unfenced, for a writer outside an ingest)."""
+        self._run_id = run_id
         self._kafka = kafka
         self._remake = remake
         self._index_when_quiet = index_when_quiet
@@ -76,6 +83,9 @@ class Deliver(beam.DoFn):
         self._progress = progress.get() if progress is not None and progress.available else Progress()
         self._store = self._store_handle.get() if self._store_handle is not None else open_store(self._qdrant)
         self._store.ensure_spaces(self._spaces)
+        self._fence = (
+            Fence(self._kafka, self._run_id, self._pipeline.reader_heartbeat_s) if self._run_id is not None else None
+        )
         self._writer = PointWriter(
             self._store,
             self._pipeline.upsert_batch_size,
@@ -83,7 +93,9 @@ class Deliver(beam.DoFn):
             self._written,
             self._remake,
             {space.name: space.model for space in self._spaces if not space.sparse},
+            self._fence.check if self._fence is not None else None,
         )
+        self._compacted_at = -float("inf")
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
         self._indexer = QuietIndexer(self._store, *self._index_when_quiet) if self._index_when_quiet else None
         if self._indexer is not None:
@@ -94,8 +106,19 @@ class Deliver(beam.DoFn):
             self._indexer.stop()  # before the store closes: a build may be running
         self._publisher.close()
         self._writer.close()
+        if self._fence is not None:
+            self._fence.close()
         if self._store_handle is None:  # a shared store is closed by its owner
             self._store.close()
+
+    def _compact_tombstones(self) -> None:
+        """Tombstones older than ``pipeline.tombstone_retention_s`` go, at most every ``COMPACT_EVERY_S`` (one
+        filter delete on the indexed ``modality``), once the bundle's own writes are durable."""
+        now = time.monotonic()
+        if now - self._compacted_at < COMPACT_EVERY_S:
+            return
+        self._compacted_at = now
+        self._store.compact_tombstones(int((time.time() - self._pipeline.tombstone_retention_s) * 1000))
 
     def _written(self, points: list[PointRecord]) -> None:
         if self._indexer is not None:
@@ -128,7 +151,7 @@ class Deliver(beam.DoFn):
         elif isinstance(element, DeleteEvent):
             record = element.record
             at = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
-            self._writer.delete(element.deletion, at)
+            self._writer.delete(element.deletion, at, Version.of(record, element.deletion.version))
             if self._indexer is not None:
                 self._indexer.wrote()
             self._deletions.inc()
@@ -147,6 +170,7 @@ class Deliver(beam.DoFn):
 
     def finish_bundle(self) -> None:
         views, dead = self._writer.flush()
+        self._compact_tombstones()
         for letter in dead:
             self._publisher.publish(letter)
         sent = self._publisher.confirm()

@@ -134,8 +134,17 @@ class _ReadPartition(beam.DoFn):
         self._commit_lock = threading.Lock()
         self._committed: dict[TopicPartition, tuple[int, float]] = {}  # offset, when
         self._fenced: dict[TopicPartition, str] = {}
+        self._keeper = partition_owner.ClaimKeeper(
+            self._kafka, self._run_id, self._pipeline.reader_heartbeat_s, self._lost, ending=self._stopping
+        )
+
+    def _lost(self, tp: TopicPartition, why: str) -> None:
+        """Another owner claimed ``tp`` (told by the claim keeper): the next bundle of it raises."""
+        self._fenced[tp] = why
+        log.error("%s", why)
 
     def teardown(self) -> None:
+        self._keeper.stop()
         for reader in self._readers.values():
             reader.close()
         self._committer.close()
@@ -203,6 +212,7 @@ class _ReadPartition(beam.DoFn):
         tp = TopicPartition(spec.topic, spec.partition)
         if tp in self._fenced:
             raise partition_owner.PartitionOwnedError(self._fenced[tp])
+        self._keeper.hold(tp)
         start = tracker.current_restriction().start
         position = yield from self._read(spec, tp, start, tracker, watermark)
         if self._commit_due(tp, position):

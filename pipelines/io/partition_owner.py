@@ -16,6 +16,13 @@ Kafka-protocol broker and needs nothing but the consumer-group API. Readers beat
   skip what arrives between a start and its first commit;
 * **at every commit** (``commit``), the claim is read first: if another owner has claimed the partition
   since, this reader is fenced and stops instead of overwriting the newer commit;
+* **while it reads** (``ClaimKeeper``, a thread beside each reader), the claim is renewed every heartbeat whether or
+  not a bundle is running, so a long bundle, a slow store call or a GC pause does not look like a dead reader;
+  the keeper stops renewing a partition that another owner has claimed and marks it lost;
+* **before every store write** (``Fence.check``, called by the point writer), the claim is read (at most once a
+  heartbeat per partition while the process runs): a reader that has lost its partition fails its bundle instead
+  of writing. A reader paused between that check and its write cannot go backwards either: its writes carry
+  older versions, which the store's conditional writes refuse (``pipelines.stores``);
 * **at a clean end** (``release``), the claim's beat is zeroed so that the next reader starts at once.
 
 Two instances started within the same second can both pass the start check; the commit fence then stops
@@ -27,9 +34,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
@@ -157,3 +166,94 @@ def owners_for(settings: KafkaSettings, owner: str) -> Owners:
 
     claims = consumer(settings.model_copy(update={"group_id": owners_group(settings.group_id)}), 1 << 20, group=True)
     return Owners(claims, settings.group_id, owner)
+
+
+class Fence:
+    """Before a store write: does this run still own the partitions the write's events came from?
+
+    A confirmation is trusted for one heartbeat of this process's monotonic clock (which runs on while the
+    process is paused, so a resumed reader checks again): a live reader keeps beating, so no other reader can
+    take its partition within that time without the claim showing it."""
+
+    def __init__(self, settings: KafkaSettings, owner: str, heartbeat_s: float) -> None:
+        self._settings, self._owner, self._fresh_s = settings, owner, heartbeat_s
+        self._owners: Owners | None = None
+        self._confirmed: dict[TopicPartition, float] = {}
+
+    def check(self, partitions: set[tuple[str, int]]) -> None:
+        """Raise ``PartitionOwnedError`` if another owner has claimed one of ``partitions`` (topic, partition)."""
+        now = time.monotonic()
+        for topic, partition in partitions:
+            tp = TopicPartition(topic, partition)
+            if now - self._confirmed.get(tp, -self._fresh_s) < self._fresh_s:
+                continue
+            if self._owners is None:
+                self._owners = owners_for(self._settings, self._owner)
+            other = self._owners.other(tp)
+            if other is not None:
+                raise PartitionOwnedError(f"{self._owners.describe(tp, other)}; this reader lost it and stops")
+            self._confirmed[tp] = now
+
+    def close(self) -> None:
+        if self._owners is not None:
+            self._owners.close()
+            self._owners = None
+
+
+class ClaimKeeper:
+    """Renews this run's claims on the partitions it reads every heartbeat, on a thread of its own with its own
+    client (kafka-python consumers are not thread-safe), so a bundle that runs longer than the lease is not taken
+    for a dead reader. A partition another owner has claimed is not renewed (``lost`` is told once)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        owner: str,
+        heartbeat_s: float,
+        lost: Callable[[TopicPartition, str], None],
+        ending: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """``ending``: true once the run is stopping (its claims are about to be released: beat no more)."""
+        self._settings, self._owner, self._every_s, self._lost = settings, owner, heartbeat_s, lost
+        self._ending = ending
+        self._held: set[TopicPartition] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-keeper", daemon=True)
+        self._thread.start()
+
+    def hold(self, tp: TopicPartition) -> None:
+        with self._lock:
+            self._held.add(tp)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._every_s + 5)
+
+    def _run(self) -> None:
+        owners: Owners | None = None
+        try:
+            while not self._stop.wait(self._every_s):
+                try:
+                    owners = owners or owners_for(self._settings, self._owner)
+                    self._beat(owners)
+                except Exception as exc:  # the broker is away: the next beat tries again (the lease is 3 beats)
+                    log.info("claim renewal failed (%s); retrying at the next heartbeat", exc)
+        finally:
+            if owners is not None:
+                owners.close()
+
+    def _beat(self, owners: Owners) -> None:
+        with self._lock:
+            held = sorted(self._held)
+        mine = []
+        for tp in held:
+            other = owners.other(tp)
+            if other is None:
+                mine.append(tp)
+                continue
+            with self._lock:
+                self._held.discard(tp)
+            self._lost(tp, owners.describe(tp, other))
+        if mine and not self._ending():
+            owners.beat(mine)

@@ -1,9 +1,13 @@
-"""Write a bundle's points into the store: last write wins by Kafka order, one refused point costs one point.
+"""Write a bundle's points into the store: the newest version of each id wins, one refused point costs one point.
 
-Points arrive in Kafka order per partition (the ingest chain is one fused stage). A later point with the same
-id replaces an earlier one still in the buffer, or is upserted after it. ``flush`` upserts what is left,
-makes it durable, then recomputes the views of the videos the bundle touched (``pipelines.video_views``); the Kafka
-read commits the bundle's offsets only after the delivery step has finished.
+Every point an event makes carries the event's version (``schemas.version``: the envelope's ``version`` or the
+record's timestamp, ties by origin partition and offset; a replay keeps its original one). The store applies a
+write only when it holds no newer version of that id (``VectorStore.upsert_newer``: a conditional upsert decided by
+the engine per point), so replays, re-reads, a second reader, partitions added later and kill -9 all converge to
+the newest version of each id, whatever order the events arrive in. Within a bundle the buffer keeps the newer of
+two points with one id. ``flush`` upserts what is left, makes it durable, then recomputes the views of the videos
+the bundle touched (``pipelines.video_views``); the Kafka read commits the bundle's offsets only after the
+delivery step has finished.
 
 What can go wrong, and what happens:
 
@@ -12,25 +16,30 @@ What can go wrong, and what happens:
 * **The store refuses every point** (down, full, read-only — or a batch of one poisonous point, which looks
   the same): ``StoreWriteError`` fails the bundle, so nothing is committed and the runner retries. Its message
   names the first point's record and how to get past it if the store is healthy (``pipeline.skip``).
-* **A deletion** (``op: delete`` or a tombstone) removes what it covers now — buffered points and stored ones —
-  in Kafka order with the points around it: a point of the same partition read *before* it but delivered after
-  it (an earlier event still being embedded while the deletion passed through) is dropped, so "create, delete"
-  leaves nothing and "delete, create" re-creates, on every replay.
-* **A document got shorter** (a long text re-sent with fewer chunks, or short enough now to be one point):
-  before its new document point is written, the chunks past its new count are deleted — the count the stored
-  document point had, or the chunks this bundle already wrote. A document's older version still in the buffer
-  loses its chunks when the newer one arrives. No orphan chunk survives, across batches and replays.
+* **A deletion** (``op: delete`` or a Kafka tombstone) has a version too. It leaves a tombstone at each id it
+  owns (a point without vectors, ``modality: tombstone``, never returned by a search, read or the API), so an
+  older write arriving later — a replay, another partition's event, a stalled reader — loses to it; it removes
+  what belongs to the id (a document's chunks, a video's members and view) when older than itself, and the
+  buffered points it covers when older. Tombstones go after ``pipeline.tombstone_retention_s``.
+* **A document is one version.** Its chunks carry its version; a chunk older than the document (or tombstone)
+  the store or this bundle holds for its id is dropped before it is buffered, so a superseded document writes
+  nothing; once a document point is written, chunks of its id older than the version that won are deleted (a
+  shorter new version leaves no orphans, a stale writer's chunks go with it).
+* **A video's members** are gated the same way by the floor a whole-video delete left (its tombstone, or the
+  ``floor`` its next view keeps).
 * **A space is migrating to another model** (``embedstream spaces migrate``): each batch is laid out for the
   store's spaces as they are now — both models' vectors, the one missing made from the payload — and written
   again if a migration step landed meanwhile (``pipelines.spaces.dual_write``).
 * **A replayed event is older than what the store holds for its id** (``dlq replay`` after a newer version
-  landed): it becomes a ``superseded`` dead letter instead of overwriting newer data. Versions compare by
-  their origin position (same partition: offsets; otherwise Kafka timestamps); see ``KafkaRecord.origin``.
+  landed): it becomes a ``superseded`` dead letter, so the operator who replayed it learns why nothing changed.
+* **This reader lost its partition** to another (``fence``, called before every store write): the bundle fails
+  before writing; the conditional writes keep even a write that slipped past the check from going backwards.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,23 +47,50 @@ from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.spaces.dual_write import MigrationWrites
 from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
-from embedstream.pipelines.video_views import refresh_views
+from embedstream.pipelines.video_views import FLOOR_KEY, refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Deletion
 from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SourceRef, point_id
+from embedstream.schemas.version import DELETED_KEY, TOMBSTONE, Version
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StoreLockedError, StoreFullError, ConnectionError, TimeoutError)
 
 
-def is_newer(stored: dict[str, Any] | None, incoming: dict[str, Any] | None) -> bool:
-    """Is the stored version (``payload["source"]``) strictly newer than the incoming one?"""
-    if not stored or not incoming:
-        return False
-    if (stored.get("topic"), stored.get("partition")) == (incoming.get("topic"), incoming.get("partition")):
-        return int(stored.get("offset", -1)) > int(incoming.get("offset", -1))
-    stored_ts, incoming_ts = stored.get("ts_ms"), incoming.get("ts_ms")
-    return stored_ts is not None and incoming_ts is not None and int(stored_ts) > int(incoming_ts)
+def tombstone(deletion: Deletion, pid: str, version: Version, source: SourceRef) -> PointRecord:
+    """The marker a deletion leaves at ``pid``: no vectors, its version, when it was written (for compaction)."""
+    payload = {
+        "modality": TOMBSTONE,
+        "id": deletion.id,
+        "deleted": deletion.modality.value if deletion.modality is not None else None,
+        DELETED_KEY: int(time.time() * 1000),
+        "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+        **version.fields(),
+    }
+    return PointRecord.model_construct(id=pid, vectors={}, payload=payload, source=source, sparse={})
+
+
+def head_of(payload: Mapping[str, Any]) -> str | None:
+    """The point whose version bounds this member's: a chunk's document, a frame's or segment's video."""
+    if payload.get("modality") == CHUNK_MODALITY:
+        return point_id("text", str(payload.get("doc_id")))
+    video_id = payload.get("video_id")
+    return point_id("video", str(video_id)) if video_id is not None and payload.get("modality") != "video" else None
+
+
+def floor_of(head: StoredPoint | None) -> Version | None:
+    """What a stored head says its members must not be older than: a document's own version, a tombstone's, a
+    video view's ``floor`` (left by a whole-video delete)."""
+    if head is None:
+        return None
+    if head.payload.get("modality") == "video":
+        return Version.stored(head.payload.get(FLOOR_KEY))
+    return Version.stored(head.payload)
+
+
+def _version(point: PointRecord) -> Version:
+    """A point's version (one without — written by an older release — counts as the oldest)."""
+    return Version.stored(point.payload) or Version(-1, -1)
 
 
 def _reference(point: PointRecord, reason: Reason, message: str, stage: str) -> DeadLetter:
@@ -77,14 +113,18 @@ class PointWriter:
         on_written: Callable[[list[PointRecord]], None],
         remake: RemakeFrom | None = None,
         made_by: Mapping[str, str] | None = None,
+        fence: Callable[[set[tuple[str, int]]], None] | None = None,
     ) -> None:
         """``remake``: where a migrating space's other model loads from and media bytes come back from;
-        ``made_by``: space → the model the run writes it with, as fenced (``pipelines.spaces.dual_write``)."""
+        ``made_by``: space → the model the run writes it with, as fenced (``pipelines.spaces.dual_write``);
+        ``fence``: called with the partitions a write comes from before the write, raises when this reader no
+        longer owns one (``partition_owner.Leases.check``)."""
         self._store = store
         self._migrations = MigrationWrites(store, remake, made_by)
         self._batch_size = batch_size
         self._fusion = fusion
         self._on_written = on_written
+        self._fence = fence
         self.start()
 
     def close(self) -> None:
@@ -98,25 +138,34 @@ class PointWriter:
         self._dead: list[DeadLetter] = []
         self._members: dict[str, dict[str, PointRecord]] = {}  # video id → its members written this bundle
         self._previous: dict[str, StoredPoint | None] = {}  # member id → what the store held before the bundle
-        self._deletions: list[tuple[Deletion, SourceRef]] = []  # this bundle's, to drop points they overtook
-        self._buffered_chunks: dict[str, tuple[SourceRef | None, list[str]]] = {}  # doc → its version, chunk ids
-        self._chunks_written: dict[str, int] = {}  # doc → chunk indexes this bundle wrote (at most)
+        self._deletions: list[tuple[Deletion, Version]] = []  # this bundle's, to drop older points they cover
+        self._floors: dict[str, Version | None] = {}  # head id → the version its members must reach (see add)
+        self._buffered_chunks: dict[str, list[str]] = {}  # document head id → its chunks' ids in the buffer
+        self._chunked: set[str] = set()  # documents whose chunks this bundle wrote (their older ones go)
+        self._superseded: set[SourceRef | None] = set()  # events of this bundle found older than the store's
 
     def video_ended(self, video_id: str) -> None:
         self._ended.add(video_id)
         self._touched.add(video_id)
 
-    def delete(self, deletion: Deletion, source: SourceRef) -> None:
-        """Remove what ``deletion`` covers, buffered and stored, now (see the module's docstring)."""
-        self._buffer = {pid: p for pid, p in self._buffer.items() if not deletion.covers(p.payload)}
+    def delete(self, deletion: Deletion, source: SourceRef, version: Version) -> None:
+        """Apply ``deletion`` at ``version`` now: tombstones at the ids it owns, what belongs to them removed when
+        older, buffered points it covers dropped when older (see the module's docstring)."""
+        self._check_fence({(source.topic, source.partition)})
+        self._buffer = {
+            pid: p for pid, p in self._buffer.items() if not (deletion.covers(p.payload) and _version(p) < version)
+        }
         ids, matches = deletion.targets()
-        self._store.delete(ids)
+        if deletion.whole_video:
+            ids = [*ids, point_id("video", deletion.id)]  # the view's id keeps the floor for late members
+        self._store.upsert_newer([tombstone(deletion, pid, version, source) for pid in ids])
         for match in matches:
-            self._store.delete([], match)
-        self._deletions.append((deletion, source))
-        self._buffered_chunks.pop(deletion.id, None)
-        self._chunks_written.pop(deletion.id, None)
-        if deletion.whole_video:  # its view is gone with it: forget what the bundle knew of the video
+            self._store.delete_older(match, version)
+        self._deletions.append((deletion, version))
+        for head in ids:  # members read later in this bundle compare with it (uncached heads read the tombstone)
+            if head in self._floors:
+                self._floors[head] = max(self._floors[head] or version, version)
+        if deletion.whole_video:  # its view is rebuilt from what is left: forget what the bundle knew of it
             gone = deletion.id
             self._touched.discard(gone)
             self._ended.discard(gone)
@@ -127,40 +176,73 @@ class PointWriter:
                 if pid not in members and (held is None or held.payload.get("video_id") != gone)
             }
 
-    def _overtook(self, point: PointRecord) -> bool:
-        """Was this point's event read before a deletion of this bundle that covers it (same partition)?"""
-        source = point.source
-        return source is not None and any(
-            (at.topic, at.partition) == (source.topic, source.partition)
-            and source.offset < at.offset
-            and deletion.covers(point.payload)
-            for deletion, at in self._deletions
-        )
+    def _overtook(self, point: PointRecord, version: Version) -> bool:
+        """Does a newer deletion of this bundle cover this point?"""
+        return any(v > version and deletion.covers(point.payload) for deletion, v in self._deletions)
 
     def add(self, point: PointRecord) -> None:
-        if self._deletions and self._overtook(point):
-            return  # deleted by a later event: writing it now would resurrect it
+        version = _version(point)
+        if point.source in self._superseded or (self._deletions and self._overtook(point, version)):
+            return
+        head = head_of(point.payload)
+        if head is not None and self._below_floor(point, head, version):
+            return
+        held = self._buffer.get(point.id)
+        if held is not None and _version(held) > version:
+            self._supersede(point, _version(held), "buffered")  # a newer version of this id came first
+            return
         video_id = point.payload.get("video_id")
         if video_id is not None:
             self._touched.add(str(video_id))
-        if point.payload.get("modality") in ("text", CHUNK_MODALITY):
-            self._track_document(point)
+        if point.payload.get("modality") == "text":
+            self._raise_floor(point.id, version)  # a document's chunks older than it are dropped
+        elif head is not None and point.payload.get("modality") == CHUNK_MODALITY:
+            self._buffered_chunks.setdefault(head, []).append(point.id)
         self._buffer.pop(point.id, None)  # re-insert at the end: buffer order stays Kafka order
         self._buffer[point.id] = point
         if len(self._buffer) >= self._batch_size:
             self._upsert()
 
-    def _track_document(self, point: PointRecord) -> None:
-        """A text or chunk point of another version than the chunks buffered for its id drops those chunks."""
-        doc = str(point.payload.get("id"))
-        version, chunk_ids = self._buffered_chunks.get(doc, (point.source, []))
-        if version != point.source:
-            for stale in chunk_ids:
-                self._buffer.pop(stale, None)
-            version, chunk_ids = point.source, []
+    def _below_floor(self, point: PointRecord, head: str, version: Version) -> bool:
+        """Is this member older than its head allows (a newer document, a later whole-video delete)? Then it and
+        (for a document) its whole event are dropped; a replay also gets its ``superseded`` dead letter."""
+        if head not in self._floors:
+            found = self._store.retrieve([head], tombstones=True)
+            self._floors[head] = floor_of(found[0] if found else None)
+        floor = self._floors[head]
         if point.payload.get("modality") == CHUNK_MODALITY:
-            chunk_ids.append(point.id)
-        self._buffered_chunks[doc] = (version, chunk_ids)
+            self._raise_floor(head, version)
+            floor = self._floors[head]
+        if floor is None or version >= floor:
+            return False
+        self._supersede(point, floor, "stored")
+        return True
+
+    def _supersede(self, point: PointRecord, newer: Version, where: str) -> None:
+        """Drop ``point``'s whole event (its other points too: a document is one version); a replayed event
+        also becomes a ``superseded`` dead letter, once, so the operator who replayed it learns why."""
+        if point.source in self._superseded:
+            return
+        self._superseded.add(point.source)
+        if "replayed_from" in (point.payload.get("source") or {}):
+            message = (
+                f"a newer version of {point.payload.get('id')!r} is {where} ({newer}); this replay of "
+                f"{point.payload['source']} is {_version(point)} and would overwrite it"
+            )
+            self._dead.append(_reference(point, Reason.SUPERSEDED, message, "upsert"))
+
+    def _raise_floor(self, head: str, version: Version) -> None:
+        """A document's newer version seen in this bundle: its older chunks still buffered go, later ones too."""
+        floor = self._floors.get(head)
+        if floor is not None and floor >= version:
+            return
+        self._floors[head] = version
+        for pid in self._buffered_chunks.pop(head, []):
+            held = self._buffer.get(pid)
+            if held is not None and _version(held) < version:
+                del self._buffer[pid]
+            elif held is not None:
+                self._buffered_chunks.setdefault(head, []).append(pid)
 
     def flush(self) -> tuple[int, list[DeadLetter]]:
         """Make the bundle's points (and touched video views) durable; the views written, and dead letters."""
@@ -169,8 +251,13 @@ class PointWriter:
         views = self._refresh_videos() if self._touched and self._fusion is not None else 0
         dead, self._dead = self._dead, []
         self._touched, self._ended, self._members, self._previous = set(), set(), {}, {}
-        self._deletions, self._buffered_chunks, self._chunks_written = [], {}, {}
+        self._deletions, self._floors, self._superseded = [], {}, set()
+        self._buffered_chunks, self._chunked = {}, set()
         return views, dead
+
+    def _check_fence(self, partitions: set[tuple[str, int]]) -> None:
+        if self._fence is not None and partitions:
+            self._fence(partitions)
 
     def _upsert(self) -> None:
         if not self._buffer:
@@ -179,15 +266,15 @@ class PointWriter:
         self._buffer, self._buffered_chunks = {}, {}
         if not points:
             return
+        self._check_fence({(p.source.topic, p.source.partition) for p in points if p.source is not None})
         documents = [p for p in points if p.payload.get("modality") == "text"]
-        if documents:
-            self._remove_stale_chunks(documents)
+        chunked = self._chunked_before(points, documents) if documents else []
         members = [p for p in points if p.payload.get("video_id") is not None]
         if members and self._fusion is not None:
-            self._remember_previous(members)
+            points = self._remember_previous(members, points)
         laid = self._migrations.prepare(points)  # a migrating space gets both models' vectors
         try:
-            self._store.upsert(laid)
+            self._store.upsert_newer(laid)
         except UNAVAILABLE:
             raise  # the store itself, not a point: fail the bundle, commit nothing, let the run be retried
         except Exception as exc:
@@ -195,43 +282,62 @@ class PointWriter:
             written = {p.id for p in self._one_by_one(laid, exc)}
             points = [p for p in points if p.id in written]
         if self._migrations.stale():  # a migration step landed while this batch was laid out: write it again
-            self._store.upsert(self._migrations.prepare(points))
+            self._store.upsert_newer(self._migrations.prepare(points))
+        if chunked:
+            self._remove_older_chunks(chunked)
         for point in points:
             video_id = point.payload.get("video_id")
             if video_id is not None:
                 self._members.setdefault(str(video_id), {})[point.id] = point
-            elif point.payload.get("modality") == CHUNK_MODALITY:
-                doc = str(point.payload.get("id"))
-                self._chunks_written[doc] = max(self._chunks_written.get(doc, 0), int(point.payload["chunk"]) + 1)
         self._on_written(points)
 
-    def _remove_stale_chunks(self, documents: list[PointRecord]) -> None:
-        """Before texts are written over their ids: delete the chunks their previous versions had beyond theirs
-        (the stored document point's ``chunks``, and what this bundle wrote)."""
+    def _chunked_before(self, points: list[PointRecord], documents: list[PointRecord]) -> list[str]:
+        """The documents of this batch that have chunks, had them in the store, or had them written earlier in
+        this bundle (by an older version whose document point never got written): their older chunks go."""
+        self._chunked.update(
+            str(p.payload.get("doc_id")) for p in points if p.payload.get("modality") == CHUNK_MODALITY
+        )
         stored = {s.id: s.payload for s in self._store.retrieve([p.id for p in documents])}
-        stale: list[str] = []
-        for point in documents:
-            doc, keep = str(point.payload["id"]), int(point.payload.get("chunks") or 0)
-            before = max(int(stored.get(point.id, {}).get("chunks") or 0), self._chunks_written.get(doc, 0))
-            stale += [point_id(CHUNK_MODALITY, doc, index=i) for i in range(keep, before)]
-        if stale:
-            self._store.delete(stale)
+        return [
+            doc
+            for p in documents
+            if (doc := str(p.payload["id"])) in self._chunked
+            or p.payload.get("chunks")
+            or stored.get(p.id, {}).get("chunks")
+        ]
 
-    def _remember_previous(self, members: list[PointRecord]) -> None:
-        """What the store holds for these members before this bundle first overwrites them (for view deltas)."""
+    def _remove_older_chunks(self, docs: list[str]) -> None:
+        """Delete each document's chunks older than the version its id holds now (whoever wrote it): a shorter
+        new version leaves no chunk of the old one, and a superseded writer's chunks are deleted with it."""
+        heads = {s.id: s for s in self._store.retrieve([point_id("text", d) for d in docs], tombstones=True)}
+        for doc in docs:
+            held = Version.stored((heads.get(point_id("text", doc)) or StoredPoint("", {})).payload)
+            if held is not None:
+                self._store.delete_older({"doc_id": doc, "modality": CHUNK_MODALITY}, held)
+
+    def _remember_previous(self, members: list[PointRecord], points: list[PointRecord]) -> list[PointRecord]:
+        """What the store holds for these members before this bundle first overwrites them (for view deltas);
+        ``points`` less the members the store holds a newer version of (the store would not take them, and the
+        view must not count them)."""
         new = [p.id for p in members if p.id not in self._previous]
-        if not new:
-            return
-        found = {s.id: s for s in self._store.retrieve(new, with_vectors=True)}
-        for pid in new:
-            self._previous[pid] = found.get(pid)
+        if new:
+            found = {s.id: s for s in self._store.retrieve(new, with_vectors=True)}
+            for pid in new:
+                self._previous[pid] = found.get(pid)
+        older = set()
+        for point in members:
+            held = self._previous.get(point.id)
+            stored = Version.stored(held.payload) if held is not None else None
+            if stored is not None and stored > _version(point):
+                older.add(point.id)
+        return [p for p in points if p.id not in older] if older else points
 
     def _one_by_one(self, points: list[PointRecord], batch_error: Exception) -> list[PointRecord]:
         written: list[PointRecord] = []
         refused: list[tuple[PointRecord, Exception]] = []
         for point in points:
             try:
-                self._store.upsert([point])
+                self._store.upsert_newer([point])
                 written.append(point)
             except Exception as error:
                 refused.append((point, error))
@@ -251,28 +357,18 @@ class PointWriter:
         return written
 
     def _not_superseded(self, points: list[PointRecord]) -> list[PointRecord]:
-        """Replayed events older than what is stored for their ids become ``superseded`` dead letters, one per
-        event: all the points of such an event (a document's chunks too) are dropped."""
+        """Replayed events older than what the store holds for their ids (a newer version, or a newer delete's
+        tombstone) are superseded (``_supersede``), all their points dropped. Other older writes need no look-up:
+        the store's conditional write leaves the newer version in place."""
         replayed = {p.id for p in points if "replayed_from" in (p.payload.get("source") or {})}
         if not replayed:
             return points
-        stored = {s.id: s for s in self._store.retrieve(sorted(replayed))}
-        superseded: set[SourceRef | None] = set()
+        stored = {s.id: Version.stored(s.payload) for s in self._store.retrieve(sorted(replayed), tombstones=True)}
         for point in points:
-            have = stored.get(point.id)
-            if (
-                have is not None
-                and point.id in replayed
-                and point.source not in superseded
-                and is_newer(have.payload.get("source"), point.payload["source"])
-            ):
-                superseded.add(point.source)
-                message = (
-                    f"a newer version of {point.payload.get('id')!r} is stored (from {have.payload.get('source')}); "
-                    f"this replay of {point.payload['source']} would overwrite it"
-                )
-                self._dead.append(_reference(point, Reason.SUPERSEDED, message, "upsert"))
-        return [point for point in points if point.source not in superseded]
+            held = stored.get(point.id)
+            if point.id in replayed and held is not None and held > _version(point):
+                self._supersede(point, held, "stored")
+        return [point for point in points if point.source not in self._superseded]
 
     def _refresh_videos(self) -> int:
         """Update every touched video's view (``video_views.refresh_views``), then make the views durable."""

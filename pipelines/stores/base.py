@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from embedstream.schemas.errors import EmbedstreamError, NotFoundError
 from embedstream.schemas.point import PointRecord, SparseVector
+from embedstream.schemas.version import Version
 
 Where = Mapping[str, str | int | bool]
 SCROLL_PAGE = 512
@@ -133,9 +134,25 @@ class VectorStore(Protocol):
 
     def upsert(self, points: Sequence[PointRecord]) -> None: ...
 
+    def upsert_newer(self, points: Sequence[PointRecord]) -> None:
+        """Upsert each point unless the store holds a newer version of its id (``schemas.version``: the payload's
+        ``ver``, ``ver_tie``), decided by the engine itself per point in one conditional write, so two writers
+        cannot interleave a check and a write. An equal version is written again; a point without a version (a
+        video's view) is written as by ``upsert``."""
+        ...
+
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
         """Remove the points with these ids, and (``where``) every point whose payload matches; missing ones are
         no error. Durable like ``upsert``."""
+        ...
+
+    def delete_older(self, where: Where, version: Version) -> None:
+        """Remove every point matching ``where`` whose version is older than ``version`` (or that has none)."""
+        ...
+
+    def compact_tombstones(self, before_ms: int) -> None:
+        """Remove the tombstones written before ``before_ms`` (unix ms): after that, a replay older than the
+        delete it marks could re-create what the delete removed (``pipeline.tombstone_retention_s``)."""
         ...
 
     def flush(self) -> None: ...
@@ -146,9 +163,10 @@ class VectorStore(Protocol):
         """Several searches in one call to the engine; the hits of each, in order."""
         ...
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False, tombstones: bool = False) -> list[StoredPoint]:
         """These points (missing ones left out); with vectors, each space's searched vector under the space's
-        name (a migrating space's other one left out)."""
+        name (a migrating space's other one left out). A deleted id's tombstone is left out too, unless
+        ``tombstones`` (the writer compares versions with it); ``scroll``, ``count`` and searches never see one."""
         ...
 
     def scroll(
@@ -320,6 +338,18 @@ def paged(fetch: Callable[[Any, int], tuple[Sequence[Any], Any]], limit: int | N
         left = None if left is None else left - len(records)
         if offset is None:
             return
+
+
+def split_versioned(points: Sequence[PointRecord]) -> tuple[list[tuple[PointRecord, Version]], list[PointRecord]]:
+    """The points that carry a version (with it), and those that do not (written unconditionally)."""
+    versioned, plain = [], []
+    for point in points:
+        version = Version.stored(point.payload)
+        if version is None:
+            plain.append(point)
+        else:
+            versioned.append((point, version))
+    return versioned, plain
 
 
 def update_existing(

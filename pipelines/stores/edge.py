@@ -31,21 +31,56 @@ from embedstream.pipelines.stores.base import (
     paged,
     record_of,
     spaces_of,
+    split_versioned,
     update_existing,
 )
 from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import CollectionOptions
+from embedstream.schemas.version import DELETED_KEY, MAJOR_KEY, TIE_KEY, TOMBSTONE, Version, is_tombstone
 
 SPACES_FILE = "embedstream.json"
 
 
-def _filter(where: Where | None, having: str | None = None, lacking: str | None = None) -> qe.Filter | None:
+def _filter(
+    where: Where | None, having: str | None = None, lacking: str | None = None, live: bool = True
+) -> qe.Filter | None:
+    """``where`` (payload key = value), ``having``/``lacking`` a named vector; ``live``: tombstones left out (a
+    search needs no such clause: a tombstone has no vector)."""
     must: list[Any] = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (where or {}).items()]
     must += [qe.HasVectorCondition(having)] if having else []
-    must_not: list[Any] | None = [qe.HasVectorCondition(lacking)] if lacking else None
+    must_not: list[Any] = [qe.HasVectorCondition(lacking)] if lacking else []
+    must_not += [qe.FieldCondition(key="modality", match=qe.MatchValue(TOMBSTONE))] if live else []
     if not must and not must_not:
         return None
-    return qe.Filter(must=must or None, must_not=must_not)
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _stored_before(version: Version, inclusive: bool) -> qe.Filter:
+    """A stored point whose version is older than ``version`` (``inclusive``: or equal), or that has none (written
+    before versions). Majors and ties stay below 2**53, where the engine's float ranges are exact."""
+    major, tie = version
+    same_major_tie = qe.RangeFloat(lte=tie) if inclusive else qe.RangeFloat(lt=tie)
+    return qe.Filter(
+        should=[
+            qe.FieldCondition(key=MAJOR_KEY, range=qe.RangeFloat(lt=major)),
+            qe.Filter(
+                must=[
+                    qe.FieldCondition(key=MAJOR_KEY, match=qe.MatchValue(major)),
+                    qe.FieldCondition(key=TIE_KEY, range=same_major_tie),
+                ]
+            ),
+            qe.IsEmptyCondition(MAJOR_KEY),
+        ]
+    )
+
+
+def _replaceable(points: Sequence[tuple[PointRecord, Version]]) -> qe.Filter:
+    """One condition for a batch: each point's own id with its own version (the engine tests it per point; a new
+    id is inserted). An equal version is replaced: the same event written again (a retry, a migration's rewrite)."""
+    each: list[Any] = [
+        qe.Filter(must=[qe.HasIdCondition({p.id}), _stored_before(v, inclusive=True)]) for p, v in points
+    ]
+    return qe.Filter(should=each)
 
 
 class EdgeStore(KnowsLayout):
@@ -179,6 +214,15 @@ class EdgeStore(KnowsLayout):
         points_in = [qe.Point(p.id, vectors(p), p.payload) for p in points]
         shard.update(qe.UpdateOperation.upsert_points(points_in))
 
+    def upsert_newer(self, points: Sequence[PointRecord]) -> None:
+        versioned, plain = split_versioned(points)
+        self.upsert(plain)
+        if versioned:
+            self._check_space()
+            vectors = self._writer(lambda v: qe.SparseVector(v.indices, v.values))
+            points_in = [qe.Point(p.id, vectors(p), p.payload) for p, _ in versioned]
+            self._open(None).update(qe.UpdateOperation.upsert_points(points_in, condition=_replaceable(versioned)))
+
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
         shard = self._open(None)
         if ids:
@@ -186,6 +230,21 @@ class EdgeStore(KnowsLayout):
         condition = _filter(where)
         if condition is not None:
             shard.update(qe.UpdateOperation.delete_points_by_filter(condition))
+
+    def delete_older(self, where: Where, version: Version) -> None:
+        condition = _filter(where)
+        if condition is not None:
+            older = qe.Filter(must=[condition, _stored_before(version, inclusive=False)])
+            self._open(None).update(qe.UpdateOperation.delete_points_by_filter(older))
+
+    def compact_tombstones(self, before_ms: int) -> None:
+        old = qe.Filter(
+            must=[
+                qe.FieldCondition(key="modality", match=qe.MatchValue(TOMBSTONE)),
+                qe.FieldCondition(key=DELETED_KEY, range=qe.RangeFloat(lt=before_ms)),
+            ]
+        )
+        self._open(None).update(qe.UpdateOperation.delete_points_by_filter(old))
 
     def flush(self) -> None:
         if self._shard is not None:
@@ -200,10 +259,14 @@ class EdgeStore(KnowsLayout):
         answers = shard.query_batch(qe.QueryBatchRequest(queries)) if len(queries) > 1 else [shard.query(queries[0])]
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points] for points in answers]
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False, tombstones: bool = False) -> list[StoredPoint]:
         records = self._open(None).retrieve(list(ids), True, with_vectors)
         stored = self._reader()
-        return [stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
+        return [
+            stored(r.id, r.payload, r.vector if with_vectors else None)
+            for r in records
+            if tombstones or not is_tombstone(r.payload)
+        ]
 
     def scroll(
         self,
@@ -295,7 +358,7 @@ def _query(request: SearchRequest, name: str, params: Any) -> Any:
         sparse = qe.SparseVector(request.sparse.indices, request.sparse.values)
         query = qe.Query.Nearest(sparse, using=request.sparse_space)
         params = None
-    where = _filter(request.where)
+    where = _filter(request.where, live=False)
     return qe.QueryRequest(limit=request.limit, query=query, with_payload=True, filter=where, params=params)
 
 

@@ -28,11 +28,13 @@ from embedstream.pipelines.stores.base import (
     paged,
     record_of,
     spaces_of,
+    split_versioned,
     update_existing,
 )
 from embedstream.schemas.errors import UsageError
 from embedstream.schemas.point import PointRecord
 from embedstream.schemas.settings import QdrantSettings
+from embedstream.schemas.version import DELETED_KEY, MAJOR_KEY, TIE_KEY, TOMBSTONE, Version, is_tombstone
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "embedstream_spaces"
@@ -41,7 +43,7 @@ METADATA_KEY = "embedstream_spaces"
 def _query(request: SearchRequest, name: str, params: models.SearchParams) -> models.QueryRequest:
     """By the dense vector (with MMR when ``diversity`` asks; ``params``: HNSW ef, quantized rescoring), or
     (none given) by the sparse one."""
-    where = _filter(request.where)
+    where = _filter(request.where, live=False)
     if request.vector is not None or request.sparse is None:
         dense = [float(x) for x in request.vector or ()]
         query: Any = dense
@@ -57,13 +59,46 @@ def _query(request: SearchRequest, name: str, params: models.SearchParams) -> mo
     )
 
 
-def _filter(where: Where | None, having: str | None = None, lacking: str | None = None) -> models.Filter | None:
+def _filter(
+    where: Where | None, having: str | None = None, lacking: str | None = None, live: bool = True
+) -> models.Filter | None:
+    """``where`` (payload key = value), ``having``/``lacking`` a named vector; ``live``: tombstones left out (a
+    search needs no such clause: a tombstone has no vector)."""
     must: list[Any] = [models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in (where or {}).items()]
     must += [models.HasVectorCondition(has_vector=having)] if having else []
-    must_not: list[Any] | None = [models.HasVectorCondition(has_vector=lacking)] if lacking else None
+    must_not: list[Any] = [models.HasVectorCondition(has_vector=lacking)] if lacking else []
+    if live:
+        must_not.append(models.FieldCondition(key="modality", match=models.MatchValue(value=TOMBSTONE)))
     if not must and not must_not:
         return None
-    return models.Filter(must=must or None, must_not=must_not)
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _stored_before(version: Version, inclusive: bool) -> models.Filter:
+    """A stored point whose version is older than ``version`` (``inclusive``: or equal), or that has none."""
+    major, tie = version
+    same_major_tie = models.Range(lte=tie) if inclusive else models.Range(lt=tie)
+    return models.Filter(
+        should=[
+            models.FieldCondition(key=MAJOR_KEY, range=models.Range(lt=major)),
+            models.Filter(
+                must=[
+                    models.FieldCondition(key=MAJOR_KEY, match=models.MatchValue(value=major)),
+                    models.FieldCondition(key=TIE_KEY, range=same_major_tie),
+                ]
+            ),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key=MAJOR_KEY)),
+        ]
+    )
+
+
+def _replaceable(points: Sequence[tuple[PointRecord, Version]]) -> models.Filter:
+    """One ``update_filter`` for a batch: each point's own id with its own version (tested per point by the
+    server; a new id is inserted). An equal version is replaced: the same event written again."""
+    each: list[Any] = [
+        models.Filter(must=[models.HasIdCondition(has_id=[p.id]), _stored_before(v, inclusive=True)]) for p, v in points
+    ]
+    return models.Filter(should=each)
 
 
 class ServerStore(KnowsLayout):
@@ -200,6 +235,34 @@ class ServerStore(KnowsLayout):
             wait=True,
         )
 
+    def upsert_newer(self, points: Sequence[PointRecord]) -> None:
+        """A Qdrant server applies ``update_filter`` from 1.17 (qdrant-client's local mode does too)."""
+        versioned, plain = split_versioned(points)
+        self.upsert(plain)
+        if versioned:
+            vectors = self._writer(lambda v: models.SparseVector(indices=v.indices, values=v.values))
+            self._client.upsert(
+                self.collection,
+                points=[models.PointStruct(id=p.id, vector=vectors(p), payload=p.payload) for p, _ in versioned],
+                update_filter=_replaceable(versioned),
+                wait=True,
+            )
+
+    def delete_older(self, where: Where, version: Version) -> None:
+        condition = _filter(where)
+        if condition is not None:
+            older = models.Filter(must=[condition, _stored_before(version, inclusive=False)])
+            self._client.delete(self.collection, points_selector=models.FilterSelector(filter=older), wait=True)
+
+    def compact_tombstones(self, before_ms: int) -> None:
+        old = models.Filter(
+            must=[
+                models.FieldCondition(key="modality", match=models.MatchValue(value=TOMBSTONE)),
+                models.FieldCondition(key=DELETED_KEY, range=models.Range(lt=before_ms)),
+            ]
+        )
+        self._client.delete(self.collection, points_selector=models.FilterSelector(filter=old), wait=True)
+
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
         if ids:
             self._client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
@@ -218,10 +281,14 @@ class ServerStore(KnowsLayout):
         answers = self._client.query_batch_points(self.collection, requests=batch)
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in a.points] for a in answers]
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False, tombstones: bool = False) -> list[StoredPoint]:
         records = self._client.retrieve(self.collection, list(ids), with_payload=True, with_vectors=with_vectors)
         stored = self._reader()
-        return [stored(r.id, r.payload, r.vector if with_vectors else None) for r in records]
+        return [
+            stored(r.id, r.payload, r.vector if with_vectors else None)
+            for r in records
+            if tombstones or not is_tombstone(r.payload)
+        ]
 
     def scroll(
         self,

@@ -27,6 +27,7 @@ from embedstream.pipelines.stores.base import (
     Where,
 )
 from embedstream.schemas.point import PointRecord
+from embedstream.schemas.version import Version
 
 
 class SharedStore:
@@ -46,8 +47,17 @@ class SharedStore:
     def upsert(self, points: Sequence[PointRecord]) -> None:
         self._call(self._inner.upsert, points)
 
+    def upsert_newer(self, points: Sequence[PointRecord]) -> None:
+        self._call(self._inner.upsert_newer, points)
+
     def delete(self, ids: Sequence[str], where: Where | None = None) -> None:
         self._call(self._inner.delete, ids, where)
+
+    def delete_older(self, where: Where, version: Version) -> None:
+        self._call(self._inner.delete_older, where, version)
+
+    def compact_tombstones(self, before_ms: int) -> None:
+        self._call(self._inner.compact_tombstones, before_ms)
 
     def flush(self) -> None:
         self._call(self._inner.flush)
@@ -58,8 +68,8 @@ class SharedStore:
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         return list(self._call(self._inner.search_batch, requests))
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
-        return list(self._call(self._inner.retrieve, ids, with_vectors))
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False, tombstones: bool = False) -> list[StoredPoint]:
+        return list(self._call(self._inner.retrieve, ids, with_vectors, tombstones))
 
     def scroll(
         self,

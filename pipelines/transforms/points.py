@@ -12,6 +12,7 @@ import numpy as np
 from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.point import PointRecord, SourceRef, SparseVector, point_id
+from embedstream.schemas.version import Version
 
 
 def content_sha256(event: ParsedEvent) -> str:
@@ -39,7 +40,7 @@ def to_point(
     decoder learned (a picture's size, a sound's length) under ``media``; ``fields`` adds top-level ones (a
     document's ``doc_id`` and ``chunks``, a truncated text's ``truncated``)."""
     envelope, record = event.envelope, event.record
-    video = envelope.video
+    video, origin = envelope.video, record.origin()
     payload: dict[str, Any] = {
         "modality": envelope.modality.value,
         "id": envelope.id,
@@ -48,7 +49,8 @@ def to_point(
         "ingested_at": ingested_at or datetime.now(UTC).isoformat(),
         "content_sha256": content_sha256(event),
         "models": dict(models),
-        "source": record.origin(),
+        "source": origin,
+        **Version.at(origin, envelope.version).fields(),  # what the store's conditional write compares
     }
     if envelope.text is not None:
         payload["text"] = envelope.text
