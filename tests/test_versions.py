@@ -7,8 +7,8 @@ newest version of each id, or nothing when its newest event is a delete.
 from __future__ import annotations
 
 import json
-import random
 import os
+import random
 import signal
 import subprocess
 import sys
