@@ -62,7 +62,7 @@ def store_rates(backend: str, count: int, folder: Path) -> dict[str, dict[str, f
         row: dict[str, float] = {}
         for way in ("plain", "conditional"):
             path = ":memory:" if backend == "local" else str(folder / f"{backend}-{size}-{way}")
-            store = open_store(QdrantSettings(backend=backend, path=path))
+            store = open_store(QdrantSettings.model_validate({"backend": backend, "path": path}))
             store.ensure_spaces([SpaceSpec("minilm", DIM, "minilm@1")])
             write = store.upsert if way == "plain" else store.upsert_newer
             try:
