@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,10 +128,16 @@ def read_info(archive_path: Path) -> SnapshotInfo:
         raise SnapshotError(f"{archive_path} is not an embedstream snapshot ({exc})") from exc
 
 
-def check_models(settings: Settings, info: SnapshotInfo) -> None:
-    """Every model the snapshot's vectors come from must be built here, with the same weights."""
-    problems: list[str] = []
-    for ref, sha256 in info.models.items():
+def check_models(settings: Settings, info: SnapshotInfo, held: dict[str, SpaceSpec] | None = None) -> None:
+    """Every model the snapshot's vectors come from must be built here, with the same weights. ``held``: the
+    spaces the restored store itself records; a model they name is checked even when the snapshot's description
+    leaves it out (an edited ``models`` list must not let an unchecked model through)."""
+    held = held or {}
+    models = dict(info.models)
+    for ref in models_of(held):
+        models.setdefault(ref, "")
+    problems = [f"the store records no model for its space {name!r}" for name, spec in held.items() if not spec.model]
+    for ref, sha256 in models.items():
         try:
             built = load_manifest(settings.model.cache_dir, ref, verify=False)[0]
         except ModelNotBuiltError:
@@ -144,9 +151,36 @@ def check_models(settings: Settings, info: SnapshotInfo) -> None:
         raise SnapshotError("the snapshot's vectors need models this machine does not have: " + "; ".join(problems))
 
 
+def safe_members(archive: tarfile.TarFile, target: Path) -> list[tarfile.TarInfo]:
+    """The archive's ``store/`` members as plain files and folders under ``target``, or ``SnapshotError`` before
+    anything is written. A store has no links, devices or absolute or ``..`` paths, so any of them is refused
+    (a chain of symlinks longer than PATH_MAX gets past ``extractall(filter="data")`` on Pythons before 3.11.13,
+    3.12.11 and 3.13.4: the check here does not depend on the Python version), and each final path must stay
+    inside ``target``."""
+    root = target.resolve()
+    chosen: list[tarfile.TarInfo] = []
+    for member in archive.getmembers():  # every member is checked, extracted or not
+        name = member.name
+        if not (member.isfile() or member.isdir()):
+            raise SnapshotError(f"the snapshot holds {name!r}, which is not a plain file or folder: refused")
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise SnapshotError(f"the snapshot holds a path outside its store ({name!r}): refused")
+        if not (name == "store" or name.startswith("store/")):
+            continue
+        relative = Path(name.removeprefix("store").lstrip("/"))
+        final = (root / relative).resolve()
+        if final != root and root not in final.parents:
+            raise SnapshotError(f"the snapshot's {name!r} would be written outside {target}: refused")
+        if str(relative) not in ("", "."):
+            member.name = str(relative)
+            chosen.append(member)
+    return chosen
+
+
 def restore(settings: Settings, archive_path: Path) -> SnapshotInfo:
     """Unpack ``archive_path`` as the store the settings name (embedded or local), after ``check_models``;
-    an existing store there is never overwritten."""
+    an existing store there is never overwritten. The files are unpacked beside the target first, the spaces the
+    store itself records are checked too, and only then is the folder moved into place."""
     info = read_info(archive_path)
     qdrant = settings.qdrant
     if qdrant.backend != info.backend:
@@ -161,10 +195,31 @@ def restore(settings: Settings, archive_path: Path) -> SnapshotInfo:
     target = Path(qdrant.path) / qdrant.collection if qdrant.backend == "edge" else Path(qdrant.path)
     if target.exists() and any(target.iterdir()):
         raise SnapshotError(f"{target} already holds a store: restore into another path or collection")
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive_path) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith("store/")]
-        for member in members:
-            member.name = member.name.removeprefix("store/")
-        archive.extractall(target, members=[m for m in members if m.name], filter="data")
+    staging = target.with_name(f".{target.name}.restoring")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        with tarfile.open(archive_path) as archive:
+            archive.extractall(staging, members=safe_members(archive, staging), filter="data")
+        check_models(settings, info, held_spaces(settings, staging))
+        if target.exists():
+            target.rmdir()  # empty, checked above
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return info
+
+
+def held_spaces(settings: Settings, folder: Path) -> dict[str, SpaceSpec]:
+    """The spaces a store unpacked at ``folder`` records itself (opened read-only in effect: nothing is written)."""
+    from embedstream.pipelines.stores.factory import open_store
+
+    path = folder.parent if settings.qdrant.backend == "edge" else folder
+    qdrant = settings.qdrant.model_copy(update={"path": str(path)})
+    if settings.qdrant.backend == "edge":
+        qdrant = qdrant.model_copy(update={"collection": folder.name})
+    store = open_store(qdrant)
+    try:
+        return store.spaces()
+    finally:
+        store.close()
