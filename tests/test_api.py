@@ -4,10 +4,8 @@ real pipeline filled with text, photos and voice clips: every endpoint, a valid 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -33,6 +31,7 @@ from embedstream.workers.broker import free_port
 from embedstream.workers.produce import produce_files
 from embedstream.workers.sample_media import sample_photos, sample_voices
 from tests.helpers import Server, send_raw, settings_env, shared_settings, text_event, watermarks
+from tests.test_safe_fetch import Site, drip
 
 CORPUS = corpus_path()
 DOCUMENTS = documents_path()  # long articles: chunked
@@ -359,23 +358,22 @@ def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, m
 def test_serve_with_ingest_exits_without_closing_the_store_when_its_pipeline_will_not_stop(
     make_settings, media_models, tmp_path
 ):
-    """A pipeline stuck in a bundle (a fetch that never returns) must not have the store closed under it."""
-    roots = tmp_path / "media"
-    roots.mkdir()
-    fifo = roots / "stuck.jpg"
-    os.mkfifo(fifo)  # reading it blocks until a writer comes
-    settings = make_settings(media={"roots": [str(roots)], "decode_timeout_s": 600})
+    """A pipeline stuck in a bundle (a fetch that takes its whole, long, time limit) must not have the store
+    closed under it."""
+    site = Site("127.0.0.1", {"/stuck.jpg": drip})  # a byte a second
+    media = {"remote": True, "remote_networks": ["127.0.0.1/32"], "fetch_timeout_s": 600, "decode_timeout_s": 600}
+    settings = make_settings(media=media)
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
     server = Server(settings, "--ingest", "--stop-timeout", "3")
     try:
-        event = json.dumps({"schema": 1, "id": "stuck", "modality": "image", "uri": fifo.as_uri()}).encode()
+        uri = f"{site.url}/stuck.jpg"
+        event = json.dumps({"schema": 1, "id": "stuck", "modality": "image", "uri": uri}).encode()
         send_raw(settings, [(b"stuck", event, [])])
-        time.sleep(4)  # the reader has handed it to the decode pool, which now waits on the FIFO
+        time.sleep(4)  # the reader has handed it to the decode pool, which now waits on the dripping server
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(timeout=60)
         output = server.process.stdout.read() if server.process.stdout else ""
     finally:
-        with contextlib.suppress(OSError), open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "wb"):
-            pass  # release the reader thread, if any is left
+        site.close()
     assert server.process.returncode == 3, output
     assert "did not stop within 3s" in output and "without closing the store" in output

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -33,7 +32,7 @@ from embedstream.schemas.envelope import Envelope, Modality
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.records import KafkaRecord
 from embedstream.workers import dlq
-from tests.helpers import b64, read_topic, reset_group, send_raw, stored_ids, text_event, watermarks
+from tests.helpers import read_topic, reset_group, send_raw, stored_ids, text_event, watermarks
 
 
 def dead_letters(settings) -> list:
@@ -293,28 +292,6 @@ def test_latest_reset_commits_its_start_before_reading(make_settings):
     time.sleep(1.6)  # the crashed run's claim has stopped beating
     run_ingest(settings)
     assert stored_ids(settings) == {"new"}
-
-
-def test_a_hung_fetch_is_dead_lettered_after_its_time_limit(make_settings, media_models, tmp_path):
-    roots = tmp_path / "media"
-    roots.mkdir()
-    fifo = roots / "never.jpg"
-    os.mkfifo(fifo)  # opening it for reading blocks until a writer comes: none will
-    settings = make_settings(kafka={"partitions": 1}, media={"roots": [str(roots)], "decode_timeout_s": 1.0})
-    ensure_topics(settings.kafka, [settings.kafka.topic])
-    image = {"schema": 1, "id": "hung", "modality": "image", "uri": fifo.as_uri()}
-    png = roots / "tiny.png"
-    from PIL import Image
-
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(png)
-    fine = {"schema": 1, "id": "fine", "modality": "image", "data": b64(png.read_bytes())}
-    send_raw(settings, [(b"hung", json.dumps(image).encode(), []), (b"fine", json.dumps(fine).encode(), [])])
-    try:
-        run_ingest(settings)
-        assert stored_ids(settings) == {"fine"} and reasons(settings) == {"decode_timeout": 1}
-    finally:
-        with open(fifo, "wb"):  # release the blocked reader thread
-            pass
 
 
 def test_a_stop_set_before_the_pipeline_starts_is_not_lost(make_settings):

@@ -5,6 +5,10 @@ while reading, timeouts and retries bounded, and an image event by URL through t
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -12,15 +16,17 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from PIL import Image
 
 from embedstream.pipelines.ingest import run_ingest
+from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.media.fetch import fetch_uri
 from embedstream.pipelines.media.http_fetch import address_allowed
 from embedstream.schemas.dead_letter import DeadLetter
 from embedstream.schemas.settings import MediaSettings, Settings
 from embedstream.workers.sample_media import sample_photos
-from tests.helpers import read_topic, send_raw, stored_ids
+from tests.helpers import read_topic, send_raw, settings_env, stored_ids
 
 BODY = b"\x89PNG pretend picture bytes" * 100
 LIMIT = 1 << 20
@@ -70,6 +76,20 @@ def redirect(handler: BaseHTTPRequestHandler, status: int, location: str) -> Non
     handler.end_headers()
 
 
+def drip(handler: BaseHTTPRequestHandler) -> None:
+    """A byte a second of a declared 1,000: each read returns in time, the whole never does."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    try:
+        for _ in range(1000):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            time.sleep(1)
+    except OSError:  # the client gave up and closed: what the test wants
+        pass
+
+
 def endless(handler: BaseHTTPRequestHandler) -> None:
     handler.send_response(200)
     handler.end_headers()  # no Content-Length: only reading tells the size
@@ -97,6 +117,7 @@ def sites() -> Iterator[tuple[Site, Site]]:
             "/declared-huge": lambda h: send(h, b"x" * (LIMIT + 1)),
             "/endless": endless,
             "/slow": slow,
+            "/drip": drip,
             "/to-other": lambda h: redirect(h, 302, f"{other.url}/secret"),
             "/relative": lambda h: redirect(h, 301, "/picture"),
         },
@@ -158,6 +179,74 @@ def test_transient_failures_are_retried_then_dead_lettered(sites: tuple[Site, Si
     started = time.monotonic()
     slow = refused(f"{main.url}/slow", media(remote_networks=["127.0.0.1/32"], fetch_retries=0))
     assert slow.reason.value == "fetch_failed" and time.monotonic() - started < 2.5  # the timeout, not the server
+
+
+def test_a_dripping_server_is_bounded_by_the_whole_fetch_not_each_read(sites: tuple[Site, Site]) -> None:
+    main, _ = sites
+    started = time.monotonic()
+    error = refused(f"{main.url}/drip", media(remote_networks=["127.0.0.1/32"], fetch_timeout_s=2.0, fetch_retries=0))
+    took = time.monotonic() - started
+    assert error.reason.value == "fetch_failed" and "fetch_timeout_s" in str(error), error
+    assert took < 4.0, took  # each byte came within the timeout; the whole is bounded by it
+
+
+def test_a_fifo_inside_the_media_roots_is_refused_at_once(tmp_path) -> None:
+    fifo = tmp_path / "never.jpg"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes: none will
+    started = time.monotonic()
+    with pytest.raises(MediaError) as caught:
+        fetch_uri(fifo.as_uri(), MediaSettings(roots=[tmp_path]), LIMIT)
+    assert caught.value.reason.value == "uri_not_allowed" and "not a regular file" in str(caught.value)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_drain_with_a_dripping_url_and_a_fifo_ends(make_settings, media_models, tmp_path, sites) -> None:
+    """The whole process must end: the drip's fetch is bounded, the FIFO refused, and a fetch the step gave up
+    on (decode_timeout_s under fetch_timeout_s here) is abandoned on a daemon thread that cannot hold the exit."""
+    main, _ = sites
+    roots = tmp_path / "media"
+    roots.mkdir()
+    os.mkfifo(roots / "never.jpg")
+    png = roots / "fine.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(png)
+    settings = make_settings(
+        kafka={"partitions": 1},
+        media={
+            "roots": [str(roots)],
+            "remote": True,
+            "remote_networks": ["127.0.0.1/32"],
+            "fetch_timeout_s": 30.0,
+            "fetch_retries": 0,
+            "decode_timeout_s": 2.0,
+        },
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+
+    def image(event_id: str, uri: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        return (
+            event_id.encode(),
+            json.dumps({"schema": 1, "id": event_id, "modality": "image", "uri": uri}).encode(),
+            [],
+        )
+
+    send_raw(
+        settings,
+        [image("drip", f"{main.url}/drip"), image("fifo", (roots / "never.jpg").as_uri()), image("fine", png.as_uri())],
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "drain"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 60  # not the 30 s fetch timeout plus a wait for the abandoned thread
+    assert stored_ids(settings) == {"fine"}
+    letters = read_topic(settings, settings.kafka.dead_letter_topic)
+    reasons = {r.key: DeadLetter.context_of(r.headers)["reason"] for r in letters}
+    assert reasons == {b"drip": "decode_timeout", b"fifo": "uri_not_allowed"}, reasons
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ and ``gs://`` through fsspec (and the scheme's driver, e.g. s3fs). Every read is
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -51,12 +53,27 @@ def _read_file(path: Path, media: MediaSettings, max_bytes: int, uri: str) -> by
         allowed = ", ".join(str(r) for r in roots) or "none configured (EMBEDSTREAM_MEDIA__ROOTS)"
         raise MediaError(Reason.URI_NOT_ALLOWED, f"{uri} is outside the allowed media roots: {allowed}")
     try:
-        size = resolved.stat().st_size
-        if size > max_bytes:
-            raise MediaError(Reason.OVERSIZED, f"{uri} has {size} bytes, over the limit of {max_bytes}")
-        return resolved.read_bytes()
+        # Opened without blocking and checked by the open handle: a FIFO (or a device) inside the roots would
+        # block the read forever, and a check by name could be raced by a swap between check and open.
+        handle = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise MediaError(Reason.FETCH_FAILED, f"cannot read {uri}: {exc.strerror or exc}") from exc
+    try:
+        facts = os.fstat(handle)
+        if not stat.S_ISREG(facts.st_mode):
+            raise MediaError(Reason.URI_NOT_ALLOWED, f"{uri} is not a regular file")
+        if facts.st_size > max_bytes:
+            raise MediaError(Reason.OVERSIZED, f"{uri} has {facts.st_size} bytes, over the limit of {max_bytes}")
+        os.set_blocking(handle, True)
+        with os.fdopen(handle, "rb", closefd=False) as file:
+            data = file.read(max_bytes + 1)
+        if len(data) > max_bytes:  # it grew since
+            raise MediaError(Reason.OVERSIZED, f"{uri} is over the limit of {max_bytes} bytes")
+        return data
+    except OSError as exc:
+        raise MediaError(Reason.FETCH_FAILED, f"cannot read {uri}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(handle)
 
 
 def _read_remote(uri: str, max_bytes: int) -> bytes:

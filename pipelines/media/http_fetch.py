@@ -9,8 +9,10 @@ admin page on the pod network or a service on loopback, and a slow or endless re
   link-local (the metadata services), shared (100.64/10), reserved, multicast and IPv4-mapped forms of those are
   refused, unless an address lies in ``media.remote_networks`` (an internal media server you trust).
 * **Redirects** (at most ``MAX_REDIRECTS``) are followed by hand, each target checked like the first URL.
-* **Time and size.** ``media.fetch_timeout_s`` bounds the connect and every read; the size cap is enforced
-  while reading (a declared ``Content-Length`` over it is refused unread).
+* **Time and size.** ``media.fetch_timeout_s`` bounds each try as a whole — connect, request, headers and the
+  body together, not each read (a server dripping a byte a second would otherwise hold a worker forever): every
+  socket wait gets only the time left. The size cap is enforced while reading (a declared ``Content-Length`` over
+  it is refused unread). The connection is closed however a try ends.
 * **Retries.** Connection errors, timeouts, 429 and 5xx are retried ``media.fetch_retries`` times with
   exponential backoff, then the event is dead-lettered ``fetch_failed`` (replayable once the server is back).
   A refused URI is ``uri_not_allowed`` at once; another 4xx is ``fetch_failed`` at once.
@@ -65,6 +67,7 @@ def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
         _check_host(host, media, url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         address = _resolve(host, port, media, url)
+        deadline = time.monotonic() + media.fetch_timeout_s
         connection = _connection(parts.scheme, host, address, port, media.fetch_timeout_s)
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -85,7 +88,7 @@ def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
                 raise _Transient(f"HTTP {response.status} from {url}")
             if response.status != 200:
                 raise MediaError(Reason.FETCH_FAILED, f"HTTP {response.status} from {url}")
-            return _read_capped(response, max_bytes, url)
+            return _read_capped(response, max_bytes, url, connection, deadline)
         finally:
             connection.close()
     raise MediaError(Reason.FETCH_FAILED, f"{uri} redirects more than {MAX_REDIRECTS} times")
@@ -146,16 +149,30 @@ def _connection(scheme: str, host: str, address: IpAddress, port: int, timeout: 
     return _PinnedHTTP(address, port, timeout)
 
 
-def _read_capped(response: http.client.HTTPResponse, max_bytes: int, url: str) -> bytes:
+def _read_capped(
+    response: http.client.HTTPResponse,
+    max_bytes: int,
+    url: str,
+    connection: http.client.HTTPConnection,
+    deadline: float,
+) -> bytes:
+    """The body, read a socket's worth at a time, each wait bounded by what is left of the try's time."""
     declared = response.getheader("Content-Length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise MediaError(Reason.OVERSIZED, f"{url} declares {declared} bytes, over the limit of {max_bytes}")
     body = bytearray()
     try:
-        while chunk := response.read(CHUNK):
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Transient(f"reading {url} took longer than media.fetch_timeout_s ({len(body)} bytes read)")
+            if connection.sock is not None:
+                connection.sock.settimeout(left)
+            chunk = response.read1(CHUNK)
+            if not chunk:
+                return bytes(body)
             body += chunk
             if len(body) > max_bytes:
                 raise MediaError(Reason.OVERSIZED, f"{url} sent more than the limit of {max_bytes} bytes")
     except (OSError, http.client.HTTPException) as exc:
         raise _Transient(f"reading {url}: {type(exc).__name__}: {exc}") from exc
-    return bytes(body)

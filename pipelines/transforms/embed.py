@@ -31,7 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ import numpy as np
 from embedstream.onnx_models.batching import plan_batches
 from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.observability import INGEST
+from embedstream.pipelines.transforms.daemon_pool import DaemonPool
 from embedstream.pipelines.transforms.isolation import batch_or_each
 from embedstream.pipelines.transforms.outputs import dead, windowed
 from embedstream.pipelines.transforms.parse import ParsedEvent
@@ -246,13 +247,14 @@ class Embed(beam.DoFn):
         return [point_or_dead(event, vectors, self._refs, at, extra, sparse, prepared.fields or None)]
 
     # --- the prepare pool ---
-    def _new_pool(self) -> ThreadPoolExecutor | None:
+    def _new_pool(self) -> DaemonPool | None:
         threads = self.adapter.prepare_threads
-        return ThreadPoolExecutor(threads, thread_name_prefix=f"prepare-{self.adapter.stage}") if threads else None
+        return DaemonPool(threads, f"prepare-{self.adapter.stage}") if threads else None
 
     def _abandon_hung_pool(self) -> None:
-        """A hung decode cannot be stopped: leave its thread to finish (or hang) in the old pool, so that the
-        events behind it, and shutdown, do not wait for it; queued work not yet started moves to a new pool."""
+        """A hung decode cannot be stopped: leave its (daemon) thread to finish or hang in the old pool, so that the
+        events behind it, shutdown and the process's exit do not wait for it; queued work not yet started moves
+        to a new pool."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self._pool = self._new_pool()
