@@ -33,9 +33,6 @@ from embedstream.schemas.point import PointRecord, point_id
 from embedstream.schemas.version import Version, is_tombstone
 
 MEMBER_MODALITIES = ("video_frame", "video_audio")
-# A view's payload key for the version of the last whole-video delete ({"ver", "ver_tie"}): members older than it
-# are not written (``io.point_writer``), though the view replaced the delete's tombstone.
-FLOOR_KEY = "floor"
 
 
 def member_key(payload: Mapping[str, Any]) -> str:
@@ -192,8 +189,8 @@ def view_point(
     }
     if state.thumbnail:
         payload["media"] = {"thumbnail": state.thumbnail}
-    if floor is not None:
-        payload[FLOOR_KEY] = floor.fields()
+    if floor is not None:  # the last whole-video delete's version, kept as the view's own: members older than it
+        payload.update(floor.fields())  # are not written, and an older delete cannot replace the view
     return PointRecord.model_construct(id=point_id("video", video_id), vectors=vectors, payload=payload, source=None)
 
 
@@ -219,11 +216,10 @@ def refresh_views(
     views = []
     for video_id in sorted(touched):
         previous_view = stored.get(ids[video_id])
+        floor = Version.stored(previous_view.payload) if previous_view is not None else None
         deleted = previous_view is not None and is_tombstone(previous_view.payload)
-        if deleted:  # a whole-video delete, then newer members: rebuilt from what is stored (members it left)
-            floor, previous_view = Version.stored(stored[ids[video_id]].payload), None
-        else:
-            floor = Version.stored(previous_view.payload.get(FLOOR_KEY)) if previous_view is not None else None
+        if deleted:  # a whole-video delete: rebuilt from what is stored (the members it left)
+            previous_view = None
         is_ended = video_id in ended or bool(previous_view and previous_view.payload.get("ended"))
         state = ViewState.of_payload(previous_view.payload) if previous_view is not None else ViewState()
         state = None if deleted else state

@@ -352,19 +352,30 @@ def parse_event(record: KafkaRecord, limits: Limits | None = None) -> Envelope |
     """Decode one Kafka record (either wire form) into a validated envelope, a deletion, or say why not.
 
     A deletion is an event with ``"op": "delete"`` (header ``es-op``), or a Kafka tombstone: a record with a key
-    and a null value (the key is the event id). An empty value that is not null stays a dead letter.
+    and a null value (the key is the event id; an ``es-version`` header, its only other header, is its version).
+    An empty value that is not null stays a dead letter.
     ``ts`` defaults to the Kafka record timestamp.
     """
     limits = limits or Limits()
-    if record.value is None and not is_binary_form(record):
-        return _tombstone(record.key)
+    fields = {key for key, _ in record.headers if _is_envelope_header(key)}
+    if record.value is None and fields <= {f"{HEADER_PREFIX}version"}:  # a tombstone may say its version
+        return _tombstone(record.key, _declared_version(record))
     result = _parsed(record, limits)
     if isinstance(result, Envelope) and result.op == "delete":
         return Deletion(result.id, result.modality, result.version)
     return result
 
 
-def _tombstone(key: bytes | None) -> Deletion | Rejection:
+def _declared_version(record: KafkaRecord) -> int | None:
+    """A Kafka tombstone's ``es-version`` header (its only way to carry a declared version); unreadable: none."""
+    raw = next((value for key, value in record.headers if key == f"{HEADER_PREFIX}version"), None)
+    text = raw.decode("ascii", "replace") if raw is not None else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 16 and int(text) <= MAX_DECLARED):
+        return None
+    return int(text)
+
+
+def _tombstone(key: bytes | None, version: int | None = None) -> Deletion | Rejection:
     if not key:
         return Rejection(Reason.MALFORMED_JSON, "value is null and the key is empty: a tombstone for no event id")
     try:
@@ -373,7 +384,7 @@ def _tombstone(key: bytes | None) -> Deletion | Rejection:
         return Rejection(Reason.INVALID_UTF8, f"tombstone key is not valid UTF-8 at byte {exc.start}")
     if strict_json.has_surrogate(event_id) or len(event_id) > MAX_ID_CHARS:
         return Rejection(Reason.INVALID_FIELD, f"tombstone key is not a valid event id (1-{MAX_ID_CHARS} characters)")
-    return Deletion(event_id)
+    return Deletion(event_id, version=version)
 
 
 def _parsed(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:

@@ -116,3 +116,28 @@ def test_dead_letter_headers_round_trip():
     context = DeadLetter.context_of(dead.kafka_headers())
     assert context["reason"] == "malformed_json" and context["offset"] == "41" and context["partition"] == "2"
     assert ("trace", b"1") in dead.kafka_headers()
+
+
+def test_a_version_travels_in_both_wire_forms_and_on_a_kafka_tombstone():
+    from embedstream.schemas.envelope import Deletion, envelope_to_binary
+    from embedstream.schemas.version import Version
+
+    json_form = parse_event(
+        record(json.dumps({"schema": 1, "id": "a", "modality": "text", "text": "x", "version": 7}).encode())
+    )
+    assert isinstance(json_form, Envelope) and json_form.version == 7
+    headers, value = envelope_to_binary(json_form)
+    binary = parse_event(record(value, tuple(headers)))
+    assert isinstance(binary, Envelope) and binary.version == 7
+    too_big = parse_event(
+        record(json.dumps({"schema": 1, "id": "a", "modality": "text", "text": "x", "version": 2**53}).encode())
+    )
+    assert isinstance(too_big, Rejection) and too_big.reason is Reason.INVALID_FIELD
+    keyed = KafkaRecord(topic="events", partition=2, offset=41, key=b"a", value=None, timestamp_ms=1000)
+    assert parse_event(keyed) == Deletion("a")
+    stamped = keyed.model_copy(update={"headers": (("es-version", b"9"),)})
+    assert parse_event(stamped) == Deletion("a", version=9)
+    assert parse_event(keyed.model_copy(update={"headers": (("es-version", "²".encode()),)})) == Deletion("a")
+    assert Version.of(keyed, None) == Version(1000, (2 << 40) | 41) and Version.of(keyed, 9) == Version(
+        9, (2 << 40) | 41
+    )

@@ -15,18 +15,25 @@ import sys
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.io.partition_owner import Claim, owners_group
-from embedstream.pipelines.stores import open_store
+from embedstream.pipelines.io.point_writer import PointWriter
+from embedstream.pipelines.plan import FUSED_SPACE
+from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.pipelines.stores.edge import EdgeStore
 from embedstream.schemas.dead_letter import DeadLetter
-from embedstream.schemas.point import CHUNK_MODALITY, point_id
+from embedstream.schemas.envelope import Deletion
+from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SourceRef, point_id
+from embedstream.schemas.version import Version
 from embedstream.workers import dlq
 from tests.helpers import read_topic, reset_group, send_raw, settings_env, text_event, watermarks
 from tests.test_chunking import document
+from tests.test_video_views import fusion, member
 
 BACKENDS = ["edge", "local"]  # qdrant-edge's condition and qdrant-client's update_filter
 
@@ -222,7 +229,7 @@ def test_generated_histories_converge_to_the_newest_version_of_each_id(make_sett
         for version in rng.sample(range(1, 50), rng.randint(1, 4)):
             kind = rng.random()
             if kind < 0.2:
-                history.append((event_id, version, None, None))  # a Kafka tombstone: its timestamp orders it
+                history.append((event_id, version, None, None))  # a Kafka tombstone
             elif kind < 0.35:
                 delete = {"schema": 1, "id": event_id, "modality": "text", "op": "delete", "version": version}
                 history.append((event_id, version, None, json.dumps(delete).encode()))
@@ -235,11 +242,15 @@ def test_generated_histories_converge_to_the_newest_version_of_each_id(make_sett
     base_ms = int(time.time() * 1000) - 10_000_000
     placed = []  # (partition, offset) of each record
     for event_id, version, _, value in history:
-        # A tombstone has no declared version: its record timestamp is its version, so it is stamped with it on
-        # the same scale as the declared ones (a real producer keeps one scale per id; so does this history).
-        stamp = version if value is None else base_ms
+        # A Kafka tombstone carries its declared version in its one header; the events, in their envelopes.
+        headers = [("es-version", str(version).encode())] if value is None else []
         sent = producer.send(
-            settings.kafka.topic, key=event_id.encode(), value=value, partition=rng.randrange(3), timestamp_ms=stamp
+            settings.kafka.topic,
+            key=event_id.encode(),
+            value=value,
+            partition=rng.randrange(3),
+            timestamp_ms=base_ms,
+            headers=headers,
         ).get(timeout=30)
         placed.append((sent.partition, sent.offset))
     producer.flush()
@@ -258,7 +269,7 @@ def test_generated_histories_converge_to_the_newest_version_of_each_id(make_sett
 
 
 def expected_store(history: list[tuple[str, int, str | None, bytes | None]]) -> dict[str, str]:
-    """Each id's newest event (by version; Kafka tombstones by timestamp = the same number here): its text."""
+    """Each id's newest event (by declared version): its text, or none for a delete."""
     newest: dict[str, tuple[int, str | None]] = {}
     for event_id, version, text, _ in history:
         if event_id not in newest or version > newest[event_id][0]:
@@ -283,3 +294,115 @@ def observed_store(settings) -> dict[str, str]:
     orphans = {p.payload["doc_id"] for p in points if p.payload["modality"] == CHUNK_MODALITY} - set(texts)
     assert not orphans
     return {event_id: payload["text"] for event_id, payload in texts.items()}
+
+
+# --- videos: members, views and video_end against whole-video deletes, on the real writer and an edge store ---
+
+
+@pytest.fixture
+def video_store(tmp_path):
+    store = EdgeStore(str(tmp_path), "videos")
+    store.ensure_spaces([SpaceSpec("img", 3, "i@1"), SpaceSpec("aud", 2, "a@1"), SpaceSpec(FUSED_SPACE, 5, "f")])
+    yield store
+    store.close()
+
+
+def versioned(point, major: int):
+    """``point`` as written by the event of that version (origin offset = major, so ties never decide)."""
+    return point.model_copy(update={"payload": {**point.payload, **Version(major, major).fields()}})
+
+
+def bundle(writer, *steps) -> None:
+    """One bundle: each step a point to add or a (Deletion, version) to apply."""
+    writer.start()
+    for step in steps:
+        if isinstance(step, tuple):
+            deletion, major = step
+            writer.delete(deletion, SourceRef(topic="t", partition=0, offset=major), Version(major, major))
+        else:
+            writer.add(step)
+    writer.flush()
+
+
+def video_state(store, video: str) -> tuple[dict | None, dict[int, int]]:
+    """The view's payload (None: no live view) and each stored frame's version."""
+    views = store.retrieve([point_id("video", video)])
+    frames = {
+        int(p.payload["video"]["index"]): int(p.payload["ver"])
+        for p in store.scroll(where={"video_id": video})
+        if p.payload["modality"] == "video_frame"
+    }
+    return (views[0].payload if views else None), frames
+
+
+def test_a_stale_whole_video_delete_keeps_the_newer_members_and_their_view(video_store):
+    writer = PointWriter(video_store, 10, fusion(), lambda n: None)
+    bundle(writer, versioned(member("v", "video_frame", 0, [1.0, 0, 0]), 10))
+    bundle(writer, versioned(member("v", "video_frame", 1, [0, 1.0, 0]), 20))
+    bundle(writer, (Deletion("v"), 5))  # older than both frames: a replay, or another partition's
+    view, frames = video_state(video_store, "v")
+    assert frames == {0: 10, 1: 20} and view is not None and view["frames"] == 2
+
+
+def test_a_video_deleted_stays_deleted_against_older_members_deletes_and_video_ends(video_store):
+    writer = PointWriter(video_store, 10, fusion(), lambda n: None)
+    bundle(writer, versioned(member("w", "video_frame", 0, [1.0, 0, 0]), 10), (Deletion("w"), 30))
+    assert video_state(video_store, "w") == (None, {})
+    bundle(writer, versioned(member("w", "video_frame", 1, [0, 1.0, 0]), 40))  # re-created after the delete
+    view, frames = video_state(video_store, "w")
+    assert frames == {1: 40} and view is not None and view["ver"] == 30  # the view keeps the delete's version
+    bundle(writer, (Deletion("w"), 5))  # a stale delete: must not replace the view nor lower its floor
+    bundle(writer, versioned(member("w", "video_frame", 2, [0, 0, 1.0]), 25))  # older than the delete at 30
+    view, frames = video_state(video_store, "w")
+    assert frames == {1: 40} and view is not None and view["frames"] == 1
+    writer.start()
+    writer.video_ended("x", Version(1, 1))
+    writer.flush()
+    bundle(writer, versioned(member("x", "video_frame", 0, [1.0, 0, 0]), 10), (Deletion("x"), 30))
+    writer.start()
+    writer.video_ended("x", Version(20, 20))  # the video_end of the deleted version, arriving late
+    writer.flush()
+    assert video_state(video_store, "x") == (None, {})
+
+
+def test_a_view_counts_only_the_member_versions_the_store_keeps(video_store):
+    writer = PointWriter(video_store, 1, fusion(), lambda n: None)  # batches of one: v5 is checked after v10 landed
+    bundle(
+        writer,
+        versioned(member("u", "video_frame", 0, [1.0, 0, 0], version="new"), 10),
+        versioned(member("u", "video_frame", 0, [0, 0, 1.0], version="old"), 5),
+    )
+    view = video_store.retrieve([point_id("video", "u")], with_vectors=True)[0]
+    np.testing.assert_allclose(view.vectors["img"], [1.0, 0, 0], atol=1e-6)
+
+
+def test_a_long_document_replaced_by_a_short_one_in_its_bundle_leaves_no_chunk(tmp_path):
+    """Batches of four: the long version's first chunks are written in a batch of their own, then its last
+    chunk and document point are dropped for the newer short version; those written chunks must go too."""
+    store = EdgeStore(str(tmp_path), "docs")
+    store.ensure_spaces([SpaceSpec("t", 3, "t@1")])
+    try:
+        writer = PointWriter(store, 4, None, lambda n: None)
+
+        def point(modality: str, text: str, major: int, index: int | None = None, chunks: int = 0):
+            payload = {"modality": modality, "id": "d", "text": text, **Version(major, major).fields()}
+            if modality == CHUNK_MODALITY:
+                payload |= {"doc_id": "d", "chunk": index, "chunks": chunks}
+            elif chunks:
+                payload |= {"doc_id": "d", "chunks": chunks}
+            pid = point_id(modality, "d", index=index)
+            return PointRecord(
+                id=pid,
+                vectors={"t": [1.0, 0, 0]},
+                payload=payload,
+                source=SourceRef(topic="t", partition=0, offset=major),
+            )
+
+        long_version = [point(CHUNK_MODALITY, f"part {i}", 5, i, 5) for i in range(5)] + [
+            point("text", "long", 5, chunks=5)
+        ]
+        bundle(writer, *long_version, point("text", "short", 9))
+        left = [(p.payload["modality"], p.payload["ver"]) for p in store.scroll()]
+        assert left == [("text", 9)]
+    finally:
+        store.close()

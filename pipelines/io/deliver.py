@@ -162,7 +162,7 @@ class Deliver(beam.DoFn):
         elif isinstance(element, ParsedEvent):  # only video_end reaches this step as an event
             envelope = element.envelope
             if envelope.modality is Modality.VIDEO_END and envelope.video is not None:
-                self._writer.video_ended(envelope.video.video_id)
+                self._writer.video_ended(envelope.video.video_id, Version.of(element.record, envelope.version))
         else:
             kind = type(element).__name__
             raise TypeError(f"Deliver got a {kind}; the chain passes points, deletions and dead letters")

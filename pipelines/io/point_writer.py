@@ -47,7 +47,7 @@ from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.spaces.dual_write import MigrationWrites
 from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
-from embedstream.pipelines.video_views import FLOOR_KEY, refresh_views
+from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Deletion
 from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SourceRef, point_id
@@ -80,17 +80,17 @@ def head_of(payload: Mapping[str, Any]) -> str | None:
 
 def floor_of(head: StoredPoint | None) -> Version | None:
     """What a stored head says its members must not be older than: a document's own version, a tombstone's, a
-    video view's ``floor`` (left by a whole-video delete)."""
-    if head is None:
-        return None
-    if head.payload.get("modality") == "video":
-        return Version.stored(head.payload.get(FLOOR_KEY))
-    return Version.stored(head.payload)
+    video view's (the version of the last whole-video delete, which the view keeps as its own)."""
+    return Version.stored(head.payload) if head is not None else None
+
+
+def _or_oldest(version: Version | None) -> Version:
+    return version or Version(-1, -1)
 
 
 def _version(point: PointRecord) -> Version:
     """A point's version (one without — written by an older release — counts as the oldest)."""
-    return Version.stored(point.payload) or Version(-1, -1)
+    return _or_oldest(Version.stored(point.payload))
 
 
 def _reference(point: PointRecord, reason: Reason, message: str, stage: str) -> DeadLetter:
@@ -141,16 +141,23 @@ class PointWriter:
         self._deletions: list[tuple[Deletion, Version]] = []  # this bundle's, to drop older points they cover
         self._floors: dict[str, Version | None] = {}  # head id → the version its members must reach (see add)
         self._buffered_chunks: dict[str, list[str]] = {}  # document head id → its chunks' ids in the buffer
-        self._chunked: set[str] = set()  # documents whose chunks this bundle wrote (their older ones go)
+        self._chunked: set[str] = set()  # documents whose older chunks go at the flush (see _upsert)
         self._superseded: set[SourceRef | None] = set()  # events of this bundle found older than the store's
+        self._partitions: set[tuple[str, int]] = set()  # where this bundle's events came from (the views' fence)
 
-    def video_ended(self, video_id: str) -> None:
+    def video_ended(self, video_id: str, version: Version) -> None:
+        """A ``video_end`` older than the video's last whole-video delete is ignored (it would bring back a
+        marker of a deleted video)."""
+        floor = self._head_floor(point_id("video", video_id))
+        if floor is not None and version < floor:
+            return
         self._ended.add(video_id)
         self._touched.add(video_id)
 
     def delete(self, deletion: Deletion, source: SourceRef, version: Version) -> None:
         """Apply ``deletion`` at ``version`` now: tombstones at the ids it owns, what belongs to them removed when
         older, buffered points it covers dropped when older (see the module's docstring)."""
+        self._partitions.add((source.topic, source.partition))
         self._check_fence({(source.topic, source.partition)})
         self._buffer = {
             pid: p for pid, p in self._buffer.items() if not (deletion.covers(p.payload) and _version(p) < version)
@@ -165,9 +172,9 @@ class PointWriter:
         for head in ids:  # members read later in this bundle compare with it (uncached heads read the tombstone)
             if head in self._floors:
                 self._floors[head] = max(self._floors[head] or version, version)
-        if deletion.whole_video:  # its view is rebuilt from what is left: forget what the bundle knew of it
+        if deletion.whole_video:  # its view is rebuilt from the members left (a stale delete leaves them all)
             gone = deletion.id
-            self._touched.discard(gone)
+            self._touched.add(gone)
             self._ended.discard(gone)
             members = self._members.pop(gone, {})
             self._previous = {
@@ -203,13 +210,17 @@ class PointWriter:
         if len(self._buffer) >= self._batch_size:
             self._upsert()
 
-    def _below_floor(self, point: PointRecord, head: str, version: Version) -> bool:
-        """Is this member older than its head allows (a newer document, a later whole-video delete)? Then it and
-        (for a document) its whole event are dropped; a replay also gets its ``superseded`` dead letter."""
+    def _head_floor(self, head: str) -> Version | None:
+        """``floor_of`` the stored head, read once a bundle (then raised by what the bundle sees)."""
         if head not in self._floors:
             found = self._store.retrieve([head], tombstones=True)
             self._floors[head] = floor_of(found[0] if found else None)
-        floor = self._floors[head]
+        return self._floors[head]
+
+    def _below_floor(self, point: PointRecord, head: str, version: Version) -> bool:
+        """Is this member older than its head allows (a newer document, a later whole-video delete)? Then it and
+        (for a document) its whole event are dropped; a replay also gets its ``superseded`` dead letter."""
+        floor = self._head_floor(head)
         if point.payload.get("modality") == CHUNK_MODALITY:
             self._raise_floor(head, version)
             floor = self._floors[head]
@@ -224,6 +235,8 @@ class PointWriter:
         if point.source in self._superseded:
             return
         self._superseded.add(point.source)
+        if point.payload.get("doc_id") is not None:  # chunks of it may be stored (an earlier batch, a dead run)
+            self._chunked.add(str(point.payload["doc_id"]))
         if "replayed_from" in (point.payload.get("source") or {}):
             message = (
                 f"a newer version of {point.payload.get('id')!r} is {where} ({newer}); this replay of "
@@ -247,12 +260,14 @@ class PointWriter:
     def flush(self) -> tuple[int, list[DeadLetter]]:
         """Make the bundle's points (and touched video views) durable; the views written, and dead letters."""
         self._upsert()
+        if self._chunked:
+            self._remove_older_chunks(sorted(self._chunked))
         self._store.flush()
         views = self._refresh_videos() if self._touched and self._fusion is not None else 0
         dead, self._dead = self._dead, []
         self._touched, self._ended, self._members, self._previous = set(), set(), {}, {}
         self._deletions, self._floors, self._superseded = [], {}, set()
-        self._buffered_chunks, self._chunked = {}, set()
+        self._buffered_chunks, self._chunked, self._partitions = {}, set(), set()
         return views, dead
 
     def _check_fence(self, partitions: set[tuple[str, int]]) -> None:
@@ -266,9 +281,10 @@ class PointWriter:
         self._buffer, self._buffered_chunks = {}, {}
         if not points:
             return
-        self._check_fence({(p.source.topic, p.source.partition) for p in points if p.source is not None})
-        documents = [p for p in points if p.payload.get("modality") == "text"]
-        chunked = self._chunked_before(points, documents) if documents else []
+        partitions = {(p.source.topic, p.source.partition) for p in points if p.source is not None}
+        self._partitions |= partitions
+        self._check_fence(partitions)
+        self._note_chunked(points)
         members = [p for p in points if p.payload.get("video_id") is not None]
         if members and self._fusion is not None:
             points = self._remember_previous(members, points)
@@ -283,28 +299,23 @@ class PointWriter:
             points = [p for p in points if p.id in written]
         if self._migrations.stale():  # a migration step landed while this batch was laid out: write it again
             self._store.upsert_newer(self._migrations.prepare(points))
-        if chunked:
-            self._remove_older_chunks(chunked)
         for point in points:
             video_id = point.payload.get("video_id")
             if video_id is not None:
                 self._members.setdefault(str(video_id), {})[point.id] = point
         self._on_written(points)
 
-    def _chunked_before(self, points: list[PointRecord], documents: list[PointRecord]) -> list[str]:
-        """The documents of this batch that have chunks, had them in the store, or had them written earlier in
-        this bundle (by an older version whose document point never got written): their older chunks go."""
+    def _note_chunked(self, points: list[PointRecord]) -> None:
+        """The documents whose older chunks must go at the flush: those this batch writes chunks of, and those
+        whose text this batch writes and that have chunks now or had them in the store (a shorter version)."""
         self._chunked.update(
             str(p.payload.get("doc_id")) for p in points if p.payload.get("modality") == CHUNK_MODALITY
         )
-        stored = {s.id: s.payload for s in self._store.retrieve([p.id for p in documents])}
-        return [
-            doc
-            for p in documents
-            if (doc := str(p.payload["id"])) in self._chunked
-            or p.payload.get("chunks")
-            or stored.get(p.id, {}).get("chunks")
-        ]
+        documents = [p for p in points if p.payload.get("modality") == "text" and p.payload["id"] not in self._chunked]
+        self._chunked.update(str(p.payload["id"]) for p in documents if p.payload.get("chunks"))
+        unknown = [p.id for p in documents if not p.payload.get("chunks")]
+        if unknown:
+            self._chunked.update(str(s.payload["id"]) for s in self._store.retrieve(unknown) if s.payload.get("chunks"))
 
     def _remove_older_chunks(self, docs: list[str]) -> None:
         """Delete each document's chunks older than the version its id holds now (whoever wrote it): a shorter
@@ -327,8 +338,11 @@ class PointWriter:
         older = set()
         for point in members:
             held = self._previous.get(point.id)
-            stored = Version.stored(held.payload) if held is not None else None
-            if stored is not None and stored > _version(point):
+            written = self._members.get(str(point.payload["video_id"]), {}).get(point.id)  # earlier this bundle
+            newest = max(
+                (Version.stored(p.payload) for p in (held, written) if p is not None), key=_or_oldest, default=None
+            )
+            if newest is not None and newest > _version(point):
                 older.add(point.id)
         return [p for p in points if p.id not in older] if older else points
 
@@ -376,6 +390,7 @@ class PointWriter:
             return 0
         views = refresh_views(self._store, self._touched, self._ended, self._members, self._previous, self._fusion)
         if views:
-            self._store.upsert(views)
+            self._check_fence(self._partitions)
+            self._store.upsert_newer(views)  # a view keeping a delete's version loses to a newer delete
             self._store.flush()
         return len(views)
