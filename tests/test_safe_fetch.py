@@ -258,7 +258,19 @@ def test_a_drain_with_a_dripping_url_and_a_fifo_ends(make_settings, media_models
         ("::1", False),
         ("fd00::1", False),
         ("::ffff:127.0.0.1", False),  # loopback in IPv6 clothing
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b:1::a9fe:a9fe", False),  # local-use NAT64
+        ("2002:a9fe:a9fe::", False),  # 6to4 of 169.254.169.254
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("::127.0.0.1", False),  # IPv4-compatible
+        ("::a9fe:a9fe", False),
+        ("2001:0:4136:e378:8000:63bf:f5fe:fe55", False),  # Teredo: client 10.1.1.170
+        ("fec0::1", False),  # site-local
+        ("::", False),
         ("224.0.0.1", False),
+        ("64:ff9b::5db8:d70e", True),  # NAT64 of a public address
+        ("2002:5db8:d70e::1", True),  # 6to4 of a public address
         ("93.184.215.14", True),
         ("2606:4700::1111", True),
     ],

@@ -99,13 +99,43 @@ def _check_host(host: str, media: MediaSettings, url: str) -> None:
         raise MediaError(Reason.URI_NOT_ALLOWED, f"host {host} of {url} is not in media.remote_hosts")
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are the IPv4
+REFUSED_V6 = (
+    ipaddress.ip_network("64:ff9b:1::/48"),  # RFC 8215 local-use NAT64: reaches whatever the local NAT64 serves
+    ipaddress.ip_network("fec0::/10"),  # site-local (deprecated, RFC 3879): routed inside a site
+)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries — IPv4-mapped, IPv4-compatible (``::a.b.c.d``), NAT64 (well-known
+    prefix), 6to4 (``2002::/16``), Teredo's client — or None. Each reaches that IPv4 host through a translator
+    or a tunnel, so it is judged as that host."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in NAT64:
+        return low
+    if int(address) >> 32 == 0 and int(address) > 1:  # ::a.b.c.d (:: and ::1 are themselves)
+        return low
+    return None
+
+
 def address_allowed(address: IpAddress, networks: list[str]) -> bool:
     """May this address be fetched: listed in ``networks``, or globally routable (so not the metadata service,
-    loopback, a private or shared network; IPv4-mapped IPv6 addresses are judged as the IPv4 they carry)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    loopback, a private or shared network). An IPv6 form that carries an IPv4 address (``embedded_ipv4``) must
+    pass as that IPv4 address too, and deprecated or local-use IPv6 ranges never pass unless listed."""
     if any(address in ipaddress.ip_network(network, strict=False) for network in networks):
         return True
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in refused for refused in REFUSED_V6) or address.is_site_local:
+            return False
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            return address_allowed(carried, networks)
     return address.is_global and not address.is_multicast
 
 
