@@ -321,7 +321,7 @@ def _from_headers(record: KafkaRecord, limits: Limits) -> Envelope | Rejection:
     if missing:
         return Rejection(Reason.MISSING_HEADERS, f"binary event lacks header(s) {missing}", headers.get("id"))
     fields: dict[str, Any] = {"schema": headers.get("schema", str(SCHEMA_VERSION))}
-    if fields["schema"].isdigit():
+    if _small_number(fields["schema"]):  # anything else stays text, which the schema refuses by name
         fields["schema"] = int(fields["schema"])
     for name in ("id", "modality", "mime", "ts", "uri", "op", "version"):
         if name in headers:
@@ -366,13 +366,16 @@ def parse_event(record: KafkaRecord, limits: Limits | None = None) -> Envelope |
     return result
 
 
+def _small_number(text: str) -> bool:
+    """ASCII digits short enough for ``int`` (``str.isdigit`` also takes "²", and ``int`` refuses 4,301 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 16
+
+
 def _declared_version(record: KafkaRecord) -> int | None:
     """A Kafka tombstone's ``es-version`` header (its only way to carry a declared version); unreadable: none."""
     raw = next((value for key, value in record.headers if key == f"{HEADER_PREFIX}version"), None)
     text = raw.decode("ascii", "replace") if raw is not None else ""
-    if not (text.isascii() and text.isdigit() and len(text) <= 16 and int(text) <= MAX_DECLARED):
-        return None
-    return int(text)
+    return int(text) if _small_number(text) and int(text) <= MAX_DECLARED else None
 
 
 def _tombstone(key: bytes | None, version: int | None = None) -> Deletion | Rejection:

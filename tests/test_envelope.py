@@ -141,3 +141,10 @@ def test_a_version_travels_in_both_wire_forms_and_on_a_kafka_tombstone():
     assert Version.of(keyed, None) == Version(1000, (2 << 40) | 41) and Version.of(keyed, 9) == Version(
         9, (2 << 40) | 41
     )
+
+
+@pytest.mark.parametrize("schema", ["²", "9" * 5000, "٣", "-1", "1.0"])
+def test_an_es_schema_header_that_is_no_small_number_is_an_unsupported_schema(schema):
+    headers = (("es-schema", schema.encode()), ("es-id", b"a"), ("es-modality", b"text"))
+    result = parse_event(record(b"hi", headers))
+    assert isinstance(result, Rejection) and result.reason is Reason.UNSUPPORTED_SCHEMA, result

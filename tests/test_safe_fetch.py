@@ -120,6 +120,8 @@ def sites() -> Iterator[tuple[Site, Site]]:
             "/drip": drip,
             "/to-other": lambda h: redirect(h, 302, f"{other.url}/secret"),
             "/relative": lambda h: redirect(h, 301, "/picture"),
+            "/to-bad-port": lambda h: redirect(h, 302, "http://127.0.0.1:99999/x"),
+            "/to-unclosed": lambda h: redirect(h, 302, "http://[::1/x"),
         },
     )
     yield main, other
@@ -247,6 +249,25 @@ def test_a_drain_with_a_dripping_url_and_a_fifo_ends(make_settings, media_models
     letters = read_topic(settings, settings.kafka.dead_letter_topic)
     reasons = {r.key: DeadLetter.context_of(r.headers)["reason"] for r in letters}
     assert reasons == {b"drip": "decode_timeout", b"fifo": "uri_not_allowed"}, reasons
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:99999/x",  # a port out of range
+        "http://a..b/x",  # IDNA refuses an empty label
+        "http://[::1/x",  # an unclosed IPv6 literal
+        "http://exa mple.com/x",
+        "file:///media/a%00b.jpg",  # a NUL byte in the path
+        "/to-bad-port",  # the same, as a redirect's Location
+        "/to-unclosed",
+    ],
+)
+def test_a_malformed_uri_is_not_allowed_rather_than_undecodable(sites: tuple[Site, Site], uri: str) -> None:
+    main, _ = sites
+    settings = media(remote_networks=["127.0.0.1/32"], roots=["/media"], fetch_retries=0)
+    error = refused(main.url + uri if uri.startswith("/") else uri, settings)
+    assert error.reason.value == "uri_not_allowed", error
 
 
 @pytest.mark.parametrize(

@@ -31,9 +31,15 @@ def content_bytes(envelope: Envelope, media: MediaSettings, max_bytes: int) -> b
 
 
 def fetch_uri(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+    except ValueError as exc:  # an unclosed "[" and the like: the event's fault
+        raise MediaError(Reason.URI_NOT_ALLOWED, f"{uri!r} is not a valid URI: {exc}") from exc
     if parsed.scheme == "file":
-        return _read_file(Path(unquote(parsed.path)), media, max_bytes, uri)
+        path = unquote(parsed.path)
+        if "\x00" in path:
+            raise MediaError(Reason.URI_NOT_ALLOWED, f"{uri!r} names a path with a NUL byte")
+        return _read_file(Path(path), media, max_bytes, uri)
     if parsed.scheme in REMOTE_SCHEMES:
         if not media.remote:
             raise MediaError(

@@ -26,7 +26,7 @@ import socket
 import ssl
 import time
 from fnmatch import fnmatchcase
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from embedstream.pipelines.media.errors import MediaError
 from embedstream.schemas.dead_letter import Reason
@@ -60,12 +60,8 @@ def fetch_http(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
 def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
     url = uri
     for _ in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise MediaError(Reason.URI_NOT_ALLOWED, f"{url} (from {uri}) is not an http(s) URL")
-        host = parts.hostname
+        parts, host, port = _split(url, uri)
         _check_host(host, media, url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         address = _resolve(host, port, media, url)
         deadline = time.monotonic() + media.fetch_timeout_s
         connection = _connection(parts.scheme, host, address, port, media.fetch_timeout_s)
@@ -82,7 +78,10 @@ def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
                 location = response.getheader("Location")
                 if not location:
                     raise MediaError(Reason.FETCH_FAILED, f"{url} redirects nowhere (HTTP {response.status})")
-                url = urljoin(url, location)
+                try:
+                    url = urljoin(url, location)
+                except ValueError as exc:  # a Location that is no URL: checked like the event's own URI
+                    raise MediaError(Reason.URI_NOT_ALLOWED, f"{url} redirects to {location!r}: {exc}") from exc
                 continue
             if response.status in RETRY_STATUSES:
                 raise _Transient(f"HTTP {response.status} from {url}")
@@ -92,6 +91,22 @@ def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
         finally:
             connection.close()
     raise MediaError(Reason.FETCH_FAILED, f"{uri} redirects more than {MAX_REDIRECTS} times")
+
+
+def _split(url: str, origin: str) -> tuple[SplitResult, str, int]:
+    """``url``'s parts, host and port, or ``uri_not_allowed`` for a URL that is not a well-formed http(s) one (a
+    port out of range, an unclosed ``[``, a control character): the event's fault, not a failed fetch."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise MediaError(Reason.URI_NOT_ALLOWED, f"{url!r} (from {origin!r}) is not a valid URL: {exc}") from exc
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        raise MediaError(Reason.URI_NOT_ALLOWED, f"{url} (from {origin}) is not an http(s) URL")
+    if any(ord(c) < 33 or c in "\x7f%" for c in host):
+        raise MediaError(Reason.URI_NOT_ALLOWED, f"{url!r} (from {origin!r}) has an invalid host")
+    return parts, host, port
 
 
 def _check_host(host: str, media: MediaSettings, url: str) -> None:
@@ -144,6 +159,8 @@ def _resolve(host: str, port: int, media: MediaSettings, url: str) -> IpAddress:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise _Transient(f"cannot resolve {host}: {exc}") from exc
+    except (UnicodeError, ValueError) as exc:  # "a..b": no name can be made of it (IDNA refuses empty labels)
+        raise MediaError(Reason.URI_NOT_ALLOWED, f"{url}: {host!r} is not a valid host name ({exc})") from exc
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
     refused = [a for a in addresses if not address_allowed(a, media.remote_networks)]
     if refused:  # all of them must pass: a client may pick any of them
