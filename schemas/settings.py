@@ -391,7 +391,16 @@ class ApiSettings(BaseModel):
         description="with keys, every request but /healthz (and the page's files) needs one: 'Authorization: "
         "Bearer KEY' or 'api-key: KEY'; without keys, serve binds only to loopback unless --insecure",
     )
-    metrics_public: bool = Field(default=True, description="False: /metrics needs an admin key")
+    metrics_public: bool | None = Field(
+        default=None,
+        description="/metrics without a key: unset follows the keys (public only when no keys are configured); "
+        "true or false says so outright. It is rate-limited like any call",
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks; '*' for "
+        "any). None by default: a client cannot choose the address its rate limit is counted under",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API (none)")
     rate_per_s: float | None = Field(default=None, gt=0, description="requests per second per key (None: no limit)")
     rate_burst: int = Field(default=20, ge=1, description="requests a key may send at once above its rate")

@@ -3,7 +3,10 @@ without keys, and the page with a key — against ``embedstream serve`` in a sub
 
 from __future__ import annotations
 
+import contextlib
+import select
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -15,8 +18,8 @@ import httpx
 import pytest
 
 from embedstream.pipelines.stores import SpaceSpec, open_store
-from embedstream.schemas.settings import Settings
-from embedstream.workers.api.auth import key_hash
+from embedstream.schemas.settings import ApiSettings, Settings
+from embedstream.workers.api.auth import MAX_BUCKETS, Gate, key_hash
 from embedstream.workers.broker import free_port
 from tests.helpers import Server, settings_env
 
@@ -82,6 +85,91 @@ def test_a_key_over_its_rate_waits(api_settings: Callable[..., Settings]) -> Non
         assert int(answers[2].headers["retry-after"]) >= 1
         other = httpx.get(f"{server.url}/spaces", headers={"api-key": ADMIN_KEY}, timeout=10)
         assert other.status_code == 200  # each key has its own bucket
+    finally:
+        server.stop()
+
+
+def test_metrics_follow_the_keys_and_are_rate_limited(api_settings: Callable[..., Settings]) -> None:
+    keyed = Server(api_settings(keys=KEYS, rate_per_s=0.5, rate_burst=2))
+    try:
+        assert httpx.get(f"{keyed.url}/metrics", timeout=10).status_code == 401  # keys configured: not public
+        assert httpx.get(f"{keyed.url}/metrics", headers={"api-key": READ_KEY}, timeout=10).status_code == 403
+        answers = [httpx.get(f"{keyed.url}/metrics", headers={"api-key": ADMIN_KEY}, timeout=10) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+    finally:
+        keyed.stop()
+    open_server = Server(api_settings(rate_per_s=0.5, rate_burst=2))
+    try:
+        answers = [httpx.get(f"{open_server.url}/metrics", timeout=10) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]  # no keys: public, and still limited
+    finally:
+        open_server.stop()
+
+
+def test_a_client_cannot_choose_the_address_its_rate_is_counted_under(api_settings: Callable[..., Settings]) -> None:
+    server = Server(api_settings(rate_per_s=0.5, rate_burst=2))
+    try:
+        spoofed = [
+            httpx.get(f"{server.url}/spaces", headers={"x-forwarded-for": f"203.0.113.{i}"}, timeout=10)
+            for i in range(3)
+        ]
+        assert [a.status_code for a in spoofed] == [200, 200, 429]  # one bucket: the socket's address
+    finally:
+        server.stop()
+
+
+def test_the_rate_limit_table_stays_bounded() -> None:
+    gate = Gate(ApiSettings(rate_per_s=0.001, rate_burst=2))
+    for i in range(MAX_BUCKETS * 2):
+        gate.check("/spaces", {}, f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert len(gate._buckets) <= MAX_BUCKETS
+    assert gate.check("/spaces", {}, "10.0.0.1") is None  # forgotten: a full burst again, never an error
+
+
+def raw_upload(server: Server, head: bytes, chunks: int) -> tuple[bytes, int]:
+    """Send ``head`` then up to ``chunks`` MiB in HTTP chunks until the server answers; its answer's first
+    line and the bytes of body sent."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+        part = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        )
+        conn.sendall(head + b"%x\r\n" % len(part) + part + b"\r\n")
+        sent = 0
+        block = b"x" * (1 << 20)
+        try:
+            for _ in range(chunks):
+                conn.sendall(b"%x\r\n" % len(block) + block + b"\r\n")
+                sent += len(block)
+                if select.select([conn], [], [], 0)[0]:
+                    break  # the server has answered (or closed)
+        except OSError:  # it closed the connection under the upload: what a refusal does
+            pass
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+    return answer.split(b"\r\n", 1)[0], sent
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(api_settings: Callable[..., Settings]) -> None:
+    server = Server(api_settings())
+    limit = 1 << 20  # the tests' pipeline.max_event_bytes is the default: check it is what the server uses
+    try:
+        declared = (
+            b"POST /search/file HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 80000000\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+            conn.sendall(declared + b"--b\r\n")  # 80 MB declared, a few bytes sent
+            first = conn.recv(65536).split(b"\r\n", 1)[0]
+        assert first == b"HTTP/1.1 413 Request Entity Too Large", first
+        chunked = (
+            b"POST /search/file HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        status, sent = raw_upload(server, chunked, chunks=80)
+        assert status == b"HTTP/1.1 413 Request Entity Too Large", status
+        assert sent < 16 * limit, sent  # it stopped reading near the limit, not at 80 MB
     finally:
         server.stop()
 

@@ -95,6 +95,10 @@ def serve(
             log_level="warning",
             ssl_certfile=settings.api.tls_certfile,
             ssl_keyfile=settings.api.tls_keyfile,
+            # uvicorn believes X-Forwarded-For from loopback by default: any local client could pick the address
+            # its rate limit counts under. Only the proxies the operator names are believed.
+            proxy_headers=bool(settings.api.forwarded_allow_ips),
+            forwarded_allow_ips=",".join(settings.api.forwarded_allow_ips) or None,
         )
     )
     handle = Handle.register(shared, "store") if shared is not None else None

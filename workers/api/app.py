@@ -38,7 +38,7 @@ from embedstream.pipelines.stores.shared import SharedStore
 from embedstream.schemas.settings import Settings
 from embedstream.workers.api.auth import Gate
 from embedstream.workers.api.errors import install_handlers
-from embedstream.workers.api.middleware import GateMiddleware, MetricsMiddleware
+from embedstream.workers.api.middleware import BodyLimitMiddleware, GateMiddleware, MetricsMiddleware
 from embedstream.workers.api.models import Problem
 from embedstream.workers.api.routes import classify, ops, points, search, spaces
 from embedstream.workers.api.routes import store as store_routes
@@ -46,6 +46,7 @@ from embedstream.workers.search import Searcher
 from embedstream.workers.spaces import BackfillJobs
 
 PAGE = Path(__file__).parent / "page"
+MULTIPART_ALLOWANCE = 64 * 1024  # form fields and multipart framing beside an uploaded file
 
 
 @dataclass
@@ -113,7 +114,9 @@ def create_app(
     app.state.gate = gate = Gate(settings.api)
     app.state.metrics = metrics = ApiMetrics()
 
-    app.add_middleware(GateMiddleware, gate=gate)  # innermost of the three: CORS preflights carry no key
+    # An upload is at most one event (pipeline.max_event_bytes) plus its multipart framing and form fields.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.pipeline.max_event_bytes + MULTIPART_ALLOWANCE)
+    app.add_middleware(GateMiddleware, gate=gate)  # outside the body limit: a denied request is never read
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

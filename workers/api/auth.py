@@ -3,11 +3,14 @@
 Keys are configured as SHA-256 hashes (``api.keys``), so a leaked configuration does not leak a key; a request
 presents the key as ``Authorization: Bearer KEY`` or ``api-key: KEY`` (Qdrant's header), and its hash is
 compared with every configured hash in constant time. Scopes: ``read`` (search, recommend, points, spaces)
-and ``admin`` (``read`` plus what writes or reveals configuration: ``/metrics`` when it is not public, and the
-migration steps ``POST /spaces/{space}/…``, checked by their routes).
+and ``admin`` (``read`` plus what writes or reveals configuration: ``/metrics`` — public only when no keys are
+configured, unless ``api.metrics_public`` says otherwise — and the migration steps ``POST /spaces/{space}/…``,
+checked by their routes).
 Without keys there is no authentication, which is why ``serve`` refuses a non-loopback address then unless
 told ``--insecure``. With ``api.rate_per_s``, each key (each client address when keys are off) has a token
-bucket; a request over it gets 429 with ``Retry-After``. Keys never appear in logs or error bodies.
+bucket, ``/metrics`` included; a request over it gets 429 with ``Retry-After``. The client address is the
+socket's unless ``api.forwarded_allow_ips`` names the proxy in front (``serve``), and the table of buckets is
+bounded. Keys never appear in logs or error bodies.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ OPEN_PATHS = ("/healthz",)
 OPEN_PREFIXES = ("/static/",)
 PAGE_PATHS = ("/",)  # the page itself is static; the calls it makes need the key
 SCOPE_RANK = {"read": 1, "admin": 2}
+MAX_BUCKETS = 10_000  # rate-limit buckets kept at once (see Gate._prune)
 
 
 def key_hash(key: str) -> str:
@@ -66,7 +70,8 @@ class Gate:
 
     def __init__(self, settings: ApiSettings) -> None:
         self._keys = [(bytes.fromhex(key.sha256), key) for key in settings.keys]
-        self._metrics_public = settings.metrics_public
+        public = settings.metrics_public
+        self._metrics_public = not settings.keys if public is None else public  # unset: open only without keys
         self._rate = settings.rate_per_s
         self._burst = float(settings.rate_burst)
         self._buckets: dict[str, tuple[float, float]] = {}  # who → (tokens, when)
@@ -103,7 +108,7 @@ class Gate:
             if SCOPE_RANK[entry.scope] < SCOPE_RANK[scope]:
                 return Denial(403, f"the key {entry.name!r} has the {entry.scope} scope; {path} needs {scope}")
             who = f"key:{entry.name}"
-        if self._rate is not None and scope is not None:
+        if self._rate is not None and (scope is not None or path == "/metrics"):
             return self._take(who)
         return None
 
@@ -111,6 +116,8 @@ class Gate:
         assert self._rate is not None
         now = time.monotonic()
         with self._lock:
+            if len(self._buckets) >= MAX_BUCKETS and who not in self._buckets:
+                self._prune(now)
             tokens, then = self._buckets.get(who, (self._burst, now))
             tokens = min(self._burst, tokens + (now - then) * self._rate)
             if tokens < 1:
@@ -119,3 +126,14 @@ class Gate:
                 return Denial(429, f"over the rate limit of {self._rate:g} requests/s", retry_after_s=wait)
             self._buckets[who] = (tokens - 1, now)
         return None
+
+    def _prune(self, now: float) -> None:
+        """Keep the bucket table bounded (one entry per client address when keys are off): a bucket idle long
+        enough to be full again is the same as none; if too many are still busy, the oldest half goes (their
+        clients start again with a full burst, which is all forgetting can give them)."""
+        assert self._rate is not None
+        refill_s = self._burst / self._rate
+        self._buckets = {who: (t, at) for who, (t, at) in self._buckets.items() if now - at < refill_s}
+        if len(self._buckets) >= MAX_BUCKETS:
+            newest = sorted(self._buckets.items(), key=lambda item: item[1][1])[len(self._buckets) // 2 :]
+            self._buckets = dict(newest)

@@ -1,4 +1,4 @@
-"""The API's two middlewares, the key gate and the request metrics, as plain ASGI callables.
+"""The API's middlewares — the key gate, the body limit and the request metrics — as plain ASGI callables.
 
 Why not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` wraps every request in a task group, a
 memory stream and a streaming response, and with two of them that was a measurable share of a search's server
@@ -70,3 +70,59 @@ class MetricsMiddleware:
             endpoint = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
             self.metrics.requests.labels(endpoint, str(status[0])).inc()
+
+
+class BodyTooLarge(Exception):
+    """A request body passed the limit while it was being received."""
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over ``limit`` bytes with 413: at once when its ``Content-Length`` says so (nothing
+    of it is read), and a chunked or understated body as soon as what arrived passes the limit (nothing past it
+    is read or spooled to disk). Without it an 80 MB upload was written to a temporary file before the route
+    could refuse it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        state = {"over": False, "started": False, "refused": False}
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    state["over"] = True
+                    raise BodyTooLarge  # whatever the route makes of it (FastAPI: a 400), 413 goes out instead
+            return message
+
+        async def sending(message: Message) -> None:
+            if state["over"] and not state["started"]:
+                if not state["refused"]:
+                    state["refused"] = True
+                    await self._refuse(scope, receive, send)
+                return
+            state["started"] = state["started"] or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except BodyTooLarge:
+            if state["started"]:
+                raise
+            if not state["refused"]:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the request body is over the limit of {self.limit} bytes"
+        await problem(413, detail, headers={"Connection": "close"})(scope, receive, send)
