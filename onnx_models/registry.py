@@ -56,12 +56,22 @@ VERIFIED_SUFFIX = ".verified.json"
 
 
 def matches_sha256(path: Path, expected: str) -> bool:
-    """Does the file hash to ``expected``? A match is remembered beside it (``*.verified.json``: size, mtime
-    and hash), so the next start reads the file once — for ONNX Runtime — instead of twice; a file changed
-    since (another size or mtime) is hashed again."""
+    """Does the file hash to ``expected``? A match is remembered beside it (``*.verified.json``), so the next
+    start reads the file once — for ONNX Runtime — instead of twice. The stamp is keyed on the file's device,
+    inode, size, mtime and ctime (nanoseconds): a write with the mtime put back still moves the ctime, which no
+    unprivileged call can set, so such a file is hashed again. What it does not protect against: whoever can write
+    the model folder can write the stamp as well (or, as root, move the clock); keep the cache read-only to the
+    service (an image layer is)."""
     stamp_path = path.with_name(path.name + VERIFIED_SUFFIX)
     stat = path.stat()
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected}
+    stamp = {
+        "device": stat.st_dev,
+        "inode": stat.st_ino,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "sha256": expected,
+    }
     try:
         if json.loads(stamp_path.read_text()) == stamp:
             return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -350,9 +351,18 @@ def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, m
     problem: list[str] = []
     with TestClient(create_app(settings, health=lambda: problem[0] if problem else None)) as client:
         assert client.get("/healthz").status_code == 200
-        problem.append("ingestion stopped with an error: boom")
+        problem.append(
+            f"ingestion stopped with an error: StoreLockedError: store path {settings.qdrant.path} is in use"
+        )
         answer = client.get("/healthz")
-    assert answer.status_code == 503 and answer.json()["reason"] == "ingest_stopped"
+        assert answer.status_code == 503 and answer.json()["reason"] == "ingest_stopped"
+        assert settings.qdrant.path not in answer.text  # an open endpoint names no path
+        problem.clear()
+        client.app.state.searcher.store.close_owned()
+        shutil.rmtree(settings.qdrant.path)  # the store's volume goes away under the API
+        gone = client.get("/healthz")
+    assert gone.status_code == 503 and gone.json()["reason"] == "store_unavailable", gone.text
+    assert settings.qdrant.path not in gone.text and "qdrant" not in gone.text.lower()
 
 
 def test_serve_with_ingest_exits_without_closing_the_store_when_its_pipeline_will_not_stop(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -125,9 +127,39 @@ def test_a_verified_model_file_is_remembered_and_a_changed_one_is_hashed_again(t
 
     assert not matches_sha256(model, "0" * 64) and not stamp.exists()  # a mismatch is never remembered
     assert matches_sha256(model, good)
-    assert json.loads(stamp.read_text()) == {"size": 100_000, "mtime_ns": model.stat().st_mtime_ns, "sha256": good}
+    facts = model.stat()
+    assert json.loads(stamp.read_text()) == {
+        "device": facts.st_dev,
+        "inode": facts.st_ino,
+        "size": 100_000,
+        "mtime_ns": facts.st_mtime_ns,
+        "ctime_ns": facts.st_ctime_ns,
+        "sha256": good,
+    }
     assert matches_sha256(model, good)  # from the stamp
 
     model.write_bytes(b"\x08\x06" * 50_000)  # same size, other bytes, a new mtime
     os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 1_000_000))
+    assert not matches_sha256(model, good)
+
+
+def test_bytes_flipped_with_the_mtime_put_back_are_hashed_again(tmp_path):
+    """A writer that restores the mtime after flipping 64 bytes cannot restore the ctime: the stamp no longer
+    fits, the file is hashed, the mismatch found."""
+    import hashlib
+    import os
+
+    from embedstream.onnx_models.registry import matches_sha256
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(bytes(range(256)) * 400)
+    good = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert matches_sha256(model, good)
+    before = model.stat()
+    time.sleep(0.01)  # a ctime the clock can tell from the first
+    with open(model, "r+b") as handle:
+        handle.seek(4096)
+        handle.write(b"\xff" * 64)
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert model.stat().st_mtime_ns == before.st_mtime_ns and model.stat().st_size == before.st_size
     assert not matches_sha256(model, good)

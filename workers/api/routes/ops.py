@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,17 +13,24 @@ from embedstream.workers.api.deps import SearcherDep, SettingsDep
 from embedstream.workers.api.errors import ApiError, blocking
 from embedstream.workers.api.models import Health, Problem
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Problem}})
 async def healthz(request: Request, searcher: SearcherDep, settings: SettingsDep) -> Health:
-    """Liveness and readiness: the store answers (and, with ``serve --ingest``, the pipeline runs)."""
+    """Liveness and readiness: the store answers (and, with ``serve --ingest``, the pipeline runs). Open to all,
+    so its answers are fixed words: the cause (which may name a path or a host) goes to the server's log only."""
     health: Callable[[], str | None] | None = request.app.state.health
     problem = health() if health is not None else None
     if problem is not None:
-        raise ApiError(503, problem, "ingest_stopped")
-    total = await blocking(lambda: searcher.store.count())
+        log.error("health check: %s", problem)
+        raise ApiError(503, "the in-process ingest has stopped (the server's log says why)", "ingest_stopped")
+    try:
+        total = await blocking(lambda: searcher.store.count())
+    except Exception as exc:
+        log.error("health check: the store does not answer: %s", exc)
+        raise ApiError(503, "the store does not answer (the server's log says why)", "store_unavailable") from None
     return Health(status="ok", points=total, backend=settings.qdrant.backend)
 
 
