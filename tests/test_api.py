@@ -349,7 +349,8 @@ def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, m
     store.ensure_spaces([SpaceSpec("minilm", 384, "minilm@1")])
     store.close()
     problem: list[str] = []
-    with TestClient(create_app(settings, health=lambda: problem[0] if problem else None)) as client:
+    app = create_app(settings, health=lambda: problem[0] if problem else None)
+    with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
         problem.append(
             f"ingestion stopped with an error: StoreLockedError: store path {settings.qdrant.path} is in use"
@@ -358,7 +359,7 @@ def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, m
         assert answer.status_code == 503 and answer.json()["reason"] == "ingest_stopped"
         assert settings.qdrant.path not in answer.text  # an open endpoint names no path
         problem.clear()
-        client.app.state.searcher.store.close_owned()
+        app.state.searcher.store.close_owned()
         shutil.rmtree(settings.qdrant.path)  # the store's volume goes away under the API
         gone = client.get("/healthz")
     assert gone.status_code == 503 and gone.json()["reason"] == "store_unavailable", gone.text
