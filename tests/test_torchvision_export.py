@@ -84,3 +84,23 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert done.returncode == 2 and "is not a torchvision resnet50 checkpoint" in done.stderr
     assert "missing ['conv1.weight'" in done.stderr
     assert not (tmp_path / "cache" / "pics").exists()
+
+
+class Payload:
+    """Not a tensor: unpickling it would run code a checkpoint chose."""
+
+    def __reduce__(self):
+        return (print, ("a pickled checkpoint ran code",))
+
+
+def test_a_pickled_checkpoint_is_one_line_refusal_never_advice_to_unpickle(tmp_path):
+    import torch
+
+    weights = tmp_path / "pickled.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "extra": Payload()}, weights)
+    done = export(tmp_path / "cache", "pics", weights, "resnet50")
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("embedstream: error:")]
+    assert len(errors) == 1 and "loads weights only" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "weights_only=False" not in done.stderr
+    assert "a pickled checkpoint ran code" not in done.stdout + done.stderr

@@ -65,3 +65,36 @@ def test_all_unknown_words_give_a_zero_vector_the_gate_rejects(word2vec, tmp_pat
     assert not vector.any()
     problem = vector_problem(vector, 24)
     assert problem is not None and problem[0] is Reason.VECTOR_ZERO_NORM
+
+
+@pytest.mark.parametrize(
+    ("content", "binary", "says"),
+    [
+        (b"100000000000 300\nthe 0.1 0.2\n", False, "cannot hold"),  # would allocate 120 GB first
+        (b"2 3\nthe 0.1 0.2 0.3\ncat 0.4\n", False, "not a word2vec or GloVe file"),  # a short row
+        (b"2 3\nthe 0.1 0.2 0.3\ncat 0.4 x 0.6\n", False, "not a word2vec or GloVe file"),  # not a number
+        (b"5 3\n" + b"the " + b"\x00" * 12, True, "cannot hold"),
+        (b"\xff\xfe\x00garbage", False, "not a word2vec or GloVe file"),
+    ],
+)
+def test_a_hostile_vector_file_is_a_one_line_usage_error(tmp_path, content, binary, says):
+    import subprocess
+    import sys
+
+    path = tmp_path / ("vectors.bin" if binary else "vectors.txt")
+    path.write_bytes(content)
+    command = [
+        sys.executable,
+        "-m",
+        "embedstream.workers.cli",
+        "models",
+        "import-vectors",
+        "hostile",
+        "--file",
+        str(path),
+    ]
+    env = {"EMBEDSTREAM_MODEL__CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([*command, *(["--binary"] if binary else [])], capture_output=True, text=True, env=env)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("embedstream: error:")]
+    assert len(errors) == 1 and says in errors[0] and "Traceback" not in done.stderr, done.stderr

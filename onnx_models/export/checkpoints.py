@@ -7,6 +7,7 @@ weights without a word. So the mismatch is listed by name before anything is exp
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,12 @@ def read_state(path: Path) -> dict[str, Any]:
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:  # torch's own message advises weights_only=False: never here
+        raise UsageError(
+            f"{path}: holds pickled Python objects besides tensors, and embedstream loads weights only (it never "
+            "runs a checkpoint's code): save the model's state_dict() with torch.save, or use safetensors"
+        ) from exc
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
         raise UsageError(f"{path}: not a readable torch checkpoint ({exc})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

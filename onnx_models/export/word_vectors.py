@@ -35,6 +35,7 @@ from embedstream.schemas.errors import UsageError
 
 PAD, UNK = "[PAD]", "[UNK]"
 MAX_WORDS = 512
+MAX_DIM = 65_536  # values a word vector may have (the largest published ones have 300-1000)
 PARITY_TEXTS = (
     "the cat sat on the mat",
     "Kafka topics carry raw events",
@@ -45,18 +46,56 @@ PARITY_TEXTS = (
 
 
 def read_vectors(path: Path, binary: bool | None = None) -> tuple[list[str], np.ndarray]:
-    """Words and their vectors from a word2vec (text or binary) or GloVe (headerless text) file."""
+    """Words and their vectors from a word2vec (text or binary) or GloVe (headerless text) file. A file is input
+    from elsewhere: a header that claims more than the file can hold (gensim would allocate it first) and a
+    malformed row are ``UsageError``s naming the file, not a ``MemoryError`` or a numpy traceback."""
     from gensim.models import KeyedVectors
 
     if binary is None:
         binary = path.suffix == ".bin"
-    if binary:
-        kv = KeyedVectors.load_word2vec_format(str(path), binary=True)
-    else:
-        first = path.open(encoding="utf-8").readline().split()
-        has_header = len(first) == 2 and all(part.isdigit() for part in first)
-        kv = KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=not has_header)
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(256).split()
+        has_header = len(first) == 2 and all(part.isdigit() and len(part) <= 12 for part in first)
+        if has_header:
+            _check_header(path, int(first[0]), int(first[1]), 4 if binary else 2)
+        elif binary:
+            raise UsageError(f"{path}: a binary word2vec file starts with a '<count> <dim>' header line")
+        if not binary:
+            _check_rows(path, int(first[1]) if has_header else None, skip=1 if has_header else 0)
+        kv = KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=not has_header)
+    except UsageError:
+        raise
+    except (OSError, ValueError, EOFError, IndexError, UnicodeDecodeError, MemoryError) as exc:
+        raise UsageError(f"{path}: not a word2vec or GloVe file this can read ({type(exc).__name__}: {exc})") from exc
     return list(kv.index_to_key), np.asarray(kv.vectors, dtype=np.float32)
+
+
+def _check_rows(path: Path, dim: int | None, skip: int) -> None:
+    """Every row is a word and ``dim`` numbers (GloVe: as many as the first row has). gensim would spread a short
+    row's one number over the whole vector without a word."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if number <= skip or not line.strip():
+                continue
+            fields = line.rstrip("\n").rstrip(" ").split(" ")
+            dim = dim if dim is not None else len(fields) - 1
+            if len(fields) != dim + 1:
+                raise UsageError(
+                    f"{path}: not a word2vec or GloVe file this can read (line {number} has {len(fields) - 1} "
+                    f"values, not {dim})"
+                )
+
+
+def _check_header(path: Path, count: int, dim: int, bytes_per_value: int) -> None:
+    """``count`` vectors of ``dim`` values need at least ``bytes_per_value`` bytes each (a digit and a space; a
+    float32): a header claiming more than the file holds is refused before anything is allocated."""
+    size = path.stat().st_size
+    if not (0 < dim <= MAX_DIM) or count <= 0 or count * dim * bytes_per_value > size:
+        raise UsageError(
+            f"{path}: its header claims {count} vectors of {dim} values, which a file of {size} bytes cannot hold "
+            f"(at most {MAX_DIM} values a vector)"
+        )
 
 
 def lookup_graph(vectors: np.ndarray) -> bytes:
