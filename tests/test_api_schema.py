@@ -23,7 +23,7 @@ from embedstream.schemas.settings import Settings
 from embedstream.workers.api.auth import key_hash
 from tests.helpers import Server
 
-KEY = "es_schemathesis-read-key-for-tests-only"
+KEY = "es_schemathesis-admin-key-for-tests-only"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("st")
 
@@ -52,8 +52,9 @@ def seed_store(settings: Settings, n: int = 40) -> None:
 
 
 def test_schemathesis_finds_no_server_error_and_no_contract_breach(make_settings: Callable[..., Settings]) -> None:
-    # With a key configured, so that the security schemes the schema declares are enforced (and checked).
-    settings = make_settings(api={"keys": [{"name": "schemathesis", "sha256": key_hash(KEY), "scope": "read"}]})
+    # With an admin key configured and sent: the security schemes are enforced, and every operation, the admin
+    # steps included, is reached.
+    settings = make_settings(api={"keys": [{"name": "schemathesis", "sha256": key_hash(KEY), "scope": "admin"}]})
     seed_store(settings)
     server = Server(settings)
     try:

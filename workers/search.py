@@ -246,7 +246,7 @@ class Searcher:
     ) -> list[Hit]:
         """The ``limit`` nearest points. ``mode`` (text queries): ``dense`` (the text model's space), ``sparse``
         (BM25 keywords: names, codes, rare words) or ``hybrid`` (both, fused: ``api.hybrid_fusion``).
-        ``diversity`` (0..1, dense and hybrid): maximal marginal relevance on the dense list — near-duplicates
+        ``diversity`` (0..1, every mode): maximal marginal relevance by the dense vectors — near-duplicates
         give way to other relevant points."""
         if query.kind != "text":
             _check_diversity(diversity)
@@ -324,8 +324,6 @@ class Searcher:
         vector_name, model_name = self.searched(space, model_name)
         if asked.mode != "dense":
             self._check_sparse()
-        if asked.mode == "sparse" and asked.diversity:
-            raise UsageError("diversity re-ranks by vectors: use it with dense or hybrid search, not sparse")
         where = conditions(asked.where, asked.modality)
         return model_name, TextSearch(asked.text, space, asked.limit, where, asked.mode, asked.diversity, vector_name)
 
@@ -361,7 +359,8 @@ class Searcher:
         requests: list[SearchRequest] = []
         keywords: list[SparseVector | None] = []  # each search's query terms, computed once (hybrid weighs by them)
         for w in batch:  # the embedded rows are in the order of the dense searches, which keep the batch's order
-            depth = w.limit * HYBRID_DEPTH if w.mode == "hybrid" else w.limit
+            deeper = w.mode == "hybrid" or (w.mode == "sparse" and w.diversity > 0)  # fused or re-ranked after
+            depth = w.limit * HYBRID_DEPTH if deeper else w.limit
             if w.mode != "sparse":  # hybrid diversifies the fused list, dense lets the store do it
                 diversity = w.diversity if w.mode == "dense" else 0.0
                 vector, name = next(embedded).tolist(), w.vector_name
@@ -370,10 +369,15 @@ class Searcher:
             if keywords[-1] is not None:
                 requests.append(SearchRequest(w.space, None, depth, w.where, keywords[-1]))
         lists = iter(self.store.search_batch(requests))
-        return [
-            self._hybrid(w, next(lists), next(lists), terms) if w.mode == "hybrid" and terms else next(lists)
-            for w, terms in zip(batch, keywords, strict=True)
-        ]
+        answers = []
+        for w, terms in zip(batch, keywords, strict=True):
+            if w.mode == "hybrid" and terms:
+                answers.append(self._hybrid(w, next(lists), next(lists), terms))
+            elif w.mode == "sparse" and w.diversity > 0:  # keywords find, the dense vectors tell near-duplicates
+                answers.append(self._diversified(w, next(lists)))
+            else:
+                answers.append(next(lists))
+        return answers
 
     def _hybrid(self, wanted: TextSearch, dense: list[Hit], sparse: list[Hit], keywords: SparseVector) -> list[Hit]:
         """The two lists fused (``api.hybrid_fusion``), the keyword list weighed by how much of the query its
@@ -384,10 +388,14 @@ class Searcher:
         fusion = self.settings.api.hybrid_fusion
         if not wanted.diversity:
             return fuse_lists([dense, sparse], wanted.limit, fusion, depth, weights)
-        fused = fuse_lists([dense, sparse], depth, fusion, depth, weights)
-        found = self.store.retrieve([h.id for h in fused], with_vectors=True)
+        return self._diversified(wanted, fuse_lists([dense, sparse], depth, fusion, depth, weights))
+
+    def _diversified(self, wanted: TextSearch, candidates: list[Hit]) -> list[Hit]:
+        """``candidates`` re-ranked by MMR over their dense vectors in the searched space (``fusion.diversify``):
+        hybrid and keyword lists, which the store cannot diversify itself."""
+        found = self.store.retrieve([h.id for h in candidates], with_vectors=True)
         vectors = {p.id: p.vectors[wanted.space] for p in found if wanted.space in p.vectors}
-        return diversify(fused, vectors, wanted.limit, wanted.diversity)
+        return diversify(candidates, vectors, wanted.limit, wanted.diversity)
 
     def _keyword_weight(self, keywords: SparseVector, sparse: list[Hit]) -> float:
         if not sparse:
@@ -423,9 +431,12 @@ class Searcher:
         missing = [i for i in [*positive, *negative] if i not in found]
         if missing:
             raise NotFoundError(f"no point(s) {missing}")
+        spaces = self.store.layout().spaces
+        if space not in spaces:
+            raise NotFoundError(f"the collection has no space {space!r}; it has {sorted(spaces)}")
         lacking = [i for i in found if space not in found[i].vectors]
         if lacking:
-            raise UsageError(f"point(s) {lacking} have no vector in space {space!r}")
+            raise NotFoundError(f"point(s) {lacking} have no vector in space {space!r}")
         mean_pos = np.mean([found[i].vectors[space] for i in positive], axis=0)
         query = 2 * mean_pos - np.mean([found[i].vectors[space] for i in negative], axis=0) if negative else mean_pos
         examples = set(positive) | set(negative)

@@ -35,7 +35,7 @@ from embedstream.onnx_models.manifest import TextManifest, as_kind
 from embedstream.onnx_models.registry import load_manifest
 from embedstream.pipelines.spaces.reembed import REMADE, RemakeFrom, reembedder
 from embedstream.pipelines.stores import Shadow, SpaceSpec, VectorStore
-from embedstream.schemas.errors import NotFoundError, UsageError
+from embedstream.schemas.errors import ConflictError, NotFoundError, UsageError
 from embedstream.schemas.point import CHUNK_MODALITY
 from embedstream.schemas.settings import ModelSettings
 
@@ -44,8 +44,9 @@ State = Literal["steady", "migrating", "switched"]
 Step = Literal["switch", "rollback", "drop-old", "cancel"]
 
 
-class MigrationError(UsageError):
-    """A migration step that cannot be taken now; the message says why and what to do instead."""
+class MigrationError(UsageError, ConflictError):
+    """A migration step that cannot be taken with the space as it is now (the API answers 409: a state conflict;
+    the CLI, a usage error); the message says why and what to do instead."""
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ class TextSearch(SearchOptions):
         ge=0.0,
         le=1.0,
         strict=True,  # a number, as the schema says: not a boolean read as 0 or 1
-        description="dense and hybrid: maximal marginal relevance; 0 ranks by relevance alone, towards 1 each next "
-        "hit is chosen more for being unlike those before it (near-duplicates give way)",
+        description="every mode (by the dense vectors): maximal marginal relevance; 0 ranks by relevance alone, "
+        "towards 1 each next hit is chosen more for being unlike those before it (near-duplicates give way)",
     )
 
 

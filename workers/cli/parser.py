@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="D",
-        help="0..1, dense and hybrid: maximal marginal relevance (near-duplicates give way to other relevant hits)",
+        help="0..1, every mode: maximal marginal relevance (near-duplicates give way to other relevant hits)",
     )
     search.set_defaults(run=cmd.search)
 

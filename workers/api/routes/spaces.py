@@ -8,14 +8,18 @@ still runs answers 409 (``ConflictError``); ``GET /spaces`` shows the backfill's
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 
+from embedstream.onnx_models.registry import ModelNotBuiltError
 from embedstream.pipelines.spaces import migration
 from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import VectorStore
+from embedstream.schemas.errors import NotFoundError
 from embedstream.workers.api.deps import SearcherDep, SettingsDep, requires
 from embedstream.workers.api.errors import blocking
-from embedstream.workers.api.models import BackfillOut, MigrateRequest, SpaceOut, SpacesResponse
+from embedstream.workers.api.models import BackfillOut, MigrateRequest, Problem, SpaceOut, SpacesResponse
 from embedstream.workers.spaces import Backfill, BackfillJobs
 
 router = APIRouter(tags=["spaces"], dependencies=[Depends(requires("read"))])
@@ -62,18 +66,31 @@ async def spaces(request: Request, searcher: SearcherDep, settings: SettingsDep)
     return result
 
 
-@admin.post("/spaces/{space}/migrate", response_model=BackfillOut, status_code=202)
+STEP_ANSWERS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "no such space (or, for migrate, the model is not built here)"},
+    409: {"model": Problem, "description": "the space's state does not allow the step now (the detail says why)"},
+}
+
+
+@admin.post("/spaces/{space}/migrate", response_model=BackfillOut, status_code=202, responses=STEP_ANSWERS)
 async def migrate(space: str, body: MigrateRequest, request: Request) -> BackfillOut:
     """Add ``to``'s vectors to the space and backfill them on this server; ingests write both meanwhile.
     Again on a space migrating to the same model: resumes an interrupted backfill."""
     jobs = _jobs(request)
-    job = await blocking(lambda: jobs.start(space, body.to))
+
+    def begin() -> Backfill:
+        try:
+            return jobs.start(space, body.to)
+        except ModelNotBuiltError as exc:  # the model the caller named: its mistake, not the server's state
+            raise NotFoundError(str(exc)) from exc
+
+    job = await blocking(begin)
     out = _backfill(job)
     assert out is not None
     return out
 
 
-@admin.post("/spaces/{space}/{step}", response_model=SpaceOut)
+@admin.post("/spaces/{space}/{step}", response_model=SpaceOut, responses=STEP_ANSWERS)
 async def step(space: str, step: migration.Step, request: Request) -> SpaceOut:
     """``switch``: searches use the new model's vectors (after a last backfill pass); ``rollback``: the old ones
     again; ``drop-old``: the space keeps the new model's vectors only; ``cancel``: abandon a migration before its
