@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import checkout, pyplot, save_figure
+from bench.startup import ingest, produce
 
 REPORTS = Path(__file__).parent / "reports"
 BATCHES = (64, 128, 256, 512)
@@ -78,46 +76,6 @@ def store_rates(backend: str, count: int, folder: Path) -> dict[str, dict[str, f
     return rates
 
 
-def produce(bootstrap: str, topic: str, texts: list[str]) -> None:
-    from embedstream.pipelines.io.kafka_clients import ensure_topics
-    from embedstream.schemas.envelope import Envelope
-    from embedstream.schemas.settings import Settings
-    from embedstream.workers.produce import produce_events
-
-    settings = Settings.load(kafka={"bootstrap_servers": bootstrap, "topic": topic})
-    ensure_topics(settings.kafka, [topic])
-    events = (
-        Envelope.model_validate({"schema": 1, "id": f"v-{i}", "modality": "text", "text": text})
-        for i, text in enumerate(texts)
-    )
-    produce_events(settings, events, total=len(texts), progress=False)
-
-
-def drain(bootstrap: str, topic: str, store: str, code: dict[str, str] | None) -> float:
-    """Seconds from launch to exit of ``embedstream ingest --mode drain`` (text only) in a fresh process."""
-    env = dict(
-        os.environ,
-        **(code or {}),
-        EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
-        EMBEDSTREAM_KAFKA__TOPIC=topic,
-        EMBEDSTREAM_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dlq",
-        EMBEDSTREAM_KAFKA__GROUP_ID=f"g-{topic}",
-        EMBEDSTREAM_QDRANT__BACKEND="edge",
-        EMBEDSTREAM_QDRANT__PATH=store,
-        EMBEDSTREAM_MEDIA__MODALITIES='["text"]',
-    )
-    began = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "drain"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"the drain failed:\n{out.stderr[-3000:]}")
-    return time.perf_counter() - began
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=20480)
@@ -150,7 +108,10 @@ def main() -> None:
                     for label, code in variants:
                         topic = f"versions-{run}-{len(walls[label])}-{time.time_ns()}"
                         produce(broker.bootstrap, topic, texts)
-                        walls[label].append(drain(broker.bootstrap, topic, f"{tmp}/{topic}", code))
+                        done = ingest(broker.bootstrap, topic, f"{tmp}/{topic}", text_only=True, code=code)
+                        if done["stored"] < args.events:
+                            raise RuntimeError(f"{label} stored {done['stored']:.0f} of {args.events} events")
+                        walls[label].append(done["exit_s"])
                         bar.update(1)
         finally:
             broker.stop()

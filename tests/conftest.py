@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 from embedstream.onnx_models.export import build
+from embedstream.pipelines.plan import FUSED_SPACE
+from embedstream.pipelines.stores import SpaceSpec
+from embedstream.pipelines.stores.edge import EdgeStore
 from embedstream.schemas.settings import Settings, default_cache_dir
 from embedstream.workers.broker import Broker, start_broker
 
@@ -81,6 +84,15 @@ def make_settings(broker: Broker, model_cache: Path, tmp_path: Path) -> Callable
         return Settings.load(kafka=kafka, qdrant=qdrant, model=model, pipeline=pipeline, **sections)
 
     return factory
+
+
+@pytest.fixture
+def edge_store(tmp_path: Path) -> Iterator[EdgeStore]:
+    """An embedded store with a video's spaces: pictures (3-d), sounds (2-d) and the fused space (5-d)."""
+    store = EdgeStore(str(tmp_path), "videos")
+    store.ensure_spaces([SpaceSpec("img", 3, "i@1"), SpaceSpec("aud", 2, "a@1"), SpaceSpec(FUSED_SPACE, 5, "f")])
+    yield store
+    store.close()
 
 
 # Markers by what a test needs, so that `make test-fast` can run what needs no broker, model build or browser.

@@ -23,7 +23,6 @@ from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.io.partition_owner import Claim, owners_group
 from embedstream.pipelines.io.point_writer import PointWriter
-from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import SpaceSpec, open_store
 from embedstream.pipelines.stores.edge import EdgeStore
 from embedstream.schemas.dead_letter import DeadLetter
@@ -299,14 +298,6 @@ def observed_store(settings) -> dict[str, str]:
 # --- videos: members, views and video_end against whole-video deletes, on the real writer and an edge store ---
 
 
-@pytest.fixture
-def video_store(tmp_path):
-    store = EdgeStore(str(tmp_path), "videos")
-    store.ensure_spaces([SpaceSpec("img", 3, "i@1"), SpaceSpec("aud", 2, "a@1"), SpaceSpec(FUSED_SPACE, 5, "f")])
-    yield store
-    store.close()
-
-
 def versioned(point, major: int):
     """``point`` as written by the event of that version (origin offset = major, so ties never decide)."""
     return point.model_copy(update={"payload": {**point.payload, **Version(major, major).fields()}})
@@ -335,25 +326,25 @@ def video_state(store, video: str) -> tuple[dict | None, dict[int, int]]:
     return (views[0].payload if views else None), frames
 
 
-def test_a_stale_whole_video_delete_keeps_the_newer_members_and_their_view(video_store):
-    writer = PointWriter(video_store, 10, fusion(), lambda n: None)
+def test_a_stale_whole_video_delete_keeps_the_newer_members_and_their_view(edge_store):
+    writer = PointWriter(edge_store, 10, fusion(), lambda n: None)
     bundle(writer, versioned(member("v", "video_frame", 0, [1.0, 0, 0]), 10))
     bundle(writer, versioned(member("v", "video_frame", 1, [0, 1.0, 0]), 20))
     bundle(writer, (Deletion("v"), 5))  # older than both frames: a replay, or another partition's
-    view, frames = video_state(video_store, "v")
+    view, frames = video_state(edge_store, "v")
     assert frames == {0: 10, 1: 20} and view is not None and view["frames"] == 2
 
 
-def test_a_video_deleted_stays_deleted_against_older_members_deletes_and_video_ends(video_store):
-    writer = PointWriter(video_store, 10, fusion(), lambda n: None)
+def test_a_video_deleted_stays_deleted_against_older_members_deletes_and_video_ends(edge_store):
+    writer = PointWriter(edge_store, 10, fusion(), lambda n: None)
     bundle(writer, versioned(member("w", "video_frame", 0, [1.0, 0, 0]), 10), (Deletion("w"), 30))
-    assert video_state(video_store, "w") == (None, {})
+    assert video_state(edge_store, "w") == (None, {})
     bundle(writer, versioned(member("w", "video_frame", 1, [0, 1.0, 0]), 40))  # re-created after the delete
-    view, frames = video_state(video_store, "w")
+    view, frames = video_state(edge_store, "w")
     assert frames == {1: 40} and view is not None and view["ver"] == 30  # the view keeps the delete's version
     bundle(writer, (Deletion("w"), 5))  # a stale delete: must not replace the view nor lower its floor
     bundle(writer, versioned(member("w", "video_frame", 2, [0, 0, 1.0]), 25))  # older than the delete at 30
-    view, frames = video_state(video_store, "w")
+    view, frames = video_state(edge_store, "w")
     assert frames == {1: 40} and view is not None and view["frames"] == 1
     writer.start()
     writer.video_ended("x", Version(1, 1))
@@ -362,17 +353,17 @@ def test_a_video_deleted_stays_deleted_against_older_members_deletes_and_video_e
     writer.start()
     writer.video_ended("x", Version(20, 20))  # the video_end of the deleted version, arriving late
     writer.flush()
-    assert video_state(video_store, "x") == (None, {})
+    assert video_state(edge_store, "x") == (None, {})
 
 
-def test_a_view_counts_only_the_member_versions_the_store_keeps(video_store):
-    writer = PointWriter(video_store, 1, fusion(), lambda n: None)  # batches of one: v5 is checked after v10 landed
+def test_a_view_counts_only_the_member_versions_the_store_keeps(edge_store):
+    writer = PointWriter(edge_store, 1, fusion(), lambda n: None)  # batches of one: v5 is checked after v10 landed
     bundle(
         writer,
         versioned(member("u", "video_frame", 0, [1.0, 0, 0], version="new"), 10),
         versioned(member("u", "video_frame", 0, [0, 0, 1.0], version="old"), 5),
     )
-    view = video_store.retrieve([point_id("video", "u")], with_vectors=True)[0]
+    view = edge_store.retrieve([point_id("video", "u")], with_vectors=True)[0]
     np.testing.assert_allclose(view.vectors["img"], [1.0, 0, 0], atol=1e-6)
 
 

@@ -8,8 +8,7 @@ import pytest
 
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
-from embedstream.pipelines.stores import SpaceSpec, StoredPoint
-from embedstream.pipelines.stores.edge import EdgeStore
+from embedstream.pipelines.stores import StoredPoint
 from embedstream.pipelines.video_views import video_point
 from embedstream.schemas.errors import SettingsError
 from embedstream.schemas.point import PointRecord, SourceRef, point_id
@@ -76,14 +75,6 @@ def rebuilt(store, video: str):
         m for m in store.scroll(with_vectors=True, where={"video_id": video}) if m.payload["modality"] != "video"
     ]
     return video_point(video, members, fusion(), False)
-
-
-@pytest.fixture
-def edge_store(tmp_path):
-    store = EdgeStore(str(tmp_path), "videos")
-    store.ensure_spaces([SpaceSpec("img", 3, "i@1"), SpaceSpec("aud", 2, "a@1"), SpaceSpec(FUSED_SPACE, 5, "f")])
-    yield store
-    store.close()
 
 
 def test_views_update_by_delta_across_bundles_and_equal_a_rebuild(edge_store):
