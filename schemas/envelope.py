@@ -371,14 +371,19 @@ def _small_number(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 16
 
 
-def _declared_version(record: KafkaRecord) -> int | None:
-    """A Kafka tombstone's ``es-version`` header (its only way to carry a declared version); unreadable: none."""
+def _declared_version(record: KafkaRecord) -> int | Rejection | None:
+    """A Kafka tombstone's ``es-version`` header (its only way to carry a declared version), or why it cannot be
+    read: a delete whose version is lost would quietly fall back to the record timestamp and lose to older data."""
     raw = next((value for key, value in record.headers if key == f"{HEADER_PREFIX}version"), None)
-    text = raw.decode("ascii", "replace") if raw is not None else ""
-    return int(text) if _small_number(text) and int(text) <= MAX_DECLARED else None
+    if raw is None:
+        return None
+    text = raw.decode("ascii", "replace")
+    if not (_small_number(text) and int(text) <= MAX_DECLARED):
+        return Rejection(Reason.INVALID_FIELD, f"header 'es-version' is not an integer from 0 to {MAX_DECLARED}")
+    return int(text)
 
 
-def _tombstone(key: bytes | None, version: int | None = None) -> Deletion | Rejection:
+def _tombstone(key: bytes | None, version: int | Rejection | None = None) -> Deletion | Rejection:
     if not key:
         return Rejection(Reason.MALFORMED_JSON, "value is null and the key is empty: a tombstone for no event id")
     try:
@@ -387,6 +392,8 @@ def _tombstone(key: bytes | None, version: int | None = None) -> Deletion | Reje
         return Rejection(Reason.INVALID_UTF8, f"tombstone key is not valid UTF-8 at byte {exc.start}")
     if strict_json.has_surrogate(event_id) or len(event_id) > MAX_ID_CHARS:
         return Rejection(Reason.INVALID_FIELD, f"tombstone key is not a valid event id (1-{MAX_ID_CHARS} characters)")
+    if isinstance(version, Rejection):
+        return Rejection(version.reason, version.message, event_id)
     return Deletion(event_id, version=version)
 
 

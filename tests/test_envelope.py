@@ -137,7 +137,8 @@ def test_a_version_travels_in_both_wire_forms_and_on_a_kafka_tombstone():
     assert parse_event(keyed) == Deletion("a")
     stamped = keyed.model_copy(update={"headers": (("es-version", b"9"),)})
     assert parse_event(stamped) == Deletion("a", version=9)
-    assert parse_event(keyed.model_copy(update={"headers": (("es-version", "²".encode()),)})) == Deletion("a")
+    unreadable = parse_event(keyed.model_copy(update={"headers": (("es-version", "²".encode()),)}))
+    assert isinstance(unreadable, Rejection) and unreadable.reason is Reason.INVALID_FIELD  # never a silent fallback
     assert Version.of(keyed, None) == Version(1000, (2 << 40) | 41) and Version.of(keyed, 9) == Version(
         9, (2 << 40) | 41
     )

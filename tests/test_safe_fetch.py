@@ -90,6 +90,28 @@ def drip(handler: BaseHTTPRequestHandler) -> None:
         pass
 
 
+def raw_route(stall: bytes, every_s: float) -> Callable[[BaseHTTPRequestHandler], None]:
+    """Answers by hand: ``stall`` over and over, ``every_s`` apart (what a hostile server does between the
+    request and a usable body)."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        try:
+            for _ in range(600):
+                handler.wfile.write(stall)
+                handler.wfile.flush()
+                time.sleep(every_s)
+        except OSError:
+            pass
+
+    return answer
+
+
+def endless_trailers(handler: BaseHTTPRequestHandler) -> None:
+    """A one-byte chunked body whose trailer section never ends."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n")
+    raw_route(b"X-Trailer: " + b"y" * 1000 + b"\r\n", 0.01)(handler)
+
+
 def endless(handler: BaseHTTPRequestHandler) -> None:
     handler.send_response(200)
     handler.end_headers()  # no Content-Length: only reading tells the size
@@ -118,6 +140,9 @@ def sites() -> Iterator[tuple[Site, Site]]:
             "/endless": endless,
             "/slow": slow,
             "/drip": drip,
+            "/endless-continue": raw_route(b"HTTP/1.1 100 Continue\r\n\r\n", 0.05),
+            "/dripped-headers": raw_route(b"X", 0.3),  # a status line that never ends
+            "/endless-trailers": endless_trailers,
             "/to-other": lambda h: redirect(h, 302, f"{other.url}/secret"),
             "/relative": lambda h: redirect(h, 301, "/picture"),
             "/to-bad-port": lambda h: redirect(h, 302, "http://127.0.0.1:99999/x"),
@@ -192,6 +217,18 @@ def test_a_dripping_server_is_bounded_by_the_whole_fetch_not_each_read(sites: tu
     assert took < 4.0, took  # each byte came within the timeout; the whole is bounded by it
 
 
+@pytest.mark.parametrize("path", ["/endless-continue", "/dripped-headers", "/endless-trailers"])
+def test_the_whole_answer_is_bounded_not_only_the_body(sites: tuple[Site, Site], path: str) -> None:
+    """A server that never finishes its status line, repeats ``100 Continue`` or sends trailers forever:
+    http.client waits inside its own loops there, each wait within the socket timeout. The try's deadline
+    still ends it."""
+    main, _ = sites
+    started = time.monotonic()
+    error = refused(f"{main.url}{path}", media(remote_networks=["127.0.0.1/32"], fetch_timeout_s=2.0, fetch_retries=0))
+    assert error.reason.value == "fetch_failed" and "fetch_timeout_s" in str(error), error
+    assert time.monotonic() - started < 4.0
+
+
 def test_a_fifo_inside_the_media_roots_is_refused_at_once(tmp_path) -> None:
     fifo = tmp_path / "never.jpg"
     os.mkfifo(fifo)  # opening it for reading would block until a writer comes: none will
@@ -231,9 +268,15 @@ def test_a_drain_with_a_dripping_url_and_a_fifo_ends(make_settings, media_models
             [],
         )
 
-    send_raw(
+    send_raw(  # two stuck fetches take both prepare threads: the events behind them must move to the new pool
         settings,
-        [image("drip", f"{main.url}/drip"), image("fifo", (roots / "never.jpg").as_uri()), image("fine", png.as_uri())],
+        [
+            image("drip", f"{main.url}/drip"),
+            image("drip2", f"{main.url}/drip"),
+            image("fifo", (roots / "never.jpg").as_uri()),
+            image("fine", png.as_uri()),
+            image("fine2", png.as_uri()),
+        ],
     )
     started = time.monotonic()
     done = subprocess.run(
@@ -245,10 +288,10 @@ def test_a_drain_with_a_dripping_url_and_a_fifo_ends(make_settings, media_models
     )
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 60  # not the 30 s fetch timeout plus a wait for the abandoned thread
-    assert stored_ids(settings) == {"fine"}
+    assert stored_ids(settings) == {"fine", "fine2"}
     letters = read_topic(settings, settings.kafka.dead_letter_topic)
     reasons = {r.key: DeadLetter.context_of(r.headers)["reason"] for r in letters}
-    assert reasons == {b"drip": "decode_timeout", b"fifo": "uri_not_allowed"}, reasons
+    assert reasons == {b"drip": "decode_timeout", b"drip2": "decode_timeout", b"fifo": "uri_not_allowed"}, reasons
 
 
 @pytest.mark.parametrize(
@@ -286,6 +329,7 @@ def test_a_malformed_uri_is_not_allowed_rather_than_undecodable(sites: tuple[Sit
         ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
         ("::127.0.0.1", False),  # IPv4-compatible
         ("::a9fe:a9fe", False),
+        ("::ffff:0:a9fe:a9fe", False),  # IPv4-translated (SIIT)
         ("2001:0:4136:e378:8000:63bf:f5fe:fe55", False),  # Teredo: client 10.1.1.170
         ("fec0::1", False),  # site-local
         ("::", False),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import sqlite3
 import tarfile
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import pytest
 
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import ensure_topics
-from embedstream.pipelines.stores.snapshot import META, SnapshotError, restore
+from embedstream.pipelines.stores import SpaceSpec, open_store
+from embedstream.pipelines.stores.snapshot import META, SnapshotError, SnapshotInfo, restore, write_archive
+from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import Settings
 from tests.helpers import fill
 from tests.test_snapshot import cli
@@ -122,3 +126,38 @@ def test_an_edited_description_does_not_let_an_unchecked_model_through(make_sett
     refused = cli(elsewhere, "restore", str(edited))
     assert refused.returncode == 2 and "minilm@1 is not built here" in refused.stderr, refused.stderr
     assert not (tmp_path / "elsewhere").exists() or not any((tmp_path / "elsewhere").rglob("*"))
+
+
+class Touch:
+    """What a crafted pickle does when it is loaded: here, only create a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_local_mode_snapshot_with_a_crafted_point_is_refused_unloaded(tmp_path):
+    """qdrant-client's local mode unpickles every point when it opens a store: a restore must not open (or let
+    anything later open) a store whose points are not plain data."""
+    store_dir = tmp_path / "made"
+    settings = Settings.load(
+        qdrant={"backend": "local", "path": str(store_dir)}, model={"cache_dir": str(tmp_path / "models")}
+    )
+    made = open_store(settings.qdrant)
+    made.ensure_spaces([SpaceSpec("bm25", 0, "bm25@1", sparse=True)])
+    made.close()
+    marker = tmp_path / "PWNED"
+    (database,) = store_dir.rglob("storage.sqlite")
+    with sqlite3.connect(database) as connection:
+        connection.execute("INSERT INTO points (id, point) VALUES (?, ?)", ("evil", pickle.dumps(Touch(marker))))
+    info = SnapshotInfo(
+        "embeddings", "local", "2026-12-07T00:00:00+00:00", 1, {}, {}
+    )  # a description that names no model: nothing to refuse there
+    archive = tmp_path / "evil.tar"
+    write_archive(store_dir, archive, info)
+    target = settings.replace(qdrant={"path": str(tmp_path / "restored")})
+    with pytest.raises(EmbedstreamError, match="not a point's plain data"):
+        restore(target, archive)
+    assert not marker.exists() and not (tmp_path / "restored").exists()

@@ -65,6 +65,11 @@ def _read_file(path: Path, media: MediaSettings, max_bytes: int, uri: str) -> by
     except OSError as exc:
         raise MediaError(Reason.FETCH_FAILED, f"cannot read {uri}: {exc.strerror or exc}") from exc
     try:
+        opened = Path(f"/proc/self/fd/{handle}")
+        if opened.exists():  # what was opened, not what the name meant a moment before (a swapped symlink)
+            where = Path(os.readlink(opened))
+            if not any(where.is_relative_to(root) for root in roots):
+                raise MediaError(Reason.URI_NOT_ALLOWED, f"{uri} led outside the allowed media roots when opened")
         facts = os.fstat(handle)
         if not stat.S_ISREG(facts.st_mode):
             raise MediaError(Reason.URI_NOT_ALLOWED, f"{uri} is not a regular file")

@@ -9,10 +9,12 @@ admin page on the pod network or a service on loopback, and a slow or endless re
   link-local (the metadata services), shared (100.64/10), reserved, multicast and IPv4-mapped forms of those are
   refused, unless an address lies in ``media.remote_networks`` (an internal media server you trust).
 * **Redirects** (at most ``MAX_REDIRECTS``) are followed by hand, each target checked like the first URL.
-* **Time and size.** ``media.fetch_timeout_s`` bounds each try as a whole — connect, request, headers and the
-  body together, not each read (a server dripping a byte a second would otherwise hold a worker forever): every
-  socket wait gets only the time left. The size cap is enforced while reading (a declared ``Content-Length`` over
-  it is refused unread). The connection is closed however a try ends.
+* **Time and size.** ``media.fetch_timeout_s`` bounds each try as a whole — connect, request, redirects, the
+  status line, any run of ``100 Continue``, headers, chunk framing and trailers and the body together, not each
+  read (a server dripping a byte a second would otherwise hold a worker forever): every socket wait gets only
+  the time left, and a watchdog shuts the socket at the deadline for the waits inside ``http.client``. The size
+  cap is enforced while reading (a declared ``Content-Length`` over it is refused unread). The connection is
+  closed however a try ends.
 * **Retries.** Connection errors, timeouts, 429 and 5xx are retried ``media.fetch_retries`` times with
   exponential backoff, then the event is dead-lettered ``fetch_failed`` (replayable once the server is back).
   A refused URI is ``uri_not_allowed`` at once; another 4xx is ``fetch_failed`` at once.
@@ -20,10 +22,12 @@ admin page on the pod network or a service on loopback, and a slow or endless re
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from fnmatch import fnmatchcase
 from urllib.parse import SplitResult, urljoin, urlsplit
@@ -49,7 +53,7 @@ def fetch_http(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
     attempts = media.fetch_retries + 1
     for attempt in range(attempts):
         try:
-            return _follow(uri, media, max_bytes)
+            return _follow(uri, media, max_bytes, time.monotonic() + media.fetch_timeout_s)
         except _Transient as exc:
             if attempt + 1 == attempts:
                 raise MediaError(Reason.FETCH_FAILED, f"cannot fetch {uri} ({attempts} tries): {exc}") from exc
@@ -57,14 +61,23 @@ def fetch_http(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
+def _follow(uri: str, media: MediaSettings, max_bytes: int, deadline: float) -> bytes:
+    """One try: ``uri`` and its redirects, all within ``deadline`` (monotonic seconds)."""
     url = uri
     for _ in range(MAX_REDIRECTS + 1):
         parts, host, port = _split(url, uri)
         _check_host(host, media, url)
         address = _resolve(host, port, media, url)
-        deadline = time.monotonic() + media.fetch_timeout_s
-        connection = _connection(parts.scheme, host, address, port, media.fetch_timeout_s)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Transient(f"{uri} took longer than media.fetch_timeout_s ({media.fetch_timeout_s}s)")
+        connection = _connection(parts.scheme, host, address, port, left)
+        # Every wait of http.client (the status line, a run of 1xx answers, headers, chunk sizes, trailers) gets its
+        # own socket timeout; the watchdog bounds them together: at the deadline it shuts the socket, and whatever
+        # read is waiting ends at once.
+        watchdog = threading.Timer(left, _cut, args=(connection,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             try:
@@ -88,9 +101,22 @@ def _follow(uri: str, media: MediaSettings, max_bytes: int) -> bytes:
             if response.status != 200:
                 raise MediaError(Reason.FETCH_FAILED, f"HTTP {response.status} from {url}")
             return _read_capped(response, max_bytes, url, connection, deadline)
+        except _Transient as exc:
+            if time.monotonic() >= deadline:
+                raise _Transient(f"{url} took longer than media.fetch_timeout_s ({media.fetch_timeout_s}s)") from exc
+            raise
         finally:
+            watchdog.cancel()
             connection.close()
     raise MediaError(Reason.FETCH_FAILED, f"{uri} redirects more than {MAX_REDIRECTS} times")
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """The deadline passed: end every wait on the connection's socket (reads return, the try fails)."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _split(url: str, origin: str) -> tuple[SplitResult, str, int]:
@@ -115,6 +141,7 @@ def _check_host(host: str, media: MediaSettings, url: str) -> None:
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are the IPv4
+SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765): the last 32 bits are the IPv4
 REFUSED_V6 = (
     ipaddress.ip_network("64:ff9b:1::/48"),  # RFC 8215 local-use NAT64: reaches whatever the local NAT64 serves
     ipaddress.ip_network("fec0::/10"),  # site-local (deprecated, RFC 3879): routed inside a site
@@ -122,9 +149,9 @@ REFUSED_V6 = (
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 form carries — IPv4-mapped, IPv4-compatible (``::a.b.c.d``), NAT64 (well-known
-    prefix), 6to4 (``2002::/16``), Teredo's client — or None. Each reaches that IPv4 host through a translator
-    or a tunnel, so it is judged as that host."""
+    """The IPv4 address an IPv6 form carries — IPv4-mapped, IPv4-compatible (``::a.b.c.d``), IPv4-translated
+    (``::ffff:0:a.b.c.d``), NAT64 (well-known prefix), 6to4 (``2002::/16``), Teredo's client — or None. Each
+    reaches that IPv4 host through a translator or a tunnel, so it is judged as that host."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
@@ -132,7 +159,7 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     if address.teredo is not None:
         return address.teredo[1]
     low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address in NAT64:
+    if address in NAT64 or address in SIIT:
         return low
     if int(address) >> 32 == 0 and int(address) > 1:  # ::a.b.c.d (:: and ::1 are themselves)
         return low
@@ -217,6 +244,8 @@ def _read_capped(
                 connection.sock.settimeout(left)
             chunk = response.read1(CHUNK)
             if not chunk:
+                if time.monotonic() >= deadline:  # ended by the watchdog (endless trailers), not by the server
+                    raise _Transient(f"reading {url} took longer than media.fetch_timeout_s")
                 return bytes(body)
             body += chunk
             if len(body) > max_bytes:

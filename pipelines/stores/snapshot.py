@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ from typing import Any
 from embedstream.onnx_models.bm25 import BM25_REF
 from embedstream.onnx_models.registry import ModelNotBuiltError, load_manifest
 from embedstream.pipelines.stores.base import SpaceSpec, VectorStore, record_of, spaces_of
+from embedstream.pipelines.stores.snapshot_files import check_local_points, recorded_spaces
 from embedstream.schemas.errors import EmbedstreamError, UsageError
 from embedstream.schemas.settings import Settings
 
 META = "embedstream-snapshot.json"
+MODEL_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?")
 FORMAT = 1
 
 
@@ -138,6 +141,9 @@ def check_models(settings: Settings, info: SnapshotInfo, held: dict[str, SpaceSp
         models.setdefault(ref, "")
     problems = [f"the store records no model for its space {name!r}" for name, spec in held.items() if not spec.model]
     for ref, sha256 in models.items():
+        if not MODEL_REF.fullmatch(ref):  # it becomes a path under the model cache: "../../x" must not
+            problems.append(f"{ref!r} is not a model name")
+            continue
         try:
             built = load_manifest(settings.model.cache_dir, ref, verify=False)[0]
         except ModelNotBuiltError:
@@ -200,8 +206,12 @@ def restore(settings: Settings, archive_path: Path) -> SnapshotInfo:
     staging.mkdir(parents=True)
     try:
         with tarfile.open(archive_path) as archive:
-            archive.extractall(staging, members=safe_members(archive, staging), filter="data")
-        check_models(settings, info, held_spaces(settings, staging))
+            members = safe_members(archive, staging)
+            _check_room(members, staging)
+            archive.extractall(staging, members=members, filter="data")
+        if qdrant.backend == "local":
+            check_local_points(staging)
+        check_models(settings, info, recorded_spaces(staging, qdrant.backend, qdrant.collection))
         if target.exists():
             target.rmdir()  # empty, checked above
         staging.rename(target)
@@ -210,16 +220,9 @@ def restore(settings: Settings, archive_path: Path) -> SnapshotInfo:
     return info
 
 
-def held_spaces(settings: Settings, folder: Path) -> dict[str, SpaceSpec]:
-    """The spaces a store unpacked at ``folder`` records itself (opened read-only in effect: nothing is written)."""
-    from embedstream.pipelines.stores.factory import open_store
-
-    path = folder.parent if settings.qdrant.backend == "edge" else folder
-    qdrant = settings.qdrant.model_copy(update={"path": str(path)})
-    if settings.qdrant.backend == "edge":
-        qdrant = qdrant.model_copy(update={"collection": folder.name})
-    store = open_store(qdrant)
-    try:
-        return store.spaces()
-    finally:
-        store.close()
+def _check_room(members: list[tarfile.TarInfo], staging: Path) -> None:
+    """A compressed archive can unpack to far more than its size: what it holds must fit the free space."""
+    needed = sum(m.size for m in members if m.isfile())
+    free = shutil.disk_usage(staging).free
+    if needed > free:
+        raise SnapshotError(f"the snapshot unpacks to {needed} bytes; the disk has {free} free: refused")

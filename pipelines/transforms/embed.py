@@ -203,6 +203,7 @@ class Embed(beam.DoFn):
                 outcomes[i] = [dead(taken[i][0], self.adapter.failed_reason, message, self.adapter.failed_stage)]
             return items
         prepared: list[Prepared | None] = []
+        taken = list(taken)
         for i, (event, future) in enumerate(taken):
             try:
                 pending = future or self._pool.submit(self._prepare_one, event)
@@ -210,6 +211,7 @@ class Embed(beam.DoFn):
                 continue
             except FutureTimeout:
                 self._abandon_hung_pool()
+                self._rehome(taken, i + 1)  # the rest of this window must not wait on the abandoned pool
                 message = f"fetching and decoding took longer than {self.adapter.prepare_timeout_s}s"
                 outcomes[i] = [dead(event, Reason.DECODE_TIMEOUT, message, "decode")]
             except MediaError as exc:
@@ -219,6 +221,14 @@ class Embed(beam.DoFn):
                 outcomes[i] = [dead(event, self.adapter.failed_reason, message, self.adapter.failed_stage)]
             prepared.append(None)
         return prepared
+
+    def _rehome(self, queued: list[Queued], start: int) -> None:
+        """Move the work of ``queued[start:]`` not yet started to the current pool (what the old pool is busy
+        with — another stuck call, maybe — stays there and is waited for as usual)."""
+        for j in range(start, len(queued)):
+            event, future = queued[j]
+            if future is not None and future.cancel() and self._pool is not None:
+                queued[j] = (event, self._pool.submit(self._prepare_one, event))
 
     def _prepare_one(self, event: ParsedEvent) -> Prepared:
         return self.adapter.prepare([event])[0]
@@ -258,6 +268,6 @@ class Embed(beam.DoFn):
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self._pool = self._new_pool()
-        for i, (event, future) in enumerate(self._queue):
-            if future is not None and future.cancel() and self._pool is not None:
-                self._queue[i] = (event, self._pool.submit(self._prepare_one, event))
+        queued = list(self._queue)
+        self._rehome(queued, 0)
+        self._queue = deque(queued)
