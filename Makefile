@@ -34,15 +34,15 @@ lock: $(STAMP)
 # Drift is caught here, not by users: a separate venv with the newest versions pyproject.toml's ranges admit today,
 # running the quick tests plus the smoke tests (a real `ingest --mode drain` and a `serve --ingest` start). Run it
 # before refreshing the lock (`make lock UPGRADE=1`) and whenever a dependency has released. A few minutes.
-LATEST := .venv-latest
+LATEST := build/venv-latest
 test-latest: $(STAMP) models
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --refresh --resolution highest \
 		--override lock/overrides.txt -e '.[export,dev,bench]' -r lock/requirements.in
 	@echo "newest versions that differ from the lock:"
-	@comm -13 <(sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\).*/\1/p' $(LOCK) | sort) \
-		<($(BIN)/uv pip freeze --python $(LATEST)/bin/python --exclude-editable | sort)
+	@comm -13 <(sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\).*/\1/p' $(LOCK) | tr 'A-Z_' 'a-z-' | sort) \
+		<($(BIN)/uv pip freeze --python $(LATEST)/bin/python --exclude-editable | tr 'A-Z_' 'a-z-' | sort)
 	$(LATEST)/bin/python -m pytest -m "unit or smoke" -q -p no:cacheprovider
 
 # Builds the ONNX encoders from pip-shipped weights into the model cache (skipped when already built).
