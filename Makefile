@@ -107,6 +107,7 @@ bench: setup
 	$(BIN)/python -m bench.serve_load
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.freshness
+	$(BIN)/python -m bench.versions
 
 clean:
 	rm -rf .embedstream .pytest_cache .mypy_cache .ruff_cache
