@@ -375,7 +375,8 @@ def _committed(settings: Settings) -> int:
 
 
 class SlowStore(SharedStore):
-    """A real embedded store behind a delay at its boundary: every upsert waits ``delay_s`` first."""
+    """A real embedded store behind a delay at its boundary: every upsert, plain or conditional (the pipeline's
+    writes are conditional: ``upsert_newer``), waits ``delay_s`` first."""
 
     def __init__(self, inner: VectorStore, delay_s: float) -> None:
         super().__init__(inner)
@@ -386,6 +387,11 @@ class SlowStore(SharedStore):
         time.sleep(self.delay_s)
         self.upserts += 1
         super().upsert(points)
+
+    def upsert_newer(self, points: Sequence[PointRecord]) -> None:
+        time.sleep(self.delay_s)
+        self.upserts += 1
+        super().upsert_newer(points)
 
 
 def test_a_slow_store_slows_the_reader_keeps_memory_bounded_and_commits_only_what_is_stored(make_settings):
