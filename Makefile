@@ -38,7 +38,7 @@ LATEST := build/venv-latest
 test-latest: $(STAMP) models
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
-	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --refresh --resolution highest \
+	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --refresh --upgrade --resolution highest \
 		--override lock/overrides.txt -e '.[export,dev,bench]' -r lock/requirements.in
 	@echo "newest versions that differ from the lock:"
 	@comm -13 <(sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\).*/\1/p' $(LOCK) | tr 'A-Z_' 'a-z-' | sort) \
