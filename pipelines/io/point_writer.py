@@ -118,7 +118,7 @@ class PointWriter:
         """``remake``: where a migrating space's other model loads from and media bytes come back from;
         ``made_by``: space → the model the run writes it with, as fenced (``pipelines.spaces.dual_write``);
         ``fence``: called with the partitions a write comes from before the write, raises when this reader no
-        longer owns one (``partition_owner.Leases.check``)."""
+        longer owns one (``partition_owner.Fence.check``)."""
         self._store = store
         self._migrations = MigrationWrites(store, remake, made_by)
         self._batch_size = batch_size
@@ -141,7 +141,7 @@ class PointWriter:
         self._deletions: list[tuple[Deletion, Version]] = []  # this bundle's, to drop older points they cover
         self._floors: dict[str, Version | None] = {}  # head id → the version its members must reach (see add)
         self._buffered_chunks: dict[str, list[str]] = {}  # document head id → its chunks' ids in the buffer
-        self._chunked: set[str] = set()  # documents whose older chunks go at the flush (see _upsert)
+        self._chunked: set[str] = set()  # documents whose older chunks go at the flush (see _note_chunked)
         self._superseded: set[SourceRef | None] = set()  # events of this bundle found older than the store's
         self._partitions: set[tuple[str, int]] = set()  # where this bundle's events came from (the views' fence)
 
