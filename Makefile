@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := lock/requirements.lock
 SHELL  := /bin/bash
 
-.PHONY: setup lock test-latest models browser docker image demo test test-fast test-infra lint typecheck bench clean
+.PHONY: setup lock test-latest models browser docker kafka image demo test test-fast test-infra lint typecheck bench clean
 
 setup: $(STAMP) models
 
@@ -75,7 +75,14 @@ docker:
 image: setup
 	infra/docker/build.sh runtime embedstream:$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("embedstream"))')
 
-test: setup browser docker lint typecheck
+# Apache Kafka 4.4 for the tests: its jars from Maven Central into ~/.cache/embedstream/kafka-4.4.0 (~55 MB, once;
+# Java 17 and Maven come with the machine). tests/apache_kafka.py starts the broker itself.
+kafka: $(STAMP)
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+		echo "the tests start Apache Kafka: install Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)" >&2; exit 1; }
+	$(BIN)/python -c 'from tests.apache_kafka import kafka_libs; print("Apache Kafka jars in", kafka_libs())'
+
+test: setup browser docker kafka lint typecheck
 	$(BIN)/python -m pytest
 
 # The tests that need no broker, model build or browser (tests/conftest.py marks them `unit`), plus the smoke tests:

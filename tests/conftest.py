@@ -1,4 +1,9 @@
-"""Fixtures: a real tansu broker, the really exported minilm model, per-test topics and store paths."""
+"""Fixtures: real brokers (tansu, Apache Kafka), the really exported minilm model, per-test topics and store paths.
+
+``broker`` is tansu unless a module or test is marked ``@pytest.mark.brokers("tansu", "kafka")``: then each of its
+tests that uses a broker runs once per broker (ids ``[tansu]``, ``[kafka]``). Apache Kafka starts once per session,
+on first use, with a second SASL_SSL listener for the security tests (``tests/apache_kafka.py``).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from embedstream.pipelines.stores import SpaceSpec
 from embedstream.pipelines.stores.edge import EdgeStore
 from embedstream.schemas.settings import Settings, default_cache_dir
 from embedstream.workers.broker import Broker, start_broker
+from tests.apache_kafka import ApacheKafka, start_kafka
 
 MODEL_CACHE = Path(os.environ.get("EMBEDSTREAM_TEST_MODEL_CACHE", default_cache_dir() / "models"))
 
@@ -27,12 +33,47 @@ def _quiet_kafka_logs() -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
+BROKER_KINDS = ("tansu", "kafka")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "brokers(*kinds): run each test using a broker once per kind (tansu, kafka)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker is not None and "broker_kind" in metafunc.fixturenames:
+        kinds = marker.args or BROKER_KINDS
+        assert set(kinds) <= set(BROKER_KINDS), kinds
+        metafunc.parametrize("broker_kind", kinds)
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    """Which broker ``broker`` is: tansu, unless the test is marked ``brokers`` (then parametrized)."""
+    return "tansu"
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """tansu on a free 127.0.0.1 port for the whole session (topics are unique per test)."""
     running = start_broker(log_dir=tmp_path_factory.mktemp("tansu"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """Apache Kafka 4.4 (KRaft, one node) for the whole session, with a SASL_SSL listener beside PLAINTEXT."""
+    running = start_kafka(tmp_path_factory.mktemp("apache-kafka"), secure=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def broker(broker_kind: str, request: pytest.FixtureRequest) -> Broker | ApacheKafka:
+    """The broker this test runs on (both have ``bootstrap``)."""
+    return request.getfixturevalue("tansu_broker" if broker_kind == "tansu" else "apache_kafka")
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +106,7 @@ def int8_cache(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture
-def make_settings(broker: Broker, model_cache: Path, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(broker: Broker | ApacheKafka, model_cache: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a fresh topic, dead-letter topic, group and store path; sections can be overridden."""
 
     def factory(**sections: dict[str, Any]) -> Settings:
@@ -98,6 +139,8 @@ def edge_store(tmp_path: Path) -> Iterator[EdgeStore]:
 # Markers by what a test needs, so that `make test-fast` can run what needs no broker, model build or browser.
 REAL_PARTS = {
     "broker",
+    "tansu_broker",
+    "apache_kafka",
     "make_settings",
     "model_cache",
     "int8_cache",

@@ -39,9 +39,9 @@ DOCUMENTS = documents_path()  # long articles: chunked
 
 
 @pytest.fixture(scope="module")
-def served(broker, media_models, tmp_path_factory) -> Iterator[tuple[Server, object]]:
+def served(tansu_broker, media_models, tmp_path_factory) -> Iterator[tuple[Server, object]]:
     tmp = tmp_path_factory.mktemp("api")
-    settings = shared_settings(broker, media_models, tmp, "api")
+    settings = shared_settings(tansu_broker, media_models, tmp, "api")
     produce_files(
         settings,
         [CORPUS, DOCUMENTS, sample_photos()["chelsea"].parent, *list(sample_voices().values())[:6]],

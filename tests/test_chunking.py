@@ -157,7 +157,7 @@ def test_chunking_off_truncates_and_says_so(make_settings):
 
 
 @pytest.fixture(scope="module")
-def deep_questions(broker, model_cache, tmp_path_factory):
+def deep_questions(tansu_broker, model_cache, tmp_path_factory):
     """200 documents of 1,000–5,000 words ingested twice through Kafka and Beam — chunked, and truncated
     (chunking off) — and the 50 questions about a sentence deep inside one of them."""
     from embedstream.schemas.settings import Settings
@@ -165,7 +165,7 @@ def deep_questions(broker, model_cache, tmp_path_factory):
     docs = long_documents(CORPUS)
     folder = tmp_path_factory.mktemp("deep")
     kafka = {
-        "bootstrap_servers": broker.bootstrap,
+        "bootstrap_servers": tansu_broker.bootstrap,
         "topic": "deep.events",
         "dead_letter_topic": "deep.dlq",
         "partitions": 2,

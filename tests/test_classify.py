@@ -36,8 +36,8 @@ LABELS = {
 
 
 @pytest.fixture(scope="module")
-def corpus(broker, model_cache, tmp_path_factory) -> Iterator[Settings]:
-    settings = shared_settings(broker, model_cache, tmp_path_factory.mktemp("classify"), "classify")
+def corpus(tansu_broker, model_cache, tmp_path_factory) -> Iterator[Settings]:
+    settings = shared_settings(tansu_broker, model_cache, tmp_path_factory.mktemp("classify"), "classify")
     produce_files(settings, [corpus_path()], progress=False)
     run_ingest(settings)
     yield settings

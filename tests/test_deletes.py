@@ -30,6 +30,8 @@ from tests.helpers import (
     watermarks,
 )
 
+pytestmark = pytest.mark.brokers("tansu", "kafka")
+
 
 def delete_event(event_id: str, modality: str = "text") -> bytes:
     return json.dumps({"schema": 1, "id": event_id, "modality": modality, "op": "delete"}).encode()

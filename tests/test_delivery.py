@@ -12,7 +12,8 @@ from collections import Counter
 import numpy as np
 import pytest
 from apache_beam.io.restriction_trackers import OffsetRange
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from embedstream.pipelines import ingest
@@ -33,6 +34,8 @@ from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.records import KafkaRecord
 from embedstream.workers import dlq
 from tests.helpers import read_topic, reset_group, send_raw, stored_ids, text_event, watermarks
+
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 def dead_letters(settings) -> list:
@@ -63,7 +66,11 @@ POISON = {
 
 def test_poison_records_become_dead_letters_and_valid_neighbours_land(make_settings):
     settings = make_settings(kafka={"partitions": 1})
-    ensure_topics(settings.kafka, [settings.kafka.topic])
+    # Apache Kafka refuses timestamps over an hour ahead unless the topic allows them (tansu takes any)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    future = {"message.timestamp.after.max.ms": str(2**63 - 1)}
+    admin.create_topics([NewTopic(settings.kafka.topic, 1, 1, topic_configs=future)])
+    admin.close()
     records = []
     for i, (name, value) in enumerate(POISON.items()):
         records.append((f"ok-{i}".encode(), text_event(f"ok-{i}", f"a valid sentence number {i}"), []))

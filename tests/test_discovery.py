@@ -13,6 +13,8 @@ from embedstream.pipelines.io.kafka_clients import PartitionSpec, ensure_topics,
 from embedstream.schemas.settings import KafkaSettings
 from tests.helpers import send_raw, stored_ids, text_event
 
+pytestmark = pytest.mark.brokers("tansu", "kafka")
+
 
 def test_a_pattern_never_reads_the_dead_letter_topic_its_ledger_or_internal_topics():
     kafka = KafkaSettings(topic_pattern=r"app\..*", dead_letter_topic="app.dlq")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.workers import dlq
 from tests.helpers import b64, read_topic, send_raw, text_event
+
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 def test_stats_and_replay_by_reason(make_settings):

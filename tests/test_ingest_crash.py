@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from PIL import Image
 
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
@@ -16,6 +17,8 @@ from embedstream.pipelines.stores import open_store
 from embedstream.workers.demo import sample_corpus
 from embedstream.workers.sample_media import sample_photos
 from tests.helpers import send_raw, settings_env, start_stream_ingest, stored_ids, text_event, watermarks
+
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 TOTAL = 1200
 

@@ -1,4 +1,5 @@
-"""End to end on real parts: tansu broker → Beam (FnApiRunner) → minilm on ONNX Runtime → qdrant-edge."""
+"""End to end on real parts: a real broker (tansu and Apache Kafka) → Beam (FnApiRunner) → minilm on ONNX Runtime →
+qdrant-edge."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.helpers import b64, read_topic, reset_group, send_raw, text_event, wa
 
 CORPUS = [json.loads(line) for line in sample_corpus().read_text().splitlines()]
 MAX_EVENT_BYTES = 1 << 20
+
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 def invalid_events() -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:

@@ -107,10 +107,10 @@ def test_pictures_and_sounds_land_and_bad_ones_dead_letter(media_settings):
 
 
 @pytest.fixture(scope="module")
-def media_store(broker, media_models, tmp_path_factory):
+def media_store(tansu_broker, media_models, tmp_path_factory):
     """One ingest of the sample photos and voices' first two sentences, plus a crop and two videos."""
     tmp = tmp_path_factory.mktemp("media")
-    settings = shared_settings(broker, media_models, tmp, "media")
+    settings = shared_settings(tansu_broker, media_models, tmp, "media")
     photos, voices = sample_photos(), sample_voices()
     known_voices = [p for name, p in voices.items() if not name.endswith("-3")]
     cat_video = make_sample_video(tmp / "cat.mp4", [photos["chelsea"]], [voices["us-m3-1"]], 3.0)

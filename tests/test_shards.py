@@ -12,6 +12,8 @@ from embedstream.schemas.settings import PipelineSettings
 from tests.helpers import send_raw, settings_env, text_event, watermarks
 from tests.test_cli import embedstream
 
+pytestmark = pytest.mark.brokers("tansu", "kafka")
+
 
 def stored(settings) -> dict[str, int]:
     store = open_store(settings.qdrant)

@@ -56,6 +56,9 @@ from embedstream.schemas.settings import Settings
 REPLAY_ID = REPLAY_HEADER_PREFIX + "id"
 SEND_BATCH = 500
 REPLAY_REQUEST_BYTES = 16 << 20
+# A replay target that does not exist yet (a quarantine topic) is created to take what a dead letter can point
+# back to, oversized originals included: a broker enforces the topic's max.message.bytes (tansu does not).
+REPLAY_TOPIC_BYTES = 16 << 20
 SEND_TIMEOUT_S = 30
 
 
@@ -162,6 +165,8 @@ def _original(settings: Settings, context: dict[str, str], record: Any, timeout_
     reader = consumer(settings.kafka, settings.pipeline.max_event_bytes)
     try:
         reader.assign([tp])
+        if offset < reader.beginning_offsets([tp]).get(tp, 0):
+            return None  # deleted by the broker (retention, DeleteRecords): nothing to wait for
         reader.seek(tp, offset)
         for _ in range(int(timeout_s / 0.5)):
             for found in reader.poll(timeout_ms=500).get(tp, []):
@@ -188,7 +193,7 @@ def replay(
     """Re-produce every distinct dead letter not replayed before whose reason is in ``reasons`` (all if empty)."""
     wanted = set(reasons)
     target = to_topic or settings.kafka.topic
-    ensure_topics(settings.kafka, [target], settings.pipeline.max_event_bytes)
+    ensure_topics(settings.kafka, [target], max(settings.pipeline.max_event_bytes, REPLAY_TOPIC_BYTES))
     ledger = _Ledger(settings, target, timeout_s)
     # Dead letters can be larger than an event (an oversized one replayed to a quarantine topic): the broker's
     # own limit decides, not this client's.
