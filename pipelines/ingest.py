@@ -290,12 +290,15 @@ def run_ingest(
     stop = stop if stop is not None else threading.Event()
     progress = Handle.register(Progress(), "progress")
     live: list[PartitionSpec] = []  # the current cycle's partitions, for the lag metric
+    known: set[tuple[str, int]] | None = None  # every partition planned so far; None before the first cycle
     counters: dict[str, int] = {}
     unmeasured = False
     try:
         with _stop_on_signals(stop), _observed(settings, plan, live):
             while True:
-                cycle = _run_cycle(settings, options, plan, stop, live, Shared(progress=progress, store=store))
+                shared = Shared(progress=progress, store=store)
+                cycle = _run_cycle(settings, options, plan, stop, live, shared, known)
+                known = (known or set()) | {(p.topic, p.partition) for p in cycle.partitions}
                 unused = discard_preloaded()
                 if unused and cycle.partitions:
                     log.warning("models loaded ahead that no step opened (start-up time wasted): %s", unused)
@@ -349,11 +352,13 @@ def _run_cycle(
     stop: threading.Event,
     live: list[PartitionSpec],
     shared: Shared,
+    known: set[tuple[str, int]] | None = None,
 ) -> _Cycle:
     """One pipeline over the partitions there are now. In stream mode a watcher looks for new topics (a
     pattern) and partitions every ``discovery_interval_s``; when the set changes it ends this cycle the way a
     stop does (readers finish their bundle and commit) and the caller starts the next one over the new set —
-    new partitions start from their committed offset or the reset policy, so nothing is lost."""
+    new partitions start from their committed offset, else from their beginning (``known``: the partitions
+    earlier cycles planned; whatever is not among them appeared while this run streamed), so nothing is lost."""
     kafka, pipeline_settings = settings.kafka, settings.pipeline
     run_id = new_owner_id()
     bounded = pipeline_settings.mode == "drain"
@@ -365,6 +370,7 @@ def _run_cycle(
         owner=run_id,
         heartbeat_s=pipeline_settings.reader_heartbeat_s,
         shard=shard,
+        appeared=frozenset() if known is None else frozenset(current_partitions(kafka, shard) - known),
     )
     live[:] = partitions
     backlog = sum((p.stop - p.start) for p in partitions if p.stop is not None)

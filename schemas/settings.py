@@ -66,6 +66,11 @@ class KafkaSettings(BaseModel):
     bootstrap_timeout_ms: int = Field(default=5000, ge=100, description="how long to wait for the first broker")
     partitions: int = Field(default=3, ge=1, description="partitions for topics that embedstream creates")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        default="read_committed",
+        description="read_committed: records of a producer's open or aborted transaction are never read (Kafka's "
+        "transactions); read_uncommitted reads them as they are written",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_plain_username: str | None = None

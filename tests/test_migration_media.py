@@ -213,3 +213,33 @@ def test_bytes_come_back_only_from_the_same_event(make_settings, tmp_path):
         assert reader.opened == 1
     finally:
         reader.close()
+
+
+@pytest.mark.brokers("kafka")
+def test_a_picture_whose_event_the_broker_deleted_is_reported_by_the_backfill_not_guessed(
+    make_settings, media_cache, tmp_path, caplog
+):
+    """Pictures that came inline live only in their events. Apache Kafka deletes the first two (DeleteRecords, as
+    retention would) before a migration: the backfill makes the others, stops on the two it cannot make and says
+    why; nothing is written from a record that is not the event (the next offset is another picture)."""
+    from kafka import KafkaAdminClient, TopicPartition
+
+    kind = KINDS["image"]
+    space, new = kind.space, f"{kind.new}@1"
+    files = list(kind.samples().values())[:4]
+    settings = make_settings(
+        kafka={"partitions": 1},
+        model={"cache_dir": str(media_cache), kind.setting: space, "image_text_model": ""},
+        media={"modalities": [kind.modality]},
+    )
+    ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
+    send_raw(settings, [(None, value, []) for value in media_events(kind, files, set())])
+    run_ingest(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin.delete_records({TopicPartition(settings.kafka.topic, 0): 2})
+    admin.close()
+
+    with caplog.at_level("WARNING"), pytest.raises(migration.MigrationError, match="cannot be embedded again"):
+        migrate_here(settings, space, new, progress=False)
+    assert "no longer retains offsets [0, 1]" in caplog.text
+    assert (state(settings, space).state, state(settings, space).backfilled) == ("migrating", 2)

@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from embedstream.pipelines.io import partition_owner
+from embedstream.pipelines.io import kafka_diagnosis, partition_owner
 from embedstream.schemas.errors import EmbedstreamError, NotFoundError
 from embedstream.schemas.settings import KafkaSettings
 
@@ -35,6 +35,11 @@ class BrokerUnavailableError(EmbedstreamError):
 
 
 def _unavailable(settings: KafkaSettings) -> BrokerUnavailableError:
+    """The one-line error for a client that could not bootstrap: the cause kafka-python logged if it named one
+    (refused credentials, a failed TLS handshake), else "no broker"."""
+    cause = kafka_diagnosis.recent_cause(settings.bootstrap_timeout_ms / 1000 + 30)
+    if cause is not None:
+        return BrokerUnavailableError(f"the Kafka broker at {settings.bootstrap_servers} {cause}")
     return BrokerUnavailableError(
         f"no Kafka broker at {settings.bootstrap_servers} (EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS); "
         "start a local one with `embedstream broker start` or point the setting at your cluster"
@@ -49,6 +54,7 @@ def consumer(settings: KafkaSettings, max_event_bytes: int, group: bool = False,
             group_id=settings.group_id if group else None,
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
+            isolation_level=settings.isolation_level,
             max_partition_fetch_bytes=max_event_bytes + FETCH_HEADROOM,
             fetch_max_bytes=max(52_428_800, max_event_bytes + FETCH_HEADROOM),
             session_timeout_ms=6000,
@@ -213,13 +219,17 @@ def plan_partitions(
     owner: str,
     heartbeat_s: float,
     shard: tuple[int, int] = (0, 1),
+    appeared: frozenset[tuple[str, int]] = frozenset(),
 ) -> list[PartitionSpec]:
     """Where each partition's read starts (the group's committed offset, else the reset policy) and ends.
 
     Only the shard's partitions (``p % N == I`` for ``shard = (I, N)``) are planned. The start offsets are
     committed at once with this run's ownership claim (``partition_owner.claim``): a partition another live
     reader holds is refused, and with ``auto_offset_reset = latest`` a crash before the first bundle's commit
-    cannot skip the events that arrived meanwhile."""
+    cannot skip the events that arrived meanwhile. ``appeared``: partitions created while this run streamed
+    (``(topic, partition)``); without a committed offset they start at their beginning whatever the reset policy,
+    because every record in them arrived after the run began (Flink's Kafka source does the same); ``latest``
+    would skip what producers wrote between the partition's creation and its discovery."""
     client = consumer(settings, max_event_bytes, group=True)
     try:
         partitions = sorted(shard_partitions(client, settings, shard))
@@ -232,7 +242,8 @@ def plan_partitions(
         for tp in partitions:
             committed = client.committed(tp)
             if committed is None:
-                committed = client.position(tp) if settings.auto_offset_reset == "earliest" else marks[tp]
+                from_start = settings.auto_offset_reset == "earliest" or (tp.topic, tp.partition) in appeared
+                committed = client.position(tp) if from_start else marks[tp]
             starts[tp] = int(committed)
         owners = partition_owner.owners_for(settings, owner)
         try:

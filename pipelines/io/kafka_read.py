@@ -252,6 +252,13 @@ class _ReadPartition(beam.DoFn):
                 if next_offset is not None and next_offset >= stop:
                     position = next_offset  # trailing gap (compaction, transaction markers)
                     continue
+                if streaming and next_offset is not None and next_offset > position:
+                    # Offsets the broker will never hand over (an aborted transaction and its marker, a commit
+                    # marker, a compacted gap) at the end of what is there: claimed, so the commit moves past
+                    # them and the lag falls to 0 instead of waiting for the next record.
+                    if not tracker.try_claim(next_offset - 1):
+                        return position
+                    position = next_offset
                 if streaming:
                     watermark.set_watermark(max(watermark.current_watermark() or Timestamp(0), Timestamp.now()))
                     tracker.defer_remainder(Duration.of(IDLE_RECHECK_S))

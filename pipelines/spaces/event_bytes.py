@@ -89,7 +89,7 @@ class MediaSources:
             tp = TopicPartition(topic, partition)
             reader.assign([tp])
             earliest = reader.beginning_offsets([tp]).get(tp, 0)
-            gone = [o for o in offsets if o < earliest]
+            gone = sorted(o for o in offsets if o < earliest)
             if gone:
                 log.warning("%s/%d no longer retains offsets %s (earliest %d)", topic, partition, gone[:5], earliest)
             pending = sorted(o for o in offsets if o >= earliest)

@@ -39,3 +39,8 @@ def configure_logging(verbose: bool, log_format: str = "text") -> None:
     logging.getLogger("embedstream").setLevel(logging.DEBUG if verbose else logging.INFO)
     # kafka-python logs every connection at ERROR on a refused bootstrap; our one-line error says it better.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # ... but its connection failures still reach pipelines/io/kafka_diagnosis.py, which names their cause in that
+    # error; they are shown only with --verbose.
+    net = logging.getLogger("kafka.net")
+    net.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    net.propagate = verbose
