@@ -115,6 +115,7 @@ bench: setup
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.freshness
 	$(BIN)/python -m bench.versions
+	$(BIN)/python -m bench.kafka_read
 
 clean:
 	rm -rf .embedstream .pytest_cache .mypy_cache .ruff_cache
