@@ -75,12 +75,13 @@ docker:
 image: setup
 	infra/docker/build.sh runtime embedstream:$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("embedstream"))')
 
-# Apache Kafka 4.4 for the tests: its jars from Maven Central into ~/.cache/embedstream/kafka-4.4.0 (~55 MB, once;
-# Java 17 and Maven come with the machine). tests/apache_kafka.py starts the broker itself.
+# Apache Kafka 4.4 and Beam's Flink runner for the tests: their jars from Maven Central into ~/.cache/embedstream
+# (~55 MB and ~140 MB, once; Java 17 and Maven come with the machine). The tests start the broker and Flink.
 kafka: $(STAMP)
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
-		echo "the tests start Apache Kafka: install Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)" >&2; exit 1; }
+		echo "the tests start Apache Kafka and Flink: install Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)" >&2; exit 1; }
 	$(BIN)/python -c 'from tests.apache_kafka import kafka_libs; print("Apache Kafka jars in", kafka_libs())'
+	$(BIN)/python -c 'from tests.flink_job_server import job_server_jar; print("Beam Flink job server:", job_server_jar())'
 
 test: setup browser docker kafka lint typecheck
 	$(BIN)/python -m pytest

@@ -47,7 +47,7 @@ from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.observability import LagWatcher, ProbeServer
 from embedstream.pipelines.plan import IngestPlan, model_sessions, plan_ingest
 from embedstream.pipelines.progress import Progress
-from embedstream.pipelines.runners import check_runner, workers_see_stop
+from embedstream.pipelines.runners import check_runner, finalizes_only_streaming, workers_see_stop
 from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoreFullError, VectorStore, open_store, wait_until_released
 from embedstream.pipelines.transforms.adapters import AudioAdapter, ImageAdapter, TextAdapter
@@ -92,8 +92,10 @@ def build_pipeline(
     with the points; no Flatten (on the local runner it would break fusion, and the delivery step must share
     the read's bundle so that offsets are committed in bundle finalization only after it has finished)."""
     limits = Limits(settings.pipeline.max_event_bytes, settings.pipeline.max_text_chars)
+    bounded = all(p.stop is not None for p in partitions)
+    finalize = not (bounded and finalizes_only_streaming(pipeline.options))
     records = pipeline | "ReadKafka" >> ReadKafkaPartitions(
-        settings.kafka, settings.pipeline, partitions, run_id, shared.stop
+        settings.kafka, settings.pipeline, partitions, run_id, shared.stop, finalize
     )
     flowing = records | "Parse" >> beam.ParDo(ParseEvents(limits, plan.modalities, settings.pipeline.skip))
     adapters: list[tuple[str, ModalityAdapter]] = [("EmbedText", TextAdapter(settings.model, settings.pipeline))]

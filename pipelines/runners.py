@@ -58,6 +58,12 @@ def remote_workers(options: PipelineOptions) -> str | None:
     return None
 
 
+def finalizes_only_streaming(options: PipelineOptions) -> bool:
+    """Does the runner refuse bundle finalization in batch mode? Beam's portable Flink runner does
+    (apache/beam#19526): a drain on it must not ask for a finalizer, and commits when the job has ended."""
+    return runner_name(options).endswith("FlinkRunner") and not options.view_as(StandardOptions).streaming
+
+
 def workers_see_stop(options: PipelineOptions) -> bool:
     """Do the readers run in this process (so that the run's stop event reaches them)?"""
     environment = (options.view_as(PortableOptions).environment_type or "").upper()

@@ -209,14 +209,20 @@ class _ReadPartition(beam.DoFn):
         tracker: RestrictionTrackerView = _RESTRICTION,  # type: ignore[assignment]  # Beam's DoFn-param idiom
         watermark: ManualWatermarkEstimator = _WATERMARK,  # type: ignore[assignment]
     ) -> Iterator[KafkaRecord]:
+        tp, position = yield from self._claimed_read(spec, tracker, watermark)
+        if self._commit_due(tp, position):
+            finalizer.register(lambda: self._commit(tp, position))
+
+    def _claimed_read(
+        self, spec: PartitionSpec, tracker: RestrictionTrackerView, watermark: ManualWatermarkEstimator
+    ) -> Generator[KafkaRecord, None, tuple[TopicPartition, int]]:
         tp = TopicPartition(spec.topic, spec.partition)
         if tp in self._fenced:
             raise partition_owner.PartitionOwnedError(self._fenced[tp])
         self._keeper.hold(tp)
         start = tracker.current_restriction().start
         position = yield from self._read(spec, tp, start, tracker, watermark)
-        if self._commit_due(tp, position):
-            finalizer.register(lambda: self._commit(tp, position))
+        return tp, position
 
     def _read(
         self,
@@ -308,6 +314,21 @@ class _ReadPartitionUnbounded(_ReadPartition):
     """The same reader, declared unbounded so runners treat stream mode as a streaming source."""
 
 
+class _ReadPartitionCommitAtEnd(_ReadPartition):
+    """A bounded read that asks for no bundle finalizer, for runners that refuse one in batch mode (Beam's
+    portable Flink runner: "doesn't support bundle finalization in batch mode", apache/beam#19526). It commits
+    nothing while it runs; the launcher commits every partition's stop offset once the job has succeeded
+    (``finish_partitions``), and a drain that fails is read again from the last commit."""
+
+    def process(  # type: ignore[override]  # the same element and restriction, without the finalizer
+        self,
+        spec: PartitionSpec,
+        tracker: RestrictionTrackerView = _RESTRICTION,  # type: ignore[assignment]  # Beam's DoFn-param idiom
+        watermark: ManualWatermarkEstimator = _WATERMARK,  # type: ignore[assignment]
+    ) -> Iterator[KafkaRecord]:
+        yield from self._claimed_read(spec, tracker, watermark)
+
+
 class ReadKafkaPartitions(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.PCollection[KafkaRecord]]):
     """Read the given partitions; bounded when every spec has a ``stop``, unbounded otherwise."""
 
@@ -318,17 +339,23 @@ class ReadKafkaPartitions(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.PColle
         partitions: list[PartitionSpec],
         run_id: str,
         stop: Handle[threading.Event] | None = None,
+        finalize: bool = True,
     ) -> None:
+        """``finalize``: commit offsets in bundle finalization (False: a bounded read on a runner that refuses
+        bundle finalizers in batch mode; the launcher commits at the end)."""
         super().__init__()
         self._kafka = kafka
         self._pipeline = pipeline
         self._partitions = partitions
         self._run_id = run_id
         self._stop = stop
+        self._finalize = finalize
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.PCollection[KafkaRecord]:
         bounded = all(p.stop is not None for p in self._partitions)
-        reader = _ReadPartition if bounded else _ReadPartitionUnbounded
+        reader: type[_ReadPartition] = _ReadPartitionUnbounded
+        if bounded:
+            reader = _ReadPartition if self._finalize else _ReadPartitionCommitAtEnd
         idle_ms = idle_poll_ms(self._pipeline, len(self._partitions))
         records: beam.pvalue.PCollection[KafkaRecord] = (
             pbegin
