@@ -372,7 +372,7 @@ def _run_cycle(
         owner=run_id,
         heartbeat_s=pipeline_settings.reader_heartbeat_s,
         shard=shard,
-        appeared=frozenset() if known is None else frozenset(current_partitions(kafka, shard) - known),
+        known=None if known is None else frozenset(known),
     )
     live[:] = partitions
     backlog = sum((p.stop - p.start) for p in partitions if p.stop is not None)

@@ -59,9 +59,15 @@ def remote_workers(options: PipelineOptions) -> str | None:
 
 
 def finalizes_only_streaming(options: PipelineOptions) -> bool:
-    """Does the runner refuse bundle finalization in batch mode? Beam's portable Flink runner does
-    (apache/beam#19526): a drain on it must not ask for a finalizer, and commits when the job has ended."""
-    return runner_name(options).endswith("FlinkRunner") and not options.view_as(StandardOptions).streaming
+    """May the runner refuse bundle finalization in batch mode? Beam's portable Flink runner does
+    (apache/beam#19526), whether reached as ``FlinkRunner`` or as ``PortableRunner`` at a job server (which may
+    be Flink's: ``infra/k8s/flink`` submits so). A drain there asks for no finalizer and commits when the job has
+    ended (``finish_partitions``), which is safe on every runner; it only gives up commits during the drain."""
+    if options.view_as(StandardOptions).streaming:
+        return False
+    name = runner_name(options)
+    endpoint = options.view_as(PortableOptions).job_endpoint or "embed"
+    return name.endswith("FlinkRunner") or (name.endswith("PortableRunner") and endpoint != "embed")
 
 
 def workers_see_stop(options: PipelineOptions) -> bool:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from embedstream.pipelines.io.kafka_clients import (
     assign_readable,
@@ -80,7 +81,11 @@ def ledger_topic(settings: Settings) -> str:
 
 
 def _read_all(settings: Settings, topic: str, timeout_s: float, from_marks: dict[int, int] | None = None) -> Any:
-    reader = consumer(settings.kafka, settings.pipeline.max_event_bytes)
+    """Every record of ``topic`` up to its high watermarks (from ``from_marks`` where given). Read uncommitted:
+    what is looked for here (dead letters, this tool's own replays) is never written in a transaction, while a
+    producer's open transaction on the same topic would hold a read_committed reader below the high watermark."""
+    kafka = settings.kafka.model_copy(update={"isolation_level": "read_uncommitted"})
+    reader = consumer(kafka, settings.pipeline.max_event_bytes)
     try:
         marks = assign_readable(reader, settings.kafka, topic)
         if from_marks is not None:
@@ -165,7 +170,11 @@ def _original(settings: Settings, context: dict[str, str], record: Any, timeout_
     reader = consumer(settings.kafka, settings.pipeline.max_event_bytes)
     try:
         reader.assign([tp])
-        if offset < reader.beginning_offsets([tp]).get(tp, 0):
+        try:
+            retained_from = reader.beginning_offsets([tp], timeout_ms=int(timeout_s * 1000)).get(tp, 0)
+        except KafkaError:
+            return None  # the topic or partition is gone (or never answers): nothing to read it from
+        if offset < retained_from:
             return None  # deleted by the broker (retention, DeleteRecords): nothing to wait for
         reader.seek(tp, offset)
         for _ in range(int(timeout_s / 0.5)):

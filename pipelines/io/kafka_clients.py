@@ -34,26 +34,48 @@ class BrokerUnavailableError(EmbedstreamError):
     """No Kafka broker answered at the configured bootstrap address."""
 
 
-def _unavailable(settings: KafkaSettings) -> BrokerUnavailableError:
-    """The one-line error for a client that could not bootstrap: the cause kafka-python logged if it named one
-    (refused credentials, a failed TLS handshake), else "no broker"."""
-    cause = kafka_diagnosis.recent_cause(settings.bootstrap_timeout_ms / 1000 + 30)
+def _unavailable(settings: KafkaSettings, since: float) -> BrokerUnavailableError:
+    """The one-line error for a client that could not bootstrap: the cause kafka-python logged since ``since``
+    (``time.monotonic()`` when this client began) if it named one (refused credentials, an unsupported SASL
+    mechanism, a failed TLS handshake), else "no broker"."""
+    cause = kafka_diagnosis.cause_since(since)
     if cause is not None:
         return BrokerUnavailableError(f"the Kafka broker at {settings.bootstrap_servers} {cause}")
+    if settings.security_protocol != "PLAINTEXT":
+        # A broker that refuses credentials may just close the connection (Kafka delays, then drops it): say both.
+        return BrokerUnavailableError(
+            f"no Kafka broker answered at {settings.bootstrap_servers} over {settings.security_protocol}: check that "
+            "one runs there and that kafka.security_protocol, sasl_mechanism, sasl_plain_username, "
+            "sasl_plain_password and ssl_cafile match its listener (-v shows the client's connection log)"
+        )
     return BrokerUnavailableError(
         f"no Kafka broker at {settings.bootstrap_servers} (EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS); "
         "start a local one with `embedstream broker start` or point the setting at your cluster"
     )
 
 
-def consumer(settings: KafkaSettings, max_event_bytes: int, group: bool = False, **extra: Any) -> KafkaConsumer:
-    """A manually-assigned consumer. With ``group`` it may commit offsets for ``settings.group_id``."""
+@contextlib.contextmanager
+def _bootstrapping(settings: KafkaSettings) -> Iterator[None]:
+    """Turn a client's bootstrap timeout into ``BrokerUnavailableError``, naming the cause logged meanwhile."""
+    started = time.monotonic()
     try:
+        yield
+    except KafkaTimeoutError as exc:
+        raise _unavailable(settings, started) from exc
+
+
+def consumer(
+    settings: KafkaSettings, max_event_bytes: int, group: bool = False, reset: str | None = None, **extra: Any
+) -> KafkaConsumer:
+    """A manually-assigned consumer. With ``group`` it may commit offsets for ``settings.group_id``. ``reset``
+    overrides ``auto_offset_reset`` (readers that always seek say ``earliest``: an offset that went out of range
+    then moves to what is still retained, never past it to the end)."""
+    with _bootstrapping(settings):
         return KafkaConsumer(
             **settings.client_config(),
             group_id=settings.group_id if group else None,
             enable_auto_commit=False,
-            auto_offset_reset=settings.auto_offset_reset,
+            auto_offset_reset=reset or settings.auto_offset_reset,
             isolation_level=settings.isolation_level,
             max_partition_fetch_bytes=max_event_bytes + FETCH_HEADROOM,
             fetch_max_bytes=max(52_428_800, max_event_bytes + FETCH_HEADROOM),
@@ -61,28 +83,27 @@ def consumer(settings: KafkaSettings, max_event_bytes: int, group: bool = False,
             heartbeat_interval_ms=2000,
             **extra,
         )
-    except KafkaTimeoutError as exc:
-        raise _unavailable(settings) from exc
 
 
 def broker_answers(settings: KafkaSettings, timeout_ms: int = 3000) -> None:
     """Raise ``BrokerUnavailableError`` unless a broker answers a metadata request within ``timeout_ms``."""
+    started = time.monotonic()
     try:
         client = KafkaConsumer(**{**settings.client_config(), "bootstrap_timeout_ms": timeout_ms})
     except Exception as exc:
-        raise _unavailable(settings) from exc
+        raise _unavailable(settings, started) from exc
     try:
         if client.topics() is None:
-            raise _unavailable(settings)
+            raise _unavailable(settings, started)
     except KafkaTimeoutError as exc:
-        raise _unavailable(settings) from exc
+        raise _unavailable(settings, started) from exc
     finally:
         client.close()
 
 
 def producer(settings: KafkaSettings, max_event_bytes: int, **extra: Any) -> KafkaProducer:
     """A producer that waits for all in-sync replicas: a dead letter is durable before its offset commits."""
-    try:
+    with _bootstrapping(settings):
         return KafkaProducer(
             **settings.client_config(),
             acks="all",
@@ -91,8 +112,6 @@ def producer(settings: KafkaSettings, max_event_bytes: int, **extra: Any) -> Kaf
             max_request_size=max_event_bytes + FETCH_HEADROOM,
             **extra,
         )
-    except KafkaTimeoutError as exc:
-        raise _unavailable(settings) from exc
 
 
 def ensure_topics(settings: KafkaSettings, topics: list[str], max_message_bytes: int | None = None) -> None:
@@ -100,10 +119,8 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], max_message_bytes:
 
     ``max_message_bytes`` sets the topics' ``max.message.bytes``: the dead-letter topic must take the largest
     event plus its headers, where a broker's default (~1 MiB) would refuse it."""
-    try:
+    with _bootstrapping(settings):
         admin = KafkaAdminClient(**settings.client_config())
-    except KafkaTimeoutError as exc:
-        raise _unavailable(settings) from exc
     try:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
@@ -219,17 +236,18 @@ def plan_partitions(
     owner: str,
     heartbeat_s: float,
     shard: tuple[int, int] = (0, 1),
-    appeared: frozenset[tuple[str, int]] = frozenset(),
+    known: frozenset[tuple[str, int]] | None = None,
 ) -> list[PartitionSpec]:
     """Where each partition's read starts (the group's committed offset, else the reset policy) and ends.
 
     Only the shard's partitions (``p % N == I`` for ``shard = (I, N)``) are planned. The start offsets are
     committed at once with this run's ownership claim (``partition_owner.claim``): a partition another live
     reader holds is refused, and with ``auto_offset_reset = latest`` a crash before the first bundle's commit
-    cannot skip the events that arrived meanwhile. ``appeared``: partitions created while this run streamed
-    (``(topic, partition)``); without a committed offset they start at their beginning whatever the reset policy,
-    because every record in them arrived after the run began (Flink's Kafka source does the same); ``latest``
-    would skip what producers wrote between the partition's creation and its discovery."""
+    cannot skip the events that arrived meanwhile. ``known``: the ``(topic, partition)``s this run planned before
+    (None on its first plan); a partition not among them appeared while the run streamed, and without a committed
+    offset it starts at its beginning whatever the reset policy, because every record in it arrived after the run
+    began (Flink's Kafka source does the same); ``latest`` would skip what producers wrote between the partition's
+    creation and its discovery. Decided on this plan's own listing, so a partition created a moment ago counts."""
     client = consumer(settings, max_event_bytes, group=True)
     try:
         partitions = sorted(shard_partitions(client, settings, shard))
@@ -242,7 +260,8 @@ def plan_partitions(
         for tp in partitions:
             committed = client.committed(tp)
             if committed is None:
-                from_start = settings.auto_offset_reset == "earliest" or (tp.topic, tp.partition) in appeared
+                appeared = known is not None and (tp.topic, tp.partition) not in known
+                from_start = settings.auto_offset_reset == "earliest" or appeared
                 committed = client.position(tp) if from_start else marks[tp]
             starts[tp] = int(committed)
         owners = partition_owner.owners_for(settings, owner)

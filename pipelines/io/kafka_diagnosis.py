@@ -14,18 +14,20 @@ import re
 import threading
 import time
 
-# (pattern over kafka-python's log line, what to tell the user; {} = the broker's or the TLS library's words)
+# (pattern over kafka-python's log line, what to tell the user; {} = the broker's or the TLS library's words).
+# "SaslHandshake failed" is SASL's own handshake (a mechanism the broker does not offer, or SASL on a listener that
+# does not speak it), not TLS's: the TLS pattern must not match inside it.
 CAUSES = (
     (
         re.compile(r"SaslAuthenticationFailedError: (?:SaslAuthenticationFailedError: )?([^\n]*?)(?: \(backoff|$)"),
         "refused the credentials ({}): check kafka.sasl_mechanism, sasl_plain_username and sasl_plain_password",
     ),
     (
-        re.compile(r"UnsupportedSaslMechanismError: ([^\n]*?)(?: \(backoff|$)"),
-        "does not offer that SASL mechanism ({}): check kafka.sasl_mechanism",
+        re.compile(r"SaslHandshake failed: (\w+)"),
+        "refused the SASL handshake ({}): check kafka.sasl_mechanism and kafka.security_protocol",
     ),
     (
-        re.compile(r"Handshake failed: ([^\n]*?)(?: \(backoff|$)"),
+        re.compile(r"(?<!Sasl)Handshake failed: ([^\n]*?)(?: \(backoff|$)"),
         "failed the TLS handshake ({}): check kafka.security_protocol and kafka.ssl_cafile",
     ),
 )
@@ -42,13 +44,16 @@ class _LastCause(logging.Handler):
         for pattern, words in CAUSES:
             found = pattern.search(message)
             if found:
+                detail = found.group(1).strip()
+                if detail.count(")") > detail.count("("):  # the closing parenthesis of the line's own wrapper
+                    detail = detail[: detail.rindex(")")]
                 with self._lock:
-                    self._last = (time.monotonic(), words.format(found.group(1).strip().rstrip(")")))
+                    self._last = (time.monotonic(), words.format(detail))
                 return
 
-    def since(self, seconds: float) -> str | None:
+    def since(self, started: float) -> str | None:
         with self._lock:
-            if self._last is None or time.monotonic() - self._last[0] > seconds:
+            if self._last is None or self._last[0] < started:
                 return None
             return self._last[1]
 
@@ -57,7 +62,9 @@ _RECORDER = _LastCause()
 logging.getLogger("kafka.net").addHandler(_RECORDER)
 
 
-def recent_cause(within_s: float) -> str | None:
-    """The last connection failure kafka-python logged in the past ``within_s`` seconds, as advice; None if none
-    (then nothing answered at all)."""
-    return _RECORDER.since(within_s)
+def cause_since(started: float) -> str | None:
+    """The last connection failure kafka-python logged at or after ``started`` (``time.monotonic()`` when the
+    failing client began), as advice; None if none (then nothing answered at all). Process-wide: another client
+    failing in the same seconds could be named instead, which a client of other settings in the same process
+    would have to be doing at the same moment."""
+    return _RECORDER.since(started)

@@ -165,7 +165,11 @@ class _ReadPartition(beam.DoFn):
                 oldest.close()
             # The broker holds an empty fetch up to fetch_max_wait_ms: no longer than an idle poll, so an idle
             # partition answers within it.
-            reader = consumer(self._kafka, self._pipeline.max_event_bytes, fetch_max_wait_ms=self._idle_poll_ms)
+            # reset="earliest": every read seeks to its own offset; one the broker no longer retains (retention,
+            # DeleteRecords) moves to the oldest retained record, never past what is still there to the end.
+            reader = consumer(
+                self._kafka, self._pipeline.max_event_bytes, reset="earliest", fetch_max_wait_ms=self._idle_poll_ms
+            )
             reader.assign([tp])
             reader.seek(tp, 0)  # a known position, so that position() below never asks the broker
         self._readers[tp] = reader

@@ -40,7 +40,8 @@ def configure_logging(verbose: bool, log_format: str = "text") -> None:
     # kafka-python logs every connection at ERROR on a refused bootstrap; our one-line error says it better.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     # ... but its connection failures still reach pipelines/io/kafka_diagnosis.py, which names their cause in that
-    # error; they are shown only with --verbose.
+    # error; they are shown only with --verbose, and never below WARNING (its DEBUG lines print every request and
+    # response: SASL passwords and tokens, and the fetched records' bytes).
     net = logging.getLogger("kafka.net")
-    net.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    net.setLevel(logging.WARNING)
     net.propagate = verbose
