@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,12 +184,12 @@ class Server:
 
 
 def start_stream_ingest(
-    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None, extra_args: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     """``embedstream ingest --mode stream`` in its own process, as a deployment runs it; output to ``log_path``."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream"],
+            [sys.executable, "-m", "embedstream.workers.cli", "ingest", "--mode", "stream", *extra_args],
             env={**settings_env(settings), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -222,3 +223,13 @@ def answers(settings: Settings) -> list[list[tuple[str, float]]]:
         return [[(h.id, round(h.score, 4)) for h in searcher.search(Query.of_text(q), limit=5)] for q in QUERIES]
     finally:
         searcher.close()
+
+
+def sample(body: str, name: str, **labels: str) -> float | None:
+    """A sample's value from Prometheus text format (None when absent)."""
+    for line in body.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None

@@ -23,8 +23,17 @@ from embedstream.schemas.dead_letter import DeadLetter
 from embedstream.workers import dlq
 from embedstream.workers.broker import free_port
 from tests.apache_kafka import SCRAM_USERS, ApacheKafka
-from tests.helpers import read_topic, reset_group, send_raw, settings_env, stored_ids, text_event, wait_for
-from tests.test_observability import sample
+from tests.helpers import (
+    read_topic,
+    reset_group,
+    sample,
+    send_raw,
+    settings_env,
+    start_stream_ingest,
+    stored_ids,
+    text_event,
+    wait_for,
+)
 
 pytestmark = pytest.mark.brokers("kafka")
 
@@ -289,22 +298,7 @@ def test_kafkas_own_tools_see_our_offsets_and_lag_and_feed_us_events(make_settin
     )
     port = free_port()
     log = tmp_path / "ingest.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "embedstream.workers.cli",
-                "ingest",
-                "--mode",
-                "stream",
-                "--metrics-port",
-                str(port),
-            ],
-            env=settings_env(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_stream_ingest(settings, log, extra_args=["--metrics-port", str(port)])
 
     def metrics() -> str:
         assert process.poll() is None, log.read_text()[-3000:]

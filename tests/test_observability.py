@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -13,17 +12,7 @@ import httpx
 from embedstream.pipelines.io.kafka_clients import PartitionSpec, ensure_topics, partition_backlog
 from embedstream.pipelines.observability import IngestMetrics, LagWatcher
 from embedstream.workers.broker import free_port, start_broker
-from tests.helpers import send_raw, settings_env, text_event, wait_for
-
-
-def sample(body: str, name: str, **labels: str) -> float | None:
-    """A sample's value from Prometheus text format (None when absent)."""
-    for line in body.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-            if all(found.get(k) == v for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    return None
+from tests.helpers import sample, send_raw, settings_env, text_event, wait_for
 
 
 def test_stream_ingest_serves_metrics_lag_falls_to_zero_and_probes_answer(make_settings):
