@@ -54,14 +54,9 @@ def cache() -> Path:
 
 def expansion_jars() -> Path:
     """Beam's Kafka IO, expansion service and Java harness (``POM``), fetched once."""
-    libs = cache() / f"beam-kafka-{JAVA_BEAM}" / "libs"
-    if not (libs.parent / "complete").is_file():
-        print(f"fetching Beam {JAVA_BEAM}'s Kafka expansion service jars with Maven…", flush=True)
-        shutil.rmtree(libs, ignore_errors=True)
-        command = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
-        subprocess.run([*command, f"-DoutputDirectory={libs}", "-DincludeScope=runtime"], check=True)
-        (libs.parent / "complete").write_text(JAVA_BEAM + "\n")
-    return libs
+    from tests.maven_jars import maven_libs
+
+    return maven_libs(POM, cache() / f"beam-kafka-{JAVA_BEAM}", f"Beam {JAVA_BEAM}'s Kafka expansion service jars")
 
 
 def prism_binary() -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import fcntl
 import os
 import shutil
 import signal
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from embedstream.schemas.settings import default_cache_dir
 from embedstream.workers.broker import free_port, port_open
+from tests.maven_jars import maven_libs
 
 VERSION = "4.4.0"
 HERE = Path(__file__).parent / "kafka"
@@ -41,27 +41,9 @@ class KafkaUnavailable(RuntimeError):
 
 
 def kafka_libs(cache: Path | None = None) -> Path:
-    """The folder of Kafka's jars, fetched with Maven the first time (a file lock keeps parallel runs to one)."""
+    """The folder of Kafka's jars, fetched with Maven the first time."""
     root = (cache or default_cache_dir()) / f"kafka-{VERSION}"
-    libs, done = root / "libs", root / "complete"
-    if done.is_file():
-        return libs
-    root.mkdir(parents=True, exist_ok=True)
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaUnavailable("Maven (mvn) is not installed: it fetches Apache Kafka's jars for the tests once")
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.is_file():
-            return libs
-        shutil.rmtree(libs, ignore_errors=True)
-        command = [mvn, "-q", "-B", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies"]
-        command += [f"-DoutputDirectory={libs}", "-DincludeScope=runtime"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise KafkaUnavailable(f"mvn could not fetch Apache Kafka {VERSION}:\n{result.stdout[-3000:]}")
-        done.write_text(VERSION + "\n")
-    return libs
+    return maven_libs(HERE / "pom.xml", root, f"Apache Kafka {VERSION}'s jars for the tests")
 
 
 def java() -> str:

@@ -7,12 +7,11 @@ would be. Beam's Python ``FlinkRunner`` starts it itself (``--flink_job_server_j
 from __future__ import annotations
 
 import fcntl
-import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 
 from embedstream.schemas.settings import default_cache_dir
+from tests.maven_jars import maven_libs
 
 BEAM, FLINK = "2.50.0", "1.16"
 POM = Path(__file__).parent / "flink" / "pom.xml"
@@ -59,25 +58,11 @@ def job_server_jar(cache: Path | None = None) -> Path:
     jar = root / "job-server-2.jar"  # -2: the manifest opens java.base to Flink
     if jar.is_file():
         return jar
-    root.mkdir(parents=True, exist_ok=True)
+    libs = maven_libs(POM, root, f"Beam {BEAM}'s Flink runner for the tests")
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if jar.is_file():
             return jar
-        libs = root / "libs"
-        shutil.rmtree(libs, ignore_errors=True)
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise RuntimeError("Maven (mvn) is not installed: it fetches Beam's Flink runner for the tests once")
-        command = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
-        done = subprocess.run(
-            [*command, f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"mvn could not fetch Beam {BEAM}'s Flink runner:\n{done.stdout[-3000:]}")
         partial = jar.with_suffix(".partial")
         with zipfile.ZipFile(partial, "w") as archive:
             archive.writestr("META-INF/MANIFEST.MF", _manifest(sorted(p.name for p in libs.glob("*.jar"))))
