@@ -259,16 +259,15 @@ class _ReadPartition(beam.DoFn):
             records = batch.get(tp, [])
             if not records:
                 next_offset = reader.position(tp)
-                if next_offset is not None and next_offset >= stop:
-                    position = next_offset  # trailing gap (compaction, transaction markers)
-                    continue
-                if streaming and next_offset is not None and next_offset > position:
-                    # Offsets the broker will never hand over (an aborted transaction and its marker, a commit
-                    # marker, a compacted gap) at the end of what is there: claimed, so the commit moves past
-                    # them and the lag falls to 0 instead of waiting for the next record.
-                    if not tracker.try_claim(next_offset - 1):
+                if next_offset is not None and next_offset > position:
+                    # Offsets the broker will never hand over (a compacted gap, transaction markers, an aborted
+                    # transaction's records), passed by the client without a record: claimed, so the commit moves
+                    # past them (a drain reaches its stop; a caught-up stream's lag falls to 0).
+                    if next_offset < stop and not tracker.try_claim(next_offset - 1):
                         return position
                     position = next_offset
+                    if position >= stop:
+                        continue
                 if streaming:
                     watermark.set_watermark(max(watermark.current_watermark() or Timestamp(0), Timestamp.now()))
                     tracker.defer_remainder(Duration.of(IDLE_RECHECK_S))
