@@ -17,6 +17,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,11 @@ CONFIGS: tuple[int, ...] = (0, 64, 128, 256)  # 0 = truncated
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
 
 
-def points_of(docs: list[LongDocument], size: int, encoder: TextEncoder, bm25: Bm25) -> list[PointRecord]:
-    """The points the pipeline would write for these documents with chunks of ``size`` tokens (0: truncated)."""
+def points_of(
+    docs: Sequence[LongDocument], size: int, encoder: TextEncoder, bm25: Bm25, sentences: bool = False
+) -> list[PointRecord]:
+    """The points the pipeline would write for these documents with chunks of ``size`` tokens (0: truncated),
+    and a point per sentence beside them with ``sentences`` (``model.sentence_points``)."""
     space = encoder.space
     if not size:
         vectors = encoder.embed([d.text for d in docs])
@@ -53,14 +57,15 @@ def points_of(docs: list[LongDocument], size: int, encoder: TextEncoder, bm25: B
             )
             for d, v in zip(docs, vectors, strict=True)
         ]
-    chunker = Chunker.from_file(encoder.tokenizer_file, size, size // 8)
+    chunker = Chunker.from_file(encoder.tokenizer_file, size, size // 8, sentences)
     points = []
     for doc in tqdm(docs, desc=f"{size}-token chunks", leave=False):
         chunks = chunker.chunks(doc.text)
         vectors = encoder.embed([c.text for c in chunks])
         for chunk, vector in zip(chunks, vectors, strict=True):
             payload = {"id": doc.doc_id, "doc_id": doc.doc_id, "modality": CHUNK_MODALITY, "text": chunk.text}
-            payload |= {"chunk": chunk.index, "chunks": len(chunks), "start": chunk.start, "end": chunk.end}
+            payload |= {"chunk": chunk.index, "chunks": len(chunks), "level": chunk.level}
+            payload |= {"start": chunk.start, "end": chunk.end}
             points.append(
                 PointRecord(
                     id=point_id(CHUNK_MODALITY, doc.doc_id, index=chunk.index),
@@ -69,10 +74,11 @@ def points_of(docs: list[LongDocument], size: int, encoder: TextEncoder, bm25: B
                     payload=payload,
                 )
             )
+        passages = [vector for chunk, vector in zip(chunks, vectors, strict=True) if chunk.level == "passage"]
         points.append(
             PointRecord(
                 id=point_id("text", doc.doc_id),
-                vectors={space: mean_vector(list(vectors)).tolist()},
+                vectors={space: mean_vector(passages).tolist()},
                 sparse={BM25_SPACE: bm25.document(doc.text)},
                 payload={"id": doc.doc_id, "doc_id": doc.doc_id, "modality": "text", "text": doc.text},
             )

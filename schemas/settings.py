@@ -229,6 +229,12 @@ class ModelSettings(BaseModel):
         default=0, ge=0, description="most tokens a chunk holds, special tokens included; 0: the text model's limit"
     )
     chunk_overlap: int = Field(default=32, ge=0, description="tokens neighbouring chunks may share")
+    sentence_points: bool = Field(
+        default=True,
+        description="a text cut into chunks also gets one point per sentence (payload level 'sentence'), so a "
+        "question about one fact deep inside a long document finds it by meaning; costs about twice a long text's "
+        "encoder time and ~8x its points (bench/reports/retrieval.md); off: passages only",
+    )
     intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime's default (physical cores)")
     inter_op_threads: int = Field(default=1, ge=0, description="only matters for parallel graph execution")
     intra_op_spinning: bool | None = Field(
@@ -420,6 +426,13 @@ class ApiSettings(BaseModel):
         description="batches of text searches answered at once, each on its own thread (api.batch_queries); a "
         "second one encodes a batch while another is in the model or the store: more requests/s at moderate load on "
         "machines with cores to spare, a slower lone query on 2 cores (bench/reports/serve_load.md)",
+    )
+    search_mode: Literal["auto", "dense", "sparse", "hybrid"] = Field(
+        default="auto",
+        description="the mode a text search runs in when it names none (the API's mode and the CLI's --mode "
+        "override it): auto is hybrid where the collection has keyword vectors (model.bm25), else dense — the best "
+        "of the candidates on facts deep in long documents, paraphrases and keywords together "
+        "(bench/reports/retrieval.md)",
     )
     hybrid_fusion: Literal["confidence", "rrf", "dbsf"] = Field(
         default="confidence",

@@ -99,8 +99,8 @@ def run_demo(workdir: Path = Path(".embedstream/demo"), beam_args: tuple[str, ..
                     topic = hit.payload.get("metadata", {}).get("topic", "?")
                     print(f"   {hit.score:.3f}  [{topic}] {snippet(str(hit.payload.get('text', '')))}")
             for query in DOCUMENT_QUERIES:
-                print(f"\n📄 {query}  (search --documents --mode hybrid: long articles are stored as chunks)")
-                groups = searcher.search_documents(Query.of_text(query), limit=2, mode="hybrid", per_group=1)
+                print(f"\n📄 {query}  (search --documents: long articles are stored as passages and sentences)")
+                groups = searcher.search_documents(Query.of_text(query), limit=2, per_group=1)
                 print("\n".join("   " + line for line in describe_groups(groups).splitlines()))
             show_media_searches(searcher, workdir)
         finally:

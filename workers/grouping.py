@@ -1,17 +1,19 @@
 """Search results grouped by what they belong to: a document's chunks under the document, a video's frames and
 audio segments under the video.
 
-A long text is stored as chunk points and a document point (``pipelines.transforms.documents``), so a plain
-search can answer with five chunks of one document. Grouped search asks the store for more candidates
-(``candidates``: ``GROUP_DEPTH`` per group wanted, at least ``MIN_CANDIDATES``), groups them by their owner,
-ranks the groups by their best hit, and gives each group its owner's point (fetched when no hit was the owner
-itself) and its best passages — chunks with their character offsets in the document, which a reader
-highlights. The same rule on both stores (qdrant-edge
-has no group-by of its own; the server's ``query_points_groups`` would group the same way).
+A long text is stored as chunk points — passages, and sentences inside them — and a document point
+(``pipelines.transforms.documents``), so one fact can match a sentence, its passage and its document at once.
+A plain search shows such nested hits once (``distinct_passages``) and says where each chunk lies
+(``passage_of``). Grouped search asks the store for more candidates (``candidates``: ``GROUP_DEPTH`` per group
+wanted, at least ``MIN_CANDIDATES``), groups them by their owner, ranks the groups by their best hit, and gives
+each group its owner's point (fetched when no hit was the owner itself) and its best passages that do not nest
+— chunks with their character offsets in the document, which a reader highlights. The same rule on both stores
+(qdrant-edge has no group-by of its own; the server's ``query_points_groups`` would group the same way).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +73,75 @@ def owner_of(payload: dict[str, Any]) -> tuple[tuple[str, str], str | None]:
     return (str(payload.get("modality")), str(payload.get("id"))), None
 
 
+def _span(payload: dict[str, Any]) -> tuple[float, float]:
+    """A text hit's characters in its document: a chunk's ``[start, end)``; the document's own point, all."""
+    start, end = payload.get("start"), payload.get("end")
+    if payload.get("modality") == CHUNK_MODALITY and isinstance(start, int) and isinstance(end, int):
+        return start, end
+    return 0, math.inf
+
+
+def _nested(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Do two hits of one document nest (one's characters hold the other's)? A video's members never do."""
+    if one.get("modality") not in ("text", CHUNK_MODALITY) or other.get("modality") not in ("text", CHUNK_MODALITY):
+        return False
+    (a, b), (x, y) = _span(one), _span(other)
+    return (x <= a and b <= y) or (a <= x and y <= b)
+
+
+def distinct_passages(hits: Sequence[Hit], limit: int) -> list[Hit]:
+    """The first ``limit`` hits, each text hit dropped when a better hit of the same document nests with it (one
+    holds the other: a sentence and the passage around it, or a chunk and its document's own point — one answer,
+    shown once, by its best hit). Disjoint passages of one document stay apart, and so does every other hit (a
+    video's frames are different moments, not nested passages)."""
+    kept: list[Hit] = []
+    taken: dict[str, list[dict[str, Any]]] = {}
+    for hit in hits:
+        payload = hit.payload
+        if payload.get("modality") in ("text", CHUNK_MODALITY):
+            held = taken.setdefault(str(payload.get("doc_id") or payload.get("id")), [])
+            if any(_nested(payload, other) for other in held):
+                continue
+            held.append(payload)
+        kept.append(hit)
+        if len(kept) == limit:
+            break
+    return kept
+
+
+def passage_of(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a chunk hit lies — its document's id and point, its characters ``[start, end)`` in the document and
+    its level (``passage`` or ``sentence``) — or None for a hit that is not part of a document. A plain search
+    answers with it beside each hit, so a chunk never hides which document it belongs to."""
+    if payload.get("modality") != CHUNK_MODALITY or payload.get("doc_id") is None:
+        return None
+    doc = str(payload["doc_id"])
+    return {
+        "id": doc,
+        "point_id": point_id("text", doc),
+        "start": payload.get("start"),
+        "end": payload.get("end"),
+        "level": payload.get("level", "passage"),
+    }
+
+
+def describe_hits(hits: Sequence[Hit], width: int = 200) -> str:
+    """Lines for a terminal: each hit's rank, score, modality and id, then — for a chunk — its document and
+    characters there, and a snippet of its text (or its uri)."""
+    if not hits:
+        return "no results"
+    lines = []
+    for rank, hit in enumerate(hits, start=1):
+        payload = hit.payload
+        where = passage_of(payload)
+        about = f"[{payload.get('modality', '?')}] {payload.get('id')}"
+        if where is not None:
+            about = f"[{where['level']} of document] {where['id']} chars {where['start']}–{where['end']}:"
+        shown = snippet(str(payload.get("text") or payload.get("uri") or ""), width)
+        lines.append(f"{rank:>2}. {hit.score:.3f}  {about}  {shown}")
+    return "\n".join(lines)
+
+
 def group_hits(
     hits: Sequence[Hit], limit: int, per_group: int, fetch: Callable[[list[str]], list[StoredPoint]]
 ) -> list[Group]:
@@ -85,7 +156,11 @@ def group_hits(
         group.score = max(group.score, hit.score)
         if hit.id == group.owner_id:
             group.owner = hit.payload
-        elif hit.payload.get("modality") in PASSAGES and len(group.passages) < per_group:
+        elif (
+            hit.payload.get("modality") in PASSAGES
+            and len(group.passages) < per_group
+            and not any(_nested(hit.payload, p.payload) for p in group.passages)  # a sentence in a shown passage
+        ):
             group.passages.append(Passage(hit.id, hit.score, hit.payload))
     best = sorted(groups.values(), key=lambda g: g.score, reverse=True)[:limit]
     missing = [g.owner_id for g in best if g.owner is None]

@@ -39,7 +39,7 @@ from embedstream.schemas.errors import NotFoundError, UsageError
 from embedstream.schemas.point import SparseVector
 from embedstream.schemas.settings import Settings
 from embedstream.workers.fusion import diversify, fuse_lists, keyword_weight
-from embedstream.workers.grouping import Group, candidates, group_hits
+from embedstream.workers.grouping import Group, candidates, distinct_passages, group_hits
 from embedstream.workers.query_batcher import QueryBatcher
 
 Where = Mapping[str, str | int | bool]
@@ -103,8 +103,9 @@ class Query:
         return cls("audio", data=data)
 
 
-SearchMode = Literal["dense", "sparse", "hybrid"]
+SearchMode = Literal["auto", "dense", "sparse", "hybrid"]
 HYBRID_DEPTH = 4  # candidates each list of a hybrid search brings to the fusion, per result asked for
+NESTED_DEPTH = 3  # hits asked for per result wanted, so that collapsing nested passages still fills the limit
 
 
 @dataclass(frozen=True)
@@ -117,21 +118,31 @@ class TextQuery:
     limit: int
     where: Where | None
     modality: str | None
-    mode: SearchMode
+    mode: SearchMode | None
     diversity: float
+    nested: bool = False  # keep nested passages (grouped search); else collapse them (``distinct_passages``)
 
 
 @dataclass(frozen=True)
 class TextSearch:
-    """One text search resolved: the space, filters and named vector it is searched with."""
+    """One text search resolved: the space, filters, mode and named vector it is searched with. ``limit`` hits
+    are answered; with ``collapse``, ``NESTED_DEPTH`` times as many are ranked and nested passages among them
+    collapsed (``distinct_passages``) before the first ``limit`` are kept. The fusion's statistics depend on
+    ``limit`` only, so collapsing does not change how a hybrid search ranks."""
 
     text: str
     space: str
     limit: int
     where: Where | None
-    mode: SearchMode = "dense"
+    mode: SearchMode = "dense"  # never auto: resolved (``Searcher.mode_for``)
     diversity: float = 0.0
     vector_name: str | None = None  # the named vector searched, as resolved with the model (``Searcher.searched``)
+    collapse: bool = False
+
+    @property
+    def ranked(self) -> int:
+        """How many hits each path ranks before nested passages are collapsed."""
+        return self.limit * NESTED_DEPTH if self.collapse else self.limit
 
 
 class Searcher:
@@ -241,23 +252,55 @@ class Searcher:
         limit: int = 5,
         where: Where | None = None,
         modality: str | None = None,
-        mode: SearchMode = "dense",
+        mode: SearchMode | None = None,
         diversity: float = 0.0,
     ) -> list[Hit]:
-        """The ``limit`` nearest points. ``mode`` (text queries): ``dense`` (the text model's space), ``sparse``
-        (BM25 keywords: names, codes, rare words) or ``hybrid`` (both, fused: ``api.hybrid_fusion``).
+        """The ``limit`` best points, nested passages collapsed (``grouping.distinct_passages``: a sentence, the
+        passage around it and their document are one answer, the best of them). ``mode`` (text queries):
+        ``dense`` (the text model's space), ``sparse`` (BM25 keywords: names, codes, rare words), ``hybrid``
+        (both, fused: ``api.hybrid_fusion``) or ``auto`` (``mode_for``); None: ``api.search_mode``.
         ``diversity`` (0..1, every mode): maximal marginal relevance by the dense vectors — near-duplicates
         give way to other relevant points."""
+        return self._search(query, space, limit, where, modality, mode, diversity, nested=False)
+
+    def _search(
+        self,
+        query: Query,
+        space: str | None,
+        limit: int,
+        where: Where | None,
+        modality: str | None,
+        mode: SearchMode | None,
+        diversity: float,
+        nested: bool,
+    ) -> list[Hit]:
+        """``search``; ``nested``: keep nested passages (grouped search groups them itself)."""
         if query.kind != "text":
             _check_diversity(diversity)
-            if mode != "dense":
-                raise UsageError(f"{mode} search needs a text query (keywords); a {query.kind} query is dense only")
+            chosen = self.mode_for(query.kind, mode)
+            if chosen != "dense":
+                raise UsageError(f"{chosen} search needs a text query (keywords); a {query.kind} query is dense only")
             space, vector_name, vector = self.embedded(query, space)
             where = conditions(where, modality)
-            asked = SearchRequest(space, vector.tolist(), limit, where, diversity=diversity, vector_name=vector_name)
-            return self.store.search_batch([asked])[0]
-        text = TextQuery(query.text or "", space, limit, where, modality, mode, diversity)
+            depth = limit if nested else limit * NESTED_DEPTH
+            asked = SearchRequest(space, vector.tolist(), depth, where, diversity=diversity, vector_name=vector_name)
+            found = self.store.search_batch([asked])[0]
+            return found[:limit] if nested else distinct_passages(found, limit)
+        text = TextQuery(query.text or "", space, limit, where, modality, mode, diversity, nested)
         return (self._texts.answer(text) if self.settings.api.batch_queries else self._text_alone(text))[1]
+
+    def mode_for(self, kind: str, mode: SearchMode | None) -> SearchMode:
+        """The mode a search runs in: ``mode``, else ``api.search_mode``; ``auto`` is ``hybrid`` for a text query
+        on a collection with keyword vectors (measured best on the three kinds of question together:
+        ``bench/reports/retrieval.md``), else ``dense`` (a picture or a sound; a collection made with
+        ``model.bm25`` off, which an explicit ``hybrid`` would refuse). The setting is for text queries: a
+        picture or a sound that names no mode is searched dense whatever it says."""
+        if mode is None and kind != "text":
+            return "dense"
+        chosen = mode or self.settings.api.search_mode
+        if chosen != "auto":
+            return chosen
+        return "hybrid" if kind == "text" and self._holds_sparse() else "dense"
 
     async def search_text(
         self,
@@ -266,7 +309,7 @@ class Searcher:
         limit: int = 5,
         where: Where | None = None,
         modality: str | None = None,
-        mode: SearchMode = "dense",
+        mode: SearchMode | None = None,
         diversity: float = 0.0,
     ) -> tuple[str, list[Hit]]:
         """(the space searched, its hits): ``search`` of a text, awaited on an event loop (the API's path). With
@@ -298,23 +341,27 @@ class Searcher:
         limit: int = 5,
         where: Where | None = None,
         modality: str | None = None,
-        mode: SearchMode = "dense",
+        mode: SearchMode | None = None,
         per_group: int = 3,
         diversity: float = 0.0,
     ) -> list[Group]:
         """The ``limit`` best documents (videos, single points) by their best hit, each with its point and its
         ``per_group`` best passages (chunks with their character offsets): ``workers.grouping``."""
-        hits = self.search(query, space, candidates(limit), where, modality, mode, diversity)
+        hits = self._search(query, space, candidates(limit), where, modality, mode, diversity, nested=True)
         return group_hits(hits, limit, per_group, self.store.retrieve)
 
-    def _check_sparse(self) -> None:
+    def _holds_sparse(self) -> bool:
+        """Does the collection hold keyword vectors? (Once it does, it always will: the answer is kept.)"""
         if not self._has_sparse:
-            if BM25_SPACE not in self.store.spaces():
-                raise NotFoundError(
-                    f"the collection has no sparse vector {BM25_SPACE!r} for keyword search: it was made before "
-                    "keyword search or with model.bm25 off; ingest into a new collection to search by keywords"
-                )
-            self._has_sparse = True
+            self._has_sparse = BM25_SPACE in self.store.spaces()
+        return self._has_sparse
+
+    def _check_sparse(self) -> None:
+        if not self._holds_sparse():
+            raise NotFoundError(
+                f"the collection has no sparse vector {BM25_SPACE!r} for keyword search: it was made before "
+                "keyword search or with model.bm25 off; ingest into a new collection to search by keywords"
+            )
 
     def _resolved(self, asked: TextQuery) -> tuple[str, TextSearch]:
         """(model, search): the space a text search asked for (or the default) resolved with the model and named
@@ -322,10 +369,12 @@ class Searcher:
         _check_diversity(asked.diversity)
         space, model_name = self.resolve("text", asked.space)
         vector_name, model_name = self.searched(space, model_name)
-        if asked.mode != "dense":
+        mode = self.mode_for("text", asked.mode)
+        if mode != "dense":
             self._check_sparse()
         where = conditions(asked.where, asked.modality)
-        return model_name, TextSearch(asked.text, space, asked.limit, where, asked.mode, asked.diversity, vector_name)
+        wanted = TextSearch(asked.text, space, asked.limit, where, mode, asked.diversity, vector_name, not asked.nested)
+        return model_name, wanted
 
     def _text_alone(self, asked: TextQuery) -> tuple[str, list[Hit]]:
         outcome = self._answer_texts([asked])[0]
@@ -348,7 +397,8 @@ class Searcher:
         for model_name, group in by_model.items():
             found = self._text_searches(model_name, [wanted for _, wanted in group])
             for (index, wanted), hits in zip(group, found, strict=True):
-                outcomes[index] = (wanted.space, hits)
+                kept = distinct_passages(hits, wanted.limit) if wanted.collapse else hits
+                outcomes[index] = (wanted.space, kept)
         return [outcomes[index] for index in range(len(batch))]
 
     def _text_searches(self, model_name: str, batch: Sequence[TextSearch]) -> list[list[Hit]]:
@@ -360,7 +410,7 @@ class Searcher:
         keywords: list[SparseVector | None] = []  # each search's query terms, computed once (hybrid weighs by them)
         for w in batch:  # the embedded rows are in the order of the dense searches, which keep the batch's order
             deeper = w.mode == "hybrid" or (w.mode == "sparse" and w.diversity > 0)  # fused or re-ranked after
-            depth = w.limit * HYBRID_DEPTH if deeper else w.limit
+            depth = w.limit * HYBRID_DEPTH if deeper else w.ranked
             if w.mode != "sparse":  # hybrid diversifies the fused list, dense lets the store do it
                 diversity = w.diversity if w.mode == "dense" else 0.0
                 vector, name = next(embedded).tolist(), w.vector_name
@@ -371,7 +421,7 @@ class Searcher:
         lists = iter(self.store.search_batch(requests))
         answers = []
         for w, terms in zip(batch, keywords, strict=True):
-            if w.mode == "hybrid" and terms:
+            if w.mode == "hybrid" and terms is not None:
                 answers.append(self._hybrid(w, next(lists), next(lists), terms))
             elif w.mode == "sparse" and w.diversity > 0:  # keywords find, the dense vectors tell near-duplicates
                 answers.append(self._diversified(w, next(lists)))
@@ -384,10 +434,12 @@ class Searcher:
         best hit holds (``fusion.keyword_weight``); with ``diversity``, re-ranked by MMR over the fused
         candidates' dense vectors (``fusion.diversify``)."""
         depth = wanted.limit * HYBRID_DEPTH
+        if not sparse:  # no text shares a keyword with the query: the dense list as it is (cosine scores)
+            return self._diversified(wanted, dense) if wanted.diversity else dense[: wanted.ranked]
         weights = [1.0, self._keyword_weight(keywords, sparse)]
         fusion = self.settings.api.hybrid_fusion
         if not wanted.diversity:
-            return fuse_lists([dense, sparse], wanted.limit, fusion, depth, weights)
+            return fuse_lists([dense, sparse], wanted.ranked, fusion, depth, weights)
         return self._diversified(wanted, fuse_lists([dense, sparse], depth, fusion, depth, weights))
 
     def _diversified(self, wanted: TextSearch, candidates: list[Hit]) -> list[Hit]:
@@ -395,7 +447,7 @@ class Searcher:
         hybrid and keyword lists, which the store cannot diversify itself."""
         found = self.store.retrieve([h.id for h in candidates], with_vectors=True)
         vectors = {p.id: p.vectors[wanted.space] for p in found if wanted.space in p.vectors}
-        return diversify(candidates, vectors, wanted.limit, wanted.diversity)
+        return diversify(candidates, vectors, wanted.ranked, wanted.diversity)
 
     def _keyword_weight(self, keywords: SparseVector, sparse: list[Hit]) -> float:
         if not sparse:
@@ -460,7 +512,7 @@ def search_once(
     limit: int = 5,
     where: Where | None = None,
     modality: str | None = None,
-    mode: SearchMode = "dense",
+    mode: SearchMode | None = None,
     diversity: float = 0.0,
 ) -> list[Hit]:
     searcher = Searcher(settings)
@@ -477,7 +529,7 @@ def search_documents_once(
     limit: int = 5,
     where: Where | None = None,
     modality: str | None = None,
-    mode: SearchMode = "dense",
+    mode: SearchMode | None = None,
     per_group: int = 3,
     diversity: float = 0.0,
 ) -> list[Group]:

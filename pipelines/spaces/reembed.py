@@ -101,9 +101,10 @@ class TextReembedder:
             document = payload.get("modality") == "text" and bool(payload.get("chunks"))
             if document:
                 chunks = self._chunker.chunks(text) if self._chunker is not None else []
-                if len(chunks) != int(payload["chunks"]):
+                passages = [chunk.text for chunk in chunks if chunk.level == "passage"]
+                if int(payload["chunks"]) not in (len(chunks), len(passages)):  # (stored before sentence points)
                     continue
-                parts = [chunk.text for chunk in chunks]
+                parts = passages  # the document's vector is its passages' mean
             plans.append((i, len(texts), len(texts) + len(parts), document))
             texts += parts
         rows = self.encoder.embed(texts)

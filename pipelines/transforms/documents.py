@@ -4,11 +4,13 @@ A text longer than the text model reads is cut into chunks (``onnx_models.chunki
 embedded like a short text. Its points:
 
 * **chunks**: ``text_chunk`` points keyed by (document id, chunk index) — ``point_id("text_chunk", id,
-  index=i)`` — with ``doc_id``, ``chunk``, ``chunks``, the chunk's character offsets ``start``/``end`` in the
-  document, its own text and BM25 vector, and the document's metadata (a filter on it finds the chunks too);
+  index=i)`` — with ``doc_id``, ``chunk``, ``chunks``, ``level`` (``passage``: the ~256-token pieces that
+  cover the text; ``sentence``: one sentence, after the passages, with ``model.sentence_points``), the chunk's
+  character offsets ``start``/``end`` in the document, its own text and BM25 vector, and the document's
+  metadata (a filter on it finds the chunks too);
 * **the document**: the point a short text with that id would be (``point_id("text", id)``), holding the full
-  text once, ``doc_id`` and ``chunks``; its vector is the normalized mean of its chunks' vectors, its BM25
-  vector the whole text's.
+  text once, ``doc_id`` and ``chunks`` (all chunk points, sentences included); its vector is the normalized mean
+  of its passages' vectors, its BM25 vector the whole text's.
 
 All of them come from one event, so they are a pure function of it: a duplicate, a replay or another order of
 events gives the same points (unlike a video, whose members arrive as separate events). What a document's
@@ -47,7 +49,8 @@ def document_points(
 ) -> list[PointRecord | DeadLetter]:
     """The chunk points (in order) and then the document's point; or the event's one dead letter."""
     spaces = list(rows[0])
-    vectors = {space: mean_vector([row[space] for row in rows]) for space in spaces}
+    passages = [row for chunk, row in zip(chunks, rows, strict=True) if chunk.level == "passage"]
+    vectors = {space: mean_vector([row[space] for row in passages]) for space in spaces}
     doc_id = event.envelope.id
     fields = {"doc_id": doc_id, "chunks": len(chunks)}
     view = point_or_dead(event, vectors, models, ingested_at, sparse=sparse(event.envelope.text or ""), fields=fields)
@@ -67,6 +70,7 @@ def _chunk_point(
         "modality": CHUNK_MODALITY,
         "text": chunk.text,
         "chunk": chunk.index,
+        "level": chunk.level,
         "start": chunk.start,
         "end": chunk.end,
         "content_sha256": hashlib.sha256(chunk.text.encode("utf-8")).hexdigest(),

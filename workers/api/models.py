@@ -35,10 +35,11 @@ class TextSearch(SearchOptions):
     """A text query, embedded into the space searched."""
 
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    mode: Literal["dense", "sparse", "hybrid"] = Field(
-        default="dense",
+    mode: Literal["auto", "dense", "sparse", "hybrid"] | None = Field(
+        default=None,
         description="dense: by meaning; sparse: BM25 keywords (names, codes, rare words); hybrid: both, fused as "
-        "the server's api.hybrid_fusion says",
+        "the server's api.hybrid_fusion says; auto: hybrid where the collection has keyword vectors, else dense; "
+        "null or absent: the server's api.search_mode (auto unless configured)",
     )
     diversity: float = Field(
         default=0.0,
@@ -72,9 +73,22 @@ class RecommendRequest(BaseModel):
     modality: str | None = None
 
 
+class PassageOf(BaseModel):
+    """Where a chunk hit lies: its document, and its characters ``[start, end)`` there."""
+
+    id: str = Field(description="the document's event id")
+    point_id: uuid.UUID = Field(description="the document's own point")
+    start: int | None
+    end: int | None
+    level: Literal["passage", "sentence"] = Field(description="a ~256-token passage, or one sentence")
+
+
 class HitOut(BaseModel):
     id: uuid.UUID
-    score: float
+    score: float = Field(description="cosine similarity (dense), BM25 (sparse), or the fused score (hybrid)")
+    document: PassageOf | None = Field(
+        default=None, description="for a chunk of a long text: its document and where in it; null otherwise"
+    )
     payload: dict[str, Any]
 
 

@@ -119,12 +119,12 @@ def search(
     k: int,
     where: list[str],
     as_json: bool,
-    mode: Literal["dense", "sparse", "hybrid"],
+    mode: Literal["auto", "dense", "sparse", "hybrid"] | None,
     documents: bool = False,
     per_document: int = 3,
     diversity: float = 0.0,
 ) -> int:
-    from embedstream.workers.grouping import snippet
+    from embedstream.workers.grouping import describe_hits, passage_of
     from embedstream.workers.search import Query, parse_where, search_documents_once, search_once
 
     given = [q for q in (query, text, image, audio) if q]
@@ -146,14 +146,10 @@ def search(
         return 0
     hits = search_once(settings, asked, space, k, parse_where(where), modality, mode, diversity)
     if as_json:
-        print(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits], ensure_ascii=False))
+        found = [{"id": h.id, "score": h.score, "document": passage_of(h.payload), "payload": h.payload} for h in hits]
+        print(json.dumps(found, ensure_ascii=False))
         return 0
-    if not hits:
-        print("no results")
-    for rank, hit in enumerate(hits, start=1):
-        payload = hit.payload
-        shown = snippet(str(payload.get("text") or payload.get("uri") or ""), 200)
-        print(f"{rank:>2}. {hit.score:.3f}  [{payload.get('modality', '?')}] {payload.get('id')}  {shown}")
+    print(describe_hits(hits))
     return 0
 
 

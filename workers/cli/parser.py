@@ -109,10 +109,11 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", dest="as_json", help="hits as one JSON array")
     search.add_argument(
         "--mode",
-        choices=["dense", "sparse", "hybrid"],
-        default="dense",
-        help="text queries: dense (meaning), sparse (BM25 keywords: names, codes, rare words) or hybrid (both, "
-        "fused as api.hybrid_fusion says)",
+        choices=["auto", "dense", "sparse", "hybrid"],
+        default=None,
+        help="text queries: dense (meaning), sparse (BM25 keywords: names, codes, rare words), hybrid (both, "
+        "fused as api.hybrid_fusion says) or auto (hybrid where the collection has keyword vectors, else dense); "
+        "default: api.search_mode (auto)",
     )
     search.add_argument(
         "--documents",

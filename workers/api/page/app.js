@@ -55,7 +55,7 @@ async function run(request, path = "/search") {
 }
 
 function searchText(text) {
-  const mode = $("mode").value;
+  const mode = $("mode").value || undefined;  // none chosen: the server's default (api.search_mode)
   const byDocument = $("documents").checked;
   return run({ method: "POST", headers: { "content-type": "application/json" },
                body: JSON.stringify({ text, mode, ...options(), ...(byDocument ? { k: 8 } : {}) }) },
@@ -142,9 +142,10 @@ function render(body) {
     const text = document.createElement("div");
     const kind = document.createElement("span");
     kind.className = "kind";
-    kind.textContent = p.modality;
+    const where = hit.document;  // a chunk of a long text: its document and characters there
+    kind.textContent = where ? `${where.level} of document · chars ${where.start}–${where.end}` : p.modality;
     const title = document.createElement("strong");
-    title.textContent = p.id;
+    title.textContent = where ? where.id : p.id;
     text.append(kind, title);
     if (p.text) {
       const snippet = document.createElement("p");

@@ -18,6 +18,7 @@ from embedstream.workers.api.models import (
     DocumentsResponse,
     Filter,
     HitOut,
+    PassageOf,
     PassageOut,
     PointSearch,
     Problem,
@@ -25,7 +26,7 @@ from embedstream.workers.api.models import (
     SearchRequest,
     SearchResponse,
 )
-from embedstream.workers.grouping import Group
+from embedstream.workers.grouping import Group, passage_of
 from embedstream.workers.search import Query, Searcher, SearchMode, check_filter
 
 router = APIRouter(tags=["search"], dependencies=[Depends(requires("read"))])
@@ -127,7 +128,7 @@ async def _run(
     k: int,
     where: Filter,
     modality: str | None,
-    mode: SearchMode = "dense",
+    mode: SearchMode | None = None,
     diversity: float = 0.0,
 ) -> SearchResponse:
     if query.kind == "text":  # waits for its batch without a thread (Searcher.search_text)
@@ -166,4 +167,9 @@ def _default_space_of(searcher: Searcher, point_id: str) -> str:
 
 
 def _hits(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(id=uuid.UUID(h.id), score=h.score, payload=h.payload) for h in hits]
+    return [HitOut(id=uuid.UUID(h.id), score=h.score, document=_passage(h.payload), payload=h.payload) for h in hits]
+
+
+def _passage(payload: dict[str, Any]) -> PassageOf | None:
+    where = passage_of(payload)
+    return None if where is None else PassageOf.model_validate(where)
