@@ -28,6 +28,7 @@ from pathlib import Path
 WIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 LEE_CORPUS = "lee_background.cor"
 DOCUMENT_WORDS = 2000
+LONG_WORDS = 1500  # articles this long are the long documents; shorter ones give the short texts' sentences
 PLANTED_AT = 0.8
 
 # (fact, question): everyday events unrelated to any encyclopaedia article; each question asks about its fact
@@ -256,7 +257,7 @@ def _cut(text: str, words: int) -> str:
 def planted_facts(seed: int = 11) -> list[Document]:
     """Long articles (≥ 1,500 words), cut to about 2,000 words; the first ``len(FACTS)`` hold one fact each at
     80 % of their length, the rest are distractors without a question."""
-    long_ones = [(t, _cut(x, DOCUMENT_WORDS)) for t, x in wiki_articles() if len(x.split()) >= 1500]
+    long_ones = [(t, _cut(x, DOCUMENT_WORDS)) for t, x in wiki_articles() if len(x.split()) >= LONG_WORDS]
     rng = random.Random(seed)
     rng.shuffle(long_ones)
     docs = []
@@ -277,13 +278,14 @@ def planted_facts(seed: int = 11) -> list[Document]:
 
 @cache
 def sentence_pool() -> list[str]:
-    """Distinct sentences of 8–60 words: Lee corpus news, the sample corpus, and Wikipedia prose."""
+    """Distinct sentences of 8–60 words: Lee corpus news, the sample corpus, and the prose of the Wikipedia
+    articles too short to be long documents (so no short text is also inside a long one)."""
     from embedstream.onnx_models.corpus import corpus_texts
 
     lee = (gensim_data() / LEE_CORPUS).read_text(encoding="utf-8", errors="replace").splitlines()
     pool = [s for line in lee for s in sentences(line)]
     pool += corpus_texts()
-    pool += [s for _, text in wiki_articles()[:40] for s in sentences(text)]
+    pool += [s for _, text in wiki_articles() if len(text.split()) < LONG_WORDS for s in sentences(text)]
     seen: set[str] = set()
     kept = []
     for sentence in pool:
@@ -304,19 +306,34 @@ def short_texts(distractors: int = 2400, seed: int = 5) -> tuple[list[tuple[str,
     for n, (query, target) in enumerate(PARAPHRASES):
         texts.append((f"para{n}", target))
         questions.append(Question(query, f"para{n}", "paraphrase"))
-    texts_planted, keyword_questions = _keyword_questions(chosen, texts, rng)
-    return texts + texts_planted, questions + keyword_questions
+    planted, planted_questions = _planted_terms(chosen, rng)
+    texts += planted
+    others = [doc.text for doc in planted_facts()]  # the long documents share the index with these
+    return texts, questions + planted_questions + _rare_words(texts, others, rng)
 
 
-def _keyword_questions(
-    chosen: list[str], texts: list[tuple[str, str]], rng: random.Random
-) -> tuple[list[tuple[str, str]], list[Question]]:
-    """Rare words (lower-case letters, ≥ 7 long, in exactly one text of the index, no other word of the index
-    sharing their first six letters, and not a whole token of the text model's vocabulary: the ~30,000 commonest)
-    asked for alone; and 20 pool sentences not in the index, each given a code or a surname that
-    the question names."""
+def _planted_terms(chosen: list[str], rng: random.Random) -> tuple[list[tuple[str, str]], list[Question]]:
+    """20 pool sentences not among ``chosen``, each given a code or a surname that its question names."""
+    unused = [s for s in sentence_pool() if s not in set(chosen)]
+    planted, questions = [], []
+    for n, sentence in enumerate(rng.sample(unused, 20)):
+        if n % 2:
+            term = f"{rng.choice('BCDFGHJ')}{rng.randint(100, 999)}/{rng.choice('XYZ')}{rng.randint(10, 99)}"
+            text, query = f"{sentence} Reference {term}.", f"reference {term}"
+        else:
+            term = f"{rng.choice(['Ada', 'Tomas', 'Ines', 'Kofi', 'Leila'])} {SURNAMES[n // 2]}"
+            text, query = f"{sentence} Reported by {term}.", f"reported by {term}"
+        planted.append((f"kw{n}", text))
+        questions.append(Question(query, f"kw{n}", "code or name"))
+    return planted, questions
+
+
+def _rare_words(texts: list[tuple[str, str]], others: list[str], rng: random.Random) -> list[Question]:
+    """20 rare words, each asked for alone: lower-case letters, ≥ 7 long, in exactly one text of the whole index
+    (``texts`` and the long documents ``others``), no other word of it sharing their first six letters, and not
+    a whole token of the text model's vocabulary (the ~30,000 commonest)."""
     counts: Counter[str] = Counter()
-    for _, text in texts:
+    for text in [t for _, t in texts] + others:
         counts.update({w.lower() for w in re.findall(r"[A-Za-z]+", text)})
     vocabulary = _wordpiece_vocabulary()
     stems = Counter(w[:6] for w in counts.elements())  # chairmen is not rare where chairman is common
@@ -332,19 +349,7 @@ def _keyword_questions(
         ]
         if words:
             rare.append((doc_id, words[0]))
-    questions = [Question(word, doc_id, "rare word") for doc_id, word in rng.sample(rare, 20)]
-    unused = [s for s in sentence_pool() if s not in set(chosen)]
-    planted = []
-    for n, sentence in enumerate(rng.sample(unused, 20)):
-        if n % 2:
-            term = f"{rng.choice('BCDFGHJ')}{rng.randint(100, 999)}/{rng.choice('XYZ')}{rng.randint(10, 99)}"
-            text, query = f"{sentence} Reference {term}.", f"reference {term}"
-        else:
-            term = f"{rng.choice(['Ada', 'Tomas', 'Ines', 'Kofi', 'Leila'])} {SURNAMES[n // 2]}"
-            text, query = f"{sentence} Reported by {term}.", f"reported by {term}"
-        planted.append((f"kw{n}", text))
-        questions.append(Question(query, f"kw{n}", "code or name"))
-    return planted, questions
+    return [Question(word, doc_id, "rare word") for doc_id, word in rng.sample(rare, 20)]
 
 
 def _wordpiece_vocabulary() -> set[str]:

@@ -10,7 +10,7 @@ of them. Every chunk knows its character offsets in the text, which search uses 
 With ``sentences`` on, a text cut into several passages also gets one chunk per sentence (level ``sentence``,
 after the passages): a passage's vector is the mean of its ~15 sentences, so one sentence unlike the rest
 barely moves it, and a question about a single fact deep inside a long document found the right document first
-for 1 in 36 questions by passages alone and 36 in 36 with sentences beside them (``bench/reports/retrieval.md``).
+for none of 36 questions by passages alone and 34 with sentences beside them (``bench/reports/retrieval.md``).
 
 Sentence ends: ``.``, ``!``, ``?`` (with closing quotes or brackets) before white space, and line breaks.
 """

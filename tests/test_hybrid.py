@@ -53,7 +53,10 @@ def test_a_collection_without_keywords_says_so(make_settings):
     run_ingest(settings)
     searcher = Searcher(settings)
     try:
-        assert searcher.search(Query.of_text("sentence"), limit=1)[0].payload["id"] == "a"
+        (found,) = searcher.search(Query.of_text("sentence"), limit=1)
+        # the default (auto) falls back to dense here: the same hit and cosine score as an explicit dense search
+        assert found.payload["id"] == "a" and searcher.mode_for("text", None) == "dense"
+        assert found == searcher.search(Query.of_text("sentence"), limit=1, mode="dense")[0]
         with pytest.raises(NotFoundError, match="no sparse vector 'bm25'"):
             searcher.search(Query.of_text("sentence"), mode="hybrid")
     finally:

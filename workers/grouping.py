@@ -13,7 +13,6 @@ each group its owner's point (fetched when no hit was the owner itself) and its 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,40 +72,60 @@ def owner_of(payload: dict[str, Any]) -> tuple[tuple[str, str], str | None]:
     return (str(payload.get("modality")), str(payload.get("id"))), None
 
 
-def _span(payload: dict[str, Any]) -> tuple[float, float]:
-    """A text hit's characters in its document: a chunk's ``[start, end)``; the document's own point, all."""
-    start, end = payload.get("start"), payload.get("end")
-    if payload.get("modality") == CHUNK_MODALITY and isinstance(start, int) and isinstance(end, int):
-        return start, end
-    return 0, math.inf
-
-
 def _nested(one: dict[str, Any], other: dict[str, Any]) -> bool:
-    """Do two hits of one document nest (one's characters hold the other's)? A video's members never do."""
-    if one.get("modality") not in ("text", CHUNK_MODALITY) or other.get("modality") not in ("text", CHUNK_MODALITY):
+    """Do two chunks nest (one's characters hold the other's: a sentence and the passage around it)? Anything
+    that is not a chunk with its offsets — a video's members, a document's own point — never does."""
+    first, second = _offsets(one), _offsets(other)
+    if first is None or second is None:
         return False
-    (a, b), (x, y) = _span(one), _span(other)
+    (a, b), (x, y) = first, second
     return (x <= a and b <= y) or (a <= x and y <= b)
 
 
+def _offsets(payload: dict[str, Any]) -> tuple[int, int] | None:
+    start, end = payload.get("start"), payload.get("end")
+    if payload.get("modality") != CHUNK_MODALITY or not isinstance(start, int) or not isinstance(end, int):
+        return None
+    return start, end
+
+
 def distinct_passages(hits: Sequence[Hit], limit: int) -> list[Hit]:
-    """The first ``limit`` hits, each text hit dropped when a better hit of the same document nests with it (one
-    holds the other: a sentence and the passage around it, or a chunk and its document's own point — one answer,
-    shown once, by its best hit). Disjoint passages of one document stay apart, and so does every other hit (a
-    video's frames are different moments, not nested passages)."""
-    kept: list[Hit] = []
-    taken: dict[str, list[dict[str, Any]]] = {}
+    """The first ``limit`` answers among ``hits`` (best first), where hits of one long text that say the same
+    thing count once: a chunk is dropped when a better chunk of its document nests with it (a sentence and the
+    passage around it), and a document's own point gives its place to the document's best chunk among the hits
+    (which then carries the better of the two scores: the chunk says where in the document the match is), or
+    is dropped when a chunk of it is already shown. A document's point with no chunk among the hits stays as it
+    is, and so do disjoint passages of one document,
+    short texts and every other hit (a video's frames are different moments, not nested passages)."""
+    chunks: dict[str, list[Hit]] = {}  # each document's chunks that nest with no better one, best first
     for hit in hits:
         payload = hit.payload
-        if payload.get("modality") in ("text", CHUNK_MODALITY):
-            held = taken.setdefault(str(payload.get("doc_id") or payload.get("id")), [])
-            if any(_nested(payload, other) for other in held):
-                continue
-            held.append(payload)
-        kept.append(hit)
-        if len(kept) == limit:
+        if payload.get("modality") == CHUNK_MODALITY:
+            kept = chunks.setdefault(str(payload.get("doc_id")), [])
+            if not any(_nested(payload, other.payload) for other in kept):
+                kept.append(hit)
+    distinct = {c.id for kept in chunks.values() for c in kept}
+    answers: list[Hit] = []
+    shown: set[str] = set()
+    for hit in hits:
+        payload = hit.payload
+        if payload.get("modality") == CHUNK_MODALITY:
+            answer = hit if hit.id in distinct else None
+        elif payload.get("modality") == "text" and payload.get("chunks"):  # a long text's own point
+            parts = chunks.get(str(payload.get("doc_id") or payload.get("id")), [])
+            if any(c.id in shown for c in parts):  # the document is already answered, where it matched best
+                answer = None
+            else:
+                answer = Hit(parts[0].id, max(hit.score, parts[0].score), parts[0].payload) if parts else hit
+        else:
+            answer = hit
+        if answer is None or answer.id in shown:
+            continue
+        shown.add(answer.id)
+        answers.append(answer)
+        if len(answers) == limit:
             break
-    return kept
+    return answers
 
 
 def passage_of(payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -203,7 +222,7 @@ def describe_groups(groups: Sequence[Group], width: int = 150) -> str:
     for rank, group in enumerate(groups, start=1):
         owner = group.owner or {}
         text = owner.get("text") if isinstance(owner.get("text"), str) else None
-        facts = [f"{owner['chunks']} chunks"] if owner.get("chunks") else []
+        facts = [f"{owner['chunks']} chunk points"] if owner.get("chunks") else []
         facts += [f"{len(text)} characters"] if text else []
         about = f"  ({', '.join(facts)})" if facts else ""
         lines.append(f"{rank:>2}. {group.score:.3f}  [{group.key[0]}] {group.key[1]}{about}")

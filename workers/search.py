@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -105,7 +106,11 @@ class Query:
 
 SearchMode = Literal["auto", "dense", "sparse", "hybrid"]
 HYBRID_DEPTH = 4  # candidates each list of a hybrid search brings to the fusion, per result asked for
+# ...and at least this many: the fusion weighs each list by how far its top stands out from the rest, which four
+# candidates (a search for one result) cannot tell; 40 is the depth its weights were measured at (k = 10)
+HYBRID_MIN_DEPTH = 40
 NESTED_DEPTH = 3  # hits asked for per result wanted, so that collapsing nested passages still fills the limit
+SPARSE_RECHECK_S = 5.0  # how long "this collection has no keyword vectors" is believed before asking again
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,11 @@ class TextSearch:
     collapse: bool = False
 
     @property
+    def fused_depth(self) -> int:
+        """How many candidates each list of a hybrid (or re-ranked keyword) search brings."""
+        return max(self.limit * HYBRID_DEPTH, HYBRID_MIN_DEPTH)
+
+    @property
     def ranked(self) -> int:
         """How many hits each path ranks before nested passages are collapsed."""
         return self.limit * NESTED_DEPTH if self.collapse else self.limit
@@ -161,6 +171,7 @@ class Searcher:
         self._texts = QueryBatcher(self._answer_texts, runners=settings.api.query_runners, on_batch=on_batch)
         self._bm25 = Bm25()
         self._has_sparse = False
+        self._sparse_checked_at = -SPARSE_RECHECK_S
 
     def encoder(self, name: str) -> AnyEncoder:
         """``name``'s encoder, loaded once. Its ORT threads sleep between queries unless the settings say: a
@@ -283,7 +294,9 @@ class Searcher:
             space, vector_name, vector = self.embedded(query, space)
             where = conditions(where, modality)
             depth = limit if nested else limit * NESTED_DEPTH
-            asked = SearchRequest(space, vector.tolist(), depth, where, diversity=diversity, vector_name=vector_name)
+            asked = SearchRequest(
+                space, vector.tolist(), depth, where, diversity=diversity, vector_name=vector_name, mmr_for=limit
+            )
             found = self.store.search_batch([asked])[0]
             return found[:limit] if nested else distinct_passages(found, limit)
         text = TextQuery(query.text or "", space, limit, where, modality, mode, diversity, nested)
@@ -351,9 +364,12 @@ class Searcher:
         return group_hits(hits, limit, per_group, self.store.retrieve)
 
     def _holds_sparse(self) -> bool:
-        """Does the collection hold keyword vectors? (Once it does, it always will: the answer is kept.)"""
-        if not self._has_sparse:
+        """Does the collection hold keyword vectors? Once it does, it always will: a yes is kept; a no is asked
+        again after ``SPARSE_RECHECK_S`` (the collection may be made anew), not on every query (a store call)."""
+        now = time.monotonic()
+        if not self._has_sparse and now - self._sparse_checked_at >= SPARSE_RECHECK_S:
             self._has_sparse = BM25_SPACE in self.store.spaces()
+            self._sparse_checked_at = now
         return self._has_sparse
 
     def _check_sparse(self) -> None:
@@ -410,11 +426,12 @@ class Searcher:
         keywords: list[SparseVector | None] = []  # each search's query terms, computed once (hybrid weighs by them)
         for w in batch:  # the embedded rows are in the order of the dense searches, which keep the batch's order
             deeper = w.mode == "hybrid" or (w.mode == "sparse" and w.diversity > 0)  # fused or re-ranked after
-            depth = w.limit * HYBRID_DEPTH if deeper else w.ranked
+            depth = w.fused_depth if deeper else w.ranked
             if w.mode != "sparse":  # hybrid diversifies the fused list, dense lets the store do it
                 diversity = w.diversity if w.mode == "dense" else 0.0
                 vector, name = next(embedded).tolist(), w.vector_name
-                requests.append(SearchRequest(w.space, vector, depth, w.where, diversity=diversity, vector_name=name))
+                asked = SearchRequest(w.space, vector, depth, w.where, diversity=diversity, vector_name=name)
+                requests.append(replace(asked, mmr_for=w.limit))  # MMR's pool as for the hits shown
             keywords.append(self._bm25.query(w.text) if w.mode != "dense" else None)
             if keywords[-1] is not None:
                 requests.append(SearchRequest(w.space, None, depth, w.where, keywords[-1]))
@@ -433,7 +450,7 @@ class Searcher:
         """The two lists fused (``api.hybrid_fusion``), the keyword list weighed by how much of the query its
         best hit holds (``fusion.keyword_weight``); with ``diversity``, re-ranked by MMR over the fused
         candidates' dense vectors (``fusion.diversify``)."""
-        depth = wanted.limit * HYBRID_DEPTH
+        depth = wanted.fused_depth
         if not sparse:  # no text shares a keyword with the query: the dense list as it is (cosine scores)
             return self._diversified(wanted, dense) if wanted.diversity else dense[: wanted.ranked]
         weights = [1.0, self._keyword_weight(keywords, sparse)]

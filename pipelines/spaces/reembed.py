@@ -87,7 +87,9 @@ class TextReembedder:
 
     def __init__(self, model: ModelSettings, encoder: TextEncoder) -> None:
         self.encoder = encoder
-        self._chunker = chunker_for(self.encoder, model)
+        # counted with sentence chunks whatever model.sentence_points says now: a document's stored ``chunks``
+        # is its passages alone or passages plus sentences, by the setting it was ingested with
+        self._chunker = chunker_for(self.encoder, model.model_copy(update={"sentence_points": True}))
 
     def vectors(self, payloads: Sequence[Mapping[str, Any]]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = [None] * len(payloads)

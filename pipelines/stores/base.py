@@ -115,11 +115,14 @@ class SearchRequest:
     # The engine's named vector to search, as the caller resolved it with the model that embedded the query
     # (``SpaceSpec.searched``); None: the store resolves ``space`` itself.
     vector_name: str | None = None
+    # The results MMR's candidate pool is sized for, when more are asked for than will be shown (a plain search
+    # ranks deeper to collapse nested passages): the same pool, so the same picks, as a search of that many.
+    mmr_for: int | None = None
 
     @property
     def mmr_candidates(self) -> int:
         """The nearest points MMR re-ranks: enough that there is something unlike the top to choose."""
-        return min(max(self.limit * 5, 50), 1000)
+        return min(max((self.mmr_for or self.limit) * 5, 50), 1000)
 
 
 @dataclass(frozen=True)

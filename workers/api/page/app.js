@@ -98,7 +98,7 @@ function renderDocuments(body) {
     const text = document.createElement("div");
     const kind = document.createElement("span");
     kind.className = "kind";
-    kind.textContent = doc.kind + (p.chunks ? ` · ${p.chunks} chunks` : "");
+    kind.textContent = doc.kind + (p.chunks ? ` · ${p.chunks} chunk points` : "");
     const title = document.createElement("strong");
     title.textContent = doc.id;
     text.append(kind, title);
