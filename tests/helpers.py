@@ -218,9 +218,13 @@ def fill(settings: Settings, count: int) -> None:
 
 
 def answers(settings: Settings) -> list[list[tuple[str, float]]]:
+    """The dense search results for ``QUERIES`` (ids and cosine scores): what two stores holding the same vectors
+    answer alike. Dense, not the default hybrid: keyword scores weigh by IDF over the whole collection, so they
+    move with every other point a store holds."""
     searcher = Searcher(settings)
     try:
-        return [[(h.id, round(h.score, 4)) for h in searcher.search(Query.of_text(q), limit=5)] for q in QUERIES]
+        found = [searcher.search(Query.of_text(q), limit=5, mode="dense") for q in QUERIES]
+        return [[(h.id, round(h.score, 4)) for h in hits] for hits in found]
     finally:
         searcher.close()
 
