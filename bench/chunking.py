@@ -29,8 +29,11 @@ from embedstream.onnx_models.chunking import Chunker
 from embedstream.onnx_models.corpus import corpus_records
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.pipelines.stores import SpaceSpec, open_store
-from embedstream.pipelines.transforms.documents import mean_vector
-from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, point_id
+from embedstream.pipelines.transforms.documents import document_points
+from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.schemas.envelope import Envelope
+from embedstream.schemas.point import PointRecord, SparseVector, point_id
+from embedstream.schemas.records import KafkaRecord
 from embedstream.schemas.settings import Settings
 from embedstream.workers.search import Query, Searcher, SearchMode
 from tests.long_documents import LongDocument, long_documents
@@ -58,31 +61,19 @@ def points_of(
             for d, v in zip(docs, vectors, strict=True)
         ]
     chunker = Chunker.from_file(encoder.tokenizer_file, size, size // 8, sentences)
-    points = []
-    for doc in tqdm(docs, desc=f"{size}-token chunks", leave=False):
+    models = {space: encoder.manifest.ref}
+
+    def keywords(text: str) -> dict[str, SparseVector]:
+        return {BM25_SPACE: bm25.document(text)}
+
+    points: list[PointRecord] = []
+    for n, doc in enumerate(tqdm(docs, desc=f"{size}-token chunks", leave=False)):
         chunks = chunker.chunks(doc.text)
-        vectors = encoder.embed([c.text for c in chunks])
-        for chunk, vector in zip(chunks, vectors, strict=True):
-            payload = {"id": doc.doc_id, "doc_id": doc.doc_id, "modality": CHUNK_MODALITY, "text": chunk.text}
-            payload |= {"chunk": chunk.index, "chunks": len(chunks), "level": chunk.level}
-            payload |= {"start": chunk.start, "end": chunk.end}
-            points.append(
-                PointRecord(
-                    id=point_id(CHUNK_MODALITY, doc.doc_id, index=chunk.index),
-                    vectors={space: vector.tolist()},
-                    sparse={BM25_SPACE: bm25.document(chunk.text)},
-                    payload=payload,
-                )
-            )
-        passages = [vector for chunk, vector in zip(chunks, vectors, strict=True) if chunk.level == "passage"]
-        points.append(
-            PointRecord(
-                id=point_id("text", doc.doc_id),
-                vectors={space: mean_vector(passages).tolist()},
-                sparse={BM25_SPACE: bm25.document(doc.text)},
-                payload={"id": doc.doc_id, "doc_id": doc.doc_id, "modality": "text", "text": doc.text},
-            )
-        )
+        rows = [{space: vector} for vector in encoder.embed([c.text for c in chunks])]
+        envelope = Envelope.model_validate({"schema": 1, "id": doc.doc_id, "modality": "text", "text": doc.text})
+        event = ParsedEvent(envelope, KafkaRecord(topic="bench", partition=0, offset=n))
+        made = document_points(event, chunks, rows, models, "", keywords)  # exactly what the pipeline writes
+        points += [p for p in made if isinstance(p, PointRecord)]
     return points
 
 

@@ -33,6 +33,7 @@ from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.pipelines.stores import Hit, SpaceSpec, VectorStore, open_store
 from embedstream.schemas.point import PointRecord, point_id
 from embedstream.schemas.settings import Settings
+from embedstream.workers.grouping import owner_of
 from embedstream.workers.search import Query, Searcher, SearchMode
 
 REPORTS = Path(__file__).parent / "reports"
@@ -51,8 +52,8 @@ DEFAULT = "passages + sentences · hybrid, confidence fusion"  # model.sentence_
 
 
 def document_of(hit: Hit) -> str:
-    """The document a hit answers with: a chunk's document, else the point's own id."""
-    return str(hit.payload.get("doc_id") or hit.payload.get("id"))
+    """The document a hit answers with: a chunk's document, else the point's own id (``grouping.owner_of``)."""
+    return owner_of(hit.payload)[0][1]
 
 
 def stored_bytes(points: Sequence[PointRecord], sparse: bool) -> int:

@@ -139,6 +139,8 @@ def test_the_fusion_rules_each_setting_offers():
     assert fused[0].id == "c" and {h.id for h in fused} == {"a", "b", "c", "d"}
     assert fused[0].score == pytest.approx(1 / 63 + 1 / 61)
     assert [h.id for h in fuse_lists([dense, sparse], 4, "dbsf")] == ["c", "a", "b", "d"]  # Qdrant's DBSF
+    for method in ("confidence", "rrf", "dbsf"):  # one list with hits (no keyword matched): it, as it is
+        assert fuse_lists([dense, []], 2, method, 40, [1.0, 0.3]) == dense[:2]
     assert keyword_weight([1, 2, 3, 4], [1, 2, 9]) == pytest.approx(0.25)
     assert keyword_weight([1, 2], [1, 2, 5]) == 1.0 and keyword_weight([], [1]) == 1.0
     vectors = {"a": [1.0, 0.0], "b": [0.99, 0.01], "c": [0.0, 1.0]}

@@ -37,7 +37,12 @@ def fuse_lists(
 ) -> list[Hit]:
     """The ``limit`` best hits of the fused lists (each hit's score is its fused score); ``depth``: how many hits
     each list was asked for (a shorter one is padded with zeros for the ``confidence`` statistics);
-    ``weights``: each list's weight on top of its confidence (``confidence`` only; ``keyword_weight``)."""
+    ``weights``: each list's weight on top of its confidence (``confidence`` only; ``keyword_weight``). When only
+    one list has hits (no text shares a keyword with the query) there is nothing to fuse: that list comes back as
+    it is, its own scores (cosine, BM25) included."""
+    found_any = [found for found in lists if found]
+    if len(found_any) == 1:
+        return list(found_any[0][:limit])
     scores: dict[str, float] = {}
     hits: dict[str, Hit] = {}
     for n, found in enumerate(lists):

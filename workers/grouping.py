@@ -95,14 +95,13 @@ def distinct_passages(hits: Sequence[Hit], limit: int) -> list[Hit]:
     passage around it), and a document's own point gives its place to the document's best chunk among the hits
     (which then carries the better of the two scores: the chunk says where in the document the match is), or
     is dropped when a chunk of it is already shown. A document's point with no chunk among the hits stays as it
-    is, and so do disjoint passages of one document,
-    short texts and every other hit (a video's frames are different moments, not nested passages)."""
-    chunks: dict[str, list[Hit]] = {}  # each document's chunks that nest with no better one, best first
+    is, and so do disjoint passages of one document, short texts and every other hit (a video's frames are
+    different moments, not nested passages)."""
+    chunks: dict[tuple[str, str], list[Hit]] = {}  # each document's chunks that nest with no better one, best first
     for hit in hits:
-        payload = hit.payload
-        if payload.get("modality") == CHUNK_MODALITY:
-            kept = chunks.setdefault(str(payload.get("doc_id")), [])
-            if not any(_nested(payload, other.payload) for other in kept):
+        if hit.payload.get("modality") == CHUNK_MODALITY:
+            kept = chunks.setdefault(owner_of(hit.payload)[0], [])
+            if not any(_nested(hit.payload, other.payload) for other in kept):
                 kept.append(hit)
     distinct = {c.id for kept in chunks.values() for c in kept}
     answers: list[Hit] = []
@@ -112,7 +111,7 @@ def distinct_passages(hits: Sequence[Hit], limit: int) -> list[Hit]:
         if payload.get("modality") == CHUNK_MODALITY:
             answer = hit if hit.id in distinct else None
         elif payload.get("modality") == "text" and payload.get("chunks"):  # a long text's own point
-            parts = chunks.get(str(payload.get("doc_id") or payload.get("id")), [])
+            parts = chunks.get(owner_of(payload)[0], [])
             if any(c.id in shown for c in parts):  # the document is already answered, where it matched best
                 answer = None
             else:

@@ -20,7 +20,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -125,7 +125,7 @@ class TextQuery:
     modality: str | None
     mode: SearchMode | None
     diversity: float
-    nested: bool = False  # keep nested passages (grouped search); else collapse them (``distinct_passages``)
+    collapse: bool = True  # nested passages shown once (``distinct_passages``); grouped search groups them itself
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,12 @@ class TextSearch:
 
     @property
     def ranked(self) -> int:
-        """How many hits each path ranks before nested passages are collapsed."""
-        return self.limit * NESTED_DEPTH if self.collapse else self.limit
+        return ranked(self.limit, self.collapse)
+
+
+def ranked(limit: int, collapse: bool) -> int:
+    """How many hits a search ranks to answer ``limit`` of them once nested passages are collapsed."""
+    return limit * NESTED_DEPTH if collapse else limit
 
 
 class Searcher:
@@ -272,7 +276,7 @@ class Searcher:
         (both, fused: ``api.hybrid_fusion``) or ``auto`` (``mode_for``); None: ``api.search_mode``.
         ``diversity`` (0..1, every mode): maximal marginal relevance by the dense vectors — near-duplicates
         give way to other relevant points."""
-        return self._search(query, space, limit, where, modality, mode, diversity, nested=False)
+        return self._search(query, space, limit, where, modality, mode, diversity, collapse=True)
 
     def _search(
         self,
@@ -283,9 +287,9 @@ class Searcher:
         modality: str | None,
         mode: SearchMode | None,
         diversity: float,
-        nested: bool,
+        collapse: bool,
     ) -> list[Hit]:
-        """``search``; ``nested``: keep nested passages (grouped search groups them itself)."""
+        """``search``; without ``collapse``, nested passages stay (grouped search groups them itself)."""
         if query.kind != "text":
             _check_diversity(diversity)
             chosen = self.mode_for(query.kind, mode)
@@ -293,13 +297,13 @@ class Searcher:
                 raise UsageError(f"{chosen} search needs a text query (keywords); a {query.kind} query is dense only")
             space, vector_name, vector = self.embedded(query, space)
             where = conditions(where, modality)
-            depth = limit if nested else limit * NESTED_DEPTH
+            depth = ranked(limit, collapse)
             asked = SearchRequest(
                 space, vector.tolist(), depth, where, diversity=diversity, vector_name=vector_name, mmr_for=limit
             )
             found = self.store.search_batch([asked])[0]
-            return found[:limit] if nested else distinct_passages(found, limit)
-        text = TextQuery(query.text or "", space, limit, where, modality, mode, diversity, nested)
+            return distinct_passages(found, limit) if collapse else found
+        text = TextQuery(query.text or "", space, limit, where, modality, mode, diversity, collapse)
         return (self._texts.answer(text) if self.settings.api.batch_queries else self._text_alone(text))[1]
 
     def mode_for(self, kind: str, mode: SearchMode | None) -> SearchMode:
@@ -360,7 +364,7 @@ class Searcher:
     ) -> list[Group]:
         """The ``limit`` best documents (videos, single points) by their best hit, each with its point and its
         ``per_group`` best passages (chunks with their character offsets): ``workers.grouping``."""
-        hits = self._search(query, space, candidates(limit), where, modality, mode, diversity, nested=True)
+        hits = self._search(query, space, candidates(limit), where, modality, mode, diversity, collapse=False)
         return group_hits(hits, limit, per_group, self.store.retrieve)
 
     def _holds_sparse(self) -> bool:
@@ -389,8 +393,9 @@ class Searcher:
         if mode != "dense":
             self._check_sparse()
         where = conditions(asked.where, asked.modality)
-        wanted = TextSearch(asked.text, space, asked.limit, where, mode, asked.diversity, vector_name, not asked.nested)
-        return model_name, wanted
+        return model_name, TextSearch(
+            asked.text, space, asked.limit, where, mode, asked.diversity, vector_name, asked.collapse
+        )
 
     def _text_alone(self, asked: TextQuery) -> tuple[str, list[Hit]]:
         outcome = self._answer_texts([asked])[0]
@@ -430,8 +435,11 @@ class Searcher:
             if w.mode != "sparse":  # hybrid diversifies the fused list, dense lets the store do it
                 diversity = w.diversity if w.mode == "dense" else 0.0
                 vector, name = next(embedded).tolist(), w.vector_name
-                asked = SearchRequest(w.space, vector, depth, w.where, diversity=diversity, vector_name=name)
-                requests.append(replace(asked, mmr_for=w.limit))  # MMR's pool as for the hits shown
+                requests.append(  # MMR's pool sized for the hits shown (mmr_for), not for the deeper ranking
+                    SearchRequest(
+                        w.space, vector, depth, w.where, diversity=diversity, vector_name=name, mmr_for=w.limit
+                    )
+                )
             keywords.append(self._bm25.query(w.text) if w.mode != "dense" else None)
             if keywords[-1] is not None:
                 requests.append(SearchRequest(w.space, None, depth, w.where, keywords[-1]))
@@ -451,8 +459,6 @@ class Searcher:
         best hit holds (``fusion.keyword_weight``); with ``diversity``, re-ranked by MMR over the fused
         candidates' dense vectors (``fusion.diversify``)."""
         depth = wanted.fused_depth
-        if not sparse:  # no text shares a keyword with the query: the dense list as it is (cosine scores)
-            return self._diversified(wanted, dense) if wanted.diversity else dense[: wanted.ranked]
         weights = [1.0, self._keyword_weight(keywords, sparse)]
         fusion = self.settings.api.hybrid_fusion
         if not wanted.diversity:
