@@ -38,6 +38,7 @@ from embedstream.pipelines.io.kafka_clients import (
     dead_letter_limit,
     ensure_topics,
     finish_partitions,
+    output_limit,
     partition_backlog,
     plan_partitions,
 )
@@ -283,6 +284,9 @@ def run_ingest(
     if kafka.topic_pattern is None:
         ensure_topics(kafka, kafka.read_topics(set()), settings.pipeline.max_event_bytes)
     ensure_topics(kafka, [kafka.dead_letter_topic], dead_letter_limit(settings.pipeline.max_event_bytes))
+    if settings.pipeline.output_topic is not None:
+        output = settings.pipeline.output_topic
+        ensure_topics(kafka, [output], output_limit(settings.pipeline.max_event_bytes), compacted=True)
     plan = plan_ingest(settings)
     log.info("embedding %s into %s", ", ".join(plan.groups), ", ".join(s.name for s in plan.spaces))
     if workers_see_stop(options):  # the steps run here: their sessions build while the rest starts up

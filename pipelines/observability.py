@@ -68,6 +68,9 @@ class IngestMetrics:
         self.events = Counter("embedstream_events", "events delivered", ["outcome"], registry=r)
         self.points = Counter("embedstream_points_upserted", "points upserted", ["space"], registry=r)
         self.dead_letters = Counter("embedstream_dead_letters", "dead letters published", ["reason"], registry=r)
+        self.output_records = Counter(
+            "embedstream_output_records", "records acknowledged on the embeddings topic", ["kind"], registry=r
+        )
         self.batch_size = Histogram(
             "embedstream_batch_size",
             "events per encoder batch",

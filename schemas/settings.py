@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -311,6 +311,21 @@ class PipelineSettings(BaseModel):
         default_factory=list,
         description="records (topic:partition:offset) to dead-letter unread: the way past one that stops a run",
     )
+    output_topic: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "also publish every point written and every delete applied to this Kafka topic (keyed by point id, "
+            "created compacted if missing, acknowledged before offsets commit); off when None"
+        ),
+    )
+    output_format: Literal["qdrant", "binary"] = Field(
+        default="qdrant",
+        description="qdrant: the JSON Qdrant's Kafka Connect sink reads; binary: float32 vectors after a JSON header",
+    )
+    output_collection: str | None = Field(
+        default=None, min_length=1, description="the collection_name the records name (None: qdrant.collection)"
+    )
 
     @field_validator("shard")
     @classmethod
@@ -456,6 +471,17 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @model_validator(mode="after")
+    def _output_topic_not_read(self) -> Settings:
+        """The embeddings topic must not be one the ingest reads (it would embed its own output) or the DLQ."""
+        output, kafka = self.pipeline.output_topic, self.kafka
+        if output is None:
+            return self
+        own = {kafka.dead_letter_topic, f"{kafka.dead_letter_topic}.replayed"}
+        if output in own or output in kafka.read_topics({output}):
+            raise ValueError(f"pipeline.output_topic {output!r} is a topic the ingest reads or dead-letters to")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -22,8 +22,9 @@ from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import SpaceSpec
 from embedstream.pipelines.stores.edge import EdgeStore
 from embedstream.schemas.settings import Settings, default_cache_dir
-from embedstream.workers.broker import Broker, start_broker
+from embedstream.workers.broker import Broker, free_port, start_broker
 from tests.apache_kafka import ApacheKafka, start_kafka
+from tests.tcp_proxy import TcpProxy
 
 MODEL_CACHE = Path(os.environ.get("EMBEDSTREAM_TEST_MODEL_CACHE", default_cache_dir() / "models"))
 
@@ -169,3 +170,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif not any(item.iter_markers(name="browser")):
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def proxied_broker(tmp_path: Path) -> Iterator[TcpProxy]:
+    """tansu advertising a proxy's port, so every client connection runs through the proxy."""
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port)
+    broker = start_broker(port=broker_port, log_dir=tmp_path, advertised_port=proxy.port)
+    yield proxy
+    proxy.close()
+    broker.stop()

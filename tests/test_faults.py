@@ -35,19 +35,7 @@ from tests.helpers import (
     watermarks,
 )
 from tests.s3_server import S3Server
-from tests.tcp_proxy import TcpProxy
 from tests.test_cli import embedstream, one_line_error
-
-
-@pytest.fixture
-def proxied_broker(tmp_path):
-    """tansu advertising a proxy's port, so every client connection runs through the proxy."""
-    broker_port = free_port()
-    proxy = TcpProxy(broker_port)
-    broker = start_broker(port=broker_port, log_dir=tmp_path, advertised_port=proxy.port)
-    yield proxy
-    proxy.close()
-    broker.stop()
 
 
 def test_dropped_broker_connections_lose_and_duplicate_nothing(make_settings, proxied_broker):

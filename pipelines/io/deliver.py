@@ -1,12 +1,14 @@
-"""The one terminal step of the ingest chain: points into the store, dead letters onto their topic, durably.
+"""The one terminal step of the ingest chain: points into the store, dead letters onto their topic (and, with
+``pipeline.output_topic``, what was written onto the embeddings topic), durably.
 
 Everything the chain produces reaches this step: ``PointRecord``s, ``DeadLetter``s, deletions (``DeleteEvent``)
 and the ``video_end`` events that close videos. ``finish_bundle`` makes the points durable
 (``PointWriter.flush``), adds the dead letters the store made (refused or superseded points), publishes every
-dead letter and waits for the broker's acknowledgement (``DeadLetterPublisher.confirm``). Only then does the
-bundle end — and the Kafka read commits offsets in bundle finalization, which runners call after every step of
-the bundle has finished. A failure here fails the bundle: nothing is committed, the records are read again, and
-deterministic point ids make the rewrite harmless.
+dead letter and waits for the broker's acknowledgement (``DeadLetterPublisher.confirm``); with an output topic it
+also publishes each id's state after the bundle (``bundle_changes``) and waits for those acknowledgements
+(``EmbeddingsTopic.confirm``). Only then does the bundle end — and the Kafka read commits offsets in bundle
+finalization, which runners call after every step of the bundle has finished. A failure here fails the bundle:
+nothing is committed, the records are read again, and deterministic point ids make the rewrite harmless.
 
 One step rather than a sink per output: some runners compute only a pipeline's last leaf (Dask), and on the
 local runner a Flatten would break the chain's fusion (so the read's bundle would not include the writes).
@@ -23,7 +25,9 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 
 from embedstream.pipelines.handles import Handle
+from embedstream.pipelines.io.bundle_changes import BundleChanges
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
+from embedstream.pipelines.io.embeddings_topic import EmbeddingsTopic
 from embedstream.pipelines.io.partition_owner import Fence
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.io.quiet_indexer import QuietIndexer
@@ -86,6 +90,12 @@ class Deliver(beam.DoFn):
         self._fence = (
             Fence(self._kafka, self._run_id, self._pipeline.reader_heartbeat_s) if self._run_id is not None else None
         )
+        self._output = EmbeddingsTopic(self._kafka, self._pipeline) if self._pipeline.output_topic else None
+        self._changes = (
+            BundleChanges(self._pipeline.output_collection or self._qdrant.collection, self._output.publish_now)
+            if self._output is not None
+            else None
+        )
         self._writer = PointWriter(
             self._store,
             self._pipeline.upsert_batch_size,
@@ -94,6 +104,7 @@ class Deliver(beam.DoFn):
             self._remake,
             {space.name: space.model for space in self._spaces if not space.sparse},
             self._fence.check if self._fence is not None else None,
+            self._changes,
         )
         self._compacted_at = -float("inf")
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
@@ -105,6 +116,8 @@ class Deliver(beam.DoFn):
         if self._indexer is not None:
             self._indexer.stop()  # before the store closes: a build may be running
         self._publisher.close()
+        if self._output is not None:
+            self._output.close()
         self._writer.close()
         if self._fence is not None:
             self._fence.close()
@@ -131,6 +144,9 @@ class Deliver(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._writer.start()
+        if self._output is not None and self._changes is not None:  # what a failed bundle left: its retry redoes it
+            self._output.discard()
+            self._changes.clear()
         self._arrivals: list[int] = []  # Kafka timestamps (ms) of the events this bundle delivers
 
     def process(self, element: Any) -> Iterable[None]:
@@ -170,10 +186,14 @@ class Deliver(beam.DoFn):
 
     def finish_bundle(self) -> None:
         views, dead = self._writer.flush()
+        if self._output is not None and self._changes is not None:
+            self._output.publish(self._changes.settle(self._store))
         self._compact_tombstones()
         for letter in dead:
             self._publisher.publish(letter)
         sent = self._publisher.confirm()
+        if self._output is not None:
+            self._output.confirm()
         self._observe_latency()
         if views:
             self._views.inc(views)

@@ -30,6 +30,14 @@ def dead_letter_limit(max_event_bytes: int) -> int:
     return max_event_bytes + DEAD_LETTER_HEADROOM
 
 
+OUTPUT_HEADROOM = 4 << 20  # a point's vectors as JSON (~22 bytes a float, several spaces) beside its payload
+
+
+def output_limit(max_event_bytes: int) -> int:
+    """The largest embeddings-topic record: a point's payload (at most the event it came from) and its vectors."""
+    return max_event_bytes + OUTPUT_HEADROOM
+
+
 class BrokerUnavailableError(EmbedstreamError):
     """No Kafka broker answered at the configured bootstrap address."""
 
@@ -114,11 +122,14 @@ def producer(settings: KafkaSettings, max_event_bytes: int, **extra: Any) -> Kaf
         )
 
 
-def ensure_topics(settings: KafkaSettings, topics: list[str], max_message_bytes: int | None = None) -> None:
+def ensure_topics(
+    settings: KafkaSettings, topics: list[str], max_message_bytes: int | None = None, compacted: bool = False
+) -> None:
     """Create missing topics with ``settings.partitions`` partitions (existing ones are left alone).
 
     ``max_message_bytes`` sets the topics' ``max.message.bytes``: the dead-letter topic must take the largest
-    event plus its headers, where a broker's default (~1 MiB) would refuse it."""
+    event plus its headers, where a broker's default (~1 MiB) would refuse it. ``compacted``: the broker keeps
+    each key's last record (``cleanup.policy=compact``), as the embeddings topic wants."""
     with _bootstrapping(settings):
         admin = KafkaAdminClient(**settings.client_config())
     try:
@@ -126,6 +137,8 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], max_message_bytes:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile by someone else
                 configs = {"max.message.bytes": str(max_message_bytes + FETCH_HEADROOM)} if max_message_bytes else {}
+                if compacted:
+                    configs["cleanup.policy"] = "compact"
                 admin.create_topics([NewTopic(t, settings.partitions, 1, topic_configs=configs) for t in missing])
     finally:
         admin.close()

@@ -43,10 +43,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from embedstream.pipelines.io.bundle_changes import BundleChanges
 from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.spaces.dual_write import MigrationWrites
 from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import StoredPoint, StoreFullError, StoreLockedError, StoreWriteError, VectorStore
+from embedstream.pipelines.stores.base import Where
 from embedstream.pipelines.video_views import refresh_views
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Deletion
@@ -114,17 +116,20 @@ class PointWriter:
         remake: RemakeFrom | None = None,
         made_by: Mapping[str, str] | None = None,
         fence: Callable[[set[tuple[str, int]]], None] | None = None,
+        changes: BundleChanges | None = None,
     ) -> None:
         """``remake``: where a migrating space's other model loads from and media bytes come back from;
         ``made_by``: space → the model the run writes it with, as fenced (``pipelines.spaces.dual_write``);
         ``fence``: called with the partitions a write comes from before the write, raises when this reader no
-        longer owns one (``partition_owner.Fence.check``)."""
+        longer owns one (``partition_owner.Fence.check``); ``changes``: told every point written and every id
+        removed, for the embeddings topic (``bundle_changes``; None: nothing is tracked)."""
         self._store = store
         self._migrations = MigrationWrites(store, remake, made_by)
         self._batch_size = batch_size
         self._fusion = fusion
         self._on_written = on_written
         self._fence = fence
+        self._changes = changes
         self.start()
 
     def close(self) -> None:
@@ -166,8 +171,10 @@ class PointWriter:
         if deletion.whole_video:
             ids = [*ids, point_id("video", deletion.id)]  # the view's id keeps the floor for late members
         self._store.upsert_newer([tombstone(deletion, pid, version, source) for pid in ids])
+        if self._changes is not None:
+            self._changes.marked(ids, version)
         for match in matches:
-            self._store.delete_older(match, version)
+            self._delete_older(match, version)
         self._deletions.append((deletion, version))
         for head in ids:  # members read later in this bundle compare with it (uncached heads read the tombstone)
             if head in self._floors:
@@ -297,8 +304,12 @@ class PointWriter:
             log.warning("store refused a batch of %d (%s); retrying point by point", len(points), exc)
             written = {p.id for p in self._one_by_one(laid, exc)}
             points = [p for p in points if p.id in written]
+            laid = [p for p in laid if p.id in written]
         if self._migrations.stale():  # a migration step landed while this batch was laid out: write it again
-            self._store.upsert_newer(self._migrations.prepare(points))
+            laid = self._migrations.prepare(points)
+            self._store.upsert_newer(laid)
+        if self._changes is not None:
+            self._changes.wrote(laid)
         for point in points:
             video_id = point.payload.get("video_id")
             if video_id is not None:
@@ -324,7 +335,15 @@ class PointWriter:
         for doc in docs:
             held = Version.stored((heads.get(point_id("text", doc)) or StoredPoint("", {})).payload)
             if held is not None:
-                self._store.delete_older({"doc_id": doc, "modality": CHUNK_MODALITY}, held)
+                self._delete_older({"doc_id": doc, "modality": CHUNK_MODALITY}, held)
+
+    def _delete_older(self, where: Where, version: Version) -> None:
+        """``store.delete_older``; with ``changes``, the ids it removes are read first (the same rule: older than
+        ``version`` or without one) and their removals published before they go (``BundleChanges.removing``)."""
+        if self._changes is not None:
+            gone = [s.id for s in self._store.scroll(where=where) if _or_oldest(Version.stored(s.payload)) < version]
+            self._changes.removing(gone, version)
+        self._store.delete_older(where, version)
 
     def _remember_previous(self, members: list[PointRecord], points: list[PointRecord]) -> list[PointRecord]:
         """What the store holds for these members before this bundle first overwrites them (for view deltas);
@@ -393,4 +412,6 @@ class PointWriter:
             self._check_fence(self._partitions)
             self._store.upsert_newer(views)  # a view keeping a delete's version loses to a newer delete
             self._store.flush()
+            if self._changes is not None:
+                self._changes.wrote(views)
         return len(views)

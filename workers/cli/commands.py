@@ -364,6 +364,15 @@ def dlq(settings: Settings, action: Literal["stats", "replay"], reason: list[str
     return 0
 
 
+def tail_embeddings(
+    settings: Settings, topic: str | None, follow: bool, newest_only: bool, out: Path | None, limit: int | None
+) -> int:
+    from embedstream.workers import tail_embeddings as embeddings
+
+    embeddings.run(settings, topic, follow, newest_only, out, limit)
+    return 0
+
+
 def demo(beam_args: list[str]) -> int:
     from embedstream.workers.demo import run_demo
 

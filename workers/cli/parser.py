@@ -4,6 +4,7 @@ before or after the command. Each command's parser names the typed function that
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from embedstream.workers.cli import commands as cmd
@@ -238,6 +239,20 @@ def parser() -> argparse.ArgumentParser:
     store.add_argument("action", choices=["snapshot", "restore"])
     store.add_argument("path", help="the snapshot file (.tar)")
     store.set_defaults(run=cmd.store)
+
+    tail = sub.add_parser(
+        "tail-embeddings",
+        help="read the embeddings topic (pipeline.output_topic) back as JSON lines or Parquet: every record, or "
+        "with --latest each point's newest state",
+    )
+    tail.add_argument("--topic", help="the topic to read (default: pipeline.output_topic)")
+    tail.add_argument("--follow", action="store_true", help="after the topic's end, keep printing new records")
+    tail.add_argument(
+        "--latest", dest="newest_only", action="store_true", help="each point id's newest record, deletes applied"
+    )
+    tail.add_argument("--out", type=Path, help="a .jsonl or .parquet file (default: JSON lines on stdout)")
+    tail.add_argument("-k", "--limit", type=int, help="at most this many records")
+    tail.set_defaults(run=cmd.tail_embeddings)
 
     dlq = sub.add_parser("dlq", help="dead letters: counts by reason, or replay them to the events topic")
     dlq.add_argument("action", choices=["stats", "replay"])
