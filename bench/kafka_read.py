@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, run_phase, save_figure
+from bench.common import pyplot, run_phase, save_figure, write_json
 
 REPORTS = Path(__file__).parent / "reports"
 POM = Path(__file__).parent / "beam_kafka" / "pom.xml"
@@ -161,9 +161,9 @@ def phase(reader: str, bootstrap: str, topic: str, count: int, expansion: str, p
 
         from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
-        from embedstream.pipelines.io.kafka_clients import finish_partitions, plan_partitions
         from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions
         from embedstream.pipelines.io.partition_owner import new_owner_id
+        from embedstream.pipelines.io.partition_plan import finish_partitions, plan_partitions
         from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
         kafka = KafkaSettings(bootstrap_servers=bootstrap, topic=topic, group_id=group)
@@ -296,7 +296,7 @@ def report(result: dict[str, Any]) -> None:
     ]
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "kafka_read.md").write_text("\n".join(lines) + "\n")
-    (REPORTS / "kafka_read.json").write_text(json.dumps({**result, "summary": table}, indent=2) + "\n")
+    write_json(REPORTS / "kafka_read.json", {**result, "summary": table}, 2)
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     labels = [names[r].replace(" (", "\n(") for r in READERS]

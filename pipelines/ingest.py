@@ -37,13 +37,12 @@ from embedstream.pipelines.io.kafka_clients import (
     current_partitions,
     dead_letter_limit,
     ensure_topics,
-    finish_partitions,
     output_limit,
     partition_backlog,
-    plan_partitions,
 )
 from embedstream.pipelines.io.kafka_read import ReadKafkaPartitions
 from embedstream.pipelines.io.partition_owner import new_owner_id
+from embedstream.pipelines.io.partition_plan import finish_partitions, plan_partitions
 from embedstream.pipelines.metrics import METRICS_NAMESPACE
 from embedstream.pipelines.observability import LagWatcher, ProbeServer
 from embedstream.pipelines.plan import IngestPlan, model_sessions, plan_ingest

@@ -19,9 +19,10 @@ from kafka.structs import OffsetAndMetadata
 from embedstream.pipelines import ingest
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
-from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics, plan_partitions
+from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.io.kafka_read import CheckpointOnlyTracker
 from embedstream.pipelines.io.partition_owner import Claim, PartitionOwnedError, owners_group
+from embedstream.pipelines.io.partition_plan import plan_partitions
 from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.stores import SpaceSpec, StoreWriteError, open_store
 from embedstream.pipelines.transforms.adapters import TextAdapter

@@ -23,3 +23,4 @@ class CatalogEntry(BaseModel):
     normalize: bool
     max_length: int | None = None
     description: str = ""
+    needs: tuple[str, ...] = ()  # catalog models built before this one (its recipe reads them from the cache)

@@ -30,6 +30,7 @@ EFFNET_CONSE = CatalogEntry(
     pooling="none",
     normalize=True,
     description="pictures in the minilm text space: top-10 ImageNet class probabilities x minilm class-name vectors",
+    needs=("minilm", "effnet"),  # the space's text model (class-name vectors) and the backbone its head reads
 )
 
 IMAGE_MODELS = (EFFNET, EFFNET_CONSE)

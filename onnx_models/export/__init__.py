@@ -41,4 +41,6 @@ def build(name: str, cache_dir: Path, force: bool = False) -> ModelManifest:
                 return manifest
         except ModelNotBuiltError:
             pass
+    for needed in entry.needs:  # what the recipe reads from the cache, built first when missing
+        build(needed, cache_dir)
     return RECIPES[entry.recipe](entry, cache_dir)

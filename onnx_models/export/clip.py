@@ -24,7 +24,7 @@ from embedstream.onnx_models.export.drafts import hf_config, versions
 from embedstream.onnx_models.export.graphs import export_torch
 from embedstream.onnx_models.export.hf_text import PARITY_TEXTS, pad_id, save_tokenizer
 from embedstream.onnx_models.export.hf_vision_audio import image_spec, processor_config
-from embedstream.onnx_models.export.parity import compare, install
+from embedstream.onnx_models.export.parity import Parity, compare, install
 from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 from embedstream.onnx_models.manifest import (
@@ -97,6 +97,8 @@ def export_clip(source: str, name: str, cache_dir: Path, normalize: bool = True)
             image=image_spec(processor_config(source)),
             recipe="clip",
             described=f"CLIP model from {source}",
+            text_parity=text_tower_parity,
+            image_parity=image_tower_parity,
         ),
         cache_dir,
         normalize,
@@ -116,14 +118,14 @@ class Towers:
     image: ImageSpec
     recipe: str
     described: str
+    text_parity: Parity  # the towers' parity functions (``PARITY[<recipe>_text]``, ``_image`` in ``verify``)
+    image_parity: Parity
 
 
 def export_towers(model: Any, towers: Towers, cache_dir: Path, normalize: bool = True) -> list[ModelManifest]:
     """The text and image towers of ``model`` (a transformers ``CLIPModel``) as two models in one space, each
     installed only if its recipe's parity reaches the bar."""
     import torch
-
-    from embedstream.onnx_models.export.verify import PARITY
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -184,7 +186,7 @@ def export_towers(model: Any, towers: Towers, cache_dir: Path, normalize: bool =
             origin=Origin(recipe=f"{towers.recipe}_text", source=towers.source),
             **common,
         )
-        built.append(install(text_draft, text_dir, cache_dir, PARITY[f"{towers.recipe}_text"]))
+        built.append(install(text_draft, text_dir, cache_dir, towers.text_parity))
         export_torch(
             ImageTower(),
             (torch.zeros(1, 3, spec.crop, spec.crop),),
@@ -204,5 +206,5 @@ def export_towers(model: Any, towers: Towers, cache_dir: Path, normalize: bool =
             origin=Origin(recipe=f"{towers.recipe}_image", source=towers.source),
             **common,
         )
-        built.append(install(image_draft, image_dir, cache_dir, PARITY[f"{towers.recipe}_image"]))
+        built.append(install(image_draft, image_dir, cache_dir, towers.image_parity))
     return built

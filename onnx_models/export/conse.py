@@ -31,7 +31,7 @@ from embedstream.onnx_models.export.parity import compare, install
 from embedstream.onnx_models.export.parity_inputs import parity_images
 from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder, preprocess
 from embedstream.onnx_models.manifest import HeadSpec, ImageManifest, ModelManifest, ParityReport, as_kind
-from embedstream.onnx_models.registry import sha256_of
+from embedstream.onnx_models.registry import load_manifest, sha256_of
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.onnx_models.vectors import l2_normalize
 
@@ -88,10 +88,8 @@ def conse_parity(manifest: ModelManifest, folder: Path) -> ParityReport:
 def build_conse(entry: CatalogEntry, cache_dir: Path) -> ModelManifest:
     import torch
 
-    from embedstream.onnx_models.export import build
-
-    text_manifest = build(entry.space, cache_dir)  # the space's model: built first when missing
-    backbone = build("effnet", cache_dir)  # the head reads its pooled features
+    text_manifest, _ = load_manifest(cache_dir, entry.space)  # the space's model (``entry.needs``: built first)
+    backbone, _ = load_manifest(cache_dir, "effnet")  # the head reads its pooled features
     table = class_embeddings(TextEncoder.load(cache_dir, text_manifest.ref))
 
     class ConSE(torch.nn.Module):

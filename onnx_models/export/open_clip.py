@@ -362,6 +362,8 @@ def export_open_clip(source: str, name: str, cache_dir: Path, normalize: bool = 
             image=config.image,
             recipe="open_clip",
             described=f"OpenCLIP checkpoint from {source}",
+            text_parity=text_parity,
+            image_parity=image_parity,
         ),
         cache_dir,
         normalize,

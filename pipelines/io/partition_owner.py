@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from embedstream.pipelines.io.kafka_clients import consumer
 from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import KafkaSettings
 
@@ -162,8 +163,6 @@ def release(owners: Owners, tp: TopicPartition) -> None:
 
 def owners_for(settings: KafkaSettings, owner: str) -> Owners:
     """A claims handle for ``settings.group_id`` as run ``owner`` (close it when done)."""
-    from embedstream.pipelines.io.kafka_clients import consumer
-
     claims = consumer(settings.model_copy(update={"group_id": owners_group(settings.group_id)}), 1 << 20, group=True)
     return Owners(claims, settings.group_id, owner)
 
