@@ -14,7 +14,6 @@ the points and encoder time each configuration costs. Writes ``bench/reports/chu
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from embedstream.onnx_models.bm25 import BM25_REF, BM25_SPACE, Bm25
 from embedstream.onnx_models.chunking import Chunker
 from embedstream.onnx_models.corpus import corpus_records
@@ -119,7 +118,7 @@ def measure(count: int) -> dict[str, Any]:
 
 def write_report(measured: dict[str, Any]) -> str:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "chunking.json").write_text(json.dumps(measured, indent=1))
+    write_json(REPORTS / "chunking.json", measured, 1)
     low, high = measured["words"]
     lines = [
         "# Long documents: chunk size and search mode",

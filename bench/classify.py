@@ -11,14 +11,13 @@ checks through the store and the CLI; this shows the spread over draws. Writes
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from embedstream.onnx_models.corpus import corpus_records
 from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.schemas.settings import ModelSettings
@@ -50,7 +49,7 @@ def measure() -> dict[str, Any]:
 
 def write_report(measured: dict[str, Any]) -> str:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "classify.json").write_text(json.dumps(measured, indent=1))
+    write_json(REPORTS / "classify.json", measured, 1)
     draws = measured["draws"]
     lines = [
         f"# {measured['per_topic']} examples a topic: kNN vote vs label spreading",

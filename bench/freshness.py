@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, run_phase, save_figure
+from bench.common import pyplot, run_phase, save_figure, write_json
 from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
@@ -419,7 +419,7 @@ def main() -> None:
 
 def write_report(results: dict[str, Any], args: argparse.Namespace) -> None:
     REPORTS.mkdir(parents=True, exist_ok=True)
-    (REPORTS / "freshness.json").write_text(json.dumps(results, indent=2))
+    write_json(REPORTS / "freshness.json", results, 2)
     plot(results, REPORTS / "freshness.png")
     lines = [
         "# Freshness: event → durable point, committed offset, search hit",

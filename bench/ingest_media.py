@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, run_phase, save_figure
+from bench.common import pyplot, run_phase, save_figure, write_json
 from embedstream.schemas.defaults import MEDIA_BATCH_SIZE
 from embedstream.schemas.settings import Settings
 
@@ -290,7 +290,7 @@ def measured_row(
 
 def write_report(results: dict[str, list[dict[str, Any]]], counts: dict[str, int]) -> None:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "ingest_media.json").write_text(json.dumps({"counts": counts, "rounds": results}, indent=2))
+    write_json(REPORTS / "ingest_media.json", {"counts": counts, "rounds": results}, 2)
     lines = [
         "# Pictures and sounds: the pipeline against the ceiling of shared cores",
         "",

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import pyplot, run_phase, save_figure
+from bench.common import pyplot, run_phase, save_figure, write_json
 from embedstream.schemas.settings import Settings
 
 REPORTS = Path(__file__).parent / "reports"
@@ -226,7 +226,7 @@ def write_report(rounds: list[dict[str, Any]], events: int) -> None:
         "tokens_per_event": tokens / events,
         "onnxruntime": onnxruntime.__version__,
     }
-    (REPORTS / "ingest_text.json").write_text(json.dumps(summary, indent=2))
+    write_json(REPORTS / "ingest_text.json", summary, 2)
     plot(median, REPORTS / "ingest_text.png")
     lines = [
         "# Text ingest: pipeline vs bare ONNX Runtime",

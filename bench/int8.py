@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import platform
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.export.per_token import per_token_activations
 from embedstream.onnx_models.export.quantize import compare_variant, cpu_isa
@@ -152,7 +151,7 @@ def measure() -> dict[str, Any]:
 
 def write_report(measured: dict[str, Any]) -> str:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "int8.json").write_text(json.dumps(measured, indent=1))
+    write_json(REPORTS / "int8.json", measured, 1)
     lines = [
         "# The int8 text model: per-tensor (ORT) vs per-token activations vs fp32",
         "",

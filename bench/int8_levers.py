@@ -19,7 +19,6 @@ Writes ``bench/reports/int8_levers.{md,json,png}``.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from bench.int8 import QUALITY, docstrings
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.export.per_token import per_token_activations
@@ -199,7 +198,7 @@ def measure() -> dict[str, Any]:
 
 def write_report(measured: dict[str, Any]) -> str:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "int8_levers.json").write_text(json.dumps(measured, indent=1))
+    write_json(REPORTS / "int8_levers.json", measured, 1)
     lines = [
         "# int8 levers: what each buys toward ≥ 1.8× fp32 with recall@10 ≥ 0.98",
         "",

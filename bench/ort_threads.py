@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from bench.ingest_text import REPORTS, corpus_texts, peak_rss_mb
 from embedstream.schemas.settings import Settings
 
@@ -91,7 +91,7 @@ def write_report(results: dict[str, list[dict[str, Any]]], events: int, rounds: 
     median = {k: statistics.median(r["events_per_s"] for r in v) for k, v in results.items()}
     rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in results.items()}
     base = median[label(CONFIGS[0])]
-    (REPORTS / "ort_threads.json").write_text(json.dumps({"events": events, "results": results}, indent=2))
+    write_json(REPORTS / "ort_threads.json", {"events": events, "results": results}, 2)
     lines = [
         "# ONNX Runtime threads and memory arena (minilm, fp32)",
         "",

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from bench.startup import ingest, produce
 
 REPORTS = Path(__file__).parent / "reports"
@@ -99,7 +99,7 @@ def main() -> None:
 
 def write_report(result: dict[str, Any]) -> None:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "output_topic.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(REPORTS / "output_topic.json", result, 2)
     lines = [
         "# The embeddings topic's cost",
         "",

@@ -26,7 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench.chunking import points_of
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from bench.heldout_sets import Question, iter_questions, planted_facts, short_texts
 from embedstream.onnx_models.bm25 import BM25_REF, BM25_SPACE, Bm25
 from embedstream.onnx_models.text_encoder import TextEncoder
@@ -162,7 +162,7 @@ def measure() -> dict[str, Any]:
 
 def write_report(measured: dict[str, Any]) -> str:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "retrieval.json").write_text(json.dumps(measured, indent=1))
+    write_json(REPORTS / "retrieval.json", measured, 1)
     results, indexes = measured["results"], measured["indexes"]
     lines = [
         "# Retrieval: the default search, chosen on held-out questions",

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import checkout, pyplot, save_figure
+from bench.common import checkout, pyplot, save_figure, write_json
 
 REPORTS = Path(__file__).parent / "reports"
 QUERIES = (
@@ -251,7 +251,7 @@ def main() -> None:
 
 def write_report(rows: list[dict[str, Any]], points: int) -> None:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "serve_load.json").write_text(json.dumps({"points": points, "rows": rows}, indent=2))
+    write_json(REPORTS / "serve_load.json", {"points": points, "rows": rows}, 2)
     lines = [
         f"# Search API under load: {points:,} points, embedded store, loopback",
         "",

@@ -36,7 +36,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.onnx_models.export import build
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics, topic_watermarks
@@ -341,7 +341,7 @@ def rss_by_process(result: dict[str, Any], key: str = "rss_mb", settle_s: float 
 
 def write_report(result: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    write_json(out.with_suffix(".json"), result, 1)
     samples, check = result["samples"], result["check"]
     rss = rss_by_process(result)
     anon = rss_by_process(result, "anon_mb")

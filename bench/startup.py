@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import checkout, pyplot, save_figure
+from bench.common import checkout, pyplot, save_figure, write_json
 
 REPORTS = Path(__file__).parent / "reports"
 
@@ -194,7 +194,7 @@ def write_report(result: dict[str, Any]) -> None:
     import onnxruntime
 
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "startup.json").write_text(json.dumps(result, indent=2))
+    write_json(REPORTS / "startup.json", result, 2)
     events = result["events"]
     lines = [
         "# Start-up and whole-process text ingest",

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import pyplot, run_phase, save_figure
+from bench.common import pyplot, run_phase, save_figure, write_json
 
 REPORTS = Path(__file__).parent / "reports"
 # name → (collection options, qdrant.hnsw_ef): the defaults, then each with a wider HNSW search
@@ -146,7 +146,7 @@ def search(folder: Path, config: str) -> dict[str, Any]:
 
 def write_report(measured: dict[str, Any]) -> str:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "store_scale.json").write_text(json.dumps(measured, indent=1))
+    write_json(REPORTS / "store_scale.json", measured, 1)
     rows = measured["results"]
     lines = [
         f"# The embedded store at {measured['points']:,} points: float32 vs int8 (scalar quantization)",

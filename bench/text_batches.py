@@ -16,14 +16,13 @@ cheaper per token on a CPU: past a point a run's activations leave the cache. Wr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import pyplot, save_figure
+from bench.common import pyplot, save_figure, write_json
 
 REPORTS = Path(__file__).parent / "reports"
 COSTS = (512, 1024, 2048, 4096)
@@ -99,7 +98,7 @@ def write_report(result: dict[str, Any]) -> None:
     import onnxruntime
 
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "text_batches.json").write_text(json.dumps(result, indent=2))
+    write_json(REPORTS / "text_batches.json", result, 2)
     lines = [
         "# Text batches: padded tokens and size per encoder run",
         "",

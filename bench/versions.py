@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import checkout, pyplot, save_figure
+from bench.common import checkout, pyplot, save_figure, write_json
 from bench.startup import ingest, produce
 
 REPORTS = Path(__file__).parent / "reports"
@@ -124,7 +124,7 @@ def main() -> None:
 
 def write_report(result: dict[str, Any]) -> None:
     REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "versions.json").write_text(json.dumps(result, indent=2))
+    write_json(REPORTS / "versions.json", result, 2)
     lines = [
         "# Version-guarded writes: what they cost",
         "",
