@@ -4,6 +4,7 @@ before or after the command. Each command's parser names the typed function that
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,16 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool = False) -> 
     )
 
 
+def _installed_version() -> str:
+    try:
+        return metadata.version("embedstream")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="embedstream", description="Kafka → Beam → ONNX Runtime → Qdrant")
+    top.add_argument("--version", action="version", version=f"embedstream {_installed_version()}")
     _common_options(top)
     # The same options after the command too (`embedstream ingest --log-format json`, as manifests write it).
     common = argparse.ArgumentParser(add_help=False)
