@@ -27,9 +27,9 @@ from embedstream.onnx_models.bm25 import BM25_REF, BM25_SPACE, Bm25
 from embedstream.onnx_models.chunking import Chunker
 from embedstream.onnx_models.corpus import corpus_records
 from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.events import ParsedEvent
 from embedstream.pipelines.stores import SpaceSpec, open_store
 from embedstream.pipelines.transforms.documents import document_points
-from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.schemas.envelope import Envelope
 from embedstream.schemas.point import PointRecord, SparseVector, point_id
 from embedstream.schemas.records import KafkaRecord

@@ -7,6 +7,7 @@ of "mean pooling", one of "the fused vector".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -70,3 +71,9 @@ def fuse(
     )
     norm = float(np.linalg.norm(fused))
     return fused / norm if norm > 0 else None
+
+
+def mean_vector(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The L2-normalized mean (float64 sums, float32 out) — a document's vector from its chunks'."""
+    mean = np.mean(np.asarray(vectors, dtype=np.float64), axis=0)
+    return l2_normalize(mean).astype(np.float32)

@@ -95,8 +95,8 @@ def test_a_document_stored_with_or_without_sentence_points_is_reembedded_whateve
     document was stored with (passages alone, before sentence points or with them off; passages and
     sentences), whatever ``model.sentence_points`` says when the migration runs."""
     from embedstream.onnx_models.chunking import chunker_for
+    from embedstream.onnx_models.vectors import mean_vector
     from embedstream.pipelines.spaces.reembed import TextReembedder
-    from embedstream.pipelines.transforms.documents import mean_vector
     from embedstream.schemas.settings import Settings
 
     text = document(900)

@@ -17,6 +17,7 @@ from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from embedstream.pipelines import ingest
+from embedstream.pipelines.events import ParsedEvent
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
@@ -27,7 +28,6 @@ from embedstream.pipelines.io.point_writer import PointWriter
 from embedstream.pipelines.stores import SpaceSpec, StoreWriteError, open_store
 from embedstream.pipelines.transforms.adapters import TextAdapter
 from embedstream.pipelines.transforms.embed import Embed
-from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Envelope, Modality

@@ -5,6 +5,8 @@ function runs first."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,17 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("schemas", "onnx_models", "pipelines", "workers")  # each may import only the ones before it
+RUNS_BEAM = {"ingest", "demo"}  # the commands that run a pipeline; every other one must start without Beam
+BLOCK_BEAM = """
+import importlib, sys
+class NoBeam:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "apache_beam":
+            raise ImportError("apache_beam imported by a command that runs no pipeline")
+sys.meta_path.insert(0, NoBeam())
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+"""
 
 
 def _modules() -> dict[str, Path]:
@@ -114,3 +127,35 @@ def test_layers_import_one_way():
         if LAYERS.index(dep.split(".")[1]) > LAYERS.index(name.split(".")[1])
     ]
     assert upward == [], "schemas ← onnx_models ← pipelines ← workers"
+
+
+def _command_imports() -> dict[str, set[str]]:
+    """Each CLI command's function → the project modules it imports (``workers/cli/commands.py``)."""
+    tree = ast.parse((ROOT / "workers" / "cli" / "commands.py").read_text())
+    found: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            found[node.name] = {
+                n.module
+                for n in ast.walk(node)
+                if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("embedstream.")
+            }
+    return found
+
+
+def test_commands_that_run_no_pipeline_start_without_apache_beam():
+    """``search``, ``serve``, ``spaces``, ``store`` … import what they use with ``apache_beam`` made unimportable
+    (its import alone is about a second here)."""
+    commands = _command_imports()
+    assert commands.keys() > RUNS_BEAM and {"search", "serve", "spaces", "store", "tail_embeddings"} < commands.keys()
+    modules = sorted(
+        {"embedstream.workers.cli"} | {m for name, ms in commands.items() if name not in RUNS_BEAM for m in ms}
+    )
+    # serve's app is built inside serve(): import it too
+    modules.append("embedstream.workers.api.app")
+    run = subprocess.run([sys.executable, "-c", BLOCK_BEAM, *modules], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    shows = subprocess.run(
+        [sys.executable, "-c", BLOCK_BEAM, "embedstream.pipelines.ingest"], capture_output=True, text=True, timeout=120
+    )
+    assert "apache_beam imported" in shows.stderr, "the blocker must really block"

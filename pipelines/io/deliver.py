@@ -24,6 +24,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 
+from embedstream.pipelines.events import DeleteEvent, ParsedEvent
 from embedstream.pipelines.handles import Handle
 from embedstream.pipelines.io.bundle_changes import BundleChanges
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
@@ -37,7 +38,6 @@ from embedstream.pipelines.plan import VideoFusion
 from embedstream.pipelines.progress import Progress
 from embedstream.pipelines.spaces.reembed import RemakeFrom
 from embedstream.pipelines.stores import SpaceSpec, VectorStore, open_store
-from embedstream.pipelines.transforms.parse import DeleteEvent, ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.envelope import Modality
 from embedstream.schemas.point import PointRecord, SourceRef

@@ -29,11 +29,11 @@ from embedstream.onnx_models.chunking import chunker_for
 from embedstream.onnx_models.encoders import load_encoder
 from embedstream.onnx_models.image_encoder import ImageEncoder
 from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.onnx_models.vectors import mean_vector
 from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.media.images import decode_image
 from embedstream.pipelines.spaces.event_bytes import MediaSources
-from embedstream.pipelines.transforms.documents import mean_vector
 from embedstream.schemas.errors import UsageError
 from embedstream.schemas.point import CHUNK_MODALITY
 from embedstream.schemas.settings import ModelSettings, Settings

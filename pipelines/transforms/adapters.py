@@ -24,13 +24,13 @@ from embedstream.onnx_models.image_encoder import FeatureHead, ImageEncoder
 from embedstream.onnx_models.manifest import ImageManifest
 from embedstream.onnx_models.registry import ModelKindError, load_manifest_of
 from embedstream.onnx_models.text_encoder import TextEncoder
+from embedstream.pipelines.events import ParsedEvent
 from embedstream.pipelines.media.audio import decode_audio
 from embedstream.pipelines.media.fetch import content_bytes
 from embedstream.pipelines.media.images import ORIGINAL_SIZE, decode_image
 from embedstream.pipelines.media.previews import sound_preview, thumbnail
 from embedstream.pipelines.transforms.documents import document_points
 from embedstream.pipelines.transforms.embed import ModalityAdapter, Prepared, Space
-from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.envelope import Modality
 from embedstream.schemas.point import SparseVector

@@ -26,17 +26,11 @@ from typing import Any
 import numpy as np
 
 from embedstream.onnx_models.chunking import Chunk
-from embedstream.onnx_models.vectors import l2_normalize
-from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.onnx_models.vectors import mean_vector
+from embedstream.pipelines.events import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.schemas.dead_letter import DeadLetter
 from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SparseVector, point_id
-
-
-def mean_vector(vectors: Sequence[np.ndarray]) -> np.ndarray:
-    """The L2-normalized mean (float64 sums, float32 out) — a document's vector from its chunks'."""
-    mean = np.mean(np.asarray(vectors, dtype=np.float64), axis=0)
-    return l2_normalize(mean).astype(np.float32)
 
 
 def document_points(

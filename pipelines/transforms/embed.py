@@ -41,12 +41,12 @@ import apache_beam as beam
 import numpy as np
 
 from embedstream.onnx_models.batching import plan_batches
+from embedstream.pipelines.events import ParsedEvent
 from embedstream.pipelines.media.errors import MediaError
 from embedstream.pipelines.observability import INGEST
 from embedstream.pipelines.transforms.daemon_pool import DaemonPool
 from embedstream.pipelines.transforms.isolation import batch_or_each
 from embedstream.pipelines.transforms.outputs import dead, windowed
-from embedstream.pipelines.transforms.parse import ParsedEvent
 from embedstream.pipelines.transforms.points import point_or_dead
 from embedstream.pipelines.transforms.quality import vector_problem
 from embedstream.schemas.dead_letter import Reason

@@ -14,7 +14,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.pipelines.events import ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 
 

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import apache_beam as beam
 
+from embedstream.pipelines.events import DeleteEvent, ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
-from embedstream.schemas.envelope import Deletion, Envelope, Limits, Modality, Rejection, parse_event
+from embedstream.schemas.envelope import Deletion, Limits, Modality, Rejection, parse_event
 from embedstream.schemas.records import KafkaRecord
-
-
-@dataclass(frozen=True)
-class ParsedEvent:
-    """A valid envelope together with the record it came from (for payload provenance and commits)."""
-
-    envelope: Envelope
-    record: KafkaRecord
-
-
-@dataclass(frozen=True)
-class DeleteEvent:
-    """A deletion (``op: delete`` or a tombstone) with the record it came from: ordered by its offset."""
-
-    deletion: Deletion
-    record: KafkaRecord
 
 
 class ParseEvents(beam.DoFn):

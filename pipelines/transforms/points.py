@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from embedstream.pipelines.transforms.parse import ParsedEvent
+from embedstream.pipelines.events import ParsedEvent
 from embedstream.schemas.dead_letter import DeadLetter, Reason
 from embedstream.schemas.point import PointRecord, SourceRef, SparseVector, point_id
 from embedstream.schemas.version import Version
