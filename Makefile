@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := lock/requirements.lock
 SHELL  := /bin/bash
 
-.PHONY: setup lock test-latest models browser docker kafka image demo test test-fast test-infra lint typecheck bench clean
+.PHONY: setup lock test-latest models browser docker kafka image demo test test-fast test-infra docs lint typecheck bench clean
 
 setup: $(STAMP) models
 
@@ -94,6 +94,10 @@ test-fast: setup
 # infra/ alone: validators, the image built and run, compose.ci.yaml, the Dataflow template (~4 min).
 test-infra: setup docker
 	$(BIN)/python -m pytest -m infra -q
+
+# The settings reference in docs/configuration.md, made from the settings models (tests/test_docs.py checks it).
+docs: $(STAMP)
+	$(BIN)/python -m embedstream.workers.docs_reference docs/configuration.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ one JVM in KRaft combined mode (broker and controller in one process) on free 12
 formatted in a temporary folder, so it is empty at every start.
 
 ``secure=True`` adds a second listener, SASL_SSL with SCRAM-SHA-512, its certificate signed by a CA made for the
-run (``ca_file``) and its users created at format time (``SCRAM_USERS``): what the README's Kafka security settings
+run (``ca_file``) and its users created at format time (``SCRAM_USERS``): what docs/configuration.md's Kafka security settings
 talk to. The plaintext listener stays for the tests' own admin calls.
 
 Kafka's own command-line tools run from the same jars (``tool``): consumer groups, the console producer.

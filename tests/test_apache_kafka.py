@@ -349,7 +349,7 @@ def test_kafkas_own_tools_see_our_offsets_and_lag_and_feed_us_events(make_settin
 
 
 def test_ingest_produce_and_replay_authenticate_with_scram_over_tls(make_settings, apache_kafka, tmp_path):
-    """The README's security settings against a SASL_SSL listener (SCRAM-SHA-512, a CA made for the run):
+    """The security settings of docs/configuration.md against a SASL_SSL listener (SCRAM-SHA-512, a CA made for the run):
     produce, ingest and ``dlq replay`` work from the CLI; a wrong password is one line and exit 2."""
     settings = make_settings(kafka={"partitions": 1})
     user, password = next(iter(SCRAM_USERS.items()))

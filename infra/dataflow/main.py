@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-# template parameter → the embedstream setting it sets (README "Configure" lists them all)
+# template parameter → the embedstream setting it sets (docs/configuration.md lists them all)
 PARAMETERS = {
     "bootstrap_servers": "EMBEDSTREAM_KAFKA__BOOTSTRAP_SERVERS",
     "topics": "EMBEDSTREAM_KAFKA__TOPICS",
