@@ -86,7 +86,7 @@ kafka: $(STAMP)
 test: setup browser docker kafka lint typecheck
 	$(BIN)/python -m pytest
 
-# The tests that need no broker, model build or browser (tests/conftest.py marks them `unit`), plus the smoke tests:
+# The tests marked `unit` (no broker, model build, store on disk, CLI process or browser), plus the smoke tests:
 # one real `ingest --mode drain` from the CLI and one `serve --ingest` start, so a broken dependency shows at once.
 test-fast: setup
 	$(BIN)/python -m pytest -m "unit or smoke" -q

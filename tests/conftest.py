@@ -137,7 +137,11 @@ def edge_store(tmp_path: Path) -> Iterator[EdgeStore]:
     store.close()
 
 
-# Markers by what a test needs, so that `make test-fast` can run what needs no broker, model build or browser.
+# Every test says what it needs, by one of these markers (a module's ``pytestmark`` or the test's own):
+# ``unit`` needs no broker, no model build, no store on disk, no CLI process or browser (``make test-fast``);
+# ``integration`` needs real parts; ``browser`` drives chromium. ``infra`` (what infra/ ships) goes beside one.
+KINDS = ("unit", "integration", "browser")
+# Fixtures that bring real parts: a test that asks for one cannot be ``unit``.
 REAL_PARTS = {
     "broker",
     "tansu_broker",
@@ -150,26 +154,23 @@ REAL_PARTS = {
     "media_settings",
     "media_store",
     "docker_daemon",
+    "edge_store",
+    "proxied_broker",
 }
-# They start CLI processes, build wheels, or run the infra validators (docker-compose comes from `make docker`).
-SUBPROCESS_MODULES = {"tests.test_cli", "tests.test_packaging", "tests.test_infra_manifests"}
-# What infra/ ships (images, compose, manifests, the Dataflow template): also marked `infra` (`make test-infra`).
-INFRA_MODULES = {"tests.test_infra_manifests", "tests.test_image", "tests.test_dataflow_template"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check each test's marker: exactly one kind, and no real part behind a ``unit`` one."""
+    wrong = []
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if "chromium" in item.name:
-            item.add_marker(pytest.mark.browser)
-        module = getattr(getattr(item, "module", None), "__name__", "")
-        if module in INFRA_MODULES:
-            item.add_marker(pytest.mark.infra)
-        process = "cli" in item.name or module in SUBPROCESS_MODULES
-        if fixtures & REAL_PARTS or process:
-            item.add_marker(pytest.mark.integration)
-        elif not any(item.iter_markers(name="browser")):
-            item.add_marker(pytest.mark.unit)
+        kinds = [kind for kind in KINDS if item.get_closest_marker(kind) is not None]
+        real = set(getattr(item, "fixturenames", ())) & REAL_PARTS
+        if len(kinds) != 1:
+            wrong.append(f"{item.nodeid}: marked {kinds or 'nothing'}; mark it one of {', '.join(KINDS)}")
+        elif kinds == ["unit"] and real:
+            wrong.append(f"{item.nodeid}: marked unit but uses {sorted(real)}")
+    if wrong:
+        raise pytest.UsageError("tests marked wrongly:\n" + "\n".join(wrong))
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ class Streaming:
         assert not self.thread.is_alive() and not self.errors, self.errors
 
 
+@pytest.mark.integration
 def test_partitions_added_to_a_live_topic_are_read_from_their_start_and_the_newest_version_wins(make_settings):
     """Two partitions, a stream reading them with ``auto_offset_reset = latest``; the topic grows to four and
     producers write to the new partitions at once, before discovery: newer versions of existing ids, new ids and
@@ -128,6 +129,7 @@ def test_partitions_added_to_a_live_topic_are_read_from_their_start_and_the_newe
     assert read_topic(settings, settings.kafka.dead_letter_topic) == []  # a stale version is no error
 
 
+@pytest.mark.integration
 def test_a_by_reference_dead_letter_whose_source_the_broker_deleted_is_reported_not_guessed(make_settings):
     settings = make_settings(kafka={"partitions": 1}, pipeline={"max_event_bytes": 1000})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -147,6 +149,7 @@ def test_a_by_reference_dead_letter_whose_source_the_broker_deleted_is_reported_
     assert read_topic(settings, f"{settings.kafka.topic}.quarantine") == []
 
 
+@pytest.mark.integration
 def test_a_compacted_events_topic_with_tombstones_converges_before_and_after_compaction(make_settings):
     """The events topic compacted by the broker: earlier versions and deleted ids vanish from the log, leaving
     gaps in the offsets. A drain before compaction and a re-read from offset 0 after it hold the same store."""
@@ -192,6 +195,7 @@ def test_a_compacted_events_topic_with_tombstones_converges_before_and_after_com
     assert None not in committed_offsets(rebuilt.kafka).values()
 
 
+@pytest.mark.integration
 def test_records_of_aborted_transactions_are_never_embedded_and_committed_ones_are(make_settings):
     settings = make_settings(kafka={"partitions": 2})
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
@@ -226,6 +230,7 @@ def test_records_of_aborted_transactions_are_never_embedded_and_committed_ones_a
     assert len(stored_ids(everything)) == 13
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("line", "said"),
     [
@@ -274,6 +279,7 @@ def describe_group(kafka: ApacheKafka, group: str) -> dict[int, tuple[int, int, 
     return rows
 
 
+@pytest.mark.integration
 def test_kafkas_own_tools_see_our_offsets_and_lag_and_feed_us_events(make_settings, apache_kafka, tmp_path):
     """Events from Kafka's Java console producer are ingested by ``ingest --mode stream``; while a transaction
     holds records back, ``kafka-consumer-groups --describe`` shows the same lag as our ``/metrics``, and both
@@ -348,6 +354,7 @@ def test_kafkas_own_tools_see_our_offsets_and_lag_and_feed_us_events(make_settin
     assert {f"j{i}" for i in range(10)} | {f"t{i}" for i in range(6)} == stored_ids(settings)
 
 
+@pytest.mark.integration
 def test_ingest_produce_and_replay_authenticate_with_scram_over_tls(make_settings, apache_kafka, tmp_path):
     """The security settings of docs/configuration.md against a SASL_SSL listener (SCRAM-SHA-512, a CA made for the run):
     produce, ingest and ``dlq replay`` work from the CLI; a wrong password is one line and exit 2."""

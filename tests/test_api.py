@@ -57,6 +57,7 @@ def post(server: Server, path: str, **kwargs) -> httpx.Response:
     return httpx.post(f"{server.url}{path}", timeout=60, **kwargs)
 
 
+@pytest.mark.integration
 def test_search_by_text_picture_sound_and_point(served):
     server, _ = served
     text = post(server, "/search", json={"text": "which planets can I see without a telescope", "k": 3})
@@ -87,6 +88,7 @@ def test_search_by_text_picture_sound_and_point(served):
     assert like["query"] == "point" and cat_id not in [h["id"] for h in like["hits"]] and len(like["hits"]) == 3
 
 
+@pytest.mark.integration
 def test_keyword_and_hybrid_search_modes(served):
     server, _ = served
     line = json.loads(CORPUS.read_text().splitlines()[7])["text"]
@@ -98,6 +100,7 @@ def test_keyword_and_hybrid_search_modes(served):
     assert post(server, "/search", json={"text": rare, "mode": "fuzzy"}).status_code == 422
 
 
+@pytest.mark.integration
 def test_recommend_points_and_spaces(served):
     server, settings = served
     planets = post(server, "/search", json={"text": "planets and telescopes", "k": 2}).json()["hits"]
@@ -143,6 +146,7 @@ def article_points(settings) -> int:
     return sum(len(chunker.chunks(text)) + 1 for text in texts)
 
 
+@pytest.mark.integration
 def test_openapi_is_valid_and_metrics_count_requests(served):
     from openapi_spec_validator import validate
 
@@ -183,6 +187,7 @@ def _batched_queries(metrics: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+@pytest.mark.integration
 def test_bad_requests_get_a_4xx_with_a_reason_never_a_500(served):
     server, settings = served
     jpeg = sample_photos()["rocket"].read_bytes()
@@ -228,6 +233,7 @@ def test_bad_requests_get_a_4xx_with_a_reason_never_a_500(served):
     assert httpx.get(f"{server.url}/points/{point_id('text', 'never-sent')}").status_code == 404
 
 
+@pytest.mark.integration
 @pytest.mark.smoke
 def test_serve_with_ingest_answers_while_it_ingests(make_settings, media_models):
     """The embedded store is single-process: serve --ingest runs both in one process, sharing the store."""
@@ -258,6 +264,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parents[1] / ".embedstream" / "test-artifacts"
 
 
+@pytest.mark.browser
 def test_the_page_searches_by_text_and_by_dropped_picture_in_chromium(served):
     """Debian's chromium, headless, driven by Playwright (no browser download): type a query, see results; drop a
     picture, see thumbnails. The screenshots land in .embedstream/test-artifacts/."""
@@ -308,6 +315,7 @@ def test_the_page_searches_by_text_and_by_dropped_picture_in_chromium(served):
             browser.close()
 
 
+@pytest.mark.integration
 def test_serve_with_ingest_exits_non_zero_when_its_pipeline_dies(make_settings, media_models):
     """A pipeline that cannot run (here: another live reader holds its partitions) must not leave a process that
     serves the API and silently ingests nothing: the process exits non-zero and says why."""
@@ -341,6 +349,7 @@ def test_serve_with_ingest_exits_non_zero_when_its_pipeline_dies(make_settings, 
     assert "--shard" in process.stderr and "ingestion stopped" in process.stderr
 
 
+@pytest.mark.integration
 def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, model_cache):
     from fastapi.testclient import TestClient
 
@@ -368,6 +377,7 @@ def test_healthz_fails_when_the_in_process_pipeline_has_stopped(make_settings, m
     assert settings.qdrant.path not in gone.text and "qdrant" not in gone.text.lower()
 
 
+@pytest.mark.integration
 def test_serve_with_ingest_exits_without_closing_the_store_when_its_pipeline_will_not_stop(
     make_settings, media_models, tmp_path
 ):

@@ -46,6 +46,7 @@ def api_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settin
     return factory
 
 
+@pytest.mark.integration
 def test_keys_and_scopes(api_settings: Callable[..., Settings]) -> None:
     server = Server(api_settings(keys=KEYS, metrics_public=False))
     try:
@@ -77,6 +78,7 @@ def test_keys_and_scopes(api_settings: Callable[..., Settings]) -> None:
     assert READ_KEY not in output and ADMIN_KEY not in output
 
 
+@pytest.mark.integration
 def test_a_key_over_its_rate_waits(api_settings: Callable[..., Settings]) -> None:
     server = Server(api_settings(keys=KEYS, rate_per_s=0.5, rate_burst=2))
     try:
@@ -89,6 +91,7 @@ def test_a_key_over_its_rate_waits(api_settings: Callable[..., Settings]) -> Non
         server.stop()
 
 
+@pytest.mark.integration
 def test_metrics_follow_the_keys_and_are_rate_limited(api_settings: Callable[..., Settings]) -> None:
     keyed = Server(api_settings(keys=KEYS, rate_per_s=0.5, rate_burst=2))
     try:
@@ -106,6 +109,7 @@ def test_metrics_follow_the_keys_and_are_rate_limited(api_settings: Callable[...
         open_server.stop()
 
 
+@pytest.mark.integration
 def test_a_client_cannot_choose_the_address_its_rate_is_counted_under(api_settings: Callable[..., Settings]) -> None:
     server = Server(api_settings(rate_per_s=0.5, rate_burst=2))
     try:
@@ -118,6 +122,7 @@ def test_a_client_cannot_choose_the_address_its_rate_is_counted_under(api_settin
         server.stop()
 
 
+@pytest.mark.unit
 def test_the_rate_limit_table_stays_bounded() -> None:
     gate = Gate(ApiSettings(rate_per_s=0.001, rate_burst=2))
     for i in range(MAX_BUCKETS * 2):
@@ -151,6 +156,7 @@ def raw_upload(server: Server, head: bytes, chunks: int) -> tuple[bytes, int]:
     return answer.split(b"\r\n", 1)[0], sent
 
 
+@pytest.mark.integration
 def test_an_upload_over_the_limit_is_refused_before_it_is_read(api_settings: Callable[..., Settings]) -> None:
     server = Server(api_settings())
     limit = 1 << 20  # the tests' pipeline.max_event_bytes is the default: check it is what the server uses
@@ -174,6 +180,7 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(api_settings: Cal
         server.stop()
 
 
+@pytest.mark.integration
 def test_cors_is_off_unless_origins_are_listed(api_settings: Callable[..., Settings]) -> None:
     preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
     closed = Server(api_settings())
@@ -192,6 +199,7 @@ def test_cors_is_off_unless_origins_are_listed(api_settings: Callable[..., Setti
         listed.stop()
 
 
+@pytest.mark.integration
 def test_serve_refuses_to_listen_beyond_loopback_without_keys(api_settings: Callable[..., Settings]) -> None:
     settings = api_settings()
     port = free_port()
@@ -210,6 +218,7 @@ def test_serve_refuses_to_listen_beyond_loopback_without_keys(api_settings: Call
         assert "without API keys (--insecure)" in server.stop()
 
 
+@pytest.mark.integration
 def test_https_with_the_configured_certificate(api_settings: Callable[..., Settings], tmp_path: Path) -> None:
     openssl = shutil.which("openssl")
     assert openssl, "openssl makes the test certificate"
@@ -229,6 +238,7 @@ def test_https_with_the_configured_certificate(api_settings: Callable[..., Setti
         server.stop()
 
 
+@pytest.mark.browser
 def test_the_page_asks_for_the_key_once_and_uses_it_in_chromium(api_settings: Callable[..., Settings]) -> None:
     from playwright.sync_api import sync_playwright
 

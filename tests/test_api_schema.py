@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from embedstream.onnx_models.corpus import corpus_records
 from embedstream.onnx_models.text_encoder import TextEncoder
@@ -22,6 +23,8 @@ from embedstream.schemas.point import PointRecord, point_id
 from embedstream.schemas.settings import Settings
 from embedstream.workers.api.auth import key_hash
 from tests.helpers import Server
+
+pytestmark = pytest.mark.integration
 
 KEY = "es_schemathesis-admin-key-for-tests-only"
 CONFIG = Path(__file__).with_name("schemathesis.toml")

@@ -6,11 +6,14 @@ import itertools
 from typing import Any
 
 import apache_beam as beam
+import pytest
 from apache_beam.metrics import monitoring_infos
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from embedstream.pipelines.beam_fixes import keep_runner_metrics_flat
+
+pytestmark = pytest.mark.unit
 
 
 def _bundle_counter(value: int) -> object:

@@ -22,6 +22,8 @@ from embedstream.workers.search import Query, Searcher, SearchMode
 from tests.helpers import Message, read_topic, reset_group, send_raw, settings_env, text_event, watermarks
 from tests.long_documents import long_documents
 
+pytestmark = pytest.mark.integration
+
 COMPARED: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
 CORPUS = [(str(r["metadata"]["topic"]), str(r["text"])) for r in corpus_records()]
 

@@ -55,6 +55,7 @@ def accuracy(settings: Settings, skip_examples: bool = False) -> tuple[float, in
     return float(np.mean([got == topic for got, topic in labelled])), len(labels) - len(labelled)
 
 
+@pytest.mark.integration
 def test_zero_shot_from_the_cli_labels_the_ten_topics(corpus, tmp_path):
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps(LABELS))
@@ -75,6 +76,7 @@ def test_zero_shot_from_the_cli_labels_the_ten_topics(corpus, tmp_path):
     assert right >= 0.95 and 0 < unlabelled < 100 and with_margin.counts[NONE] == unlabelled
 
 
+@pytest.mark.integration
 def test_five_examples_a_topic_by_knn_and_with_the_descriptions(corpus):
     rng = np.random.default_rng(0)
     store = open_store(corpus.qdrant)
@@ -115,6 +117,7 @@ def test_five_examples_a_topic_by_knn_and_with_the_descriptions(corpus):
     assert spread_right >= 0.94 and spread_right > knn_right and unreached == 0
 
 
+@pytest.mark.integration
 def test_post_classify_labels_a_new_text(corpus):
     server = Server(corpus)
     try:
@@ -133,6 +136,7 @@ def test_post_classify_labels_a_new_text(corpus):
         server.stop()
 
 
+@pytest.mark.unit
 def test_spreading_needs_examples_alone_and_labels_only_what_it_reaches():
     from embedstream.schemas.errors import UsageError
     from embedstream.workers.classify import Classifier

@@ -19,6 +19,8 @@ from embedstream.workers.broker import free_port, port_open
 from tests.helpers import read_topic, send_raw, settings_env, text_event
 from tests.s3_server import S3Server
 
+pytestmark = pytest.mark.integration
+
 
 def embedstream(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from embedstream.onnx_models.corpus import corpus_path
@@ -13,6 +14,8 @@ from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.pipelines.stores import open_store
 from tests.helpers import send_raw, settings_env, text_event
 from tests.test_cli import embedstream
+
+pytestmark = pytest.mark.integration
 
 CORPUS = corpus_path()
 TOPICS = ("astronomy", "cooking", "software")

@@ -15,6 +15,8 @@ from embedstream.pipelines.stores import SpaceSpec
 from embedstream.pipelines.stores.server import ServerStore
 from embedstream.schemas.settings import CollectionOptions, QdrantSettings
 
+pytestmark = pytest.mark.unit
+
 SPACES = [SpaceSpec("minilm", 384, "minilm@1"), SpaceSpec("effnet", 1280, "effnet@1")]
 OPTIONS = CollectionOptions(
     shard_number=6,

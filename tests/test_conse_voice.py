@@ -41,11 +41,13 @@ def photos() -> dict[str, Image.Image]:
     return {name: Image.fromarray(getattr(data, name)()) for name in PHOTOS}
 
 
+@pytest.mark.unit
 def test_class_names_ship_in_classifier_order():
     names = imagenet_class_names()
     assert len(names) == 1000 and names[0].startswith("tench") and "tabby" in names[281]
 
 
+@pytest.mark.integration
 def test_conse_lives_in_the_minilm_space_and_is_fenced_to_it(conse, model_cache):
     manifest = conse.manifest
     assert manifest.space == "minilm" and manifest.space_ref == "minilm@1" and manifest.dim == 384
@@ -54,6 +56,7 @@ def test_conse_lives_in_the_minilm_space_and_is_fenced_to_it(conse, model_cache)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("query", "expected"),
     [("a photo of a cat", "chelsea"), ("a cup of coffee", "coffee"), ("a rocket launch", "rocket")],
@@ -74,6 +77,7 @@ def voiced(seconds: float, pitch: float, seed: int, rate: int = 16_000) -> np.nd
     return (wave + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
+@pytest.mark.integration
 def test_voice_equals_resemblyzer_on_new_clips(voice):
     from resemblyzer import VoiceEncoder
     from resemblyzer.audio import normalize_volume
@@ -84,6 +88,7 @@ def test_voice_equals_resemblyzer_on_new_clips(voice):
     np.testing.assert_allclose(voice.embed(clips), expected, atol=1e-4)
 
 
+@pytest.mark.integration
 def test_voice_clip_vector_does_not_depend_on_its_batch(voice):
     """Partials of many clips share ONNX runs; each clip's mean must only use its own partials."""
     clips = [voiced(2.0, 120.0, 4), voiced(5.5, 200.0, 5), voiced(1.2, 160.0, 6)]
@@ -93,6 +98,7 @@ def test_voice_clip_vector_does_not_depend_on_its_batch(voice):
     assert voice.manifest.dim == 256 and voice.manifest.audio is not None
 
 
+@pytest.mark.integration
 def test_numpy_mel_equals_librosa(voice):
     import librosa
 
@@ -117,6 +123,7 @@ def cli(*args: str, cache) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 def test_verify_passes_and_catches_a_damaged_front_end(voice, model_cache, tmp_path):
     done = cli("verify", "voice", cache=model_cache)
     assert done.returncode == 0, done.stderr
@@ -135,6 +142,7 @@ def test_verify_passes_and_catches_a_damaged_front_end(voice, model_cache, tmp_p
     assert tampered.returncode == 2 and "sha256" in tampered.stderr
 
 
+@pytest.mark.integration
 def test_list_shows_every_catalog_model(conse, voice, model_cache):
     listed = cli("list", cache=model_cache)
     assert listed.returncode == 0
@@ -142,6 +150,7 @@ def test_list_shows_every_catalog_model(conse, voice, model_cache):
     assert "minilm" in rows["effnet-conse@1"] and "audio" in rows["voice@1"] and "parity" in rows["voice@1"]
 
 
+@pytest.mark.integration
 def test_the_head_on_effnet_features_equals_the_whole_graph(conse, model_cache):
     """The pipeline runs the backbone once and the ConSE head on its features: same vectors as the whole graph."""
     from embedstream.onnx_models.image_encoder import FeatureHead, preprocess

@@ -12,13 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from embedstream.schemas.settings import Settings
 from tests.helpers import send_raw, settings_env, stored_ids, text_event
+
+pytestmark = pytest.mark.infra
 
 TEMPLATE = Path(__file__).parents[1] / "infra" / "dataflow"
 ENTRY: dict[str, Any] = runpy.run_path(str(TEMPLATE / "main.py"))
 
 
+@pytest.mark.unit
 def test_metadata_declares_exactly_the_parameters_main_reads() -> None:
     metadata = json.loads((TEMPLATE / "metadata.json").read_text())
     declared = {p["name"]: p for p in metadata["parameters"]}
@@ -34,6 +39,7 @@ def test_metadata_declares_exactly_the_parameters_main_reads() -> None:
     assert not re.fullmatch(declared["bootstrap_servers"]["regexes"][0], "k1:9092,")
 
 
+@pytest.mark.unit
 def test_parameters_become_settings_and_the_rest_goes_to_beam() -> None:
     settings, mode, beam = ENTRY["split_arguments"](
         ["--topics=a.events, b.events", "--qdrant_url=https://q:6333", "--runner=DataflowRunner", "--region=x"]
@@ -43,6 +49,7 @@ def test_parameters_become_settings_and_the_rest_goes_to_beam() -> None:
     assert settings["EMBEDSTREAM_QDRANT__URL"] == "https://q:6333"
 
 
+@pytest.mark.integration
 def test_the_entry_point_drains_a_topic_into_the_store(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     send_raw(settings, [(None, text_event(f"e{i}", f"template event number {i}"), []) for i in range(12)])

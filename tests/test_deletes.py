@@ -41,6 +41,7 @@ def record(value: bytes | None, key: bytes | None = b"k", headers: tuple = ()) -
     return KafkaRecord(topic="t", partition=0, offset=0, key=key, value=value, headers=headers)
 
 
+@pytest.mark.unit
 def test_the_forms_of_a_delete_parse_and_an_empty_value_stays_a_dead_letter() -> None:
     assert parse_event(record(delete_event("a"))) == Deletion("a", Modality.TEXT)
     assert parse_event(record(None, key=b"doc-7")) == Deletion("doc-7", None)  # a tombstone: the key is the id
@@ -62,6 +63,7 @@ def test_the_forms_of_a_delete_parse_and_an_empty_value_stays_a_dead_letter() ->
     assert isinstance(upsert, Envelope) and upsert.op == "upsert"
 
 
+@pytest.mark.unit
 def test_what_a_deletion_covers() -> None:
     text = {"id": "a", "modality": "text"}
     picture = {"id": "a", "modality": "image"}
@@ -108,6 +110,7 @@ def stored_texts(settings) -> dict[str, str]:
         store.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bundle", [1000, 3], ids=["one-bundle", "many-bundles"])
 @pytest.mark.parametrize("backend", ["edge", "local"])
 def test_deletes_apply_in_kafka_order_on_both_stores_and_a_replay_gives_the_same(make_settings, backend, bundle):
@@ -129,6 +132,7 @@ def test_deletes_apply_in_kafka_order_on_both_stores_and_a_replay_gives_the_same
     assert committed_offsets(settings.kafka) == watermarks(settings)
 
 
+@pytest.mark.integration
 def test_a_video_is_deleted_whole_by_a_tombstone_or_a_delete_and_can_be_made_again(
     make_settings, media_models, tmp_path
 ):
@@ -161,6 +165,7 @@ def test_a_video_is_deleted_whole_by_a_tombstone_or_a_delete_and_can_be_made_aga
     assert read_topic(settings, settings.kafka.dead_letter_topic) == []
 
 
+@pytest.mark.integration
 def test_creates_and_deletes_survive_kill_9_mid_stream_in_order(make_settings, tmp_path):
     """2,000 creates, deletes and tombstones over 60 ids; the stream run is killed with SIGKILL mid-topic and
     restarted: what is stored is exactly each id's last event (its last version, or nothing)."""
@@ -208,6 +213,7 @@ def test_creates_and_deletes_survive_kill_9_mid_stream_in_order(make_settings, t
     assert read_topic(settings, settings.kafka.dead_letter_topic) == []
 
 
+@pytest.mark.integration
 def test_the_cli_sends_tombstones_and_modality_deletes(make_settings):
     from tests.test_cli import embedstream
 

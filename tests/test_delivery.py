@@ -65,6 +65,7 @@ POISON = {
 }
 
 
+@pytest.mark.integration
 def test_poison_records_become_dead_letters_and_valid_neighbours_land(make_settings):
     settings = make_settings(kafka={"partitions": 1})
     # Apache Kafka refuses timestamps over an hour ahead unless the topic allows them (tansu takes any)
@@ -101,6 +102,7 @@ def test_poison_records_become_dead_letters_and_valid_neighbours_land(make_setti
     assert run_ingest(settings).points_upserted == 0  # committed: a rerun does not meet them again
 
 
+@pytest.mark.integration
 def test_a_dead_letter_too_large_to_publish_goes_by_reference_and_replays_from_its_source(make_settings):
     settings = make_settings(kafka={"partitions": 1}, pipeline={"max_event_bytes": 1000})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -119,6 +121,7 @@ def test_a_dead_letter_too_large_to_publish_goes_by_reference_and_replays_from_i
     assert copy.value == huge and dict(copy.headers)["trace"] == b"7"
 
 
+@pytest.mark.integration
 def test_the_store_refusing_one_point_costs_that_point_and_refusing_all_names_the_way_past(make_settings):
     settings = make_settings()
     store = open_store(settings.qdrant)
@@ -149,6 +152,7 @@ def test_the_store_refusing_one_point_costs_that_point_and_refusing_all_names_th
         store.close()
 
 
+@pytest.mark.integration
 def test_pipeline_skip_dead_letters_a_named_record_unread(make_settings):
     settings = make_settings(kafka={"partitions": 1})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -157,6 +161,7 @@ def test_pipeline_skip_dead_letters_a_named_record_unread(make_settings):
     assert stored_ids(settings) == {"b"} and reasons(settings) == {"skipped": 1}
 
 
+@pytest.mark.integration
 def test_a_replayed_older_version_does_not_overwrite_a_newer_one(make_settings):
     settings = make_settings(kafka={"partitions": 1})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -182,6 +187,7 @@ def test_a_replayed_older_version_does_not_overwrite_a_newer_one(make_settings):
     assert reasons(settings)["superseded"] == 2
 
 
+@pytest.mark.integration
 def test_dead_letters_count_and_replay_once_though_published_twice(make_settings):
     settings = make_settings(kafka={"partitions": 1})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -197,6 +203,7 @@ def test_dead_letters_count_and_replay_once_though_published_twice(make_settings
     assert dlq.replay(settings, to_topic=f"{settings.kafka.topic}.other").replayed == 2  # once per target
 
 
+@pytest.mark.integration
 def test_a_replay_killed_before_its_ledger_entries_does_not_send_again(make_settings):
     settings = make_settings(kafka={"partitions": 1})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -216,6 +223,7 @@ def test_a_replay_killed_before_its_ledger_entries_does_not_send_again(make_sett
     assert [r.value for r in read_topic(settings, target)] == [b"{one", b"{two"]
 
 
+@pytest.mark.unit
 def test_the_tracker_splits_only_to_checkpoint():
     tracker = CheckpointOnlyTracker(OffsetRange(0, 1000))
     assert tracker.try_claim(10)
@@ -238,6 +246,7 @@ def committed_claims(settings) -> dict[int, Claim | None]:
         client.close()
 
 
+@pytest.mark.integration
 def test_a_second_live_reader_of_a_partition_is_refused(make_settings):
     settings = make_settings(pipeline={"reader_heartbeat_s": 1.0, "mode": "stream"})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -259,6 +268,7 @@ def test_a_second_live_reader_of_a_partition_is_refused(make_settings):
     assert all(c is not None and c.beat == 0 for c in committed_claims(settings).values())  # released at stop
 
 
+@pytest.mark.integration
 def test_a_dead_readers_claim_is_taken_over(make_settings):
     settings = make_settings(kafka={"partitions": 1}, pipeline={"reader_heartbeat_s": 0.5})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -271,6 +281,7 @@ def test_a_dead_readers_claim_is_taken_over(make_settings):
     assert run_ingest(settings).points_upserted == 1
 
 
+@pytest.mark.integration
 def test_a_run_that_fails_after_claiming_releases_its_partitions(make_settings, monkeypatch, caplog):
     """A start that fails once it holds its claims (as Beam 2.78 refusing a DoFn's hints did) must not make the
     next run wait out the lease: the claims are zeroed on the way out, and the failure itself still shows."""
@@ -291,6 +302,7 @@ def test_a_run_that_fails_after_claiming_releases_its_partitions(make_settings, 
     assert "claimed by another reader lately" not in caplog.text
 
 
+@pytest.mark.integration
 def test_latest_reset_commits_its_start_before_reading(make_settings):
     settings = make_settings(kafka={"partitions": 1, "auto_offset_reset": "latest"})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -302,6 +314,7 @@ def test_latest_reset_commits_its_start_before_reading(make_settings):
     assert stored_ids(settings) == {"new"}
 
 
+@pytest.mark.integration
 def test_a_stop_set_before_the_pipeline_starts_is_not_lost(make_settings):
     settings = make_settings(pipeline={"mode": "stream"})
     stop = threading.Event()
@@ -311,6 +324,7 @@ def test_a_stop_set_before_the_pipeline_starts_is_not_lost(make_settings):
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.integration
 def test_a_reader_whose_partition_was_claimed_since_stops_instead_of_committing(make_settings):
     settings = make_settings(kafka={"partitions": 1}, pipeline={"reader_heartbeat_s": 0.5, "mode": "stream"})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -342,6 +356,7 @@ def test_a_reader_whose_partition_was_claimed_since_stops_instead_of_committing(
     assert committed_claims(settings)[0] == taker
 
 
+@pytest.mark.integration
 def test_a_dead_letter_of_a_record_with_neither_key_nor_value_is_published(make_settings):
     """Kafka clients cannot send such a record; other producers can, and its dead letter must still go out."""
     settings = make_settings()
@@ -359,6 +374,7 @@ def test_a_dead_letter_of_a_record_with_neither_key_nor_value_is_published(make_
     assert sent.identity == "t/0/7" and DeadLetter.context_of(letter.headers)["offset"] == "7"
 
 
+@pytest.mark.integration
 def test_a_replay_records_only_what_the_broker_took_and_sends_the_rest_next_time(make_settings, monkeypatch):
     settings = make_settings(kafka={"partitions": 1}, pipeline={"max_event_bytes": 1000})
     ensure_topics(settings.kafka, [settings.kafka.topic])
@@ -378,6 +394,7 @@ def test_a_replay_records_only_what_the_broker_took_and_sends_the_rest_next_time
     assert len(read_topic(settings, target)) == 3
 
 
+@pytest.mark.integration
 def test_a_text_the_tokenizer_refuses_costs_that_text_alone(make_settings):
     """Validation now stops lone surrogates first; should any other text break the tokenizer, the window is
     tokenized again text by text and only that text becomes a dead letter, in its place in arrival order."""
@@ -400,6 +417,7 @@ def test_a_text_the_tokenizer_refuses_costs_that_text_alone(make_settings):
     assert [out.payload["text"] for out in (outputs[0], outputs[2])] == [texts[0], texts[2]]
 
 
+@pytest.mark.unit
 def test_a_point_whose_payload_cannot_be_built_costs_that_event_alone():
     """Validation stops what is known to break payloads; should anything else get through, building its point
     raises for that event only and it becomes a stage_failed dead letter."""

@@ -16,6 +16,7 @@ from tests.helpers import send_raw, stored_ids, text_event
 pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
+@pytest.mark.unit
 def test_a_pattern_never_reads_the_dead_letter_topic_its_ledger_or_internal_topics():
     kafka = KafkaSettings(topic_pattern=r"app\..*", dead_letter_topic="app.dlq")
     existing = {"app.orders", "app.tickets", "app.dlq", "app.dlq.replayed", "__consumer_offsets", "other"}
@@ -25,6 +26,7 @@ def test_a_pattern_never_reads_the_dead_letter_topic_its_ledger_or_internal_topi
         KafkaSettings(topic_pattern="app.(")
 
 
+@pytest.mark.integration
 def test_a_list_of_topics_is_drained(make_settings):
     settings = make_settings()
     first, second = f"{settings.kafka.topic}.a", f"{settings.kafka.topic}.b"
@@ -38,6 +40,7 @@ def test_a_list_of_topics_is_drained(make_settings):
     assert run_ingest(settings).points_upserted == 10
 
 
+@pytest.mark.integration
 def test_a_topic_that_appears_while_streaming_is_read_with_nothing_lost(make_settings):
     settings = make_settings(pipeline={"mode": "stream", "discovery_interval_s": 1.0}, media={"modalities": ["text"]})
     base = settings.kafka.topic

@@ -11,7 +11,7 @@ from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.workers import dlq
 from tests.helpers import b64, read_topic, send_raw, text_event
 
-pytestmark = pytest.mark.brokers("tansu", "kafka")
+pytestmark = [pytest.mark.brokers("tansu", "kafka"), pytest.mark.integration]
 
 
 def test_stats_and_replay_by_reason(make_settings):

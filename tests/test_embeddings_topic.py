@@ -34,6 +34,7 @@ def delete_event(event_id: str) -> bytes:
     return json.dumps({"schema": 1, "id": event_id, "modality": "text", "op": "delete"}).encode()
 
 
+@pytest.mark.unit
 def test_both_forms_carry_a_point_bit_for_bit_and_a_delete_is_a_tombstone():
     vector = np.random.default_rng(7).standard_normal(384).astype(np.float32).tolist()
     point = EmbeddingRecord(
@@ -63,6 +64,7 @@ def test_both_forms_carry_a_point_bit_for_bit_and_a_delete_is_a_tombstone():
     assert latest([gone, point]) == {}, "an older write arriving after a delete does not bring the point back"
 
 
+@pytest.mark.unit
 def test_the_output_topic_may_not_be_one_the_ingest_reads():
     with pytest.raises(SettingsError, match="output_topic"):
         Settings.load(kafka={"topic": "events"}, pipeline={"output_topic": "events"})
@@ -152,6 +154,7 @@ def _assert_same_as_the_store(settings: Settings, fmt: str) -> list:
     return records
 
 
+@pytest.mark.integration
 @pytest.mark.brokers("tansu", "kafka")  # Apache Kafka: a compacted topic really refuses unkeyed records
 @pytest.mark.parametrize("fmt", ["qdrant", "binary"])
 def test_a_consumer_rebuilds_the_store_from_the_topic_deletes_and_shrunk_documents_included(make_settings, fmt):
@@ -209,6 +212,7 @@ def test_a_consumer_rebuilds_the_store_from_the_topic_deletes_and_shrunk_documen
                 assert np.allclose(np.asarray(named[name], np.float32), vector, atol=1e-6), (pid, name)
 
 
+@pytest.mark.integration
 def test_tail_embeddings_prints_each_points_newest_state_as_jsonl_and_parquet(make_settings, tmp_path):
     settings = make_settings(pipeline={"output_format": "binary"})
     settings = settings.replace(pipeline={"output_topic": f"{settings.kafka.topic}.vectors"})
@@ -239,6 +243,7 @@ def test_tail_embeddings_prints_each_points_newest_state_as_jsonl_and_parquet(ma
     assert wrong.returncode == 2 and ".jsonl or .parquet" in wrong.stderr
 
 
+@pytest.mark.integration
 def test_kill_9_between_the_store_write_and_the_commit_loses_no_record(make_settings, proxied_broker, tmp_path):
     """A first run publishes a long document's chunks; then the document shrinks while the broker refuses every
     Produce request: nothing is committed, kill -9. A rerun with the broker healed must still publish the dropped

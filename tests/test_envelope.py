@@ -12,6 +12,8 @@ from embedstream.schemas.envelope import Envelope, Limits, Modality, Rejection, 
 from embedstream.schemas.point import point_id, point_key
 from embedstream.schemas.records import KafkaRecord
 
+pytestmark = pytest.mark.unit
+
 
 def record(value: bytes | None, headers: tuple[tuple[str, bytes], ...] = (), ts: int | None = None) -> KafkaRecord:
     return KafkaRecord(topic="events", partition=2, offset=41, value=value, headers=headers, timestamp_ms=ts)

@@ -37,6 +37,8 @@ from tests.helpers import (
 from tests.s3_server import S3Server
 from tests.test_cli import embedstream, one_line_error
 
+pytestmark = pytest.mark.integration
+
 
 def test_dropped_broker_connections_lose_and_duplicate_nothing(make_settings, proxied_broker):
     proxy = proxied_broker

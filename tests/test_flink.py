@@ -17,7 +17,7 @@ from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_top
 from tests.flink_job_server import job_server_jar
 from tests.helpers import send_raw, stored_ids, text_event, watermarks
 
-pytestmark = pytest.mark.brokers("kafka")
+pytestmark = [pytest.mark.brokers("kafka"), pytest.mark.integration]
 
 
 def flink_args(jar: Path) -> list[str]:

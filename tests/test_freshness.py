@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
@@ -24,6 +25,8 @@ from embedstream.pipelines.io.kafka_clients import PartitionSpec, committed_offs
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import free_port
 from tests.helpers import send_raw, text_event, wait_for
+
+pytestmark = pytest.mark.integration
 
 MINUTE_MS = 60_000
 

@@ -36,6 +36,8 @@ from embedstream.schemas.records import KafkaRecord
 from embedstream.workers.produce import read_events
 from embedstream.workers.sample_media import make_sample_video, sample_photos, sample_voices
 
+pytestmark = pytest.mark.unit
+
 SPEC = ImageSpec(resize_short=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 MAX_PIXELS = 40_000_000
 PER_ITEM_S = 10.0  # a decode that takes longer than this is a hang for our purposes

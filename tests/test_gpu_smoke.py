@@ -8,6 +8,8 @@ import sys
 import onnxruntime as ort
 import pytest
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU runs the real check")
 def test_without_cuda_it_says_so_and_exits_zero():

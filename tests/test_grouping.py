@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from embedstream.pipelines.stores import Hit
 from embedstream.schemas.point import CHUNK_MODALITY, point_id
 from embedstream.workers.grouping import describe_hits, distinct_passages, group_hits, passage_of
+
+pytestmark = pytest.mark.unit
 
 
 def chunk(doc: str, index: int, start: int, end: int, score: float, level: str = "passage") -> Hit:

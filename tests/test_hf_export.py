@@ -12,6 +12,8 @@ from embedstream.onnx_models.export.hf_text import export_text_model, torch_refe
 from embedstream.onnx_models.registry import load_manifest
 from embedstream.onnx_models.text_encoder import TextEncoder
 
+pytestmark = pytest.mark.integration
+
 TEXTS = ["Kafka carries events.", "a", "Trains, stations and timetables run late on Sundays.", "Stars and planets"]
 
 

@@ -20,6 +20,8 @@ from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 from embedstream.onnx_models.manifest import AudioManifest, as_kind
 from embedstream.onnx_models.text_encoder import TextEncoder
 
+pytestmark = pytest.mark.integration
+
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 

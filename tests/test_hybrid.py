@@ -14,6 +14,7 @@ from tests.helpers import send_raw, text_event
 from tests.retrieval_sets import documents, evaluate, planted
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("backend", ["edge", "local"])
 def test_keywords_find_planted_terms_meaning_finds_paraphrases_and_hybrid_finds_both(make_settings, backend):
     settings = make_settings(kafka={"partitions": 1}, qdrant={"backend": backend}, media={"modalities": ["text"]})
@@ -46,6 +47,7 @@ def test_keywords_find_planted_terms_meaning_finds_paraphrases_and_hybrid_finds_
     assert union["hybrid"]["mrr"] > max(union["dense"]["mrr"], union["sparse"]["mrr"]), union  # ...and beats both
 
 
+@pytest.mark.integration
 def test_a_collection_without_keywords_says_so(make_settings):
     settings = make_settings(kafka={"partitions": 1}, model={"bm25": False}, media={"modalities": ["text"]})
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
@@ -63,6 +65,7 @@ def test_a_collection_without_keywords_says_so(make_settings):
         searcher.close()
 
 
+@pytest.mark.integration
 def test_the_cli_searches_by_keywords(make_settings):
     import json
 
@@ -93,6 +96,7 @@ NEAR_DUPLICATES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("backend", ["edge", "local"])
 def test_diversity_lets_near_duplicates_give_way_on_both_stores(make_settings, backend):
     """MMR (Qdrant's, on both backends): at 0 the four rewordings of one sentence fill the top four; with
@@ -126,6 +130,7 @@ def test_diversity_lets_near_duplicates_give_way_on_both_stores(make_settings, b
         searcher.close()
 
 
+@pytest.mark.unit
 def test_the_fusion_rules_each_setting_offers():
     """``api.hybrid_fusion``: RRF (Qdrant's rule, 1/(60+rank) summed) ranks what both lists hold first; the
     keyword weight is the squared share of the query's terms the best keyword hit holds; MMR over a fused list

@@ -25,6 +25,8 @@ from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import free_port
 from tests.helpers import read_topic, send_raw, text_event, wait_for
 
+pytestmark = [pytest.mark.integration, pytest.mark.infra]
+
 ROOT = Path(__file__).parents[1]
 BASE_IMAGE = "local/debian:bookworm"
 IMAGE = "embedstream:test"

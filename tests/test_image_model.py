@@ -10,6 +10,8 @@ from embedstream.onnx_models.export import build
 from embedstream.onnx_models.export.efficientnet import torch_features
 from embedstream.onnx_models.image_encoder import ImageEncoder, preprocess
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def encoder(model_cache):

@@ -27,6 +27,8 @@ from pydantic_core import to_jsonable_python
 from embedstream.pipelines.runners import check_runner, remote_workers
 from embedstream.schemas.settings import Settings
 
+pytestmark = [pytest.mark.integration, pytest.mark.infra]
+
 ROOT = Path(__file__).parents[1]
 INFRA = ROOT / "infra"
 COMPOSE = INFRA / "compose"

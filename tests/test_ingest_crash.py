@@ -18,7 +18,7 @@ from embedstream.workers.demo import sample_corpus
 from embedstream.workers.sample_media import sample_photos
 from tests.helpers import send_raw, settings_env, start_stream_ingest, stored_ids, text_event, watermarks
 
-pytestmark = pytest.mark.brokers("tansu", "kafka")
+pytestmark = [pytest.mark.brokers("tansu", "kafka"), pytest.mark.integration]
 
 TOTAL = 1200
 

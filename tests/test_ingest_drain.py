@@ -21,7 +21,7 @@ from tests.helpers import b64, read_topic, reset_group, send_raw, text_event, wa
 CORPUS = [json.loads(line) for line in sample_corpus().read_text().splitlines()]
 MAX_EVENT_BYTES = 1 << 20
 
-pytestmark = pytest.mark.brokers("tansu", "kafka")
+pytestmark = [pytest.mark.brokers("tansu", "kafka"), pytest.mark.integration]
 
 
 def invalid_events() -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:

@@ -17,6 +17,8 @@ from embedstream.schemas.dead_letter import Reason
 from embedstream.schemas.settings import MediaSettings
 from embedstream.workers.sample_media import sample_photos, sample_voices
 
+pytestmark = pytest.mark.unit
+
 LIMIT = 40_000_000
 
 

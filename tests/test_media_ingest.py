@@ -25,6 +25,8 @@ from embedstream.workers.sample_media import make_sample_video, sample_photos, s
 from embedstream.workers.search import Query, Searcher
 from tests.helpers import binary_message, read_topic, send_raw, shared_settings, watermarks
 
+pytestmark = pytest.mark.integration
+
 
 def binary(modality: str, event_id: str, data: bytes | None = None, **headers: str) -> tuple[bytes, bytes, list]:
     fields = [("es-id", event_id.encode()), ("es-modality", modality.encode())]

@@ -28,6 +28,8 @@ from embedstream.schemas.settings import Settings
 from embedstream.workers.spaces import migrate_here, run_step
 from tests.helpers import QUERIES, Server, answers, fill, send_raw, settings_env, text_event, watermarks
 
+pytestmark = pytest.mark.integration
+
 SPACE, NEW = "minilm", "minilm@1-int8"
 
 

@@ -32,6 +32,8 @@ from embedstream.workers.spaces import migrate_here, run_step
 from tests.helpers import b64, send_raw, settings_env
 from tests.test_hf_media_export import tiny_resnet, tiny_wav2vec2  # ResNet: its own 64-px crop; wav2vec2
 
+pytestmark = pytest.mark.integration
+
 
 @dataclass(frozen=True)
 class Kind:

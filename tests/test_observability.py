@@ -8,11 +8,14 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from embedstream.pipelines.io.kafka_clients import PartitionSpec, ensure_topics, partition_backlog
 from embedstream.pipelines.observability import IngestMetrics, LagWatcher
 from embedstream.workers.broker import free_port, start_broker
 from tests.helpers import sample, send_raw, settings_env, text_event, wait_for
+
+pytestmark = pytest.mark.integration
 
 
 def test_stream_ingest_serves_metrics_lag_falls_to_zero_and_probes_answer(make_settings):

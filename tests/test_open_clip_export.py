@@ -21,6 +21,8 @@ from embedstream.onnx_models.text_encoder import TextEncoder
 from embedstream.pipelines.media.images import decode_image
 from embedstream.workers.sample_media import sample_photos
 
+pytestmark = pytest.mark.integration
+
 WIDTH, LAYERS, EMBED, IMAGE, PATCH, CONTEXT = 32, 2, 16, 32, 8, 32
 
 

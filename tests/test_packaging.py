@@ -16,6 +16,10 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).parents[1]
 BUILD_LITTER = (".venv", ".git", "build", "dist", ".embedstream", "*.egg-info", "__pycache__", ".*_cache")
 IMPORT_ALL = """

@@ -8,6 +8,8 @@ from embedstream.onnx_models.registry import ModelNotBuiltError
 from embedstream.pipelines.plan import FUSED_SPACE, plan_ingest
 from embedstream.schemas.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize(
     ("modalities", "groups", "spaces"),

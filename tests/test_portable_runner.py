@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
 from tests.helpers import Message, read_topic, send_raw, text_event, watermarks
+
+pytestmark = pytest.mark.integration
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
 

@@ -15,6 +15,7 @@ from embedstream.pipelines.stores import StoreSchemaError
 from tests.helpers import send_raw, text_event
 
 
+@pytest.mark.integration
 def test_variant_manifest_records_cost_and_quality(int8_cache):
     variant, _ = load_manifest(int8_cache, "minilm@1-int8")
     assert variant.version == "1-int8" and variant.variant_of == "minilm@1" and variant.space == "minilm"
@@ -26,6 +27,7 @@ def test_variant_manifest_records_cost_and_quality(int8_cache):
     assert quality.speedup > 1.0  # measured ~2x with VNNI; anything under 1 would make the option pointless
 
 
+@pytest.mark.integration
 def test_plain_name_keeps_the_base_version(int8_cache):
     base, _ = load_manifest(int8_cache, "minilm")  # the variant is newer on disk, but not chosen silently
     assert base.ref == "minilm@1" and base.quantization is None
@@ -34,6 +36,7 @@ def test_plain_name_keeps_the_base_version(int8_cache):
     assert float((fp32 * int8).sum()) > 0.95 and not np.allclose(fp32, int8, atol=1e-6)
 
 
+@pytest.mark.integration
 def test_switching_a_collection_to_the_variant_is_refused(make_settings, int8_cache):
     settings = make_settings(model={"cache_dir": str(int8_cache)})
     ensure_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dead_letter_topic])
@@ -45,6 +48,7 @@ def test_switching_a_collection_to_the_variant_is_refused(make_settings, int8_ca
         run_ingest(variant)
 
 
+@pytest.mark.unit
 def test_recall_at_k():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(50, 8))
@@ -52,6 +56,7 @@ def test_recall_at_k():
     assert recall_at_k(vectors, rng.normal(size=(50, 8)), 10) < 0.5
 
 
+@pytest.mark.integration
 def test_an_int8_vector_does_not_depend_on_its_batch_mates(int8_cache):
     """ORT's dynamic quantization scales activations by the whole input: a text's vector moved up to 0.03 with
     its batch mates. Per-token scales make it a function of the text, so a replay or a migration's backfill

@@ -20,6 +20,7 @@ from embedstream.workers.query_batcher import QueryBatcher
 from embedstream.workers.search import Query, Searcher
 
 
+@pytest.mark.unit
 def test_concurrent_requests_share_batches_and_a_lone_one_runs_at_once() -> None:
     sizes: list[int] = []
 
@@ -42,6 +43,7 @@ def test_concurrent_requests_share_batches_and_a_lone_one_runs_at_once() -> None
     assert observed == sizes
 
 
+@pytest.mark.unit
 def test_a_bad_request_fails_alone() -> None:
     def run(items: Sequence[int]) -> list[int]:
         if any(i < 0 for i in items):
@@ -65,6 +67,7 @@ def test_a_bad_request_fails_alone() -> None:
     assert batcher.split >= 1
 
 
+@pytest.mark.unit
 def test_an_outcome_that_is_an_exception_fails_its_request_only() -> None:
     def run(items: Sequence[int]) -> list[int | Exception]:
         time.sleep(0.02)
@@ -82,6 +85,7 @@ def test_an_outcome_that_is_an_exception_fails_its_request_only() -> None:
     assert batcher.split == 0  # the batch's call succeeded: nothing was run again
 
 
+@pytest.mark.unit
 def test_coroutines_wait_for_their_batch_without_threads_and_runners_are_capped() -> None:
     running, most = [0], [0]
     lock = threading.Lock()
@@ -111,6 +115,7 @@ def test_coroutines_wait_for_their_batch_without_threads_and_runners_are_capped(
     batcher.close()
 
 
+@pytest.mark.unit
 def test_a_cancelled_request_leaves_the_others_answered() -> None:
     def run(items: Sequence[int]) -> list[int]:
         time.sleep(0.05)
@@ -152,6 +157,7 @@ def corpus_store(model_cache, tmp_path):
     store.close()
 
 
+@pytest.mark.integration
 def test_batched_text_searches_answer_what_each_alone_answers(corpus_store) -> None:
     settings, store = corpus_store
     queries = [
@@ -174,6 +180,7 @@ def test_batched_text_searches_answer_what_each_alone_answers(corpus_store) -> N
     assert max(sizes) > 1 and batched._texts.split == 0  # they shared encoder and store calls, none failed
 
 
+@pytest.mark.integration
 def test_awaited_text_searches_are_batched_and_a_wrong_space_fails_alone(corpus_store) -> None:
     settings, store = corpus_store
     queries = ["how do whales communicate", "fixing a memory leak", "best time to plant tomatoes"] * 6

@@ -9,11 +9,15 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from embedstream.onnx_models.corpus import corpus_texts
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.settings import Settings
 from tests.helpers import send_raw, start_stream_ingest, text_event, wait_for
+
+pytestmark = pytest.mark.integration
 
 INDEXING = {  # small enough for a test: any segment gets an HNSW graph, and 50 waiting vectors make a build
     "EMBEDSTREAM_QDRANT__INDEX_MIN_VECTORS": "50",

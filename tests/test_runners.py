@@ -25,6 +25,8 @@ from embedstream.workers.broker import free_port
 from embedstream.workers.sample_media import sample_photos
 from tests.helpers import read_topic, send_raw, text_event, watermarks
 
+pytestmark = pytest.mark.integration
+
 DATAFLOW = [
     "--runner=DataflowRunner",
     "--project=my-project-123",

@@ -164,6 +164,7 @@ def refused(uri: str, settings: MediaSettings) -> MediaError:
     return caught.value
 
 
+@pytest.mark.unit
 def test_loopback_is_refused_unless_its_network_is_allowed(sites: tuple[Site, Site]) -> None:
     main, _ = sites
     error = refused(f"{main.url}/picture", media())
@@ -172,6 +173,7 @@ def test_loopback_is_refused_unless_its_network_is_allowed(sites: tuple[Site, Si
     assert fetch_uri(f"{main.url}/picture", media(remote_networks=["127.0.0.1/32"]), LIMIT) == BODY
 
 
+@pytest.mark.unit
 def test_a_redirect_is_checked_like_the_first_url(sites: tuple[Site, Site]) -> None:
     main, other = sites
     allowed = media(remote_networks=["127.0.0.1/32"])  # 127.0.0.2 stays refused
@@ -181,6 +183,7 @@ def test_a_redirect_is_checked_like_the_first_url(sites: tuple[Site, Site]) -> N
     assert fetch_uri(f"{main.url}/relative", allowed, LIMIT) == BODY  # an allowed redirect is followed
 
 
+@pytest.mark.unit
 def test_hosts_outside_the_allow_list_are_refused(sites: tuple[Site, Site]) -> None:
     main, _ = sites
     listed = media(remote_networks=["127.0.0.0/8"], remote_hosts=["media.example.com", "*.cdn.example.com"])
@@ -188,6 +191,7 @@ def test_hosts_outside_the_allow_list_are_refused(sites: tuple[Site, Site]) -> N
     assert fetch_uri(f"{main.url}/picture", media(remote_networks=["127.0.0.0/8"], remote_hosts=["127.0.0.1"]), LIMIT)
 
 
+@pytest.mark.unit
 def test_size_is_capped_declared_or_not(sites: tuple[Site, Site]) -> None:
     main, _ = sites
     allowed = media(remote_networks=["127.0.0.1/32"])
@@ -195,6 +199,7 @@ def test_size_is_capped_declared_or_not(sites: tuple[Site, Site]) -> None:
     assert refused(f"{main.url}/endless", allowed).reason.value == "oversized"
 
 
+@pytest.mark.unit
 def test_transient_failures_are_retried_then_dead_lettered(sites: tuple[Site, Site]) -> None:
     main, _ = sites
     allowed = media(remote_networks=["127.0.0.1/32"])
@@ -208,6 +213,7 @@ def test_transient_failures_are_retried_then_dead_lettered(sites: tuple[Site, Si
     assert slow.reason.value == "fetch_failed" and time.monotonic() - started < 2.5  # the timeout, not the server
 
 
+@pytest.mark.unit
 def test_a_dripping_server_is_bounded_by_the_whole_fetch_not_each_read(sites: tuple[Site, Site]) -> None:
     main, _ = sites
     started = time.monotonic()
@@ -217,6 +223,7 @@ def test_a_dripping_server_is_bounded_by_the_whole_fetch_not_each_read(sites: tu
     assert took < 4.0, took  # each byte came within the timeout; the whole is bounded by it
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", ["/endless-continue", "/dripped-headers", "/endless-trailers"])
 def test_the_whole_answer_is_bounded_not_only_the_body(sites: tuple[Site, Site], path: str) -> None:
     """A server that never finishes its status line, repeats ``100 Continue`` or sends trailers forever:
@@ -229,6 +236,7 @@ def test_the_whole_answer_is_bounded_not_only_the_body(sites: tuple[Site, Site],
     assert time.monotonic() - started < 4.0
 
 
+@pytest.mark.unit
 def test_a_fifo_inside_the_media_roots_is_refused_at_once(tmp_path) -> None:
     fifo = tmp_path / "never.jpg"
     os.mkfifo(fifo)  # opening it for reading would block until a writer comes: none will
@@ -239,6 +247,7 @@ def test_a_fifo_inside_the_media_roots_is_refused_at_once(tmp_path) -> None:
     assert time.monotonic() - started < 1.0
 
 
+@pytest.mark.integration
 def test_a_drain_with_a_dripping_url_and_a_fifo_ends(make_settings, media_models, tmp_path, sites) -> None:
     """The whole process must end: the drip's fetch is bounded, the FIFO refused, and a fetch the step gave up
     on (decode_timeout_s under fetch_timeout_s here) is abandoned on a daemon thread that cannot hold the exit."""
@@ -294,6 +303,7 @@ def test_a_drain_with_a_dripping_url_and_a_fifo_ends(make_settings, media_models
     assert reasons == {b"drip": "decode_timeout", b"drip2": "decode_timeout", b"fifo": "uri_not_allowed"}, reasons
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "uri",
     [
@@ -313,6 +323,7 @@ def test_a_malformed_uri_is_not_allowed_rather_than_undecodable(sites: tuple[Sit
     assert error.reason.value == "uri_not_allowed", error
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("address", "allowed"),
     [
@@ -344,6 +355,7 @@ def test_only_public_addresses_pass_by_default(address: str, allowed: bool) -> N
     assert address_allowed(ipaddress.ip_address(address), []) is allowed
 
 
+@pytest.mark.integration
 def test_an_image_by_url_goes_through_the_pipeline(
     make_settings: Callable[..., Settings], media_models: object
 ) -> None:

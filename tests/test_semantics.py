@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.workers.demo import sample_corpus
 from embedstream.workers.search import Query, Searcher
 from tests.helpers import Message, send_raw, text_event
 from tests.retrieval_sets import PAIRS
+
+pytestmark = pytest.mark.integration
 
 
 def test_paraphrase_finds_its_partner_first(make_settings):

@@ -17,6 +17,8 @@ from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.schemas.settings import ModelSettings, Settings
 from tests.helpers import send_raw, text_event
 
+pytestmark = pytest.mark.integration
+
 
 def _loads(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "embedstream.onnx_models.session" and "loaded" in r.getMessage()]

@@ -32,6 +32,7 @@ def config_file(tmp_path):
     return path
 
 
+@pytest.mark.unit
 def test_toml_then_env_then_init(config_file, monkeypatch):
     settings = Settings.load(config_file)
     assert settings.kafka.bootstrap_servers == "toml-host:9092" and settings.pipeline.max_batch_tokens == 2048
@@ -46,11 +47,13 @@ def test_toml_then_env_then_init(config_file, monkeypatch):
     assert settings.pipeline.max_batch_tokens == 512
 
 
+@pytest.mark.unit
 def test_config_path_from_environment(config_file, monkeypatch):
     monkeypatch.setenv("EMBEDSTREAM_CONFIG", str(config_file))
     assert Settings.load().kafka.topic == "from-toml"
 
 
+@pytest.mark.integration
 def test_secrets_pass_to_clients_but_never_print(config_file, caplog):
     settings = Settings.load(config_file)
     assert settings.kafka.client_config()["sasl_plain_password"] == "toml-secret"
@@ -61,6 +64,7 @@ def test_secrets_pass_to_clients_but_never_print(config_file, caplog):
         assert "toml-secret" not in text and "qdrant-secret-key" not in text
 
 
+@pytest.mark.unit
 def test_security_options_pass_through(monkeypatch):
     monkeypatch.setenv("EMBEDSTREAM_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("EMBEDSTREAM_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
@@ -70,12 +74,14 @@ def test_security_options_pass_through(monkeypatch):
     assert config["ssl_cafile"] == "/etc/ca.pem" and config["client_id"] == "ingest-7"
 
 
+@pytest.mark.unit
 def test_invalid_value_names_the_field(monkeypatch):
     monkeypatch.setenv("EMBEDSTREAM_PIPELINE__MAX_BATCH_TOKENS", "zero")
     with pytest.raises(SettingsError, match="max_batch_tokens"):
         Settings.load()
 
 
+@pytest.mark.unit
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(NotFoundError, match=r"nope\.toml"):
         Settings.load(tmp_path / "nope.toml")

@@ -12,7 +12,7 @@ from embedstream.schemas.settings import PipelineSettings
 from tests.helpers import send_raw, settings_env, text_event, watermarks
 from tests.test_cli import embedstream
 
-pytestmark = pytest.mark.brokers("tansu", "kafka")
+pytestmark = [pytest.mark.brokers("tansu", "kafka"), pytest.mark.integration]
 
 
 def stored(settings) -> dict[str, int]:

@@ -19,6 +19,8 @@ from embedstream.pipelines.stores import open_store
 from embedstream.schemas.settings import Settings
 from tests.helpers import Server, answers, fill, send_raw, settings_env, text_event, watermarks
 
+pytestmark = pytest.mark.integration
+
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "embedstream.workers.cli", "store", *args]

@@ -22,6 +22,8 @@ from embedstream.schemas.settings import Settings
 from tests.helpers import fill
 from tests.test_snapshot import cli
 
+pytestmark = pytest.mark.integration
+
 
 def meta(**overrides: object) -> bytes:
     record = {"format": 1, "collection": "embeddings", "backend": "edge", "taken_at": "2026-12-07T00:00:00+00:00"}

@@ -11,6 +11,8 @@ from embedstream.schemas.point import PointRecord, SourceRef, point_id
 from embedstream.schemas.settings import CollectionOptions, QdrantSettings
 from tests.helpers import read_topic, send_raw, text_event
 
+pytestmark = pytest.mark.integration
+
 BACKENDS = ["edge", "local"]
 
 

@@ -21,6 +21,7 @@ def encoder(model_cache):
     return TextEncoder.load(model_cache, "minilm")
 
 
+@pytest.mark.integration
 def test_manifest_records_what_the_run_needs(model_cache):
     manifest, folder = load_manifest_of(TextManifest, model_cache, "minilm")
     assert manifest.dim == 384 and manifest.space == "minilm" and manifest.ref == "minilm@1"
@@ -30,6 +31,7 @@ def test_manifest_records_what_the_run_needs(model_cache):
     assert manifest.parity.inputs == len(PARITY_SENTENCES)
 
 
+@pytest.mark.integration
 def test_parity_against_sentence_transformers_now(model_cache):
     manifest, folder = load_manifest_of(TextManifest, model_cache, "minilm")
     report = sentence_transformer_parity(manifest, folder)
@@ -37,6 +39,7 @@ def test_parity_against_sentence_transformers_now(model_cache):
     assert report.max_abs_diff < 1e-4
 
 
+@pytest.mark.integration
 def test_vectors_do_not_depend_on_batch_company(encoder):
     texts = ["short", "a somewhat longer sentence about trains and stations", "mid length text here", "x " * 300]
     together = encoder.embed(texts, max_batch_cost=100_000, max_batch_size=64)
@@ -45,10 +48,12 @@ def test_vectors_do_not_depend_on_batch_company(encoder):
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_truncates_long_text_at_the_manifest_limit(encoder):
     assert len(encoder.tokenize(["word " * 1000])[0]) == 256
 
 
+@pytest.mark.integration
 def test_damaged_model_file_is_refused(model_cache, tmp_path):
     manifest, folder = load_manifest_of(TextManifest, model_cache, "minilm")
     copy = tmp_path / "minilm" / manifest.version
@@ -62,6 +67,7 @@ def test_damaged_model_file_is_refused(model_cache, tmp_path):
         load_manifest(tmp_path / "empty", "minilm")
 
 
+@pytest.mark.unit
 def test_plan_batches_respects_padded_token_budget():
     costs = [5, 40, 7, 38, 6, 100, 39, 8]
     plan = plan_batches(costs, max_batch_cost=90, max_batch_size=4)
@@ -74,6 +80,7 @@ def test_plan_batches_respects_padded_token_budget():
     assert {frozenset(b) for b in plan} >= {frozenset({0, 2, 4, 7}), frozenset({5})}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("vector", "reason"),
     [
@@ -89,10 +96,12 @@ def test_quality_gate_rejects_bad_vectors(vector, reason):
     assert problem is not None and problem[0] is reason
 
 
+@pytest.mark.integration
 def test_quality_gate_passes_real_vectors(encoder):
     assert vector_problem(encoder.embed(["a normal sentence"])[0], 384) is None
 
 
+@pytest.mark.integration
 def test_runtime_settings_reach_the_session(model_cache):
     from embedstream.schemas.settings import ModelSettings
 
@@ -105,6 +114,7 @@ def test_runtime_settings_reach_the_session(model_cache):
     assert encoder.embed(["still encodes"]).shape == (1, 384)
 
 
+@pytest.mark.integration
 def test_unavailable_provider_names_the_available_ones(model_cache):
     from embedstream.onnx_models.session import ProviderUnavailableError
     from embedstream.schemas.settings import ModelSettings
@@ -113,6 +123,7 @@ def test_unavailable_provider_names_the_available_ones(model_cache):
         TextEncoder.from_settings(ModelSettings(cache_dir=model_cache, providers=["NoSuchExecutionProvider"]))
 
 
+@pytest.mark.unit
 def test_a_verified_model_file_is_remembered_and_a_changed_one_is_hashed_again(tmp_path):
     import hashlib
     import json
@@ -143,6 +154,7 @@ def test_a_verified_model_file_is_remembered_and_a_changed_one_is_hashed_again(t
     assert not matches_sha256(model, good)
 
 
+@pytest.mark.unit
 def test_bytes_flipped_with_the_mtime_put_back_are_hashed_again(tmp_path):
     """A writer that restores the mtime after flipping 64 bytes cannot restore the ctime: the stamp no longer
     fits, the file is hashed, the mismatch found."""

@@ -64,6 +64,7 @@ def export(cache: Path, name: str, weights: Path, arch: str) -> subprocess.Compl
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("arch", ["vgg11", "resnet50"])
 def test_a_torchvision_checkpoint_exports_with_parity(tmp_path, arch):
     cache = tmp_path / "cache"
@@ -78,6 +79,7 @@ def test_a_torchvision_checkpoint_exports_with_parity(tmp_path, arch):
     assert vectors.shape == (3, manifest.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.unit
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     weights = checkpoint("vgg11", tmp_path / "vgg11.pth")
     done = export(tmp_path / "cache", "pics", weights, "resnet50")
@@ -93,6 +95,7 @@ class Payload:
         return (print, ("a pickled checkpoint ran code",))
 
 
+@pytest.mark.integration
 def test_a_pickled_checkpoint_is_one_line_refusal_never_advice_to_unpickle(tmp_path):
     import torch
 

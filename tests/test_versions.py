@@ -34,7 +34,7 @@ from tests.helpers import read_topic, reset_group, send_raw, settings_env, text_
 from tests.test_chunking import document
 from tests.test_video_views import fusion, member
 
-pytestmark = pytest.mark.brokers("tansu", "kafka")
+pytestmark = [pytest.mark.brokers("tansu", "kafka"), pytest.mark.integration]
 
 BACKENDS = ["edge", "local"]  # qdrant-edge's condition and qdrant-client's update_filter
 

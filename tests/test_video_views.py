@@ -25,6 +25,7 @@ def frame(i: int, vector: list[float]) -> StoredPoint:
     )
 
 
+@pytest.mark.unit
 def test_frames_only_give_a_visual_mean_and_a_fused_vector_with_a_zero_audio_half():
     members = [frame(0, [1, 0, 0]), frame(1, [0, 1, 0])]
     view = video_point("v", members, fusion(), ended=False)
@@ -37,12 +38,14 @@ def test_frames_only_give_a_visual_mean_and_a_fused_vector_with_a_zero_audio_hal
     assert again is not None and again.vectors == view.vectors
 
 
+@pytest.mark.unit
 def test_a_zero_weight_on_the_only_half_present_leaves_no_fused_vector():
     view = video_point("v", [frame(0, [1, 0, 0])], fusion((0.0, 1.0)), ended=True)
     assert view is not None and FUSED_SPACE not in view.vectors
     assert all(np.isfinite(v).all() for v in view.vectors.values())
 
 
+@pytest.mark.unit
 def test_weights_that_make_no_vector_are_refused():
     with pytest.raises(SettingsError, match="fused_weights"):
         Settings.load(media={"fused_weights": (0.0, 0.0)})
@@ -77,6 +80,7 @@ def rebuilt(store, video: str):
     return video_point(video, members, fusion(), False)
 
 
+@pytest.mark.integration
 def test_views_update_by_delta_across_bundles_and_equal_a_rebuild(edge_store):
     rng = np.random.default_rng(3)
     events = [member("v", "video_frame", i, rng.normal(size=3).tolist()) for i in range(8)]
@@ -99,6 +103,7 @@ def test_views_update_by_delta_across_bundles_and_equal_a_rebuild(edge_store):
         np.testing.assert_allclose(view.vectors[space], vector, atol=1e-9)
 
 
+@pytest.mark.integration
 def test_a_view_that_missed_a_change_is_rebuilt_from_its_members(edge_store):
     writer = PointWriter(edge_store, 10, fusion(), lambda n: None)
     writer.add(member("w", "video_frame", 0, [1.0, 0.0, 0.0]))

@@ -13,6 +13,7 @@ import base64
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
@@ -24,6 +25,8 @@ from embedstream.schemas.dead_letter import DeadLetter
 from embedstream.schemas.envelope import Deletion, Envelope, Modality, parse_event
 from embedstream.schemas.records import KafkaRecord
 from tests.helpers import read_topic, watermarks
+
+pytestmark = pytest.mark.integration
 
 MODALITIES = ["text", "image", "audio", "video_frame", "video_audio", "video_end", "bogus"]
 header_keys = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12)

@@ -45,6 +45,7 @@ def gensim_means(wv, texts):
     return np.array(rows)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("filename", ["vectors.txt", "vectors.bin", "glove.txt"])
 def test_onnx_mean_equals_gensim_vectors(word2vec, filename, tmp_path):
     wv, folder = word2vec
@@ -58,6 +59,7 @@ def test_onnx_mean_equals_gensim_vectors(word2vec, filename, tmp_path):
     np.testing.assert_allclose(vectors, gensim_means(wv, TEXTS), atol=1e-5)
 
 
+@pytest.mark.unit
 def test_all_unknown_words_give_a_zero_vector_the_gate_rejects(word2vec, tmp_path):
     _, folder = word2vec
     import_word_vectors(folder / "vectors.txt", "tinyw2v", tmp_path)
@@ -67,6 +69,7 @@ def test_all_unknown_words_give_a_zero_vector_the_gate_rejects(word2vec, tmp_pat
     assert problem is not None and problem[0] is Reason.VECTOR_ZERO_NORM
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("content", "binary", "says"),
     [
