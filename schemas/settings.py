@@ -36,6 +36,8 @@ from embedstream.schemas.defaults import (
 )
 from embedstream.schemas.errors import NotFoundError, SettingsError
 
+SKIP_FORM = re.compile(r"[^:]+:\d+:\d+")  # TOPIC:PARTITION:OFFSET (a Kafka topic name holds no colon)
+
 CONFIG_ENV = "EMBEDSTREAM_CONFIG"
 DEFAULT_CONFIG_FILE = Path("embedstream.toml")
 _config_file: ContextVar[Path | None] = ContextVar("embedstream_config_file", default=None)
@@ -326,6 +328,14 @@ class PipelineSettings(BaseModel):
     output_collection: str | None = Field(
         default=None, min_length=1, description="the collection_name the records name (None: qdrant.collection)"
     )
+
+    @field_validator("skip")
+    @classmethod
+    def _skip_positions(cls, skip: list[str]) -> list[str]:
+        wrong = [s for s in skip if not SKIP_FORM.fullmatch(s)]
+        if wrong:
+            raise ValueError(f"{wrong[0]!r} is not TOPIC:PARTITION:OFFSET (e.g. events:2:1041)")
+        return skip
 
     @field_validator("shard")
     @classmethod

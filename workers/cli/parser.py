@@ -4,10 +4,12 @@ before or after the command. Each command's parser names the typed function that
 from __future__ import annotations
 
 import argparse
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from embedstream.schemas.settings import SKIP_FORM
 from embedstream.workers.cli import commands as cmd
 
 
@@ -23,6 +25,34 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool = False) -> 
     parser.add_argument(
         "--log-format", choices=["text", "json"], default=default("text"), help="json: one object a line"
     )
+
+
+def readable_file(value: str) -> str:
+    """An argument naming a file to read: refused at parse time (usage, exit 2) when it is not one."""
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"cannot read {value}: {'a folder' if path.is_dir() else 'no such file'}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value}: {exc.strerror}") from exc
+    return value
+
+
+def record_position(value: str) -> str:
+    """TOPIC:PARTITION:OFFSET, as ``--skip`` and ``pipeline.skip`` take it."""
+    if not SKIP_FORM.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not TOPIC:PARTITION:OFFSET (e.g. events:2:1041)")
+    return value
+
+
+def shard(value: str) -> str:
+    """I/N with I below N, as ``pipeline.shard`` takes it."""
+    found = re.fullmatch(r"(\d+)/([1-9]\d*)", value)
+    if found is None or int(found.group(1)) >= int(found.group(2)):
+        raise argparse.ArgumentTypeError(f"{value!r} is not I/N with I below N (e.g. 0/3)")
+    return value
 
 
 def _installed_version() -> str:
@@ -92,10 +122,14 @@ def parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="run the Beam ingest pipeline; unknown options go to Beam")
     ingest.add_argument("--mode", choices=["drain", "stream"], default="drain")
     ingest.add_argument(
-        "--shard", metavar="I/N", help="read only partitions p with p mod N == I (default: pipeline.shard, 0/1)"
+        "--shard",
+        type=shard,
+        metavar="I/N",
+        help="read only partitions p with p mod N == I (default: pipeline.shard, 0/1)",
     )
     ingest.add_argument(
         "--skip",
+        type=record_position,
         metavar="TOPIC:PARTITION:OFFSET",
         action="append",
         default=[],
@@ -110,8 +144,8 @@ def parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="text query → nearest points")
     search.add_argument("query", nargs="?", help="a text query (or use --text / --image / --audio)")
     search.add_argument("--text", help="a text query")
-    search.add_argument("--image", metavar="FILE", help="a picture as the query")
-    search.add_argument("--audio", metavar="FILE", help="a sound as the query")
+    search.add_argument("--image", type=readable_file, metavar="FILE", help="a picture as the query")
+    search.add_argument("--audio", type=readable_file, metavar="FILE", help="a sound as the query")
     search.add_argument("--space", help="the named vector to search (default: the query's own space)")
     search.add_argument("--modality", help="only points of this modality (text, image, audio, video, video_frame…)")
     search.add_argument("-k", type=int, default=5)
@@ -218,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
         help="export: the space the model writes (default: NAME); name an existing space to take it over with "
         "`spaces migrate SPACE --to NAME`",
     )
-    models.add_argument("--file", help="import-vectors: a word2vec (text or .bin) or GloVe file")
+    models.add_argument("--file", type=readable_file, help="import-vectors: a word2vec (text or .bin) or GloVe file")
     models.add_argument("--binary", action="store_true", help="import-vectors: the file is word2vec binary")
     models.set_defaults(run=cmd.models)
 
