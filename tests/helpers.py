@@ -237,3 +237,27 @@ def sample(body: str, name: str, **labels: str) -> float | None:
             if all(found.get(k) == v for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def embedstream(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "embedstream.workers.cli", *args],
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("embedstream: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def store_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "embedstream.workers.cli", "store", *args]
+    return subprocess.run(command, env=settings_env(settings), capture_output=True, text=True, timeout=300)

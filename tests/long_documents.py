@@ -181,3 +181,16 @@ def long_documents(
         text = " ".join(sentences)
         docs.append(LongDocument(f"doc-{n:03d}", text, question, fact_start))
     return docs
+
+
+def corpus_pairs() -> list[tuple[str, str]]:
+    """The sample corpus as (topic, sentence) pairs: what ``long_documents`` builds documents from."""
+    from embedstream.onnx_models.corpus import corpus_records
+
+    return [(str(r["metadata"]["topic"]), str(r["text"])) for r in corpus_records()]
+
+
+def document(words: int, seed: int = 1) -> str:
+    """A text of about ``words`` words from the corpus (no fact planted)."""
+    (doc,) = long_documents(corpus_pairs(), count=1, seed=seed, min_words=words, max_words=words)
+    return doc.text.replace("\n", " ")

@@ -32,7 +32,7 @@ from embedstream.workers.broker import free_port
 from embedstream.workers.produce import produce_files
 from embedstream.workers.sample_media import sample_photos, sample_voices
 from tests.helpers import Server, send_raw, settings_env, shared_settings, text_event, watermarks
-from tests.test_safe_fetch import Site, drip
+from tests.http_site import Site, drip
 
 CORPUS = corpus_path()
 DOCUMENTS = documents_path()  # long articles: chunked

@@ -20,18 +20,12 @@ from embedstream.pipelines.stores import open_store
 from embedstream.schemas.point import CHUNK_MODALITY, point_id
 from embedstream.workers.search import Query, Searcher, SearchMode
 from tests.helpers import Message, read_topic, reset_group, send_raw, settings_env, text_event, watermarks
-from tests.long_documents import long_documents
+from tests.long_documents import document, long_documents
 
 pytestmark = pytest.mark.integration
 
 COMPARED: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
 CORPUS = [(str(r["metadata"]["topic"]), str(r["text"])) for r in corpus_records()]
-
-
-def document(words: int, seed: int = 1) -> str:
-    """A text of about ``words`` words from the corpus (no fact planted)."""
-    (doc,) = long_documents(CORPUS, count=1, seed=seed, min_words=words, max_words=words)
-    return doc.text.replace("\n", " ")
 
 
 @pytest.fixture(scope="module")

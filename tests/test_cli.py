@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,29 +13,10 @@ from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.pipelines.stores import SpaceSpec, open_store
 from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import free_port, port_open
-from tests.helpers import read_topic, send_raw, settings_env, text_event
+from tests.helpers import embedstream, one_line_error, read_topic, send_raw, settings_env, text_event
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
-
-
-def embedstream(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "embedstream.workers.cli", *args],
-        env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("embedstream: error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.mark.smoke

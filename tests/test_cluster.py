@@ -12,8 +12,7 @@ from embedstream.onnx_models.corpus import corpus_path
 from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import ensure_topics
 from embedstream.pipelines.stores import open_store
-from tests.helpers import send_raw, settings_env, text_event
-from tests.test_cli import embedstream
+from tests.helpers import embedstream, send_raw, settings_env, text_event
 
 pytestmark = pytest.mark.integration
 

@@ -215,7 +215,7 @@ def test_creates_and_deletes_survive_kill_9_mid_stream_in_order(make_settings, t
 
 @pytest.mark.integration
 def test_the_cli_sends_tombstones_and_modality_deletes(make_settings):
-    from tests.test_cli import embedstream
+    from tests.helpers import embedstream
 
     settings = make_settings(kafka={"partitions": 1})
     env = settings_env(settings)

@@ -23,9 +23,17 @@ from embedstream.schemas.settings import Settings
 from embedstream.schemas.version import Version
 from embedstream.workers.demo import sample_corpus
 from embedstream.workers.tail_embeddings import latest
-from tests.helpers import Message, send_raw, settings_env, start_stream_ingest, text_event, wait_for, watermarks
+from tests.helpers import (
+    Message,
+    embedstream,
+    send_raw,
+    settings_env,
+    start_stream_ingest,
+    text_event,
+    wait_for,
+    watermarks,
+)
 from tests.tcp_proxy import TcpProxy
-from tests.test_cli import embedstream
 
 LONG = " ".join(sample_corpus().read_text().splitlines()[:60])  # several passages, many sentences
 

@@ -25,6 +25,8 @@ from embedstream.schemas.settings import Settings
 from embedstream.workers.broker import Broker, free_port, start_broker
 from tests.helpers import (
     Message,
+    embedstream,
+    one_line_error,
     read_topic,
     send_raw,
     settings_env,
@@ -35,7 +37,6 @@ from tests.helpers import (
     watermarks,
 )
 from tests.s3_server import S3Server
-from tests.test_cli import embedstream, one_line_error
 
 pytestmark = pytest.mark.integration
 

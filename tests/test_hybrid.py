@@ -69,8 +69,7 @@ def test_a_collection_without_keywords_says_so(make_settings):
 def test_the_cli_searches_by_keywords(make_settings):
     import json
 
-    from tests.helpers import settings_env
-    from tests.test_cli import embedstream, one_line_error
+    from tests.helpers import embedstream, one_line_error, settings_env
 
     settings = make_settings(kafka={"partitions": 1}, media={"modalities": ["text"]})
     env = settings_env(settings)

@@ -159,3 +159,16 @@ def test_commands_that_run_no_pipeline_start_without_apache_beam():
         [sys.executable, "-c", BLOCK_BEAM, "embedstream.pipelines.ingest"], capture_output=True, text=True, timeout=120
     )
     assert "apache_beam imported" in shows.stderr, "the blocker must really block"
+
+
+def test_test_modules_share_helpers_not_each_other():
+    """What several test modules use lives in a helper module (``tests/helpers.py`` and its kin), never in another
+    test module: importing one runs its module-level set-up and fixtures, and ties their markers together."""
+    tests = ROOT / "tests"
+    crossing = [
+        f"{path.name}: {node.module}"
+        for path in sorted([*tests.glob("*.py"), *(ROOT / "bench").glob("*.py")])
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")
+    ]
+    assert crossing == []

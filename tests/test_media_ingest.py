@@ -215,8 +215,7 @@ def test_shuffled_duplicated_and_late_events_give_the_same_video(make_settings, 
 def test_cli_produces_a_folder_and_searches_by_picture_and_sound(make_settings, media_models, tmp_path):
     import json
 
-    from tests.helpers import settings_env
-    from tests.test_cli import embedstream
+    from tests.helpers import embedstream, settings_env
 
     settings = make_settings()
     env = settings_env(settings)

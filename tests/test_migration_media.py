@@ -30,7 +30,7 @@ from embedstream.workers.sample_media import sample_photos, sample_voices
 from embedstream.workers.search import Query, Searcher
 from embedstream.workers.spaces import migrate_here, run_step
 from tests.helpers import b64, send_raw, settings_env
-from tests.test_hf_media_export import tiny_resnet, tiny_wav2vec2  # ResNet: its own 64-px crop; wav2vec2
+from tests.tiny_models import tiny_resnet, tiny_wav2vec2  # ResNet: its own 64-px crop; wav2vec2
 
 pytestmark = pytest.mark.integration
 

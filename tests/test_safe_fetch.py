@@ -9,11 +9,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from PIL import Image
@@ -27,34 +25,10 @@ from embedstream.schemas.dead_letter import DeadLetter
 from embedstream.schemas.settings import MediaSettings, Settings
 from embedstream.workers.sample_media import sample_photos
 from tests.helpers import read_topic, send_raw, settings_env, stored_ids
+from tests.http_site import Site, drip
 
 BODY = b"\x89PNG pretend picture bytes" * 100
 LIMIT = 1 << 20
-
-
-class Site:
-    """One HTTP server on a loopback address; counts requests by path."""
-
-    def __init__(self, host: str, routes: dict[str, Callable[[BaseHTTPRequestHandler], None]]) -> None:
-        self.hits: Counter[str] = Counter()
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                site.hits[path] += 1
-                routes.get(path, lambda h: h.send_error(404))(self)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def send(handler: BaseHTTPRequestHandler, body: bytes, status: int = 200, length: bool = True) -> None:
@@ -74,20 +48,6 @@ def redirect(handler: BaseHTTPRequestHandler, status: int, location: str) -> Non
     handler.send_response(status)
     handler.send_header("Location", location)
     handler.end_headers()
-
-
-def drip(handler: BaseHTTPRequestHandler) -> None:
-    """A byte a second of a declared 1,000: each read returns in time, the whole never does."""
-    handler.send_response(200)
-    handler.send_header("Content-Length", "1000")
-    handler.end_headers()
-    try:
-        for _ in range(1000):
-            handler.wfile.write(b"x")
-            handler.wfile.flush()
-            time.sleep(1)
-    except OSError:  # the client gave up and closed: what the test wants
-        pass
 
 
 def raw_route(stall: bytes, every_s: float) -> Callable[[BaseHTTPRequestHandler], None]:

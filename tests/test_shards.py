@@ -9,8 +9,7 @@ from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.settings import PipelineSettings
-from tests.helpers import send_raw, settings_env, text_event, watermarks
-from tests.test_cli import embedstream
+from tests.helpers import embedstream, send_raw, settings_env, text_event, watermarks
 
 pytestmark = [pytest.mark.brokers("tansu", "kafka"), pytest.mark.integration]
 

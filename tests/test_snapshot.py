@@ -4,8 +4,6 @@ models are not built here is refused."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,14 +15,10 @@ from embedstream.pipelines.ingest import run_ingest
 from embedstream.pipelines.io.kafka_clients import committed_offsets, ensure_topics
 from embedstream.pipelines.stores import open_store
 from embedstream.schemas.settings import Settings
-from tests.helpers import Server, answers, fill, send_raw, settings_env, text_event, watermarks
+from tests.helpers import Server, answers, fill, send_raw, text_event, watermarks
+from tests.helpers import store_cli as cli
 
 pytestmark = pytest.mark.integration
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "embedstream.workers.cli", "store", *args]
-    return subprocess.run(command, env=settings_env(settings), capture_output=True, text=True, timeout=300)
 
 
 def contents(settings: Settings) -> dict[str, tuple[dict, dict]]:

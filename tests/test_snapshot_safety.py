@@ -20,7 +20,7 @@ from embedstream.pipelines.stores.snapshot import META, SnapshotError, SnapshotI
 from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import Settings
 from tests.helpers import fill
-from tests.test_snapshot import cli
+from tests.helpers import store_cli as cli
 
 pytestmark = pytest.mark.integration
 

@@ -31,8 +31,8 @@ from embedstream.schemas.point import CHUNK_MODALITY, PointRecord, SourceRef, po
 from embedstream.schemas.version import Version
 from embedstream.workers import dlq
 from tests.helpers import read_topic, reset_group, send_raw, settings_env, text_event, watermarks
-from tests.test_chunking import document
-from tests.test_video_views import fusion, member
+from tests.long_documents import document
+from tests.video_members import fusion, member
 
 pytestmark = [pytest.mark.brokers("tansu", "kafka"), pytest.mark.integration]
 

@@ -7,16 +7,13 @@ import numpy as np
 import pytest
 
 from embedstream.pipelines.io.point_writer import PointWriter
-from embedstream.pipelines.plan import FUSED_SPACE, VideoFusion
+from embedstream.pipelines.plan import FUSED_SPACE
 from embedstream.pipelines.stores import StoredPoint
 from embedstream.pipelines.video_views import video_point
 from embedstream.schemas.errors import SettingsError
-from embedstream.schemas.point import PointRecord, SourceRef, point_id
+from embedstream.schemas.point import point_id
 from embedstream.schemas.settings import Settings
-
-
-def fusion(weights=(1.0, 1.0)) -> VideoFusion:
-    return VideoFusion("img", "aud", None, weights, (3, 2), {"img": "i@1", "aud": "a@1", FUSED_SPACE: "f"})
+from tests.video_members import fusion, member
 
 
 def frame(i: int, vector: list[float]) -> StoredPoint:
@@ -51,21 +48,6 @@ def test_weights_that_make_no_vector_are_refused():
         Settings.load(media={"fused_weights": (0.0, 0.0)})
     with pytest.raises(SettingsError, match="fused_weights"):
         Settings.load(media={"fused_weights": (-1.0, 2.0)})
-
-
-def member(video: str, modality: str, index: int, vector: list[float], version: str = "a") -> PointRecord:
-    space = "img" if modality == "video_frame" else "aud"
-    payload = {
-        "modality": modality,
-        "id": f"{video}-{index}",
-        "video_id": video,
-        "video": {"video_id": video, "index": index, "t": index, "duration": 1},
-        "content_sha256": f"{modality}{index}{version}".ljust(16, "0"),
-    }
-    pid = point_id(modality, f"{video}-{index}", video, index)
-    return PointRecord(
-        id=pid, vectors={space: vector}, payload=payload, source=SourceRef(topic="t", partition=0, offset=index)
-    )
 
 
 def stored_view(store, video: str):
