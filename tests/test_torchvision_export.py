@@ -17,6 +17,8 @@ from embedstream.onnx_models.registry import load_manifest_of
 from embedstream.pipelines.media.images import decode_image
 from embedstream.workers.sample_media import sample_photos
 
+pytestmark = pytest.mark.integration  # each test exports or loads a checkpoint with torch
+
 # Tensors every torchvision checkpoint of the architecture has, with their shapes (torchvision's own names).
 KNOWN = {
     "vgg11": {
@@ -64,7 +66,6 @@ def export(cache: Path, name: str, weights: Path, arch: str) -> subprocess.Compl
     )
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("arch", ["vgg11", "resnet50"])
 def test_a_torchvision_checkpoint_exports_with_parity(tmp_path, arch):
     cache = tmp_path / "cache"
@@ -79,7 +80,6 @@ def test_a_torchvision_checkpoint_exports_with_parity(tmp_path, arch):
     assert vectors.shape == (3, manifest.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.unit
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     weights = checkpoint("vgg11", tmp_path / "vgg11.pth")
     done = export(tmp_path / "cache", "pics", weights, "resnet50")
@@ -95,7 +95,6 @@ class Payload:
         return (print, ("a pickled checkpoint ran code",))
 
 
-@pytest.mark.integration
 def test_a_pickled_checkpoint_is_one_line_refusal_never_advice_to_unpickle(tmp_path):
     import torch
 
