@@ -31,6 +31,11 @@ def text_event(event_id: str, text: str, **extra: Any) -> bytes:
     return json.dumps({"schema": 1, "id": event_id, "modality": "text", "text": text, **extra}).encode()
 
 
+def delete_event(event_id: str, modality: str = "text") -> bytes:
+    """An ``op: delete`` envelope for ``event_id`` (one modality's points; a Kafka tombstone removes them all)."""
+    return json.dumps({"schema": 1, "id": event_id, "modality": modality, "op": "delete"}).encode()
+
+
 Message = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # key, value, headers
 
 

@@ -20,6 +20,7 @@ from embedstream.workers.sample_media import make_sample_video, sample_photos, s
 from tests.helpers import (
     Message,
     binary_message,
+    delete_event,
     read_topic,
     reset_group,
     send_raw,
@@ -31,10 +32,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.brokers("tansu", "kafka")
-
-
-def delete_event(event_id: str, modality: str = "text") -> bytes:
-    return json.dumps({"schema": 1, "id": event_id, "modality": modality, "op": "delete"}).encode()
 
 
 def record(value: bytes | None, key: bytes | None = b"k", headers: tuple = ()) -> KafkaRecord:

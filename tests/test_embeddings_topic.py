@@ -25,6 +25,7 @@ from embedstream.workers.demo import sample_corpus
 from embedstream.workers.tail_embeddings import latest
 from tests.helpers import (
     Message,
+    delete_event,
     embedstream,
     send_raw,
     settings_env,
@@ -36,10 +37,6 @@ from tests.helpers import (
 from tests.tcp_proxy import TcpProxy
 
 LONG = " ".join(sample_corpus().read_text().splitlines()[:60])  # several passages, many sentences
-
-
-def delete_event(event_id: str) -> bytes:
-    return json.dumps({"schema": 1, "id": event_id, "modality": "text", "op": "delete"}).encode()
 
 
 @pytest.mark.unit
