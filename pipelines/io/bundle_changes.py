@@ -20,7 +20,7 @@ and a bundle retried after a crash reports the same ids at the same versions aga
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from embedstream.pipelines.stores import VectorStore
 from embedstream.schemas.embeddings_wire import EmbeddingRecord
@@ -33,7 +33,7 @@ class BundleChanges:
     """The ids one bundle wrote or removed; ``settle`` once the bundle's writes are durable."""
 
     collection: str
-    publish_now: Callable[[list[EmbeddingRecord]], None] = field(default=lambda changes: None)
+    publish_now: Callable[[list[EmbeddingRecord]], None]  # sends and waits for the broker's acknowledgement
 
     def __post_init__(self) -> None:
         self.clear()
@@ -76,12 +76,11 @@ class BundleChanges:
         for pid in touched:
             payload = held.get(pid)
             point = written.get(pid)
-            if payload is None or is_tombstone(payload):
-                if pid in removed or point is not None or payload is not None:
-                    version = Version.stored(payload) if payload is not None else removed.get(pid)
-                    if version is None and point is not None:  # deleted meanwhile by another writer
-                        version = Version.stored(point.payload)
-                    changes.append(EmbeddingRecord(id=pid, version=version, deleted=True))
+            if payload is None or is_tombstone(payload):  # every touched id was written or removed here
+                version = Version.stored(payload) if payload is not None else removed.get(pid)
+                if version is None and point is not None:  # deleted meanwhile by another writer
+                    version = Version.stored(point.payload)
+                changes.append(EmbeddingRecord(id=pid, version=version, deleted=True))
             elif point is not None and Version.stored(payload) == Version.stored(point.payload):
                 vectors = {layout.writes.get(k, k): v for k, v in point.vectors.items()}
                 sparse = {

@@ -24,22 +24,18 @@ no invalid event is dropped silently. A dead letter whose acknowledgement was lo
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from kafka.errors import KafkaError
 
+from embedstream.pipelines.io.acked_sends import AckedSends
 from embedstream.pipelines.io.kafka_clients import dead_letter_limit, producer
 from embedstream.schemas.dead_letter import DLQ_HEADER_PREFIX, DeadLetter
 from embedstream.schemas.errors import EmbedstreamError
 from embedstream.schemas.settings import KafkaSettings, PipelineSettings
 
 log = logging.getLogger(__name__)
-SEND_TIMEOUT_S = 30
-RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 30.0
 NULL_VALUE = DLQ_HEADER_PREFIX + "null-value"
-_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class DeadLetterUnavailableError(EmbedstreamError):
@@ -59,8 +55,9 @@ class DeadLetterPublisher:
         self._topic = kafka.dead_letter_topic
         self._limit = dead_letter_limit(pipeline.max_event_bytes)
         self._producer = producer(kafka, self._limit)
-        self._retry_s = pipeline.dead_letter_retry_s
-        self._sends: list[tuple[DeadLetter, Any]] = []
+        self._sends = AckedSends(
+            self._producer.flush, self._send, pipeline.dead_letter_retry_s, "dead letters", _by_reference, self._gone
+        )
 
     def close(self) -> None:
         self._producer.close()
@@ -69,7 +66,7 @@ class DeadLetterPublisher:
         size = wire_size(dead)
         if size > self._limit:
             dead = dead.as_reference(f"{size} bytes exceed the dead-letter limit of {self._limit}")
-        self._sends.append((dead, self._send(dead)))
+        self._sends.send(dead)
 
     def _send(self, dead: DeadLetter) -> Any:
         source, headers = dead.source, dead.kafka_headers()
@@ -82,49 +79,22 @@ class DeadLetterPublisher:
         )
 
     def confirm(self) -> list[DeadLetter]:
-        """Wait until the broker has every dead letter sent so far; return them.
+        """Wait until the broker has every dead letter sent so far; return them. Too large for the topic: sent
+        again by reference at once. Refused otherwise (an outage): sent again with backoff; after
+        ``pipeline.dead_letter_retry_s`` raises ``DeadLetterUnavailableError`` (``acked_sends``)."""
+        return self._sends.confirm()
 
-        Too large for the topic: sent again by reference at once. Refused otherwise (an outage): sent again with
-        backoff; after ``pipeline.dead_letter_retry_s`` raises ``DeadLetterUnavailableError``."""
-        sent: list[DeadLetter] = []
-        started, delay = time.monotonic(), RETRY_FIRST_S
-        while self._sends:
-            self._producer.flush()
-            failed: list[tuple[DeadLetter, KafkaError]] = []
-            smaller: list[DeadLetter] = []
-            for dead, future in self._sends:
-                try:
-                    future.get(timeout=SEND_TIMEOUT_S)
-                    sent.append(dead)
-                except _TOO_LARGE as exc:
-                    if dead.by_reference:
-                        raise
-                    smaller.append(dead.as_reference(f"the dead-letter topic refused its size ({exc})"))
-                except KafkaError as exc:
-                    failed.append((dead, exc))
-            self._sends = [(dead, self._send(dead)) for dead in smaller]
-            if smaller:
-                log.warning("%d dead letters too large for %s: publishing them by reference", len(smaller), self._topic)
-            if failed:
-                self._wait_to_resend(failed, time.monotonic() - started, delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                self._sends += [(dead, self._send(dead)) for dead, _ in failed]
-        return sent
-
-    def _wait_to_resend(self, failed: list[tuple[DeadLetter, KafkaError]], waited_s: float, delay_s: float) -> None:
-        error = failed[-1][1]
-        if waited_s + delay_s > self._retry_s:
-            raise DeadLetterUnavailableError(
-                f"the dead-letter topic {self._topic} did not take {len(failed)} dead letters in {waited_s:.0f} s "
-                f"({type(error).__name__}: {error}); nothing of this bundle is committed, so a rerun sends them again "
-                "(pipeline.dead_letter_retry_s sets how long to wait)"
-            )
-        log.warning(
-            "the dead-letter topic %s did not take %d dead letters (%s: %s); sending them again in %.0f s",
-            self._topic,
-            len(failed),
-            type(error).__name__,
-            error,
-            delay_s,
+    def _gone(self, count: int, waited_s: float, error: KafkaError) -> DeadLetterUnavailableError:
+        return DeadLetterUnavailableError(
+            f"the dead-letter topic {self._topic} did not take {count} dead letters in {waited_s:.0f} s "
+            f"({type(error).__name__}: {error}); nothing of this bundle is committed, so a rerun sends them again "
+            "(pipeline.dead_letter_retry_s sets how long to wait)"
         )
-        time.sleep(delay_s)
+
+
+def _by_reference(dead: DeadLetter, error: KafkaError) -> DeadLetter:
+    """A dead letter the topic refused as too large, sent again without its bytes (once: a reference is small)."""
+    if dead.by_reference:
+        raise error
+    log.warning("a dead letter too large for its topic (%s): publishing it by reference", error)
+    return dead.as_reference(f"the dead-letter topic refused its size ({error})")

@@ -26,7 +26,6 @@ from apache_beam.metrics.metric import Metrics
 
 from embedstream.pipelines.events import DeleteEvent, ParsedEvent
 from embedstream.pipelines.handles import Handle
-from embedstream.pipelines.io.bundle_changes import BundleChanges
 from embedstream.pipelines.io.dead_letter_publisher import DeadLetterPublisher
 from embedstream.pipelines.io.embeddings_topic import EmbeddingsTopic
 from embedstream.pipelines.io.partition_owner import Fence
@@ -90,12 +89,8 @@ class Deliver(beam.DoFn):
         self._fence = (
             Fence(self._kafka, self._run_id, self._pipeline.reader_heartbeat_s) if self._run_id is not None else None
         )
-        self._output = EmbeddingsTopic(self._kafka, self._pipeline) if self._pipeline.output_topic else None
-        self._changes = (
-            BundleChanges(self._pipeline.output_collection or self._qdrant.collection, self._output.publish_now)
-            if self._output is not None
-            else None
-        )
+        output = self._pipeline.output_topic is not None
+        self._output = EmbeddingsTopic(self._kafka, self._pipeline, self._qdrant) if output else None
         self._writer = PointWriter(
             self._store,
             self._pipeline.upsert_batch_size,
@@ -104,7 +99,7 @@ class Deliver(beam.DoFn):
             self._remake,
             {space.name: space.model for space in self._spaces if not space.sparse},
             self._fence.check if self._fence is not None else None,
-            self._changes,
+            self._output.changes if self._output is not None else None,
         )
         self._compacted_at = -float("inf")
         self._publisher = DeadLetterPublisher(self._kafka, self._pipeline)
@@ -144,9 +139,8 @@ class Deliver(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._writer.start()
-        if self._output is not None and self._changes is not None:  # what a failed bundle left: its retry redoes it
-            self._output.discard()
-            self._changes.clear()
+        if self._output is not None:
+            self._output.start()
         self._arrivals: list[int] = []  # Kafka timestamps (ms) of the events this bundle delivers
 
     def process(self, element: Any) -> Iterable[None]:
@@ -186,8 +180,8 @@ class Deliver(beam.DoFn):
 
     def finish_bundle(self) -> None:
         views, dead = self._writer.flush()
-        if self._output is not None and self._changes is not None:
-            self._output.publish(self._changes.settle(self._store))
+        if self._output is not None:
+            self._output.publish(self._store)
         self._compact_tombstones()
         for letter in dead:
             self._publisher.publish(letter)
