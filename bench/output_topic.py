@@ -14,12 +14,12 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.common import pyplot, save_figure, write_json
-from bench.startup import ingest, produce
+from bench.startup import alternating_drains
 
 REPORTS = Path(__file__).parent / "reports"
 VARIANTS = ("none", "qdrant", "binary")
@@ -49,40 +49,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from tqdm import tqdm
-
-    from embedstream.workers.broker import start_broker
     from embedstream.workers.demo import sample_corpus
 
     corpus = [json.loads(line)["text"] for line in sample_corpus().read_text().splitlines()]
     texts = [f"{corpus[i % len(corpus)]} ({i})" for i in range(args.events)]
-    walls: dict[str, list[float]] = {v: [] for v in VARIANTS}
     sizes: dict[str, tuple[int, int]] = {}
-    broker = start_broker()
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="embedstream-output-") as tmp,
-            tqdm(total=args.rounds * len(VARIANTS), desc="drains", unit="drain") as bar,
-        ):
-            for run in range(args.rounds):
-                for variant in VARIANTS:
-                    topic = f"output-{variant}-{run}-{time.time_ns()}"
-                    produce(broker.bootstrap, topic, texts)
-                    extra = {}
-                    if variant != "none":
-                        extra = {
-                            "EMBEDSTREAM_PIPELINE__OUTPUT_TOPIC": f"{topic}.vectors",
-                            "EMBEDSTREAM_PIPELINE__OUTPUT_FORMAT": variant,
-                        }
-                    done = ingest(broker.bootstrap, topic, f"{tmp}/{topic}", text_only=True, code=extra)
-                    if done["stored"] < args.events:
-                        raise RuntimeError(f"{variant} stored {done['stored']:.0f} of {args.events} events")
-                    walls[variant].append(done["exit_s"])
-                    if variant != "none" and variant not in sizes:
-                        sizes[variant] = topic_bytes(broker.bootstrap, f"{topic}.vectors")
-                    bar.update(1)
-    finally:
-        broker.stop()
+
+    def environment(variant: str) -> Callable[[str], dict[str, str] | None]:
+        if variant == "none":
+            return lambda topic: None
+        return lambda topic: {
+            "EMBEDSTREAM_PIPELINE__OUTPUT_TOPIC": f"{topic}.vectors",
+            "EMBEDSTREAM_PIPELINE__OUTPUT_FORMAT": variant,
+        }
+
+    def measure(variant: str, bootstrap: str, topic: str) -> None:
+        if variant != "none" and variant not in sizes:
+            sizes[variant] = topic_bytes(bootstrap, f"{topic}.vectors")
+
+    with tempfile.TemporaryDirectory(prefix="embedstream-output-") as tmp:
+        walls = alternating_drains(texts, {v: environment(v) for v in VARIANTS}, args.rounds, tmp, measure)
     rates = {v: args.events / statistics.median(rows) for v, rows in walls.items()}
     result: dict[str, Any] = {
         "events": args.events,
@@ -98,7 +84,6 @@ def main() -> None:
 
 
 def write_report(result: dict[str, Any]) -> None:
-    REPORTS.mkdir(exist_ok=True)
     write_json(REPORTS / "output_topic.json", result, 2)
     lines = [
         "# The embeddings topic's cost",

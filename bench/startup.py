@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,41 @@ def produce(bootstrap: str, topic: str, texts: list[str]) -> None:
         for i, text in enumerate(texts)
     )
     produce_events(settings, events, total=len(texts), progress=False)
+
+
+def alternating_drains(
+    texts: list[str],
+    variants: dict[str, Callable[[str], dict[str, str] | None]],
+    rounds: int,
+    folder: str,
+    after: Callable[[str, str, str], None] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds from launch to exit of ``embedstream ingest --mode drain`` over ``texts``, per variant: each drain
+    reads a fresh topic on a local tansu into a fresh store in a fresh process, the variants alternating, ``rounds``
+    times. ``variants``: label → the extra environment of a drain given its topic (another revision's code, a
+    setting); ``after(label, bootstrap, topic)``: called once each drain is done, the broker still up."""
+    from tqdm import tqdm
+
+    from embedstream.workers.broker import start_broker
+
+    walls: dict[str, list[float]] = {label: [] for label in variants}
+    broker = start_broker()
+    try:
+        with tqdm(total=rounds * len(variants), desc="drains", unit="drain") as bar:
+            for run in range(rounds):
+                for label, environment in variants.items():
+                    topic = f"drain-{run}-{time.time_ns()}"
+                    produce(broker.bootstrap, topic, texts)
+                    done = ingest(broker.bootstrap, topic, f"{folder}/{topic}", True, environment(topic))
+                    if done["stored"] < len(texts):
+                        raise RuntimeError(f"{label} stored {done['stored']:.0f} of {len(texts)} events")
+                    walls[label].append(done["exit_s"])
+                    if after is not None:
+                        after(label, broker.bootstrap, topic)
+                    bar.update(1)
+    finally:
+        broker.stop()
+    return walls
 
 
 def main() -> None:

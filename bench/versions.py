@@ -19,13 +19,14 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.common import checkout, pyplot, save_figure, write_json
-from bench.startup import ingest, produce
+from bench.startup import alternating_drains
 
 REPORTS = Path(__file__).parent / "reports"
 BATCHES = (64, 128, 256, 512)
@@ -86,7 +87,6 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from embedstream.workers.broker import start_broker
     from embedstream.workers.demo import sample_corpus
 
     result: dict[str, Any] = {"points": args.points, "events": args.events, "baseline": args.baseline}
@@ -100,26 +100,17 @@ def main() -> None:
         variants: list[tuple[str, dict[str, str] | None]] = [("versioned", None)]
         if args.baseline:
             variants.insert(0, (f"before versions @{args.baseline}", checkout(args.baseline, Path(tmp) / "base")))
-        broker = start_broker()
-        walls: dict[str, list[float]] = {label: [] for label, _ in variants}
-        try:
-            with tqdm(total=args.rounds * len(variants), desc="drains", unit="drain") as bar:
-                for run in range(args.rounds):
-                    for label, code in variants:
-                        topic = f"versions-{run}-{len(walls[label])}-{time.time_ns()}"
-                        produce(broker.bootstrap, topic, texts)
-                        done = ingest(broker.bootstrap, topic, f"{tmp}/{topic}", text_only=True, code=code)
-                        if done["stored"] < args.events:
-                            raise RuntimeError(f"{label} stored {done['stored']:.0f} of {args.events} events")
-                        walls[label].append(done["exit_s"])
-                        bar.update(1)
-        finally:
-            broker.stop()
+        walls = alternating_drains(texts, {label: _fixed(code) for label, code in variants}, args.rounds, tmp)
         result["drain"] = {
             label: {"walls_s": rows, "events_per_s": args.events / statistics.median(rows)}
             for label, rows in walls.items()
         }
     write_report(result)
+
+
+def _fixed(environment: dict[str, str] | None) -> Callable[[str], dict[str, str] | None]:
+    """The same environment for every drain of a variant, whatever its topic."""
+    return lambda topic: environment
 
 
 def write_report(result: dict[str, Any]) -> None:
